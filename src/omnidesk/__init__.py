@@ -1,0 +1,3 @@
+"""omnidesk: a self-hosted omnichannel customer-service daemon."""
+
+__version__ = "0.1.0"
