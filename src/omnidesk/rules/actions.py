@@ -1,0 +1,109 @@
+"""Actions: the ``then`` part of a rule."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from omnidesk.model import Category, Priority
+
+from .conditions import Report, _did_you_mean, _kind
+
+ACTION_KEYS = ("category", "confidence", "priority", "team", "agent", "tags", "remove_tags")
+
+
+@dataclass(frozen=True, slots=True)
+class Actions:
+    category: Category | None = None
+    confidence: float | None = None  # with category; default 1.0 (an admin said so)
+    priority: Priority | None = None
+    team: str | None = None
+    agent: str | None = None
+    tags: tuple[str, ...] = ()
+    remove_tags: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        parts = []
+        if self.category is not None:
+            conf = "" if self.confidence is None else f" ({self.confidence:g})"
+            parts.append(f"category={self.category}{conf}")
+        if self.priority is not None:
+            parts.append(f"priority={self.priority}")
+        if self.team is not None:
+            parts.append(f"team={self.team}")
+        if self.agent is not None:
+            parts.append(f"agent={self.agent}")
+        if self.tags:
+            parts.append(f"tags+={','.join(self.tags)}")
+        if self.remove_tags:
+            parts.append(f"tags-={','.join(self.remove_tags)}")
+        return ", ".join(parts) or "nothing"
+
+    def is_empty(self) -> bool:
+        return self == Actions()
+
+
+def _choice(key: str, value: Any, enum: type[Category] | type[Priority], report: Report) -> Any:
+    choices = [e.value for e in enum]
+    if isinstance(value, str) and value.strip().lower() in choices:
+        return enum(value.strip().lower())
+    report(
+        f"unknown {key} {value!r}{_did_you_mean(str(value), choices)}; "
+        f"use one of: {', '.join(choices)}",
+        str(value),
+    )
+    return None
+
+
+def _name(key: str, value: Any, report: Report) -> str | None:
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    report(f"{key} needs a name, got {_kind(value)}", key)
+    return None
+
+
+def _tags(key: str, value: Any, report: Report) -> tuple[str, ...] | None:
+    values = value if isinstance(value, list) else [value]
+    if not values or not all(isinstance(v, str) and v.strip() for v in values):
+        report(f"{key} needs a tag or a list of tags, got {_kind(value)}", key)
+        return None
+    return tuple(v.strip() for v in values)
+
+
+def parse_actions(raw: Any, report: Report) -> Actions | None:
+    if not isinstance(raw, dict):
+        report(f"'then' must be a table of actions, got {_kind(raw)}", "then")
+        return None
+    ok = True
+    fields: dict[str, Any] = {}
+    for key, value in raw.items():
+        parsed: Any
+        if key == "category":
+            parsed = _choice(key, value, Category, report)
+        elif key == "priority":
+            parsed = _choice(key, value, Priority, report)
+        elif key in ("team", "agent"):
+            parsed = _name(key, value, report)
+        elif key in ("tags", "remove_tags"):
+            parsed = _tags(key, value, report)
+        elif key == "confidence":
+            parsed = None
+            if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1:
+                parsed = float(value)
+            else:
+                report(f"confidence needs a number from 0 to 1, got {_kind(value)}", key)
+        else:
+            report(
+                f"unknown action '{key}'{_did_you_mean(key, ACTION_KEYS)}; "
+                f"actions are: {', '.join(ACTION_KEYS)}",
+                key,
+            )
+            parsed = None
+        if parsed is None:
+            ok = False
+        else:
+            fields[key] = parsed
+    if ok and "confidence" in fields and "category" not in fields:
+        report("confidence only makes sense together with category", "confidence")
+        ok = False
+    return Actions(**fields) if ok else None

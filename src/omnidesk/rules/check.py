@@ -1,0 +1,121 @@
+"""``omnidesk rules check``: validate a rules directory and run its examples."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omnidesk.model import Decision
+
+from .engine import Example, RuleSet
+from .loader import load_rules
+from .problems import Problem, RulesError
+
+
+@dataclass(slots=True)
+class ExampleFailure:
+    example: Example
+    expected: dict[str, Any]
+    got: dict[str, Any]
+    explanation: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        want = ", ".join(f"{k}={_show(v)}" for k, v in self.expected.items())
+        got = ", ".join(f"{k}={_show(v)}" for k, v in self.got.items())
+        return f"{self.example.where}: example {self.example.title!r}: expected {want}, got {got}"
+
+
+def _show(value: Any) -> str:
+    if value is None or value == "":
+        return "(none)"
+    if isinstance(value, list):
+        return "[" + ", ".join(value) + "]"
+    return str(value)
+
+
+def _actual(decision: Decision, key: str) -> Any:
+    return {
+        "category": str(decision.category),
+        "priority": str(decision.priority),
+        "team": decision.team,
+        "agent": decision.assignee,
+        "tags": list(decision.tags),
+        "rule": decision.rule,
+    }[key]
+
+
+def _matches(key: str, expected: Any, actual: Any) -> bool:
+    if key == "tags":  # the listed tags must be there; others may be too
+        have = {t.casefold() for t in actual}
+        return all(t.casefold() in have for t in expected)
+    if expected == "":
+        return actual is None
+    return bool(expected == actual)
+
+
+def run_examples(ruleset: RuleSet) -> list[ExampleFailure]:
+    failures = []
+    for example in ruleset.examples:
+        decision = ruleset.evaluate(example.input)
+        wrong = {
+            k: v for k, v in example.expect.items() if not _matches(k, v, _actual(decision, k))
+        }
+        if wrong:
+            failures.append(
+                ExampleFailure(
+                    example,
+                    wrong,
+                    {k: _actual(decision, k) for k in wrong},
+                    list(decision.explanation),
+                )
+            )
+    return failures
+
+
+@dataclass(slots=True)
+class CheckReport:
+    directory: str
+    problems: list[Problem] = field(default_factory=list)
+    failures: list[ExampleFailure] = field(default_factory=list)
+    examples_run: int = 0
+    rules: int = 0
+    files: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and not self.failures
+
+    def format(self) -> str:
+        lines: list[str] = []
+        if self.problems:
+            lines.append(f"{len(self.problems)} problem(s) in {self.directory}:")
+            lines.extend(f"  {p}" for p in self.problems)
+            lines.append("The rules were not loaded; a running daemon keeps its previous rules.")
+            return "\n".join(lines)
+        for f in self.failures:
+            lines.append(f"FAIL {f}")
+            lines.extend(f"     {why}" for why in f.explanation)
+        passed = self.examples_run - len(self.failures)
+        lines.append(
+            f"{len(self.files)} file(s), {self.rules} rule(s); "
+            f"{self.examples_run} example(s) run: {passed} passed, {len(self.failures)} failed"
+        )
+        lines.append("OK" if self.ok else "FAILED")
+        return "\n".join(lines)
+
+
+def check_rules(directory: str | Path) -> CheckReport:
+    """Validate every file and run every example. Never raises for bad rules: the
+    report says what is wrong."""
+    report = CheckReport(str(directory))
+    try:
+        ruleset = load_rules(directory)
+    except RulesError as e:
+        report.problems = e.problems
+        return report
+    report.rules = len(ruleset)
+    report.files = list(ruleset.files)
+    report.failures = run_examples(ruleset)
+    report.examples_run = len(ruleset.examples)
+    return report

@@ -1,0 +1,207 @@
+"""The compiled rule set and its evaluation.
+
+Compiling does the work once: every keyword of every rule and of the classifier goes into
+one Aho-Corasick automaton, and each rule is indexed under the facts it needs (a keyword
+in a field, or a value of a field). Evaluating a message then costs one keyword pass per
+field that some rule or the classifier reads, a few dictionary look-ups, and a full test
+of only the rules that could match: the "candidates". Rules the index cannot narrow down
+(a rule on ``category`` alone, a regex alone, ``not ...``, a time of day) are always
+candidates; they are cheap, but a rule set made only of them grows linearly.
+
+Rules run in their evaluation order: ``order`` (default 0), then file name, then position
+in the file. Each rule that matches applies its actions on top of what earlier ones did
+(category, priority, team and agent are replaced, tags accumulate); a rule with
+``stop = true`` ends the evaluation after its actions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from omnidesk.model import Decision, Priority, RuleInput
+
+from .actions import Actions
+from .classifier import Classifier, ClassifierConfig
+from .conditions import FIELDS, Field, Node, _contact_field
+from .context import Context
+from .keywords import Keyword, KeywordMatcher
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    name: str
+    file: str
+    line: int | None
+    order: int
+    condition: Node
+    actions: Actions
+    stop: bool = False
+    description: str | None = None
+
+    @property
+    def where(self) -> str:
+        return self.file if self.line is None else f"{self.file}:{self.line}"
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    """An ``[[example]]``: a message and what the rules should decide for it."""
+
+    file: str
+    line: int | None
+    name: str | None
+    input: RuleInput
+    expect: dict[str, Any]
+
+    @property
+    def where(self) -> str:
+        return self.file if self.line is None else f"{self.file}:{self.line}"
+
+    @property
+    def title(self) -> str:
+        if self.name:
+            return self.name
+        text = " ".join((self.input.subject + " " + self.input.text).split())
+        return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _field_for(name: str) -> Field:
+    return FIELDS[name] if name in FIELDS else _contact_field(name.removeprefix("contact."))
+
+
+class RuleSet:
+    """Immutable after construction; ``evaluate`` may be called from any thread."""
+
+    def __init__(
+        self,
+        rules: Iterable[Rule] = (),
+        classifier: ClassifierConfig | None = None,
+        *,
+        files: Iterable[str] = (),
+        examples: Iterable[Example] = (),
+        fingerprint: str = "",
+    ) -> None:
+        self.rules: tuple[Rule, ...] = tuple(rules)
+        self.classifier = Classifier(classifier or ClassifierConfig())
+        self.files: list[str] = list(files)
+        self.examples: tuple[Example, ...] = tuple(examples)
+        self.fingerprint = fingerprint
+        self.teams: set[str] = {r.actions.team for r in self.rules if r.actions.team}
+        self.agents: set[str] = {r.actions.agent for r in self.rules if r.actions.agent}
+
+        keywords: list[Keyword] = list(self.classifier.keywords())
+        always: list[int] = []
+        kw_index: dict[str, dict[str, list[int]]] = {}
+        eq_index: dict[str, dict[Hashable, list[int]]] = {}
+        for i, rule in enumerate(self.rules):
+            keywords.extend(rule.condition.keywords())
+            triggers = rule.condition.triggers()
+            if triggers is None:
+                always.append(i)
+                continue
+            for kind, field, key in triggers:
+                if kind == "kw":
+                    kw_index.setdefault(field, {}).setdefault(str(key), []).append(i)
+                else:
+                    eq_index.setdefault(field, {}).setdefault(key, []).append(i)
+        self._matcher = KeywordMatcher(keywords)
+        self._always = frozenset(always)
+        self._kw_index = [
+            (_field_for(f), {k: tuple(v) for k, v in t.items()}) for f, t in kw_index.items()
+        ]
+        self._eq_index = [
+            (_field_for(f), {k: tuple(v) for k, v in t.items()}) for f, t in eq_index.items()
+        ]
+
+    def __len__(self) -> int:
+        return len(self.rules)
+
+    def _candidates(self, ctx: Context) -> list[int]:
+        found = set(self._always)
+        for field, kw_table in self._kw_index:
+            for kw in ctx.hit_ids(field.name, field.getter):
+                rules = kw_table.get(kw)
+                if rules:
+                    found.update(rules)
+        for field, eq_table in self._eq_index:
+            for key in field.keys(ctx):
+                rules = eq_table.get(key)
+                if rules:
+                    found.update(rules)
+        return sorted(found)
+
+    def evaluate(self, inp: RuleInput) -> Decision:
+        ctx = Context(inp, self._matcher)
+        guess = self.classifier.classify(ctx)
+        ctx.category, ctx.confidence = guess.category, guess.confidence
+        set_by = "classifier"
+        priority = Priority.NORMAL
+        team: str | None = None
+        agent: str | None = None
+        fired: list[str] = []
+        explanation = [guess.explanation()]
+        for i in self._candidates(ctx):
+            rule = self.rules[i]
+            try:
+                if not rule.condition.test(ctx):
+                    continue
+                because = "; ".join(rule.condition.explain(ctx))
+            except Exception:  # a rule must never take the pipeline down with it
+                log.exception("rules.rule_failed", rule=rule.name, where=rule.where)
+                continue
+            a = rule.actions
+            fired.append(rule.name)
+            if a.category is not None:
+                ctx.category = a.category
+                ctx.confidence = 1.0 if a.confidence is None else a.confidence
+                set_by = rule.name
+            priority = a.priority or priority
+            team = a.team or team
+            agent = a.agent or agent
+            if a.tags or a.remove_tags:
+                ctx.tags = _merge_tags(ctx.tags, a.tags, a.remove_tags)
+            line = f"rule '{rule.name}' set {a.describe()} ({because})"
+            if rule.stop:
+                line += "; stopped further rules"
+            explanation.append(line)
+            if rule.stop:
+                break
+        return Decision(
+            category=ctx.category,
+            confidence=ctx.confidence,
+            priority=priority,
+            team=team,
+            assignee=agent,
+            tags=ctx.tags,
+            rule=set_by,
+            rules_fired=fired,
+            explanation=explanation,
+        )
+
+    def describe(self) -> list[str]:
+        """The rules in evaluation order, one line each (for ``omnidesk rules list``)."""
+        lines = []
+        for n, r in enumerate(self.rules, 1):
+            stop = " [stop]" if r.stop else ""
+            lines.append(
+                f"{n:3d}. {r.name} ({r.where}, order {r.order}): "
+                f"when {r.condition.describe()} then {r.actions.describe()}{stop}"
+            )
+        return lines
+
+
+def _merge_tags(tags: list[str], add: Iterable[str], remove: Iterable[str]) -> list[str]:
+    gone = {t.casefold() for t in remove}
+    out = [t for t in tags if t.casefold() not in gone]
+    have = {t.casefold() for t in out}
+    for t in add:
+        if t.casefold() not in have:
+            out.append(t)
+            have.add(t.casefold())
+    return out
