@@ -52,15 +52,15 @@ _SUPERSETS: dict[str, tuple[str, ...]] = {
     "ms950": ("cp950", "big5hkscs"),
     "windows-950": ("cp950", "big5hkscs"),
     # Japanese.
-    "shift-jis": ("cp932", "shift_jis_2004"),
-    "shiftjis": ("cp932", "shift_jis_2004"),
-    "sjis": ("cp932", "shift_jis_2004"),
-    "x-sjis": ("cp932", "shift_jis_2004"),
-    "s-jis": ("cp932", "shift_jis_2004"),
-    "ms-kanji": ("cp932", "shift_jis_2004"),
-    "csshiftjis": ("cp932", "shift_jis_2004"),
-    "windows-31j": ("cp932", "shift_jis_2004"),
-    "cp932": ("cp932", "shift_jis_2004"),
+    "shift-jis": ("cp932",),
+    "shiftjis": ("cp932",),
+    "sjis": ("cp932",),
+    "x-sjis": ("cp932",),
+    "s-jis": ("cp932",),
+    "ms-kanji": ("cp932",),
+    "csshiftjis": ("cp932",),
+    "windows-31j": ("cp932",),
+    "cp932": ("cp932",),
     "iso-2022-jp": ("iso2022_jp_2", "iso2022_jp_ext", "iso2022_jp_3"),
     "csiso2022jp": ("iso2022_jp_2", "iso2022_jp_ext", "iso2022_jp_3"),
     "iso-2022-jp-2": ("iso2022_jp_2", "iso2022_jp_ext"),
@@ -136,9 +136,11 @@ _SINGLE_BYTE_PREFIXES = ("cp12", "cp8", "iso8859", "latin", "koi8", "mac", "tis"
 # Python; cp932 covers them once the JIS bytes are shifted (see below).
 _ISO2022JP_LABELS = frozenset({"iso-2022-jp", "csiso2022jp", "iso-2022-jp-2"})
 
-# Detection is expensive and unreliable on a few bytes; below this size we go
-# straight to the replacement fallback.
-_MIN_DETECT_BYTES = 8
+# charset-normalizer guesses wildly on short input ("Über uns" -> Big5) and
+# proposes clean-but-wrong decodings of damaged CJK text with a visible
+# "chaos" score. Below this size, or above this chaos, its answer is not used.
+_MIN_DETECT_BYTES = 64
+_MAX_CHAOS = 0.02
 
 
 def normalize_label(label: str | None) -> str:
@@ -170,7 +172,7 @@ def decoders_for(label: str | None) -> tuple[str, ...]:
         norm = "mac-" + norm[6:]
     try:
         name = codecs.lookup(norm).name
-    except LookupError:
+    except (LookupError, ValueError):  # ValueError: NUL inside the label
         return ()
     # Python knows some labels as the narrow charset; use its superset.
     return _SUPERSETS.get(name.replace("_", "-"), (name,))
@@ -227,20 +229,25 @@ def _decode_nonascii(data: bytes, declared: str | None, candidates: tuple[str, .
     if detected is not None:
         return detected
     # No clean decoding exists: the bytes are damaged. Keep the declared
-    # charset's reading of the rest; mark the damage.
+    # charset's reading of the rest when it reads most of it, mark the damage.
     for codec in candidates:
         if _is_single_byte(codec):
             return data.decode(codec, errors=_LATIN1_FALLBACK)
-        if codec != "utf-8":
-            # A damaged CJK/UTF-16 text: the rest still reads correctly.
-            return data.decode(codec, errors="replace")
+        text = data.decode(codec, errors="replace")
+        if _mostly_intact(text):
+            return text
+        break
     text = data.decode("utf-8", errors="replace")
-    damaged = text.count("\ufffd")
-    if damaged * 4 <= sum(1 for ch in text if ord(ch) > 0x7F) - damaged:
+    if _mostly_intact(text):
         return text  # UTF-8 with a few broken sequences
-    # Mostly not UTF-8: a legacy 8-bit text. windows-1252 (with Latin-1 for
-    # its five undefined bytes) keeps every byte readable.
+    # A legacy 8-bit text: windows-1252 (with Latin-1 for its five undefined
+    # bytes) keeps every byte readable.
     return data.decode("cp1252", errors=_LATIN1_FALLBACK)
+
+
+def _mostly_intact(text: str) -> bool:
+    damaged = text.count("\ufffd")
+    return damaged * 4 <= sum(1 for ch in text if ord(ch) > 0x7F) - damaged
 
 
 def _latin1_fallback(err: UnicodeError) -> tuple[str, int]:
@@ -264,7 +271,7 @@ def _detect(data: bytes) -> str | None:
         best = from_bytes(data).best()
     except Exception:  # a detector bug must not lose the message
         return None
-    if best is None:
+    if best is None or best.chaos > _MAX_CHAOS:
         return None
     text = str(best)
     return None if "\ufffd" in text else text

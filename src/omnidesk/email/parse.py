@@ -17,6 +17,7 @@ from email.message import Message as MimeMessage
 from typing import Any
 
 from omnidesk.email import auto
+from omnidesk.email.charsets import decode_bytes
 from omnidesk.email.headers import (
     RAW_POLICY,
     extract_msgids,
@@ -117,6 +118,12 @@ def _parse(raw: bytes, channel: str, envelope: Mapping[str, Any]) -> Message:
     html_raw = "\n".join(body.html) if body.html else ""
     html = sanitize_html(html_raw) if html_raw.strip() else None
     full_text = plain.strip() or html_to_text(html_raw).strip()
+    salvaged = False
+    if not full_text and not body.attachments and msg.is_multipart():
+        # Boundaries so broken that every part fell into a preamble or
+        # epilogue: show the agent the readable lines rather than nothing.
+        full_text = _salvage_text(data)
+        salvaged = bool(full_text)
     text = split_reply(full_text)
 
     msgids = extract_msgids(get_header(msg, "message-id"))
@@ -143,7 +150,7 @@ def _parse(raw: bytes, channel: str, envelope: Mapping[str, Any]) -> Message:
     )
     bounced = auto.bounced_refs(msg, body, full_text) if kind == auto.BOUNCE else []
 
-    return Message(
+    message = Message(
         channel=channel,
         external_id=message_id,
         sender=Identity(kind="email", address=sender or "", display_name=sender_name),
@@ -162,6 +169,9 @@ def _parse(raw: bytes, channel: str, envelope: Mapping[str, Any]) -> Message:
         bounced_refs=bounced,
         meta=_meta(msg, sender, message_id, msgids, subject_raw, body, envelope, hint, to, cc),
     )
+    if salvaged:
+        message.meta["body_salvaged"] = True
+    return message
 
 
 _HEADER_LINE = re.compile(rb"[\x21-\x39\x3b-\x7e]+:")
@@ -199,6 +209,18 @@ def _repair_headers(data: bytes) -> bytes | None:
         out.extend(lines[i:])
         break
     return b"".join(out) + rest if changed else None
+
+
+_MIME_NOISE = re.compile(r"^(?:--\S*|content-[a-z-]+:.*|mime-version:.*|[ \t]+\S+=.*)$", re.I)
+
+
+def _salvage_text(data: bytes) -> str:
+    m = _HEADER_END.search(data)
+    if m is None:
+        return ""
+    text = decode_bytes(data[m.end() :], None).replace("\r\n", "\n")
+    lines = [line for line in text.split("\n") if not _MIME_NOISE.match(line)]
+    return "\n".join(lines).replace("\x00", "").strip()
 
 
 def _charset_hint(msg: MimeMessage) -> str | None:

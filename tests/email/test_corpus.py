@@ -1,0 +1,194 @@
+"""Every message of the third-party corpus normalizes, or is refused with a
+reason; the traps listed in corpora/email/TRAPS.md are handled."""
+
+from __future__ import annotations
+
+import mailbox
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from omnidesk.email import parse_email
+from omnidesk.model import Message, NormalizeError
+
+from .conftest import CI, EMAIL_CORPUS, corpus_file
+
+_NOT_MESSAGES = {"SOURCE.md", "README.md", "TRAPS.md"}
+
+# Files that are not email messages at all; each must be refused with a reason.
+EXPECTED_REFUSALS = {
+    "cpython-test_email/msg_19.txt": "no header",  # a digest body, headers cut off
+    "mimekit/tnef/body.tnef": "no header",  # raw TNEF blobs, not MIME
+    "mimekit/tnef/one-file.tnef": "no header",
+    "mimekit/tnef/winmail.tnef": "no header",
+    "ruby-mail/sample_output_multipart": "empty",  # a zero-byte file
+    "stalwart-mail-parser/malformed/COPYING": "no header",  # licence text
+    "stalwart-mail-parser/thirdparty/COPYING": "no header",
+}
+
+
+def _corpus_files() -> list[str]:
+    if not EMAIL_CORPUS.is_dir():
+        return []
+    return sorted(
+        str(p.relative_to(EMAIL_CORPUS))
+        for p in EMAIL_CORPUS.rglob("*")
+        if p.is_file() and p.name not in _NOT_MESSAGES
+    )
+
+
+FILES = _corpus_files()
+
+
+def _messages(rel: str) -> list[tuple[str, bytes]]:
+    """The messages in a corpus file: one, or each message of an mbox."""
+    data = corpus_file(rel)
+    if rel.endswith(".mbox.txt") or rel.endswith(".mbox"):
+        box = mailbox.mbox(str(EMAIL_CORPUS / rel), create=False)
+        try:
+            return [(f"{rel}#{i}", m.as_bytes()) for i, m in enumerate(box)]
+        finally:
+            box.close()
+    return [(rel, data)]
+
+
+def _traps(section: str) -> list[str]:
+    """File paths listed under a ``## <section>`` heading of TRAPS.md."""
+    text = (EMAIL_CORPUS / "TRAPS.md").read_text(encoding="utf-8")
+    m = re.search(rf"^## {re.escape(section)}.*?$(.*?)(?=^## |\Z)", text, re.M | re.S)
+    assert m, f"TRAPS.md has no section {section!r}"
+    return re.findall(r"^- ([^\s:]+)", m.group(1), re.M)
+
+
+def test_corpus_is_present() -> None:
+    if not FILES:
+        message = (
+            f"email corpus not found at {EMAIL_CORPUS}; "
+            "set OMNIDESK_CORPORA to the shared corpora folder"
+        )
+        if CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    assert len(FILES) > 300
+
+
+def _check_invariants(name: str, msg: Message) -> None:
+    assert msg.channel == "email"
+    assert msg.external_id, name
+    assert msg.own_keys == ["mid:" + msg.external_id], name
+    assert msg.sender.kind == "email"
+    assert msg.sender.address == msg.sender.address.lower()
+    for value in (msg.text, msg.full_text or "", msg.subject or ""):
+        assert "\x00" not in value, f"{name}: NUL in text (PostgreSQL refuses it)"
+    assert msg.text.strip() == msg.text
+    for key in msg.thread_refs + msg.bounced_refs:
+        assert key.startswith("mid:") and len(key) > 4, name
+    assert len(set(msg.thread_refs)) == len(msg.thread_refs)
+    if msg.html is not None:
+        assert "<script" not in msg.html.lower(), name
+    if msg.kind == "auto":
+        assert msg.auto
+    else:
+        assert msg.auto is None
+
+
+@pytest.mark.parametrize("rel", FILES)
+def test_corpus_file_normalizes_or_is_refused_with_a_reason(rel: str) -> None:
+    for name, data in _messages(rel):
+        try:
+            msg = parse_email(data, channel="email", envelope={"source": "corpus"})
+        except NormalizeError as exc:
+            reason = str(exc)
+            assert reason, f"{name}: NormalizeError without a reason"
+            assert rel in EXPECTED_REFUSALS, f"{name} refused: {reason}"
+            assert EXPECTED_REFUSALS[rel] in reason
+            continue
+        assert rel not in EXPECTED_REFUSALS, f"{name} should have been refused"
+        _check_invariants(name, msg)
+
+
+def _no_fffd(msg: Message, raw: bytes = b"", *, headers: bool = True) -> None:
+    if "\ufffd".encode() in raw:
+        return  # the sender wrote replacement characters itself
+    fields = {"text": msg.text, "full_text": msg.full_text}
+    if headers:
+        fields |= {"subject": msg.subject, "sender name": msg.sender.display_name}
+    for field, value in fields.items():
+        assert "\ufffd" not in (value or ""), f"U+FFFD in {field}: {value!r}"
+
+
+@pytest.mark.parametrize("rel", _traps("U+FFFD") if FILES else [])
+def test_traps_mislabelled_text_decodes_without_replacement_chars(rel: str) -> None:
+    msg = parse_email(corpus_file(rel), channel="email")
+    _no_fffd(msg)
+
+
+@pytest.mark.parametrize(
+    "rel",
+    (_traps("get_content() KeyError") + _traps("get_content() LookupError") if FILES else []),
+)
+def test_traps_broken_multiparts_and_unknown_charsets_normalize(rel: str) -> None:
+    for name, data in _messages(rel):
+        msg = parse_email(data, channel="email")
+        # These traps are about bodies; flanker/mailformed-headers.eml also
+        # has a truncated UTF-8 sequence in its From name, which no decoding
+        # can make whole (the rest of the name decodes).
+        _no_fffd(msg, data, headers=False)
+        assert msg.text or msg.attachments or msg.html is not None or msg.subject, name
+
+
+@pytest.mark.parametrize("rel", _traps("header to AttributeError") if FILES else [])
+def test_traps_group_addresses_in_dsns_parse(rel: str) -> None:
+    msg = parse_email(corpus_file(rel), channel="email")
+    assert msg.kind == "auto"
+    assert msg.auto in ("bounce", "delivery-report")
+    # The group itself is no recipient; its (empty) member list adds nobody.
+    assert all("@" in r.address for r in msg.recipients)
+
+
+# (file, expected in subject, expected in text) for labelled charsets.
+KNOWN_CHARSETS = [
+    ("ruby-mail/multi_charset/japanese.eml", "まみむめも", "かきくえこ"),
+    ("ruby-mail/multi_charset/japanese_iso_2022.eml", "まみむめも", "すみません。"),
+    ("ruby-mail/multi_charset/japanese_shift_jis.eml", "test", "このメールはテスト用のメールです"),
+    ("ruby-mail/multi_charset/ks_c_5601-1987.eml", "test", "스티해"),
+    ("ruby-mail/multi_charset/japanese_attachment_long_name.eml", "まみむめもまみむめも", ""),
+    ("ruby-mail/plain_emails/raw_email.eml", "NOTE: 한국말로 하는 것", "제 이름은 Jamis입니다"),
+    ("mimekit/messages/japanese.txt", "日本語メールテスト", "日本語が"),
+    ("stalwart-mail-parser/thirdparty/005.eml", None, "『世界人権宣言』"),
+    ("stalwart-mail-parser/thirdparty/003.eml", None, "Move ♚ to ♛'s ♝"),
+    ("ruby-mail/rfc6532/utf8_headers.eml", "Säying Hello", "body"),
+    ("hunnysoft-mime-samples/m1011.txt", "Die Hasen und die Frösche", "Die Hasen"),
+    ("flanker/8bitmime.eml", None, "Превел"),
+    ("flanker/bilingual-simple.eml", "Как ты поживаешь", "А эта линия по-русски."),
+    ("mimekit/tnef/ukr.eml", "rr test 7", "шостий"),
+]
+
+
+@pytest.mark.parametrize(("rel", "subject", "text"), KNOWN_CHARSETS)
+def test_known_charset_samples_decode_to_the_expected_characters(
+    rel: str, subject: str | None, text: str
+) -> None:
+    msg = parse_email(corpus_file(rel), channel="email")
+    if subject is not None:
+        assert subject in (msg.subject or "")
+    assert text in msg.full_text if msg.full_text is not None else text in msg.text
+    _no_fffd(msg)
+
+
+def test_japanese_attachment_names_decode() -> None:
+    msg = parse_email(
+        corpus_file("ruby-mail/multi_charset/japanese_attachment_long_name.eml"),
+        channel="email",
+    )
+    assert [a.filename for a in msg.attachments] == ["かきくけこ" * 5 + ".txt"]
+
+
+def test_corpus_path_default_is_relative_to_the_repo() -> None:
+    from . import conftest
+
+    expected = Path(conftest.__file__).resolve().parents[2].parent / "shared" / "corpora"
+    if not os.environ.get("OMNIDESK_CORPORA"):
+        assert expected == conftest.CORPORA
