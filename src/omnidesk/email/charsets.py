@@ -307,6 +307,8 @@ def _iso2022jp_via_cp932(data: bytes) -> str | None:
             if mode == "jis":  # broken writers forget to shift back at EOL
                 mode = "ascii"
             continue
+        if b >= 0x80:
+            return None  # 8-bit bytes have no place in a 7-bit encoding
         if mode == "ascii":
             out.append(b)
             i += 1
