@@ -30,12 +30,22 @@ from omnidesk.model import Category
 from . import context
 from .context import Context
 from .keywords import Hit, Keyword
-from .text import is_spaceless
+from .text import is_spaceless, is_word_char
 
 _OPINIONS = frozenset({Category.COMPLAINT, Category.FEEDBACK})
 _TIE_ORDER = {Category.COMPLAINT: 0, Category.INQUIRY: 1, Category.FEEDBACK: 2}
 # Punctuation that ends the reach of a negator ("No, I love it").
 _STOPS = frozenset(".,;:!?。，；：！？、\n()[]")
+
+
+def _whole_words(text: str, hit: Hit) -> str:
+    """The words a wildcard phrase matched: 'refunded' for refund*."""
+    start, end = hit.start, hit.end
+    while start > 0 and is_word_char(text[start - 1]):
+        start -= 1
+    while end < len(text) and is_word_char(text[end]):
+        end += 1
+    return text[start:end]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,9 +76,10 @@ class Evidence:
     weight: float
     negated_by: str | None = None
     after: str | None = None  # the contrast word it follows
+    words: str | None = None  # what the message said, when the phrase has a wildcard
 
     def __str__(self) -> str:
-        text = f"'{self.phrase}'"
+        text = f"'{self.phrase}'" if self.words is None else f"'{self.words}' ({self.phrase})"
         if self.negated_by is not None:
             text += f" negated by '{self.negated_by}'"
         if self.after is not None:
@@ -167,7 +178,8 @@ class Classifier:
                 weight *= self.config.contrast_weight
                 after = contrast.keyword
             scores[category] += weight
-            evidence.append(Evidence(hit.keyword, category, weight, negator, after))
+            words = _whole_words(text, hit) if "*" in hit.keyword else None
+            evidence.append(Evidence(hit.keyword, category, weight, negator, after, words))
 
     def _negator_before(
         self, text: str, hit: Hit, negators: list[Hit], phrase_hits: list[Hit]

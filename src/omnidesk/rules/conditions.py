@@ -730,7 +730,7 @@ def _parse_time_field(key: str, value: Any, env: ParseEnv) -> Node | None:
             return None
         return TimeBetween(env.tz, env.tz_name, ends[0], ends[1])
     if key == "weekday":
-        op, arg = "equals", value
+        op, arg = ("in" if isinstance(value, list) else "equals"), value
         if isinstance(value, dict):
             if len(value) != 1 or next(iter(value)) not in ("equals", "in"):
                 env.report("weekday supports equals and in", key)
