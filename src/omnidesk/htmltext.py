@@ -336,7 +336,9 @@ class _TextWriter:
 
     def _newline(self) -> None:
         text = "".join(self.line).rstrip()
-        depth = self.line_depth if self.line else self.depth
+        # A blank line between an outer paragraph and a quote belongs to the
+        # outer text: it takes the shallower of the two depths.
+        depth = self.line_depth if self.line else min(self.depth, self.line_depth)
         prefix = "> " * depth
         self.lines.append(prefix + text if text else prefix.rstrip())
         self.line = []

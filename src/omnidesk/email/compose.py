@@ -117,7 +117,7 @@ def compose_reply(
         msg["Reply-To"] = _address(reply_to)
     tokened = format_subject_token(conversation_id, _one_line(subject or ""))
     msg["Subject"] = f"Re: {tokened}" if (parent or chain) else tokened
-    msg["Date"] = formatdate(time.time() if date is None else date, usegmt=True)
+    msg["Date"] = formatdate(time.time() if date is None else date, localtime=False)
     msg["Message-ID"] = f"<{mid}>"
     if parent:
         msg["In-Reply-To"] = f"<{parent}>"
