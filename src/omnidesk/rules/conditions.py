@@ -426,6 +426,10 @@ class InBusinessHours(Node):
         return [f"{self.describe()}: {when}"]
 
 
+def _selectivity(triggers: frozenset[Trigger]) -> tuple[int, int]:
+    return (sum(1 for kind, _, _ in triggers if kind == "eq"), len(triggers))
+
+
 class All(Node):
     __slots__ = ("children",)
 
@@ -443,9 +447,10 @@ class All(Node):
 
     def triggers(self) -> frozenset[Trigger] | None:
         # Every child must hold, so any one child's triggers will do: take the most
-        # selective (fewest triggers) so the rule is visited as rarely as possible.
+        # selective so the rule is visited as rarely as possible. A keyword is rare in a
+        # message; a value like channel = "mail" or tier = "gold" is shared by many.
         options = [t for t in (c.triggers() for c in self.children) if t is not None]
-        return min(options, key=len) if options else None
+        return min(options, key=_selectivity) if options else None
 
     def keywords(self) -> Iterable[Keyword]:
         return [k for c in self.children for k in c.keywords()]
