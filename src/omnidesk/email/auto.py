@@ -12,9 +12,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from email.message import Message as MimeMessage
 
-from omnidesk.email.headers import extract_msgids, get_header, message_id_key, unfold
+from omnidesk.email.headers import (
+    Headers,
+    extract_msgids,
+    get_header,
+    message_id_key,
+    unfold,
+)
 from omnidesk.email.mime import MimeBody
 
 BOUNCE = "bounce"  # delivery failed: the referenced outbound messages failed
@@ -66,13 +71,13 @@ _AUTO_REPLY_HEADERS = (
 )
 
 
-def _header(msg: MimeMessage, name: str) -> str:
+def _header(msg: Headers, name: str) -> str:
     value = get_header(msg, name)
     return unfold(value).strip() if value else ""
 
 
 def classify_auto(
-    msg: MimeMessage,
+    msg: Headers,
     body: MimeBody,
     *,
     subject: str,
@@ -132,9 +137,7 @@ def _report(body: MimeBody) -> str | None:
     return None
 
 
-def _looks_like_bounce(
-    msg: MimeMessage, subject: str, sender: str, sender_name: str | None
-) -> bool:
+def _looks_like_bounce(msg: Headers, subject: str, sender: str, sender_name: str | None) -> bool:
     if msg.get("x-failed-recipients") is not None:
         return True
     if msg.get("x-ms-exchange-message-is-ndr") is not None:
@@ -150,7 +153,7 @@ def _looks_like_bounce(
     return bool(re.match(r"\s*(undeliverable|undelivered|unzustellbar|non remis)\b", subject, re.I))
 
 
-def bounced_refs(msg: MimeMessage, body: MimeBody, text: str) -> list[str]:
+def bounced_refs(msg: Headers, body: MimeBody, text: str) -> list[str]:
     """Keys of the original messages a bounce returns, best evidence first:
     the returned message or its headers, then Message-ID lines in the body
     (MTAs that paste the original inline), then the bounce's own

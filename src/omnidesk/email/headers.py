@@ -136,13 +136,39 @@ def header_text(value: str | None, charset_hint: str | None = None) -> str | Non
     return clean_text(decode_words(text))
 
 
-def get_header(msg: MimeMessage, name: str) -> str | None:
+class HeaderMap:
+    """A message's header values by lower-cased name, read once.
+
+    ``email.message.Message.get`` scans and lower-cases every header on each
+    call; normalization asks some eighty times per message.
+    """
+
+    __slots__ = ("_values",)
+
+    def __init__(self, msg: MimeMessage) -> None:
+        values: dict[str, list[str]] = {}
+        for name, value in msg.items():
+            values.setdefault(name.lower(), []).append(str(value))
+        self._values = values
+
+    def get(self, name: str) -> str | None:
+        found = self._values.get(name)
+        return found[0] if found else None
+
+    def get_all(self, name: str) -> list[str]:
+        return self._values.get(name, [])
+
+
+Headers = MimeMessage | HeaderMap
+
+
+def get_header(msg: Headers, name: str) -> str | None:
     """First value of a header, raw; the stdlib never raises here."""
     value = msg.get(name)
     return None if value is None else str(value)
 
 
-def get_all(msg: MimeMessage, name: str) -> list[str]:
+def get_all(msg: Headers, name: str) -> list[str]:
     return [str(v) for v in msg.get_all(name) or ()]
 
 
@@ -161,6 +187,8 @@ def parse_addresses(
     address, a missing ``<>``) is salvaged by pattern.
     """
     texts = [decode_raw(unfold(v), charset_hint) for v in values]
+    if not texts:
+        return []
     pairs = _getaddresses(texts)
     if pairs is None and any("(" in t for t in texts):
         # RFC 822 comments inside addresses: "jdoe@machine(comment).example".

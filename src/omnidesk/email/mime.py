@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import Message as MimeMessage
+from typing import Any
 
 from omnidesk.email.charsets import decode_bytes
 from omnidesk.email.headers import (
@@ -74,12 +75,27 @@ def content_type(part: MimeMessage) -> str:
     return f"{m.group(1)}/{m.group(2)}".lower()
 
 
+_PARAMS_ATTR = "_omnidesk_params"
+
+
+def _params(part: MimeMessage, header: str) -> dict[str, Any]:
+    """A header's parameters, parsed once per part (``get_param`` re-parses
+    the whole header on every call; we ask for five or six per part)."""
+    cache: dict[str, dict[str, Any]] = part.__dict__.setdefault(_PARAMS_ATTR, {})
+    found = cache.get(header)
+    if found is None:
+        try:
+            pairs = part.get_params(header=header) or []
+        except Exception:  # malformed parameters: treat as absent
+            pairs = []
+        found = {str(k).lower(): v for k, v in pairs}
+        cache[header] = found
+    return found
+
+
 def _param(part: MimeMessage, name: str, header: str = "content-type") -> str | None:
-    try:
-        value = part.get_param(name, header=header)
-    except Exception:  # malformed parameters: treat as absent
-        return None
-    if value is None:
+    value = _params(part, header).get(name)
+    if value is None or value == "":
         return None
     if isinstance(value, tuple):  # RFC 2231: (charset, language, %-decoded latin-1)
         charset, _lang, text = value

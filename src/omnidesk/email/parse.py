@@ -20,6 +20,7 @@ from omnidesk.email import auto
 from omnidesk.email.charsets import decode_bytes
 from omnidesk.email.headers import (
     RAW_POLICY,
+    HeaderMap,
     extract_msgids,
     get_all,
     get_header,
@@ -36,6 +37,7 @@ from omnidesk.htmltext import html_to_text, sanitize_html
 from omnidesk.model import Identity, Message, MessageKind, NormalizeError
 
 SYNTHETIC_DOMAIN = "omnidesk.invalid"
+MAX_SUBJECT = 2000
 
 # Headers copied into Message.meta (decoded) when present.
 _META_HEADERS = (
@@ -101,17 +103,23 @@ def _parse(raw: bytes, channel: str, envelope: Mapping[str, Any]) -> Message:
     if not msg.keys():
         raise NormalizeError("no header fields: not an email message")
     hint = _charset_hint(msg)
+    headers = HeaderMap(msg)
 
     # Mail without any sender address is broken but readable: it is kept
     # with an empty address (meta["sender_missing"]); the contact stage
     # decides what an unknown sender means.
-    sender, sender_name = _sender(msg, envelope, hint)
+    sender, sender_name = _sender(headers, envelope, hint)
 
-    to = parse_addresses(get_all(msg, "to"), hint)
-    cc = parse_addresses(get_all(msg, "cc"), hint)
+    to = parse_addresses(get_all(headers, "to"), hint)
+    cc = parse_addresses(get_all(headers, "cc"), hint)
     recipients = [Identity(kind="email", address=a, display_name=n or None) for n, a in to + cc]
 
-    subject_raw = header_text(get_header(msg, "subject"), hint) or ""
+    # A subject is a line, not a document: 200 KB ones exist (flanker's
+    # long-header.eml) and would cost every regex that reads it.
+    raw_subject = get_header(headers, "subject")
+    if raw_subject is not None:
+        raw_subject = raw_subject[: MAX_SUBJECT * 8]
+    subject_raw = (header_text(raw_subject, hint) or "")[:MAX_SUBJECT]
 
     body = walk(msg)
     plain = "\n".join(p.strip("\n") for p in body.plain if p.strip())
@@ -126,29 +134,29 @@ def _parse(raw: bytes, channel: str, envelope: Mapping[str, Any]) -> Message:
         salvaged = bool(full_text)
     text = split_reply(full_text)
 
-    msgids = extract_msgids(get_header(msg, "message-id"))
+    msgids = extract_msgids(get_header(headers, "message-id"))
     message_id = msgids[0] if msgids else synthetic_message_id(raw)
     own_key = message_id_key(message_id)
     thread_refs: list[str] = []
-    for ident in extract_msgids(get_header(msg, "in-reply-to")) + _all_references(msg):
+    for ident in extract_msgids(get_header(headers, "in-reply-to")) + _all_references(headers):
         key = message_id_key(ident)
         if key != own_key and key not in thread_refs:
             thread_refs.append(key)
 
-    token_rcpts = [a for _, a in to + cc]
-    token_rcpts += [a for _, a in parse_addresses(_delivered_to(msg))]
+    delivered_to = parse_addresses(_delivered_to(headers))
+    token_rcpts = [a for _, a in to + cc + delivered_to]
     token_rcpts += [str(r) for r in envelope.get("rcpt_tos") or () if r]
 
-    null_sender = _null_sender(msg, envelope)
+    null_sender = _null_sender(headers, envelope)
     kind = auto.classify_auto(
-        msg,
+        headers,
         body,
         subject=subject_raw,
         sender=sender or "",
         sender_name=sender_name,
         null_sender=null_sender,
     )
-    bounced = auto.bounced_refs(msg, body, full_text) if kind == auto.BOUNCE else []
+    bounced = auto.bounced_refs(headers, body, full_text) if kind == auto.BOUNCE else []
 
     message = Message(
         channel=channel,
@@ -159,7 +167,7 @@ def _parse(raw: bytes, channel: str, envelope: Mapping[str, Any]) -> Message:
         subject=clean_subject(subject_raw) or None,
         html=html,
         attachments=body.attachments,
-        sent_at=parse_date(get_header(msg, "date")),
+        sent_at=parse_date(get_header(headers, "date")),
         recipients=recipients,
         kind=MessageKind.AUTO if kind else MessageKind.MESSAGE,
         auto=kind,
@@ -167,7 +175,19 @@ def _parse(raw: bytes, channel: str, envelope: Mapping[str, Any]) -> Message:
         own_keys=[own_key],
         conversation_hint=parse_conversation_token(subject_raw, token_rcpts),
         bounced_refs=bounced,
-        meta=_meta(msg, sender, message_id, msgids, subject_raw, body, envelope, hint, to, cc),
+        meta=_meta(
+            headers,
+            sender,
+            message_id,
+            msgids,
+            subject_raw,
+            body,
+            envelope,
+            hint,
+            to,
+            cc,
+            delivered_to,
+        ),
     )
     if salvaged:
         message.meta["body_salvaged"] = True
@@ -236,14 +256,14 @@ def _charset_hint(msg: MimeMessage) -> str | None:
 
 
 def _sender(
-    msg: MimeMessage, envelope: Mapping[str, Any], hint: str | None
+    headers: HeaderMap, envelope: Mapping[str, Any], hint: str | None
 ) -> tuple[str | None, str | None]:
     for header in ("from", "sender", "reply-to"):
-        found = parse_addresses(get_all(msg, header), hint)
+        found = parse_addresses(get_all(headers, header), hint)
         if found:
             name, address = found[0]
             return address, name or None
-    for value in (get_header(msg, "return-path"), envelope.get("mail_from")):
+    for value in (get_header(headers, "return-path"), envelope.get("mail_from")):
         if value:
             found = parse_addresses([str(value)])
             if found:
@@ -251,24 +271,24 @@ def _sender(
     return None, None
 
 
-def _null_sender(msg: MimeMessage, envelope: Mapping[str, Any]) -> bool:
+def _null_sender(headers: HeaderMap, envelope: Mapping[str, Any]) -> bool:
     if "mail_from" in envelope:
         mail_from = envelope.get("mail_from")
         return mail_from is not None and str(mail_from).strip() in ("", "<>")
-    return_path = get_header(msg, "return-path")
+    return_path = get_header(headers, "return-path")
     return return_path is not None and unfold(return_path).strip() == "<>"
 
 
-def _all_references(msg: MimeMessage) -> list[str]:
+def _all_references(headers: HeaderMap) -> list[str]:
     # Some clients write References twice; keep every id from every copy.
     out: list[str] = []
-    for value in get_all(msg, "references"):
+    for value in get_all(headers, "references"):
         out.extend(extract_msgids(value))
     return out
 
 
-def _delivered_to(msg: MimeMessage) -> list[str]:
-    return get_all(msg, "delivered-to") + get_all(msg, "x-original-to")
+def _delivered_to(headers: HeaderMap) -> list[str]:
+    return get_all(headers, "delivered-to") + get_all(headers, "x-original-to")
 
 
 def _jsonable(value: Any) -> Any:
@@ -284,7 +304,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def _meta(
-    msg: MimeMessage,
+    headers: HeaderMap,
     sender: str | None,
     message_id: str,
     msgids: list[str],
@@ -294,6 +314,7 @@ def _meta(
     hint: str | None,
     to: list[tuple[str, str]],
     cc: list[tuple[str, str]],
+    delivered: list[tuple[str, str]],
 ) -> dict[str, Any]:
     meta: dict[str, Any] = {"message_id": message_id}
     if not sender:
@@ -302,24 +323,23 @@ def _meta(
         meta["message_id_synthetic"] = True
     if subject_raw:
         meta["subject_raw"] = subject_raw
-    reply_to = parse_addresses(get_all(msg, "reply-to"), hint)
+    reply_to = parse_addresses(get_all(headers, "reply-to"), hint)
     if reply_to:
         meta["reply_to"] = [a for _, a in reply_to]
     if to:
         meta["to"] = [a for _, a in to]
     if cc:
         meta["cc"] = [a for _, a in cc]
-    delivered = parse_addresses(_delivered_to(msg))
     if delivered:
         meta["delivered_to"] = [a for _, a in delivered]
-    in_reply_to = extract_msgids(get_header(msg, "in-reply-to"))
+    in_reply_to = extract_msgids(get_header(headers, "in-reply-to"))
     if in_reply_to:
         meta["in_reply_to"] = in_reply_to[0]
     for name in _META_HEADERS:
-        value = header_text(get_header(msg, name), hint)
+        value = header_text(get_header(headers, name), hint)
         if value:
             meta[name.replace("-", "_")] = value[:1000]
-    date = get_header(msg, "date")
+    date = get_header(headers, "date")
     if date is not None:
         meta["date_raw"] = unfold(date).strip()[:200]
     if body.report_types:

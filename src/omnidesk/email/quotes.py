@@ -72,6 +72,7 @@ _MOBILE_TRAILER = re.compile(
     re.I,
 )
 _BLANKS = re.compile(r"\n{3,}")
+_MARKER_CHARS = frozenset(":：-_=*")
 
 # A header block's lines come together; Outlook wraps long To:/Cc: lists.
 _HEADER_WINDOW = 6
@@ -101,6 +102,12 @@ def _find_cut(lines: list[str]) -> tuple[int | None, set[int]]:
     n = len(lines)
     for i, line in enumerate(lines):
         if _is_quoted(line) or not line.strip():
+            continue
+        # Every marker holds one of these characters (or ends a line that
+        # wraps onto one that does); most lines of a body hold none.
+        if not _MARKER_CHARS.intersection(line) and not (
+            i + 1 < n and _MARKER_CHARS.intersection(lines[i + 1])
+        ):
             continue
         if _SEPARATOR.match(line):
             return i, drop
