@@ -218,3 +218,39 @@ def test_explanation_format_matches_the_documented_shape(shipped: RuleSet) -> No
     assert "'still waiting' (+2.0)" in line
     assert "'refund' (refund*)" in line
     assert "'unacceptable' (+3.0)" in line
+
+
+def test_min_score_per_category_passes_to_the_next_best(rules_dir: Callable[..., Path]) -> None:
+    rs = load_rules(
+        rules_dir(
+            {
+                "00-c.toml": """
+                [classifier]
+                min_score = { complaint = 1.5 }
+
+                [[classifier.phrases]]
+                category = "complaint"
+                weight = 1
+                phrases = ["still", "again"]
+
+                [[classifier.phrases]]
+                category = "feedback"
+                weight = 0.5
+                phrases = ["thanks"]
+                """
+            },
+            classifier=False,
+        )
+    )
+    assert rs.evaluate(inp("still here")).category is Category.INQUIRY  # 1 < 1.5: default
+    assert rs.evaluate(inp("still here, thanks")).category is Category.FEEDBACK
+    assert rs.evaluate(inp("still broken again, thanks")).category is Category.COMPLAINT
+
+
+def test_min_score_table_is_validated(rules_dir: Callable[..., Path]) -> None:
+    from omnidesk.rules import RulesError
+
+    with pytest.raises(RulesError, match="min_score: unknown category 'anger'"):
+        load_rules(
+            rules_dir({"00-c.toml": "[classifier]\nmin_score = { anger = 1 }\n"}, classifier=False)
+        )

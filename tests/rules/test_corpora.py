@@ -53,16 +53,16 @@ def test_english_complaints_on_twitter(shipped: RuleSet) -> None:
     report = evaluate_labelled(shipped, twitter())
     assert report.total == 2454
     complaint = report.per_class["complaint"]
-    # measured: F1 0.65 (precision 0.69, recall 0.62), macro-F1 0.74, accuracy 0.76
+    # measured: F1 0.65 (precision 0.78, recall 0.56), macro-F1 0.75, accuracy 0.79
     assert complaint.f1 >= 0.60, report.format()
-    assert complaint.precision >= 0.62, report.format()
-    assert report.macro_f1 >= 0.70, report.format()
+    assert complaint.precision >= 0.72, report.format()
+    assert report.macro_f1 >= 0.71, report.format()
 
 
 def test_chinese_complaints_in_delivery_reviews(shipped: RuleSet) -> None:
     report = evaluate_labelled(shipped, waimai(binary=True))
     complaint = report.per_class["complaint"]
-    # measured: F1 0.84 (precision 0.91, recall 0.79), macro-F1 0.79
+    # measured: F1 0.84 (precision 0.90, recall 0.79), macro-F1 0.79
     assert complaint.f1 >= 0.80, report.format()
     assert complaint.precision >= 0.87, report.format()
     assert report.macro_f1 >= 0.75, report.format()
@@ -70,12 +70,13 @@ def test_chinese_complaints_in_delivery_reviews(shipped: RuleSet) -> None:
 
 def test_chinese_praise_is_feedback(shipped: RuleSet) -> None:
     report = evaluate_labelled(shipped, waimai(binary=False))
-    # measured: feedback recall 0.75, precision 0.82
-    assert report.per_class["feedback"].recall >= 0.70, report.format()
-    assert report.per_class["feedback"].precision >= 0.77, report.format()
+    # measured: feedback recall 0.74, precision 0.83
+    assert report.per_class["feedback"].recall >= 0.69, report.format()
+    assert report.per_class["feedback"].precision >= 0.78, report.format()
 
 
-@pytest.mark.parametrize(("name", "floor"), [("banking77", 0.68), ("clinc150", 0.88)])
+# measured: banking77 0.81, clinc150 0.94 of questions stay inquiries
+@pytest.mark.parametrize(("name", "floor"), [("banking77", 0.77), ("clinc150", 0.90)])
 def test_plain_questions_stay_inquiries(shipped: RuleSet, name: str, floor: float) -> None:
     # Problem reports ("my card payment was declined") are many of banking77's queries;
     # most must stay inquiries rather than be called complaints.

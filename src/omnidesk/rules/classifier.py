@@ -15,14 +15,15 @@ It reads ``[classifier]`` and ``[[classifier.phrases]]`` from the rule files (sh
    ``contrast_weight`` times as much: "tasty, but it came cold" is a complaint.
 5. The best-scoring category wins; ties go to complaint, then inquiry, then feedback (a
    missed complaint costs more than a misfiled thank-you). Its confidence is its softmax
-   share of the three scores. No evidence (or less than ``min_score``) means the default
+   share of the three scores. A category scoring below its ``min_score`` is not chosen;
+   when none is left (or nothing matched), the default
    category (inquiry) at confidence 1/3.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from omnidesk.model import Category
@@ -59,7 +60,9 @@ class Phrase:
 @dataclass(frozen=True, slots=True)
 class ClassifierConfig:
     default: Category = Category.INQUIRY
-    min_score: float = 0.0
+    # A category needs at least this score to be chosen (per category; absent: any
+    # positive score). Lets one weak word ("still", "wrong") hint without deciding.
+    min_score: Mapping[Category, float] = field(default_factory=dict)
     negation_window: int = 3
     negators: tuple[Keyword, ...] = ()
     phrases: tuple[Phrase, ...] = ()
@@ -214,9 +217,12 @@ class Classifier:
     def _decide(
         self, scores: dict[Category, float], evidence: list[Evidence], ignored: list[str]
     ) -> Classification:
-        best = min(Category, key=lambda c: (-scores[c], _TIE_ORDER[c]))
-        if not evidence or scores[best] <= 0 or scores[best] < self.config.min_score:
+        eligible = [
+            c for c in Category if scores[c] > 0 and scores[c] >= self.config.min_score.get(c, 0)
+        ]
+        if not eligible:
             return Classification(self.config.default, 1 / len(Category), scores, evidence, ignored)
+        best = min(eligible, key=lambda c: (-scores[c], _TIE_ORDER[c]))
         # Softmax: one weak phrase (+1) gives 0.58, a strong one (+3) 0.91.
         top = max(scores.values())
         exp = {c: math.exp(s - top) for c, s in scores.items()}

@@ -357,7 +357,9 @@ class _Loader:
                     self.classifier[key] = Category(value)
                 else:
                     report(f"unknown category {value!r} for default", key)
-            elif key in ("min_score", "contrast_weight"):
+            elif key == "min_score":
+                self.classifier[key] = self.min_score(value, report)
+            elif key == "contrast_weight":
                 if isinstance(value, int | float) and not isinstance(value, bool):
                     self.classifier[key] = float(value)
                 else:
@@ -385,6 +387,25 @@ class _Loader:
         for i, group in enumerate(groups):
             span = doc.locator.span("classifier.phrases", i)
             self.parse_phrase_group(doc, group, span, i)
+
+    def min_score(self, value: Any, report: Report) -> dict[Category, float]:
+        """``min_score = 1.5`` (every category) or ``{ complaint = 1.5 }``."""
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return dict.fromkeys(Category, float(value))
+        result: dict[Category, float] = {}
+        if not isinstance(value, dict):
+            report(
+                f"min_score needs a number or a table per category, got {_kind(value)}", "min_score"
+            )
+            return result
+        for cat, n in value.items():
+            if cat not in {c.value for c in Category}:
+                report(f"min_score: unknown category {cat!r}", "min_score")
+            elif isinstance(n, bool) or not isinstance(n, int | float):
+                report(f"min_score.{cat} needs a number, got {_kind(n)}", "min_score")
+            else:
+                result[Category(cat)] = float(n)
+        return result
 
     def parse_phrase_group(
         self, doc: _FileDoc, group: Any, span: tuple[int, int] | None, index: int
@@ -523,7 +544,7 @@ class _Loader:
     def classifier_config(self) -> ClassifierConfig:
         return ClassifierConfig(
             default=self.classifier.get("default", Category.INQUIRY),
-            min_score=self.classifier.get("min_score", 0.0),
+            min_score=self.classifier.get("min_score", {}),
             negation_window=self.classifier.get("negation_window", 3),
             negators=tuple(self.negators),
             contrast=tuple(self.contrast),
