@@ -7,7 +7,8 @@ from typing import Any
 
 from omnidesk.model import Category, Priority
 
-from .conditions import Report, _did_you_mean, _kind
+from .problems import describe, did_you_mean
+from .schema import Report
 
 ACTION_KEYS = ("category", "confidence", "priority", "team", "agent", "tags", "remove_tags")
 
@@ -48,7 +49,7 @@ def _choice(key: str, value: Any, enum: type[Category] | type[Priority], report:
     if isinstance(value, str) and value.strip().lower() in choices:
         return enum(value.strip().lower())
     report(
-        f"unknown {key} {value!r}{_did_you_mean(str(value), choices)}; "
+        f"unknown {key} {value!r}{did_you_mean(str(value), choices)}; "
         f"use one of: {', '.join(choices)}",
         str(value),
     )
@@ -58,21 +59,21 @@ def _choice(key: str, value: Any, enum: type[Category] | type[Priority], report:
 def _name(key: str, value: Any, report: Report) -> str | None:
     if isinstance(value, str) and value.strip():
         return value.strip()
-    report(f"{key} needs a name, got {_kind(value)}", key)
+    report(f"{key} needs a name, got {describe(value)}", key)
     return None
 
 
 def _tags(key: str, value: Any, report: Report) -> tuple[str, ...] | None:
     values = value if isinstance(value, list) else [value]
     if not values or not all(isinstance(v, str) and v.strip() for v in values):
-        report(f"{key} needs a tag or a list of tags, got {_kind(value)}", key)
+        report(f"{key} needs a tag or a list of tags, got {describe(value)}", key)
         return None
     return tuple(v.strip() for v in values)
 
 
 def parse_actions(raw: Any, report: Report) -> Actions | None:
     if not isinstance(raw, dict):
-        report(f"'then' must be a table of actions, got {_kind(raw)}", "then")
+        report(f"'then' must be a table of actions, got {describe(raw)}", "then")
         return None
     ok = True
     fields: dict[str, Any] = {}
@@ -91,10 +92,10 @@ def parse_actions(raw: Any, report: Report) -> Actions | None:
             if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1:
                 parsed = float(value)
             else:
-                report(f"confidence needs a number from 0 to 1, got {_kind(value)}", key)
+                report(f"confidence needs a number from 0 to 1, got {describe(value)}", key)
         else:
             report(
-                f"unknown action '{key}'{_did_you_mean(key, ACTION_KEYS)}; "
+                f"unknown action '{key}'{did_you_mean(key, ACTION_KEYS)}; "
                 f"actions are: {', '.join(ACTION_KEYS)}",
                 key,
             )

@@ -26,8 +26,9 @@ from omnidesk.model import Decision, Priority, RuleInput
 
 from .actions import Actions
 from .classifier import Classifier, ClassifierConfig
-from .conditions import FIELDS, Field, Node, _contact_field
+from .conditions import Node
 from .context import Context
+from .fields import FIELDS, Field, contact_field
 from .keywords import Keyword, KeywordMatcher
 
 log = structlog.get_logger(__name__)
@@ -72,7 +73,7 @@ class Example:
 
 
 def _field_for(name: str) -> Field:
-    return FIELDS[name] if name in FIELDS else _contact_field(name.removeprefix("contact."))
+    return FIELDS[name] if name in FIELDS else contact_field(name.removeprefix("contact."))
 
 
 class RuleSet:

@@ -21,20 +21,11 @@ from omnidesk.model import Category, Priority, RuleInput
 
 from .actions import Actions, parse_actions
 from .classifier import ClassifierConfig, Phrase
-from .conditions import (
-    Always,
-    BusinessHours,
-    ParseEnv,
-    Report,
-    _did_you_mean,
-    _kind,
-    parse_clock,
-    parse_condition,
-    parse_weekday,
-)
+from .conditions import Always, BusinessHours
 from .engine import Example, Rule, RuleSet
 from .keywords import Keyword, parse_keyword
-from .problems import Problem, RulesError
+from .problems import Problem, RulesError, describe, did_you_mean
+from .schema import ParseEnv, Report, parse_clock, parse_condition, parse_weekday
 
 TOP_KEYS = ("settings", "classifier", "rule", "example")
 SETTINGS_KEYS = ("timezone", "business_hours")
@@ -160,7 +151,7 @@ class _Loader:
         for key in raw:
             if key not in known:
                 report(
-                    f"unknown key '{key}' in {what}{_did_you_mean(key, known)}; "
+                    f"unknown key '{key}' in {what}{did_you_mean(key, known)}; "
                     f"allowed: {', '.join(known)}",
                     f"{key} ",
                     f"{key}=",
@@ -197,7 +188,7 @@ class _Loader:
         for key, value in doc.data.items():
             if key not in TOP_KEYS:
                 report(
-                    f"unknown section '{key}'{_did_you_mean(key, TOP_KEYS)}; "
+                    f"unknown section '{key}'{did_you_mean(key, TOP_KEYS)}; "
                     f"a rules file holds: [settings], [classifier], [[rule]], [[example]]",
                     f"[{key}",
                     f"{key} ",
@@ -303,10 +294,10 @@ class _Loader:
             self.rule_names[name] = f"{doc.path}:{span[0]}" if span else doc.path
         order = raw.get("order", 0)
         if isinstance(order, bool) or not isinstance(order, int):
-            report(f"order needs a whole number, got {_kind(order)}", "order")
+            report(f"order needs a whole number, got {describe(order)}", "order")
         for flag in ("enabled", "stop"):
             if flag in raw and not isinstance(raw[flag], bool):
-                report(f"{flag} needs true or false, got {_kind(raw[flag])}", flag)
+                report(f"{flag} needs true or false, got {describe(raw[flag])}", flag)
         if "description" in raw and not isinstance(raw["description"], str):
             report("description needs text", "description")
         tz, tz_name = self.settings.timezone, self.settings.timezone_name
@@ -363,11 +354,11 @@ class _Loader:
                 if isinstance(value, int | float) and not isinstance(value, bool):
                     self.classifier[key] = float(value)
                 else:
-                    report(f"{key} needs a number, got {_kind(value)}", key)
+                    report(f"{key} needs a number, got {describe(value)}", key)
             elif isinstance(value, int) and not isinstance(value, bool) and value >= 0:
                 self.classifier[key] = value
             else:
-                report(f"negation_window needs a whole number >= 0, got {_kind(value)}", key)
+                report(f"negation_window needs a whole number >= 0, got {describe(value)}", key)
         for key, found in (("negators", self.negators), ("contrast", self.contrast)):
             if key not in raw:
                 continue
@@ -395,14 +386,15 @@ class _Loader:
         result: dict[Category, float] = {}
         if not isinstance(value, dict):
             report(
-                f"min_score needs a number or a table per category, got {_kind(value)}", "min_score"
+                f"min_score needs a number or a table per category, got {describe(value)}",
+                "min_score",
             )
             return result
         for cat, n in value.items():
             if cat not in {c.value for c in Category}:
                 report(f"min_score: unknown category {cat!r}", "min_score")
             elif isinstance(n, bool) or not isinstance(n, int | float):
-                report(f"min_score.{cat} needs a number, got {_kind(n)}", "min_score")
+                report(f"min_score.{cat} needs a number, got {describe(n)}", "min_score")
             else:
                 result[Category(cat)] = float(n)
         return result
@@ -426,7 +418,7 @@ class _Loader:
             return
         weight = group.get("weight", 1.0)
         if isinstance(weight, bool) or not isinstance(weight, int | float):
-            report(f"weight needs a number, got {_kind(weight)}", "weight")
+            report(f"weight needs a number, got {describe(weight)}", "weight")
             return
         phrases = group.get("phrases")
         if not isinstance(phrases, list) or not phrases:
@@ -434,7 +426,7 @@ class _Loader:
             return
         for p in phrases:
             if not isinstance(p, str):
-                report(f"phrases: {_kind(p)} is not text", "phrases")
+                report(f"phrases: {describe(p)} is not text", "phrases")
                 continue
             try:
                 kw = parse_keyword(p)
@@ -478,7 +470,7 @@ class _Loader:
         self._unknown_keys(raw, EXAMPLE_KEYS, "an example", report)
         for key in EXAMPLE_TEXT_KEYS:
             if key in raw and not isinstance(raw[key], str):
-                report(f"{key} needs text, got {_kind(raw[key])}", key)
+                report(f"{key} needs text, got {describe(raw[key])}", key)
         if not raw.get("text") and not raw.get("subject"):
             report("needs text (or subject) to classify")
         contact = raw.get("contact", {})
@@ -536,7 +528,7 @@ class _Loader:
         if isinstance(value, date | time):
             report("received_at needs a date and a time, e.g. 2024-05-04T22:30:00", "received_at")
         else:
-            report(f"received_at needs a date and time, got {_kind(value)}", "received_at")
+            report(f"received_at needs a date and time, got {describe(value)}", "received_at")
         return None
 
     # -- result ---------------------------------------------------------------------
