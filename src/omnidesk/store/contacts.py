@@ -1,0 +1,94 @@
+"""Contacts and their identities (one per channel kind + address)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..model import Identity, now_ts
+from . import jsoncol
+from .base import Db, row_dict
+
+
+def resolve_contact(db: Db, ident: Identity) -> tuple[int, bool]:
+    """The contact owning ``ident``, created with it when new. Returns
+    (contact id, created). Follows merges: a merged contact's identities
+    already point at the surviving contact."""
+    row = db.one(
+        "SELECT contact_id, display_name, data FROM identities WHERE kind = ? AND address = ?",
+        (ident.kind, ident.address),
+    )
+    if row is not None:
+        old = jsoncol.loads(row["data"], {})
+        merged = {**old, **ident.data}
+        if (ident.display_name and ident.display_name != row["display_name"]) or merged != old:
+            db.run(
+                "UPDATE identities SET display_name = COALESCE(?, display_name), data = ?"
+                " WHERE kind = ? AND address = ?",
+                (ident.display_name, jsoncol.dumps(merged), ident.kind, ident.address),
+            )
+        return int(row["contact_id"]), False
+    now = now_ts()
+    contact_id = int(
+        db.val(
+            "INSERT INTO contacts (name, attributes, created_at, updated_at)"
+            " VALUES (?, '{}', ?, ?) RETURNING id",
+            (ident.display_name or ident.address, now, now),
+        )
+    )
+    add_identity(db, contact_id, ident)
+    return contact_id, True
+
+
+def add_identity(db: Db, contact_id: int, ident: Identity) -> None:
+    db.run(
+        "INSERT INTO identities (contact_id, kind, address, display_name, data, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (
+            contact_id,
+            ident.kind,
+            ident.address,
+            ident.display_name,
+            jsoncol.dumps(ident.data),
+            now_ts(),
+        ),
+    )
+
+
+def contact_attributes(db: Db, contact_id: int) -> dict[str, Any]:
+    return jsoncol.loads(db.val("SELECT attributes FROM contacts WHERE id = ?", (contact_id,)), {})
+
+
+def get_contact(db: Db, contact_id: int) -> dict[str, Any] | None:
+    """A contact with its identities and every conversation on every channel."""
+    c = row_dict(
+        db.one(
+            "SELECT id, name, attributes, created_at, updated_at, merged_into FROM contacts"
+            " WHERE id = ?",
+            (contact_id,),
+        )
+    )
+    if c is None:
+        return None
+    c["attributes"] = jsoncol.loads(c["attributes"], {})
+    c["identities"] = [
+        {**d, "data": jsoncol.loads(d["data"], {})}
+        for d in (
+            row_dict(r)
+            for r in db.all(
+                "SELECT kind, address, display_name, data, created_at FROM identities"
+                " WHERE contact_id = ? ORDER BY id",
+                (contact_id,),
+            )
+        )
+        if d is not None
+    ]
+    c["conversations"] = [
+        row_dict(r)
+        for r in db.all(
+            "SELECT id, channel, subject, status, category, priority, team, assignee,"
+            " created_at, last_message_at, message_count, last_preview FROM conversations"
+            " WHERE contact_id = ? ORDER BY COALESCE(last_message_at, created_at) DESC, id DESC",
+            (contact_id,),
+        )
+    ]
+    return c

@@ -1,0 +1,177 @@
+"""The raw intake table and quarantine.
+
+``inbound`` keeps every accepted envelope's raw bytes forever, unique on
+(channel, external_id). The pipeline claims ``pending`` rows, and marks them
+``done`` or ``quarantined`` in the same transaction that stores their results,
+so a crash at any point leaves a row pending and it is simply redone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..model import Envelope, now_ts
+from . import jsoncol
+from .base import Db, Row, row_dict
+
+
+@dataclass(slots=True)
+class InboundRow:
+    id: int
+    envelope: Envelope
+    attempts: int
+    quarantined: bool  # a quarantine entry exists (this is a retry)
+
+
+def insert_envelopes(db: Db, envelopes: Sequence[Envelope]) -> list[bool]:
+    """Insert each envelope unless (channel, external_id) exists. Returns, per
+    envelope, whether it was new. One statement per envelope, one transaction
+    for the whole group (the group commit)."""
+    out: list[bool] = []
+    sql = (
+        "INSERT INTO inbound (channel, external_id, received_at, content_type, payload, meta)"
+        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (channel, external_id) DO NOTHING"
+    )
+    for env in envelopes:
+        n = db.run(
+            sql,
+            (
+                env.channel,
+                env.external_id,
+                env.received_at,
+                env.content_type,
+                env.payload,
+                jsoncol.dumps(dict(env.meta)),
+            ),
+        )
+        out.append(n > 0)
+    return out
+
+
+def _row_to_inbound(r: Row) -> InboundRow:
+    return InboundRow(
+        id=r["id"],
+        envelope=Envelope(
+            channel=r["channel"],
+            external_id=r["external_id"],
+            payload=bytes(r["payload"]),
+            content_type=r["content_type"],
+            received_at=r["received_at"],
+            meta=jsoncol.loads(r["meta"], {}),
+        ),
+        attempts=r["attempts"],
+        quarantined=r["qid"] is not None,
+    )
+
+
+_CLAIM = (
+    "SELECT i.id, i.channel, i.external_id, i.received_at, i.content_type, i.payload, i.meta,"
+    " i.attempts, q.id AS qid FROM inbound i LEFT JOIN quarantine q ON q.inbound_id = i.id"
+    " WHERE i.state = 'pending' ORDER BY i.id LIMIT ?"
+)
+
+
+def claim_pending(db: Db, limit: int) -> list[InboundRow]:
+    """Pending rows, oldest first. In PostgreSQL the rows stay locked until the
+    transaction ends and other instances skip them; in SQLite the transaction
+    holds the only write lock."""
+    if db.dialect == "postgres":
+        rows = db.all(
+            "SELECT i.id, i.channel, i.external_id, i.received_at, i.content_type, i.payload,"
+            " i.meta, i.attempts, (SELECT q.id FROM quarantine q WHERE q.inbound_id = i.id) AS qid"
+            " FROM inbound i WHERE i.state = 'pending' ORDER BY i.id LIMIT ?"
+            " FOR UPDATE OF i SKIP LOCKED",
+            (limit,),
+        )
+    else:
+        rows = db.all(_CLAIM, (limit,))
+    return [_row_to_inbound(r) for r in rows]
+
+
+def count_pending(db: Db) -> int:
+    return int(db.val("SELECT COUNT(*) FROM inbound WHERE state = 'pending'") or 0)
+
+
+def mark_done(db: Db, inbound_id: int, note: str | None = None, *, quarantined: bool) -> None:
+    now = now_ts()
+    db.run(
+        "UPDATE inbound SET state = 'done', processed_at = ?, attempts = attempts + 1, note = ?"
+        " WHERE id = ?",
+        (now, note, inbound_id),
+    )
+    if quarantined:
+        db.run(
+            "UPDATE quarantine SET state = 'resolved', updated_at = ? WHERE inbound_id = ?",
+            (now, inbound_id),
+        )
+
+
+def quarantine(db: Db, row: InboundRow, error: str, detail: str | None) -> int:
+    """Move an envelope to quarantine (its raw bytes stay in ``inbound``)."""
+    now = now_ts()
+    db.run(
+        "UPDATE inbound SET state = 'quarantined', processed_at = ?, attempts = attempts + 1,"
+        " note = ? WHERE id = ?",
+        (now, error[:500], row.id),
+    )
+    qid = db.val(
+        "INSERT INTO quarantine (inbound_id, channel, external_id, error, detail, state,"
+        " created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'open', ?, ?)"
+        " ON CONFLICT (inbound_id) DO UPDATE SET error = excluded.error,"
+        " detail = excluded.detail, state = 'open', updated_at = excluded.updated_at,"
+        " retries = quarantine.retries + 1 RETURNING id",
+        (row.id, row.envelope.channel, row.envelope.external_id, error, detail, now, now),
+    )
+    return int(qid)
+
+
+def list_quarantine(
+    db: Db, *, state: str | None = "open", limit: int = 100
+) -> list[dict[str, Any]]:
+    where = "WHERE q.state = ?" if state else ""
+    params: tuple[Any, ...] = (state, limit) if state else (limit,)
+    rows = db.all(
+        "SELECT q.id, q.inbound_id, q.channel, q.external_id, q.error, q.state, q.created_at,"
+        " q.updated_at, q.retries, i.content_type, LENGTH(i.payload) AS size"
+        f" FROM quarantine q JOIN inbound i ON i.id = q.inbound_id {where}"
+        " ORDER BY q.id DESC LIMIT ?",
+        params,
+    )
+    return [row_dict(r) for r in rows]  # type: ignore[misc]
+
+
+def get_quarantine(db: Db, qid: int) -> dict[str, Any] | None:
+    r = db.one(
+        "SELECT q.*, i.content_type, i.payload, i.meta, i.received_at FROM quarantine q"
+        " JOIN inbound i ON i.id = q.inbound_id WHERE q.id = ?",
+        (qid,),
+    )
+    d = row_dict(r)
+    if d is not None:
+        d["payload"] = bytes(d["payload"])
+        d["meta"] = jsoncol.loads(d["meta"], {})
+    return d
+
+
+def retry_quarantine(db: Db, qids: Sequence[int] | None) -> list[int]:
+    """Put quarantined envelopes back in the queue (all open ones when ``qids``
+    is None). Returns the quarantine ids requeued."""
+    if qids is None:
+        found = [r["id"] for r in db.all("SELECT id FROM quarantine WHERE state = 'open'")]
+    else:
+        found = [
+            r["id"]
+            for q in qids
+            for r in db.all("SELECT id FROM quarantine WHERE id = ? AND state = 'open'", (q,))
+        ]
+    now = now_ts()
+    for qid in found:
+        db.run("UPDATE quarantine SET state = 'retrying', updated_at = ? WHERE id = ?", (now, qid))
+        db.run(
+            "UPDATE inbound SET state = 'pending'"
+            " WHERE id = (SELECT inbound_id FROM quarantine WHERE id = ?)",
+            (qid,),
+        )
+    return found
