@@ -1,0 +1,515 @@
+"""The pipeline: pending envelopes become stored, classified, routed messages.
+
+Stages, in order, for each claimed envelope:
+
+1. **normalize** - the channel's parser: Envelope -> Message | StatusUpdate | Skip.
+   Failure sends the envelope to quarantine (raw bytes kept) and the batch
+   goes on.
+2. **dedupe** - a message already stored (a redo after a crash) is skipped.
+3. **contact** - the sender identity resolves to a contact (created if new).
+4. **thread** - find the conversation: edit target, conversation token,
+   reference keys (email threading), chat thread key within the session
+   window; or open a new one. Automatic mail (auto-replies, bounces, lists)
+   never opens a conversation.
+5. **classify** - the rules decide category, priority, tags, team, agent.
+6. **route** - assign within the team (see ``routing.py``).
+7. **persist** - message, attachments, thread keys, conversation, audit
+   events, auto-acknowledgement in the outbox, and the envelope marked done:
+   one transaction. A crash anywhere leaves the envelope pending; every stage
+   is idempotent, so the redo stores it once.
+
+``process_batch`` is a plain synchronous function over a ``Db`` and runs
+inside ``Store.write`` (in the database's thread for SQLite).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import structlog
+
+from .channels.base import ChannelAdapter
+from .config import TeamConfig
+from .events import Event
+from .model import (
+    Category,
+    Decision,
+    DeliveryState,
+    Direction,
+    Message,
+    MessageKind,
+    NormalizeError,
+    Priority,
+    RuleInput,
+    Skip,
+    Status,
+    StatusUpdate,
+    now_ts,
+)
+from .routing import choose_assignee
+from .store import Db, Store
+from .store import conversations as convs
+from .store.audit import add_audit
+from .store.contacts import contact_attributes, resolve_contact
+from .store.inbound import InboundRow, claim_pending, mark_done, quarantine
+from .store.outbox import enqueue
+
+log = structlog.get_logger(__name__)
+
+
+class Evaluator(Protocol):
+    def evaluate(self, inp: RuleInput) -> Decision: ...
+
+
+@dataclass(slots=True)
+class PipelineContext:
+    """Everything the stages need, handed in (no globals)."""
+
+    adapters: Mapping[str, ChannelAdapter]
+    rules: Callable[[], Evaluator]
+    teams: Mapping[str, TeamConfig] = field(default_factory=dict)
+    default_team: str | None = None
+    chat_session_seconds: float = 24 * 3600
+    reopen_seconds: float = 30 * 86400
+    detect_language: Callable[[str], str | None] | None = None
+    # channel name -> auto-acknowledgement text ("{conversation_id}", "{name}" placeholders)
+    auto_ack: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class BatchResult:
+    claimed: int = 0
+    stored: int = 0
+    quarantined: int = 0
+    skipped: int = 0
+    events: list[Event] = field(default_factory=list)
+    outbox_queued: int = 0
+
+
+def process_batch(db: Db, ctx: PipelineContext, limit: int) -> BatchResult:
+    result = BatchResult()
+    rows = claim_pending(db, limit)
+    result.claimed = len(rows)
+    for row in rows:
+        adapter = ctx.adapters.get(row.envelope.channel)
+        try:
+            if adapter is None:
+                raise NormalizeError(f"no channel named {row.envelope.channel!r} is configured")
+            item = adapter.normalize(row.envelope)
+        except NormalizeError as exc:
+            _quarantine(db, row, str(exc), None, result)
+            continue
+        except Exception as exc:  # a parser bug must not stop the queue
+            _quarantine(db, row, f"{type(exc).__name__}: {exc}", traceback.format_exc(), result)
+            continue
+        try:
+            with db.savepoint():
+                _apply(db, ctx, adapter, row, item, result)
+        except Exception as exc:
+            _quarantine(db, row, f"{type(exc).__name__}: {exc}", traceback.format_exc(), result)
+    return result
+
+
+def _quarantine(db: Db, row: InboundRow, error: str, detail: str | None, res: BatchResult) -> None:
+    qid = quarantine(db, row, error, detail)
+    res.quarantined += 1
+    res.events.append({"type": "quarantine", "id": qid, "channel": row.envelope.channel})
+    log.warning(
+        "quarantined",
+        channel=row.envelope.channel,
+        external_id=row.envelope.external_id,
+        error=error,
+        quarantine_id=qid,
+    )
+
+
+def _apply(
+    db: Db,
+    ctx: PipelineContext,
+    adapter: ChannelAdapter,
+    row: InboundRow,
+    item: Message | StatusUpdate | Skip,
+    res: BatchResult,
+) -> None:
+    if isinstance(item, Skip):
+        mark_done(db, row.id, f"skipped: {item.reason}", quarantined=row.quarantined)
+        res.skipped += 1
+    elif isinstance(item, StatusUpdate):
+        mid = convs.apply_status_update(db, item.channel, item.provider_id, item.state, item.reason)
+        mark_done(db, row.id, f"status {item.state}", quarantined=row.quarantined)
+        res.skipped += 1
+        if mid is not None:
+            res.events.append({"type": "delivery", "message_id": mid, "state": str(item.state)})
+    else:
+        note = _persist_message(db, ctx, adapter, row, item, res)
+        mark_done(db, row.id, note, quarantined=row.quarantined)
+
+
+def _mark_bounced(db: Db, keys: list[str], reason: str, res: BatchResult) -> None:
+    """A bounce of one of our replies marks that reply failed."""
+    for key in keys:
+        for r in db.all(
+            "SELECT id, channel FROM messages WHERE direction = 'out' AND provider_id = ?", (key,)
+        ):
+            convs.set_delivery(db, int(r["id"]), DeliveryState.FAILED, error=reason)
+            res.events.append({"type": "delivery", "message_id": int(r["id"]), "state": "failed"})
+
+
+def _find_conversation(
+    db: Db, ctx: PipelineContext, msg: Message, contact_id: int, now: float
+) -> tuple[dict[str, Any] | None, str]:
+    if msg.edit_of:
+        orig = convs.find_message_id(db, msg.channel, "in", msg.edit_of)
+        if orig is not None:
+            cid = db.val("SELECT conversation_id FROM messages WHERE id = ?", (orig,))
+            return convs.get_conversation_row(db, int(cid)), "edit of an earlier message"
+    if msg.conversation_hint is not None:
+        conv = convs.get_conversation_row(db, msg.conversation_hint)
+        if conv is not None:
+            return conv, f"conversation token #{msg.conversation_hint}"
+    if msg.thread_refs:
+        conv = convs.find_by_keys(db, msg.thread_refs)
+        if conv is not None:
+            return conv, "reply to an earlier message (thread references)"
+    if msg.thread_key:
+        conv = convs.find_by_thread_key(db, msg.channel, msg.thread_key)
+        if conv is not None:
+            if conv["status"] != Status.RESOLVED:
+                return conv, "same chat thread"
+            last = conv["last_message_at"] or conv["created_at"]
+            if now - last <= ctx.chat_session_seconds:
+                return conv, "same chat thread, within the session window"
+    return None, "new conversation"
+
+
+def _decide(
+    db: Db, ctx: PipelineContext, adapter: ChannelAdapter, msg: Message, contact_id: int
+) -> Decision:
+    language = msg.language
+    if language is None and ctx.detect_language is not None:
+        language = ctx.detect_language(msg.text or msg.subject or "")
+        msg.language = language
+    inp = RuleInput(
+        channel=msg.channel,
+        channel_type=adapter.type,
+        sender=msg.sender.address,
+        sender_name=msg.sender.display_name,
+        subject=msg.subject or "",
+        text=msg.text,
+        language=language,
+        contact=contact_attributes(db, contact_id),
+        received_at=datetime.fromtimestamp(now_ts(), UTC),
+    )
+    return ctx.rules().evaluate(inp)
+
+
+def _assign(
+    db: Db, ctx: PipelineContext, team: str | None, contact_id: int
+) -> tuple[str | None, str]:
+    spec = ctx.teams.get(team) if team else None
+    if spec is None:
+        return None, "no team with members to assign within" if team else "no team"
+    if db.dialect == "postgres":
+        # Serialize assignments per team across instances: the round-robin
+        # pointer and the loads are read and written under this row lock.
+        db.run(
+            "INSERT INTO routing_state (team, rr_last) VALUES (?, NULL) ON CONFLICT DO NOTHING",
+            (spec.name,),
+        )
+        rr_last = db.val(
+            "SELECT rr_last FROM routing_state WHERE team = ? FOR UPDATE", (spec.name,)
+        )
+    else:
+        rr_last = db.val("SELECT rr_last FROM routing_state WHERE team = ?", (spec.name,))
+    choice = choose_assignee(
+        spec,
+        loads=convs.open_counts(db, spec.members),
+        rr_last=rr_last,
+        previous=convs.last_assignee(db, contact_id) if spec.sticky else None,
+    )
+    if choice.agent is not None and spec.strategy == "round_robin":
+        db.run(
+            "INSERT INTO routing_state (team, rr_last) VALUES (?, ?)"
+            " ON CONFLICT (team) DO UPDATE SET rr_last = excluded.rr_last",
+            (spec.name, choice.agent),
+        )
+    return choice.agent, choice.reason
+
+
+def _persist_message(
+    db: Db,
+    ctx: PipelineContext,
+    adapter: ChannelAdapter,
+    row: InboundRow,
+    msg: Message,
+    res: BatchResult,
+) -> str:
+    now = now_ts()
+    if convs.find_message_id(db, msg.channel, "in", msg.external_id) is not None:
+        res.skipped += 1
+        return "already stored"
+    if msg.bounced_refs:
+        _mark_bounced(db, msg.bounced_refs, f"bounced: {msg.subject or msg.text[:120]}", res)
+    contact_id, _ = resolve_contact(db, msg.sender)
+    conv, how = _find_conversation(db, ctx, msg, contact_id, now)
+
+    if conv is not None and conv["status"] == Status.RESOLVED and not msg.auto:
+        resolved_at = conv["resolved_at"] or conv["updated_at"]
+        if msg.thread_key is None and now - resolved_at > ctx.reopen_seconds:
+            how = f"conversation #{conv['id']} was resolved long ago: new conversation"
+            conv = None
+
+    if conv is None and msg.auto:
+        res.skipped += 1
+        return f"automatic message ({msg.auto}) outside any conversation: not opened"
+
+    events: list[Event] = []
+    if conv is None:
+        decision = _decide(db, ctx, adapter, msg, contact_id)
+        team = decision.team or ctx.default_team
+        assignee: str | None
+        if decision.assignee:
+            assignee, why = decision.assignee, f"rule {decision.rule or ''} named the agent".strip()
+        else:
+            assignee, why = _assign(db, ctx, team, contact_id)
+        conv_id = convs.create_conversation(
+            db,
+            contact_id=contact_id,
+            channel=msg.channel,
+            thread_key=msg.thread_key,
+            subject=msg.subject,
+            category=str(decision.category),
+            confidence=decision.confidence,
+            priority=str(decision.priority),
+            priority_rank=decision.priority.rank,
+            team=team,
+            assignee=assignee,
+            tags=sorted(set(decision.tags)),
+            decision=decision.to_dict(),
+            now=now,
+        )
+        add_audit(
+            db,
+            "rules",
+            "classified",
+            conversation_id=conv_id,
+            contact_id=contact_id,
+            reason="; ".join(decision.explanation),
+            detail=decision.to_dict(),
+            at=now,
+        )
+        add_audit(
+            db,
+            "routing",
+            "routed",
+            conversation_id=conv_id,
+            reason=why,
+            detail={"team": team, "assignee": assignee},
+            at=now,
+        )
+        events.append(
+            {
+                "type": "conversation.created",
+                "conversation_id": conv_id,
+                "team": team,
+                "assignee": assignee,
+            }
+        )
+    else:
+        conv_id = int(conv["id"])
+        if not msg.auto and msg.kind != MessageKind.EDIT:
+            _follow_up(db, ctx, adapter, conv, msg, contact_id, now)
+    mid = convs.insert_message(
+        db,
+        convs.NewMessage(
+            conversation_id=conv_id,
+            direction=Direction.INBOUND,
+            kind=MessageKind.AUTO if msg.auto else msg.kind,
+            channel=msg.channel,
+            text=msg.text,
+            external_id=msg.external_id,
+            inbound_id=row.id,
+            sender_kind=msg.sender.kind,
+            sender_address=msg.sender.address,
+            sender_name=msg.sender.display_name,
+            subject=msg.subject,
+            full_text=msg.full_text,
+            html=msg.html,
+            auto=msg.auto,
+            edit_of=(
+                convs.find_message_id(db, msg.channel, "in", msg.edit_of) if msg.edit_of else None
+            ),
+            meta={**msg.meta, **({"language": msg.language} if msg.language else {})},
+            sent_at=msg.sent_at,
+            attachments=msg.attachments,
+        ),
+        now=now,
+    )
+    convs.add_thread_keys(db, conv_id, msg.own_keys)
+    if conv is None and not msg.auto and ctx.auto_ack.get(msg.channel):
+        _queue_auto_ack(db, ctx.auto_ack[msg.channel], conv_id, msg, res)
+    res.stored += 1
+    events.append(
+        {
+            "type": "message.created",
+            "conversation_id": conv_id,
+            "message_id": mid,
+            "channel": msg.channel,
+            "direction": "in",
+        }
+    )
+    res.events.extend(events)
+    return how
+
+
+def _follow_up(
+    db: Db,
+    ctx: PipelineContext,
+    adapter: ChannelAdapter,
+    conv: dict[str, Any],
+    msg: Message,
+    contact_id: int,
+    now: float,
+) -> None:
+    """A customer wrote again: reopen a closed conversation, and escalate (never
+    downgrade) category and priority if the new message calls for it."""
+    conv_id = int(conv["id"])
+    changes: dict[str, Any] = {}
+    if conv["status"] != Status.OPEN:
+        changes.update(status=str(Status.OPEN), snoozed_until=None, resolved_at=None)
+        add_audit(
+            db,
+            "pipeline",
+            "reopened",
+            conversation_id=conv_id,
+            reason=f"customer wrote while the conversation was {conv['status']}",
+            at=now,
+        )
+    decision = _decide(db, ctx, adapter, msg, contact_id)
+    if decision.category == Category.COMPLAINT and conv["category"] != Category.COMPLAINT:
+        changes.update(category=str(Category.COMPLAINT), confidence=decision.confidence)
+        add_audit(
+            db,
+            "rules",
+            "escalated",
+            conversation_id=conv_id,
+            reason="; ".join(decision.explanation),
+            detail={"from": conv["category"], "to": "complaint"},
+            at=now,
+        )
+    if decision.priority.rank > Priority(conv["priority"]).rank:
+        changes.update(priority=str(decision.priority), priority_rank=decision.priority.rank)
+        add_audit(
+            db,
+            "rules",
+            "priority_raised",
+            conversation_id=conv_id,
+            reason="; ".join(decision.explanation),
+            detail={"from": conv["priority"], "to": str(decision.priority)},
+            at=now,
+        )
+    new_tags = sorted(set(conv["tags"]) | set(decision.tags))
+    if new_tags != sorted(conv["tags"]):
+        changes["tags"] = new_tags
+    if changes:
+        convs.update_conversation(db, conv_id, **changes)
+
+
+def _queue_auto_ack(db: Db, template: str, conv_id: int, msg: Message, res: BatchResult) -> None:
+    text = template.replace("{conversation_id}", str(conv_id)).replace(
+        "{name}", msg.sender.display_name or ""
+    )
+    mid = convs.insert_message(
+        db,
+        convs.NewMessage(
+            conversation_id=conv_id,
+            direction=Direction.OUTBOUND,
+            kind=MessageKind.MESSAGE,
+            channel=msg.channel,
+            text=text,
+            author="system",
+            subject=msg.subject,
+            auto="auto-acknowledgement",
+            delivery_state=DeliveryState.QUEUED,
+        ),
+    )
+    from .outbox import build_payload
+
+    enqueue(
+        db,
+        channel=msg.channel,
+        conversation_id=conv_id,
+        message_id=mid,
+        payload=build_payload(db, conv_id, mid, text=text, automatic=True),
+    )
+    res.outbox_queued += 1
+
+
+class PipelineRunner:
+    """Runs batches whenever the intake commits (or every ``poll`` seconds,
+    which also picks up work from other instances and crash leftovers)."""
+
+    def __init__(
+        self,
+        store: Store,
+        ctx: PipelineContext,
+        *,
+        batch_size: int = 64,
+        poll: float = 1.0,
+        on_result: Callable[[BatchResult], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.ctx = ctx
+        self.batch_size = batch_size
+        self.poll = poll
+        self.on_result = on_result
+        self._wake = asyncio.Event()
+        self.processed = 0
+
+    def wake(self, _n: int = 0) -> None:
+        self._wake.set()
+
+    async def run_once(self) -> BatchResult:
+        t0 = time.perf_counter()
+        res = await self.store.write(process_batch, self.ctx, self.batch_size)
+        if res.claimed:
+            self.processed += res.claimed
+            log.debug(
+                "batch",
+                claimed=res.claimed,
+                stored=res.stored,
+                quarantined=res.quarantined,
+                seconds=round(time.perf_counter() - t0, 4),
+            )
+            if self.on_result is not None:
+                self.on_result(res)
+        return res
+
+    async def drain(self) -> int:
+        """Process until nothing is pending; returns envelopes processed."""
+        total = 0
+        while True:
+            res = await self.run_once()
+            total += res.claimed
+            if res.claimed < self.batch_size:
+                return total
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.drain()
+            except Exception:
+                # A database hiccup: log and come back; pending rows stay pending.
+                log.exception("pipeline_error")
+                await asyncio.sleep(self.poll)
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.poll)
+            except TimeoutError:
+                pass
+            self._wake.clear()
