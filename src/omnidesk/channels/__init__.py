@@ -1,0 +1,1 @@
+"""Channel adapters: the contract (base.py), the registry, and the built-in adapters."""

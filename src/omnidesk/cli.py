@@ -1,0 +1,367 @@
+"""The ``omnidesk`` command.
+
+Exit codes: 0 success, 1 a check or test failed, 2 bad configuration or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from . import __version__
+from .config import Config, ConfigError, load_config
+
+T = TypeVar("T")
+
+DEFAULT_CONFIG = os.environ.get("OMNIDESK_CONFIG", "config.toml")
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(args.config)
+
+
+def _add_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-c",
+        "--config",
+        default=DEFAULT_CONFIG,
+        help="config file (default: $OMNIDESK_CONFIG or ./config.toml)",
+    )
+
+
+async def _with_store(config: Config, fn: Callable[[Any], Awaitable[T]]) -> T:
+    from .store import open_store
+
+    store = open_store(config.storage_url)
+    await store.open()
+    try:
+        return await fn(store)
+    finally:
+        await store.close()
+
+
+# -- run -------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    from . import logging as odlog
+    from .daemon import Daemon
+
+    config = _config(args)
+    odlog.configure(config.log_level)
+    after = None
+    if args.demo:
+        from .demo import run_demo
+
+        after = run_demo
+    daemon = Daemon(config)
+    asyncio.run(daemon.run_forever(after_start=after))
+    return 0
+
+
+# -- rules -----------------------------------------------------------------
+def _rules_dir(args: argparse.Namespace) -> Path:
+    if args.rules:
+        return Path(args.rules)
+    if args.config and Path(args.config).exists():
+        return load_config(args.config).rules_dir
+    return Path("rules")
+
+
+def cmd_rules_check(args: argparse.Namespace) -> int:
+    from .rules import check_rules
+
+    report = check_rules(_rules_dir(args))
+    print(report.format())
+    return 0 if report.ok else 1
+
+
+def cmd_rules_test(args: argparse.Namespace) -> int:
+    from .model import RuleInput
+    from .rules import RulesError, detect_language, load_rules
+
+    try:
+        ruleset = load_rules(_rules_dir(args))
+    except RulesError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    text = Path(args.file).read_text(encoding="utf-8") if args.file else args.text
+    contact: dict[str, Any] = {}
+    for item in args.attr or []:
+        k, _, v = item.partition("=")
+        contact[k] = v
+    when = datetime.fromisoformat(args.at) if args.at else datetime.now(UTC)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    inp = RuleInput(
+        channel=args.channel or "api",
+        channel_type=args.channel_type or args.channel or "api",
+        sender=args.sender or "",
+        subject=args.subject or "",
+        text=text,
+        language=args.language or detect_language(text),
+        contact=contact,
+        received_at=when,
+    )
+    decision = ruleset.evaluate(inp)
+    print(json.dumps(decision.to_dict(), ensure_ascii=False, indent=2))
+    return 0
+
+
+# -- classify --------------------------------------------------------------
+def cmd_classify_eval(args: argparse.Namespace) -> int:
+    from .rules import RulesError, evaluate_labelled, load_rules
+
+    try:
+        ruleset = load_rules(_rules_dir(args))
+    except RulesError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    records = []
+    with open(args.file, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                print(f"{args.file}:{n}: not JSON: {exc}", file=sys.stderr)
+                return 2
+            if not isinstance(rec, dict) or "text" not in rec or "label" not in rec:
+                print(f"{args.file}:{n}: needs 'text' and 'label'", file=sys.stderr)
+                return 2
+            records.append(rec)
+    report = evaluate_labelled(ruleset, records)
+    if args.json:
+        print(json.dumps(report.to_dict(), ensure_ascii=False))
+    else:
+        print(report.format())
+    return 0
+
+
+# -- tokens ----------------------------------------------------------------
+def cmd_tokens_create(args: argparse.Namespace) -> int:
+    from .store.tokens import create_token
+
+    config = _config(args)
+
+    async def go(store: Any) -> str:
+        return await store.write(create_token, args.role, name=args.name, username=args.user)
+
+    token = asyncio.run(_with_store(config, go))
+    print(
+        f"created a {args.role} token" + (f" for {args.user}" if args.user else ""), file=sys.stderr
+    )
+    print(token)
+    return 0
+
+
+# -- quarantine ------------------------------------------------------------
+def cmd_quarantine_list(args: argparse.Namespace) -> int:
+    from .store.inbound import list_quarantine
+
+    config = _config(args)
+    state = None if args.all else "open"
+    rows = asyncio.run(
+        _with_store(config, lambda s: s.read(list_quarantine, state=state, limit=args.limit))
+    )
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False, default=str))
+        return 0
+    if not rows:
+        print("quarantine is empty")
+        return 0
+    for r in rows:
+        when = datetime.fromtimestamp(r["created_at"], UTC).strftime("%Y-%m-%d %H:%M:%S")
+        print(
+            f"#{r['id']:<6} {when}  {r['channel']:<12} {r['state']:<9} {r['size']:>8} B  "
+            f"{r['external_id'][:40]:<40}  {r['error'][:100]}"
+        )
+    return 0
+
+
+def cmd_quarantine_show(args: argparse.Namespace) -> int:
+    from .store.inbound import get_quarantine
+
+    config = _config(args)
+    q = asyncio.run(_with_store(config, lambda s: s.read(get_quarantine, args.id)))
+    if q is None:
+        print(f"no quarantine entry #{args.id}", file=sys.stderr)
+        return 1
+    raw: bytes = q.pop("payload")
+    if args.raw:
+        sys.stdout.buffer.write(raw)
+        return 0
+    for k in ("id", "channel", "external_id", "state", "retries", "content_type", "error"):
+        print(f"{k:>12}: {q[k]}")
+    print(f"{'size':>12}: {len(raw)} bytes")
+    if q.get("detail"):
+        print("\n" + q["detail"])
+    print("\n--- raw (first 2000 bytes; --raw for all) ---")
+    print(raw[:2000].decode("utf-8", "replace"))
+    return 0
+
+
+def cmd_quarantine_retry(args: argparse.Namespace) -> int:
+    """Requeue, then run the pipeline here so the outcome is printed now (a
+    running daemon would pick the entries up too: claims are transactional)."""
+    from .daemon import build_adapters
+    from .intake import Intake
+    from .pipeline import PipelineContext, PipelineRunner
+    from .rules import detect_language, load_rules
+    from .store.inbound import get_quarantine, retry_quarantine
+
+    config = _config(args)
+    if not args.ids and not args.all:
+        print("give quarantine ids or --all", file=sys.stderr)
+        return 2
+
+    async def go(store: Any) -> int:
+        ids = await store.write(retry_quarantine, None if args.all else args.ids)
+        if not ids:
+            print("nothing to retry (unknown ids, or not in quarantine)", file=sys.stderr)
+            return 1
+        adapters, acks = build_adapters(config, Intake(store), store)
+        runner = PipelineRunner(
+            store,
+            PipelineContext(
+                adapters=adapters,
+                rules=(lambda rs: lambda: rs)(load_rules(config.rules_dir)),
+                teams={t.name: t for t in config.teams},
+                default_team=config.default_team,
+                chat_session_seconds=config.chat_session_hours * 3600,
+                reopen_seconds=config.reopen_days * 86400,
+                detect_language=detect_language,
+                auto_ack=acks,
+            ),
+            batch_size=config.pipeline_batch,
+        )
+        await runner.drain()
+        failed = 0
+        for qid in ids:
+            q = await store.read(get_quarantine, qid)
+            if q["state"] == "resolved":
+                print(f"#{qid}: processed")
+            else:
+                failed += 1
+                print(f"#{qid}: still in quarantine: {q['error']}")
+        return 1 if failed else 0
+
+    return asyncio.run(_with_store(config, go))
+
+
+# -- migrate ---------------------------------------------------------------
+def cmd_migrate(args: argparse.Namespace) -> int:
+    config = _config(args)
+
+    async def go(store: Any) -> list[tuple[int, str, bool]]:
+        return await store.migrations()
+
+    rows = asyncio.run(_with_store(config, go))  # opening applies pending migrations
+    for version, name, applied in rows:
+        print(f"{version:04d} {name:<30} {'applied' if applied else 'pending'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="omnidesk", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"omnidesk {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the daemon")
+    _add_config(run)
+    run.add_argument(
+        "--demo",
+        action="store_true",
+        help="feed sample messages through the API channel once started",
+    )
+    run.set_defaults(func=cmd_run)
+
+    rules = sub.add_parser("rules", help="check and try the rules")
+    rsub = rules.add_subparsers(dest="rules_command", required=True)
+    check = rsub.add_parser("check", help="validate rules and run their examples")
+    check.add_argument("--rules", help="rules folder (default: the config's, else ./rules)")
+    check.add_argument("-c", "--config", default=None)
+    check.set_defaults(func=cmd_rules_check)
+    test = rsub.add_parser("test", help="show the decision for one message as JSON")
+    test.add_argument("--rules")
+    test.add_argument("-c", "--config", default=None)
+    test.add_argument("--channel", help="channel name (default: api)")
+    test.add_argument("--channel-type", help="channel type (default: the channel name)")
+    test.add_argument("--subject")
+    test.add_argument("--from", dest="sender", help="sender address")
+    test.add_argument("--language", help="language code (default: detected)")
+    test.add_argument(
+        "--attr",
+        action="append",
+        metavar="KEY=VALUE",
+        help="contact attribute, e.g. tier=gold (repeatable)",
+    )
+    test.add_argument("--at", help="received time, ISO 8601 (default: now)")
+    src = test.add_mutually_exclusive_group(required=True)
+    src.add_argument("--text")
+    src.add_argument("--file")
+    test.set_defaults(func=cmd_rules_test)
+
+    classify = sub.add_parser("classify", help="measure the classification")
+    csub = classify.add_subparsers(dest="classify_command", required=True)
+    ev = csub.add_parser("eval", help="score against labelled messages (JSON Lines)")
+    ev.add_argument("file")
+    ev.add_argument("--json", action="store_true")
+    ev.add_argument("--rules")
+    ev.add_argument("-c", "--config", default=None)
+    ev.set_defaults(func=cmd_classify_eval)
+
+    tokens = sub.add_parser("tokens", help="API tokens")
+    tsub = tokens.add_subparsers(dest="tokens_command", required=True)
+    tc = tsub.add_parser("create", help="create a token (printed last)")
+    tc.add_argument("--role", required=True, choices=("admin", "supervisor", "agent"))
+    tc.add_argument("--name", help="what the token is for")
+    tc.add_argument("--user", help="the agent username the token acts as")
+    _add_config(tc)
+    tc.set_defaults(func=cmd_tokens_create)
+
+    q = sub.add_parser("quarantine", help="input that could not be processed")
+    qsub = q.add_subparsers(dest="q_command", required=True)
+    ql = qsub.add_parser("list")
+    ql.add_argument("--json", action="store_true")
+    ql.add_argument("--all", action="store_true", help="include resolved entries")
+    ql.add_argument("--limit", type=int, default=100)
+    _add_config(ql)
+    ql.set_defaults(func=cmd_quarantine_list)
+    qs = qsub.add_parser("show")
+    qs.add_argument("id", type=int)
+    qs.add_argument("--raw", action="store_true", help="write the raw bytes to stdout")
+    _add_config(qs)
+    qs.set_defaults(func=cmd_quarantine_show)
+    qr = qsub.add_parser("retry", help="requeue and reprocess")
+    qr.add_argument("ids", type=int, nargs="*")
+    qr.add_argument("--all", action="store_true")
+    _add_config(qr)
+    qr.set_defaults(func=cmd_quarantine_retry)
+
+    mig = sub.add_parser("migrate", help="apply pending migrations and list them")
+    _add_config(mig)
+    mig.set_defaults(func=cmd_migrate)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

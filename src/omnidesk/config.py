@@ -1,0 +1,394 @@
+"""Settings: schema, loading and secret resolution.
+
+One TOML file (see ``config.example.toml``). Every problem is reported as one
+:class:`ConfigError` naming the file and the key, and the CLI exits with code 2.
+Secrets may be written as ``env:VAR`` or ``file:PATH`` and are wrapped in
+:class:`Secret`, whose ``repr``/``str`` never show the value, so a secret that
+reaches a log line prints as ``***``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(Exception):
+    """A configuration problem, naming the file and the key."""
+
+    def __init__(self, file: str | Path | None, key: str, reason: str) -> None:
+        self.file = str(file) if file is not None else "<config>"
+        self.key = key
+        self.reason = reason
+        super().__init__(f"{self.file}: {key}: {reason}")
+
+
+class Secret:
+    """A secret value that never prints itself."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+def resolve_secret(raw: str, *, file: Path | None, key: str, base_dir: Path) -> Secret:
+    """``env:VAR`` reads the environment, ``file:PATH`` reads a file (relative
+    paths are relative to the config file); anything else is the literal value."""
+    if raw.startswith("env:"):
+        var = raw[4:]
+        value = os.environ.get(var)
+        if value is None:
+            raise ConfigError(file, key, f"environment variable {var} is not set")
+        return Secret(value)
+    if raw.startswith("file:"):
+        path = Path(raw[5:]).expanduser()
+        if not path.is_absolute():
+            path = base_dir / path
+        try:
+            return Secret(path.read_text(encoding="utf-8").strip())
+        except OSError as exc:
+            raise ConfigError(
+                file, key, f"cannot read secret file {path}: {exc.strerror}"
+            ) from None
+    return Secret(raw)
+
+
+_MISSING = object()
+
+
+class Options:
+    """Typed access to one table of the config, with errors naming file and key.
+
+    Channel adapters get their ``[[channels]]`` table as an ``Options`` and read
+    their own keys with it; keys nobody read are reported by :meth:`check_unused`.
+    """
+
+    def __init__(
+        self, data: Mapping[str, Any], *, file: Path | None, prefix: str, base_dir: Path
+    ) -> None:
+        self._data = dict(data)
+        self.file = file
+        self.prefix = prefix
+        self.base_dir = base_dir
+        self._used: set[str] = set()
+
+    def _key(self, name: str) -> str:
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+    def error(self, name: str, reason: str) -> ConfigError:
+        return ConfigError(self.file, self._key(name), reason)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._data
+
+    def raw(self, name: str, default: Any = _MISSING) -> Any:
+        self._used.add(name)
+        if name not in self._data:
+            if default is _MISSING:
+                raise self.error(name, "is required")
+            return default
+        return self._data[name]
+
+    def string(self, name: str, default: Any = _MISSING, *, choices: tuple[str, ...] = ()) -> Any:
+        value = self.raw(name, default)
+        if value is None or value is default:
+            return value
+        if not isinstance(value, str):
+            raise self.error(name, f"must be a string, not {type(value).__name__}")
+        if choices and value not in choices:
+            raise self.error(name, f"must be one of {', '.join(choices)} (got {value!r})")
+        return value
+
+    def integer(self, name: str, default: Any = _MISSING, *, min: int | None = None) -> Any:
+        value = self.raw(name, default)
+        if value is default:
+            return value
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.error(name, f"must be an integer, not {type(value).__name__}")
+        if min is not None and value < min:
+            raise self.error(name, f"must be at least {min}")
+        return value
+
+    def number(self, name: str, default: Any = _MISSING, *, min: float | None = None) -> Any:
+        value = self.raw(name, default)
+        if value is default:
+            return value
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.error(name, f"must be a number, not {type(value).__name__}")
+        if min is not None and value < min:
+            raise self.error(name, f"must be at least {min}")
+        return float(value)
+
+    def boolean(self, name: str, default: Any = _MISSING) -> Any:
+        value = self.raw(name, default)
+        if value is default:
+            return value
+        if not isinstance(value, bool):
+            raise self.error(name, "must be true or false")
+        return value
+
+    def strings(self, name: str, default: Any = _MISSING) -> Any:
+        value = self.raw(name, default)
+        if value is default:
+            return value
+        if isinstance(value, str):
+            return [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.error(name, "must be a list of strings")
+        return list(value)
+
+    def secret(self, name: str, default: Any = _MISSING) -> Any:
+        value = self.raw(name, default)
+        if value is default or value is None:
+            return value
+        if not isinstance(value, str):
+            raise self.error(name, "must be a string (a literal, env:VAR or file:PATH)")
+        return resolve_secret(value, file=self.file, key=self._key(name), base_dir=self.base_dir)
+
+    def path(self, name: str, default: Any = _MISSING) -> Any:
+        value = self.raw(name, default)
+        if value is default or value is None:
+            return value
+        if not isinstance(value, str):
+            raise self.error(name, "must be a path string")
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p)
+
+    def table(self, name: str) -> Options:
+        value = self.raw(name, {})
+        if not isinstance(value, dict):
+            raise self.error(name, "must be a table")
+        return Options(value, file=self.file, prefix=self._key(name), base_dir=self.base_dir)
+
+    def keys(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def check_unused(self) -> None:
+        unknown = sorted(set(self._data) - self._used)
+        if unknown:
+            raise self.error(unknown[0], "unknown setting")
+
+
+@dataclass(slots=True)
+class ChannelConfig:
+    name: str
+    type: str
+    options: Options
+    enabled: bool = True
+
+
+@dataclass(slots=True)
+class TeamConfig:
+    name: str
+    members: list[str]
+    strategy: str = "round_robin"  # round_robin | least_loaded | manual
+    max_open_per_agent: int = 25
+    sticky: bool = True  # a returning contact goes back to the agent who last handled it
+
+
+@dataclass(slots=True)
+class Config:
+    file: Path | None
+    base_dir: Path
+    data_dir: Path
+    storage_url: str
+    web_host: str = "127.0.0.1"
+    web_port: int = 8080
+    public_url: str = "http://127.0.0.1:8080"
+    trust_proxy: bool = False
+    rules_dir: Path = Path("rules")
+    rules_watch: bool = True
+    channels_dir: Path | None = None
+    log_level: str = "info"
+    pipeline_workers: int = 1
+    pipeline_batch: int = 64
+    chat_session_hours: float = 24.0
+    reopen_days: float = 30.0
+    default_team: str | None = None
+    outbox_max_attempts: int = 8
+    outbox_backoff_base: float = 2.0
+    outbox_backoff_max: float = 900.0
+    statement_timeout: float = 30.0
+    pool_size: int = 10
+    instance_name: str = ""
+    teams: list[TeamConfig] = field(default_factory=list)
+    channels: list[ChannelConfig] = field(default_factory=list)
+
+    def channel(self, name: str) -> ChannelConfig:
+        for ch in self.channels:
+            if ch.name == name:
+                return ch
+        raise KeyError(name)
+
+
+def _sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+def normalize_storage_url(url: str, base_dir: Path) -> str:
+    """``sqlite:///relative/path`` is relative to the config file's folder;
+    ``sqlite:////abs/path`` is absolute; other URLs pass through."""
+    if url.startswith("sqlite:///"):
+        rest = url[len("sqlite:///") :]
+        p = Path(rest).expanduser()
+        if rest == ":memory:":
+            return url
+        return _sqlite_url(p if p.is_absolute() else (base_dir / p).resolve())
+    return url
+
+
+def load_config(path: str | Path) -> Config:
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(file, "(file)", f"cannot read: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(file, "(syntax)", str(exc)) from None
+    return parse_config(data, file=file.resolve(), base_dir=file.resolve().parent)
+
+
+def parse_config(
+    data: Mapping[str, Any], *, file: Path | None = None, base_dir: Path | None = None
+) -> Config:
+    base = base_dir or Path.cwd()
+    top = Options(data, file=file, prefix="", base_dir=base)
+
+    daemon = top.table("daemon")
+    data_dir = daemon.path("data_dir", base / "data")
+    log_level = daemon.string("log_level", "info", choices=("debug", "info", "warning", "error"))
+    instance_name = daemon.string("instance_name", "")
+    channels_dir = daemon.path("channels_dir", None)
+    daemon.check_unused()
+
+    storage = top.table("storage")
+    url = storage.string("url", _sqlite_url(data_dir / "omnidesk.db"))
+    if not (url.startswith("sqlite:///") or url.startswith(("postgresql://", "postgres://"))):
+        raise storage.error("url", "must start with sqlite:/// or postgresql://")
+    statement_timeout = storage.number("statement_timeout", 30.0, min=0.1)
+    pool_size = storage.integer("pool_size", 10, min=1)
+    storage.check_unused()
+
+    web = top.table("web")
+    host = web.string("host", "127.0.0.1")
+    port = web.integer("port", 8080, min=0)
+    if port > 65535:
+        raise web.error("port", "must be at most 65535")
+    public_url = web.string("public_url", f"http://{host}:{port}")
+    trust_proxy = web.boolean("trust_proxy", False)
+    web.check_unused()
+
+    rules = top.table("rules")
+    rules_dir = rules.path("dir", base / "rules")
+    rules_watch = rules.boolean("watch", True)
+    rules.check_unused()
+
+    pipeline = top.table("pipeline")
+    workers = pipeline.integer("workers", 1, min=0)
+    batch = pipeline.integer("batch_size", 64, min=1)
+    chat_hours = pipeline.number("chat_session_hours", 24.0, min=0)
+    reopen_days = pipeline.number("reopen_days", 30.0, min=0)
+    default_team = pipeline.string("default_team", None)
+    pipeline.check_unused()
+
+    outbox = top.table("outbox")
+    max_attempts = outbox.integer("max_attempts", 8, min=1)
+    backoff_base = outbox.number("backoff_base", 2.0, min=0.01)
+    backoff_max = outbox.number("backoff_max", 900.0, min=0.01)
+    outbox.check_unused()
+
+
+    teams: list[TeamConfig] = []
+    raw_teams = top.raw("teams", [])
+    if not isinstance(raw_teams, list):
+        raise top.error("teams", "must be an array of tables ([[teams]])")
+    for i, t in enumerate(raw_teams):
+        if not isinstance(t, dict):
+            raise top.error(f"teams[{i}]", "must be a table")
+        o = Options(t, file=file, prefix=f"teams[{i}]", base_dir=base)
+        team = TeamConfig(
+            name=o.string("name"),
+            members=o.strings("members", []),
+            strategy=o.string(
+                "strategy", "round_robin", choices=("round_robin", "least_loaded", "manual")
+            ),
+            max_open_per_agent=o.integer("max_open_per_agent", 25, min=1),
+            sticky=o.boolean("sticky", True),
+        )
+        o.check_unused()
+        if any(x.name == team.name for x in teams):
+            raise o.error("name", f"duplicate team {team.name!r}")
+        teams.append(team)
+
+    channels: list[ChannelConfig] = []
+    raw_channels = top.raw("channels", [])
+    if not isinstance(raw_channels, list):
+        raise top.error("channels", "must be an array of tables ([[channels]])")
+    for i, c in enumerate(raw_channels):
+        if not isinstance(c, dict):
+            raise top.error(f"channels[{i}]", "must be a table")
+        o = Options(c, file=file, prefix=f"channels[{i}]", base_dir=base)
+        name = o.string("name")
+        if not name or not all(ch.isalnum() or ch in "-_" for ch in name):
+            raise o.error("name", "must be letters, digits, '-' or '_'")
+        ctype = o.string("type")
+        enabled = o.boolean("enabled", True)
+        if any(x.name == name for x in channels):
+            raise o.error("name", f"duplicate channel {name!r}")
+        channels.append(ChannelConfig(name=name, type=ctype, options=o, enabled=enabled))
+
+    if default_team is not None and teams and default_team not in {t.name for t in teams}:
+        raise pipeline.error("default_team", f"no team named {default_team!r}")
+
+    top.check_unused()
+    return Config(
+        file=file,
+        base_dir=base,
+        data_dir=data_dir,
+        storage_url=normalize_storage_url(url, base),
+        web_host=host,
+        web_port=port,
+        public_url=public_url.rstrip("/"),
+        trust_proxy=trust_proxy,
+        rules_dir=rules_dir,
+        rules_watch=rules_watch,
+        channels_dir=channels_dir,
+        log_level=log_level,
+        pipeline_workers=workers,
+        pipeline_batch=batch,
+        chat_session_hours=chat_hours,
+        reopen_days=reopen_days,
+        default_team=default_team,
+        outbox_max_attempts=max_attempts,
+        outbox_backoff_base=backoff_base,
+        outbox_backoff_max=backoff_max,
+        statement_timeout=statement_timeout,
+        pool_size=pool_size,
+        instance_name=instance_name,
+        teams=teams,
+        channels=channels,
+    )

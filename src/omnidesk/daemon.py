@@ -1,0 +1,279 @@
+"""Wiring: store, rules, channel adapters, intake, pipeline, outbox and the web
+server, started and stopped in order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+
+from .channels.base import ChannelAdapter, ChannelContext
+from .channels.registry import UnknownChannelType, adapter_class, dropin_adapters
+from .config import Config, ConfigError
+from .events import Event, EventBus
+from .intake import Intake
+from .metrics import Metrics
+from .outbox import OutboxWorker
+from .pipeline import BatchResult, PipelineContext, PipelineRunner
+from .rules import RulesHolder, detect_language, load_rules
+from .store import Store, open_store
+
+log = structlog.get_logger(__name__)
+
+NOTIFY_CHANNEL = "omnidesk_events"
+
+
+def build_adapters(
+    config: Config,
+    intake: Intake,
+    store: Store | None,
+    spawn: Callable[[Awaitable[Any], str], Any] | None = None,
+) -> tuple[dict[str, ChannelAdapter], dict[str, str]]:
+    """Instantiate every enabled channel. Returns (adapters, auto-ack texts).
+    Raises ConfigError naming the channel's key on any problem."""
+    folder = config.channels_dir or (config.base_dir / "channels")
+    dropins = dropin_adapters(folder)
+    adapters: dict[str, ChannelAdapter] = {}
+    acks: dict[str, str] = {}
+    for i, ch in enumerate(config.channels):
+        if not ch.enabled:
+            continue
+        try:
+            cls = adapter_class(ch.type, dropins=dropins)
+        except UnknownChannelType as exc:
+            raise ConfigError(config.file, f"channels[{i}].type", str(exc)) from None
+        ack = ch.options.string("auto_acknowledge", None)
+        if ack:
+            acks[ch.name] = ack
+        ctx = ChannelContext(
+            name=ch.name,
+            config=ch,
+            intake=intake,
+            store=store,
+            public_url=config.public_url,
+            data_dir=config.data_dir,
+            spawn=spawn,
+        )
+        adapters[ch.name] = cls(ctx)
+    return adapters, acks
+
+
+class Daemon:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.events = EventBus()
+        self.store: Store = open_store(
+            config.storage_url,
+            **(
+                {"pool_size": config.pool_size, "statement_timeout": config.statement_timeout}
+                if not config.storage_url.startswith("sqlite")
+                else {}
+            ),
+        )
+        self.rules = RulesHolder(config.rules_dir, load_rules(config.rules_dir))
+        self.intake = Intake(self.store, on_commit=self._on_commit)
+        self._tasks: dict[str, asyncio.Task[Any]] = {}
+        self.adapters, acks = build_adapters(config, self.intake, self.store, self.spawn)
+        self.pipeline = PipelineRunner(
+            self.store,
+            PipelineContext(
+                adapters=self.adapters,
+                rules=lambda: self.rules.current,
+                teams={t.name: t for t in config.teams},
+                default_team=config.default_team,
+                chat_session_seconds=config.chat_session_hours * 3600,
+                reopen_seconds=config.reopen_days * 86400,
+                detect_language=detect_language,
+                auto_ack=acks,
+            ),
+            batch_size=config.pipeline_batch,
+            on_result=self._on_batch,
+        )
+        self.outbox = OutboxWorker(
+            self.store,
+            self.adapters,
+            max_attempts=config.outbox_max_attempts,
+            backoff_base=config.outbox_backoff_base,
+            backoff_max=config.outbox_backoff_max,
+            on_events=self.publish,
+            on_result=lambda ch, r: self.metrics.outbox.labels(ch, r).inc(),
+        )
+        self.web_server: Any = None
+        self.started = asyncio.Event()
+        self._stopping = False
+
+    # -- events -------------------------------------------------------------
+    def publish(self, events: list[Event]) -> None:
+        self.events.publish_many(events)
+        if self.store.multi_instance and events:
+            import json
+
+            payload = json.dumps(events)
+            if len(payload) < 7000:  # NOTIFY payloads are capped at 8000 bytes
+                self.spawn(self.store.notify(NOTIFY_CHANNEL, payload), "notify")
+
+    def _on_commit(self, n: int) -> None:
+        self.pipeline.wake()
+
+    def _on_batch(self, res: BatchResult) -> None:
+        m = self.metrics
+        m.processed.labels("stored").inc(res.stored)
+        m.processed.labels("quarantined").inc(res.quarantined)
+        m.processed.labels("skipped").inc(res.skipped)
+        if res.outbox_queued:
+            self.outbox.wake()
+        self.publish(res.events)
+
+    # -- tasks --------------------------------------------------------------
+    def spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
+        """Run a background task; a crash is logged, never silent."""
+
+        async def guarded() -> Any:
+            try:
+                return await coro
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("task_crashed", task=name)
+                raise
+
+        task = asyncio.ensure_future(guarded())
+        key = name
+        n = 0
+        while key in self._tasks and not self._tasks[key].done():
+            n += 1
+            key = f"{name}#{n}"
+        self._tasks[key] = task
+        return task
+
+    # -- lifecycle ----------------------------------------------------------
+    async def start(self, *, web: bool = True) -> None:
+        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        await self.store.open()
+        if self.store.multi_instance:
+            await self.store.listen(NOTIFY_CHANNEL, self._on_remote_events)
+        for name, adapter in self.adapters.items():
+            await self._start_adapter(name, adapter)
+        # workers = 0: an accept-only instance (webhooks and listeners), the
+        # pipeline runs elsewhere.
+        for i in range(self.config.pipeline_workers):
+            self.spawn(self.pipeline.run(), f"pipeline-{i}")
+        self.spawn(self.outbox.run(), "outbox")
+        if self.config.rules_watch:
+            self.spawn(self.rules.watch(), "rules-watch")
+        if web:
+            await self._start_web()
+        self.started.set()
+        log.info(
+            "daemon_started",
+            store=self.store.dialect,
+            channels=sorted(self.adapters),
+            web=f"http://{self.config.web_host}:{self.web_port}" if web else None,
+        )
+
+    async def _start_adapter(self, name: str, adapter: ChannelAdapter) -> None:
+        if adapter.single_consumer and self.store.multi_instance:
+            # Only one instance may poll a mailbox or a long-poll bot: wait for
+            # the lock in the background, take over when its owner dies.
+            self.spawn(self._own_and_start(name, adapter), f"own-{name}")
+            return
+        await self._run_adapter_start(name, adapter)
+
+    async def _run_adapter_start(self, name: str, adapter: ChannelAdapter) -> None:
+        try:
+            await adapter.start()
+        except Exception as exc:
+            # One broken channel must not take the others down: it shows as
+            # unhealthy on /healthz and in the log.
+            log.exception("channel_start_failed", channel=name)
+            adapter.set_health(False, "failing", f"start failed: {exc}")
+
+    async def _own_and_start(self, name: str, adapter: ChannelAdapter) -> None:
+        lock = f"channel:{name}"
+        adapter.set_health(True, "standby", "another instance owns this channel")
+        while not await self.store.try_lock(lock):
+            await asyncio.sleep(1.0)
+        log.info("channel_owned", channel=name, instance=self.config.instance_name)
+        await self._run_adapter_start(name, adapter)
+
+    def _on_remote_events(self, payload: str) -> None:
+        import json
+
+        with contextlib.suppress(ValueError):
+            self.events.publish_many(json.loads(payload))
+
+    async def _start_web(self) -> None:
+        import uvicorn
+
+        from .web.app import create_app
+        from .web.server import EmbeddedServer
+
+        app = create_app(self)
+        cfg = uvicorn.Config(
+            app,
+            host=self.config.web_host,
+            port=self.config.web_port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            proxy_headers=self.config.trust_proxy,
+            server_header=False,
+        )
+        server = EmbeddedServer(cfg)
+        self.web_server = server
+        self.spawn(server.serve(), "web")
+        while not server.started:
+            await asyncio.sleep(0.01)
+            task = self._tasks.get("web")
+            if task is not None and task.done():
+                raise RuntimeError(
+                    f"web server failed to start on {self.config.web_host}:{self.config.web_port}"
+                )
+
+    @property
+    def web_port(self) -> int:
+        """The bound port (useful with ``port = 0`` in tests)."""
+        if self.web_server is not None and self.web_server.servers:
+            sock = self.web_server.servers[0].sockets[0]
+            return int(sock.getsockname()[1])
+        return self.config.web_port
+
+    async def stop(self) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        if self.web_server is not None:
+            self.web_server.should_exit = True
+        for adapter in self.adapters.values():
+            try:
+                await adapter.stop()
+            except Exception:
+                log.exception("channel_stop_failed", channel=adapter.name)
+        await self.intake.drain()
+        for task in self._tasks.values():
+            task.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        await self.store.close()
+        log.info("daemon_stopped")
+
+    async def run_forever(
+        self,
+        after_start: Callable[[Daemon], Awaitable[None]] | None = None,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        try:
+            if after_start is not None:
+                self.spawn(after_start(self), "after-start")
+            await stop.wait()
+        finally:
+            await self.stop()

@@ -1,0 +1,1 @@
+"""The HTTP side: API (OpenAPI at /openapi.json), webhooks, health, metrics."""

@@ -1,0 +1,144 @@
+"""Shared fixtures: a store on each engine, a configured daemon with its web
+server on a free port, and signed requests for the API channel."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from omnidesk.channels.api import SIGNATURE_HEADER, sign
+from omnidesk.config import Config, parse_config
+from omnidesk.daemon import Daemon
+from omnidesk.store import Store, open_store
+
+REPO = Path(__file__).resolve().parents[1]
+RULES = REPO / "rules"
+CORPORA = Path(os.environ.get("OMNIDESK_CORPORA", REPO.parent / "shared" / "corpora"))
+API_SECRET = "test-secret-" + "x" * 16
+CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def engines() -> list[str]:
+    return ["sqlite"]
+
+
+@pytest.fixture(params=engines())
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'omnidesk.db'}"
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[Store]:
+    s = open_store(store_url)
+    await s.open()
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+def rules_copy(tmp_path: Path) -> Path:
+    """A private copy of the shipped rules that a test may edit."""
+    dst = tmp_path / "rules"
+    shutil.copytree(RULES, dst)
+    return dst
+
+
+def make_config(tmp_path: Path, store_url: str, **sections: Any) -> Config:
+    """A config like config.example.toml, on a free port, with an API channel."""
+    data: dict[str, Any] = {
+        "daemon": {"data_dir": str(tmp_path / "data"), "log_level": "warning"},
+        "storage": {"url": store_url},
+        "web": {"host": "127.0.0.1", "port": 0},
+        "rules": {"dir": str(RULES), "watch": False},
+        "pipeline": {"default_team": "support"},
+        "teams": [
+            {"name": "support", "members": ["alice", "bob"], "strategy": "round_robin"},
+            {"name": "complaints", "members": ["carol"], "strategy": "least_loaded"},
+            {"name": "billing", "members": ["dave"], "strategy": "least_loaded"},
+            {"name": "vip", "members": ["erin"], "strategy": "least_loaded"},
+            {"name": "china", "members": ["wang"], "strategy": "round_robin"},
+        ],
+        "channels": [{"name": "api", "type": "api", "secret": API_SECRET}],
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return parse_config(data, base_dir=tmp_path)
+
+
+@pytest.fixture
+def config_factory(tmp_path: Path, store_url: str) -> Callable[..., Config]:
+    return lambda **sections: make_config(tmp_path, store_url, **sections)
+
+
+@pytest.fixture
+async def daemon_factory() -> AsyncIterator[Callable[..., Any]]:
+    started: list[Daemon] = []
+
+    async def start(config: Config, *, web: bool = True) -> Daemon:
+        d = Daemon(config)
+        await d.start(web=web)
+        started.append(d)
+        return d
+
+    yield start
+    for d in started:
+        await d.stop()
+
+
+@pytest.fixture
+async def daemon(config_factory: Callable[..., Config], daemon_factory: Any) -> Daemon:
+    return await daemon_factory(config_factory())  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+async def client(daemon: Daemon) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{daemon.web_port}", timeout=10) as c:
+        yield c
+
+
+def signed(
+    body: dict[str, Any] | bytes,
+    secret: str = API_SECRET,
+    ts: int | None = None,
+) -> tuple[bytes, dict[str, str]]:
+    raw = body if isinstance(body, bytes) else json.dumps(body, ensure_ascii=False).encode()
+    return raw, {SIGNATURE_HEADER: sign(secret, raw, ts), "Content-Type": "application/json"}
+
+
+async def post_inbound(
+    client: httpx.AsyncClient, body: dict[str, Any], channel: str = "api", **kw: Any
+) -> httpx.Response:
+    raw, headers = signed(body, **kw)
+    return await client.post(f"/api/v1/inbound/{channel}", content=raw, headers=headers)
+
+
+def message(ext: str, text: str, address: str = "ann@example.com", **extra: Any) -> dict[str, Any]:
+    return {
+        "external_id": ext,
+        "sender": {"address": address, "kind": "email", "name": extra.pop("name", "Ann")},
+        "text": text,
+        **extra,
+    }
+
+
+async def settle(daemon: Daemon) -> None:
+    """Let the pipeline process everything pending."""
+    await daemon.intake.drain()
+    await daemon.pipeline.drain()
+
+
+async def admin_token(daemon: Daemon) -> dict[str, str]:
+    from omnidesk.store.tokens import create_token
+
+    token = await daemon.store.write(create_token, "admin", name="test")
+    return {"Authorization": f"Bearer {token}"}
