@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 
 def get_daemon(request: Request) -> Daemon:
-    return request.app.state.daemon  # type: ignore[no-any-return]
+    return request.app.state.daemon
 
 
 def can_see(p: Principal, conv: dict[str, Any]) -> bool:
