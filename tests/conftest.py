@@ -25,6 +25,18 @@ API_SECRET = "test-secret-" + "x" * 16
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+def require_service(available: bool, what: str, how: str) -> None:
+    """The one place a missing service is handled: with CI=true it fails the
+    test (CI must not hide a missing feature); elsewhere it skips with how to
+    provide the service."""
+    if available:
+        return
+    message = f"{what} is not available: {how}"
+    if CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 def engines() -> list[str]:
     return ["sqlite"]
 
