@@ -102,6 +102,10 @@ def process_batch(db: Db, ctx: PipelineContext, limit: int) -> BatchResult:
             if adapter is None:
                 raise NormalizeError(f"no channel named {row.envelope.channel!r} is configured")
             item = adapter.normalize(row.envelope)
+            if isinstance(item, Message) and not item.sender.address.strip():
+                # Nobody to answer and no contact to file it under: an admin
+                # decides (the raw input is kept).
+                raise NormalizeError("message has no sender address")
         except NormalizeError as exc:
             _quarantine(db, row, str(exc), None, result)
             continue

@@ -188,3 +188,39 @@ async def test_auto_acknowledgement_queued_for_new_conversations_only(
     assert len(outs) == 1
     assert outs[0]["text"] == f"Thanks Ann, ref #{conv['id']}"
     assert outs[0]["auto"] == "auto-acknowledgement"
+
+
+async def test_message_without_sender_address_is_quarantined(store: Any) -> None:
+    """Whatever the channel, a message with nobody to answer is held for an admin."""
+    from omnidesk.channels.base import ChannelAdapter, ChannelContext
+    from omnidesk.config import ChannelConfig, Options
+    from omnidesk.intake import Intake
+    from omnidesk.model import Identity, Message
+    from omnidesk.pipeline import PipelineContext, process_batch
+    from omnidesk.rules import load_rules
+    from tests.conftest import RULES
+
+    class NoSender(ChannelAdapter):
+        type = "nosender"
+
+        def normalize(self, envelope: Envelope) -> Message:
+            return Message(
+                channel="x",
+                external_id=envelope.external_id,
+                sender=Identity("email", ""),
+                text="hello",
+            )
+
+        async def send(self, message: Any) -> Any:
+            raise NotImplementedError
+
+    intake = Intake(store)
+    opts = Options({}, file=None, prefix="channels[0]", base_dir=RULES)
+    adapter = NoSender(ChannelContext("x", ChannelConfig("x", "nosender", opts), intake))
+    await intake.accept(Envelope("x", "e1", b"raw bytes"))
+    rules = load_rules(RULES)
+    ctx = PipelineContext(adapters={"x": adapter}, rules=lambda: rules)
+    res = await store.write(process_batch, ctx, 10)
+    assert (res.quarantined, res.stored) == (1, 0)
+    [q] = await store.read(list_quarantine)
+    assert q["error"] == "message has no sender address"
