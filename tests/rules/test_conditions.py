@@ -359,3 +359,18 @@ def test_explanation_names_the_rule_and_the_words(decide: Decide) -> None:
     assert line.startswith("rule 'billing' set priority=high, team=billing")
     assert "text contains 'refund'" in line and "invoice" not in line
     assert "channel = mail" in line
+
+
+def test_huge_message_is_read_up_to_max_text(decide: Decide) -> None:
+    from omnidesk.rules.text import MAX_TEXT
+
+    filler = "lorem ipsum " * (MAX_TEXT // 12 + 10)
+    assert hits(decide, '{ text.contains = "refund" }', "refund " + filler)
+    assert not hits(decide, '{ text.contains = "refund" }', filler + " refund")
+    assert not hits(decide, "{ text.matches = 'refund' }", filler + " refund")
+
+
+def test_catastrophic_regex_times_out_as_no_match(decide: Decide) -> None:
+    # (a|aa)+$ backtracks exponentially on a run of a's followed by something else
+    assert not hits(decide, "{ text.matches = '(a|aa)+$' }", "a" * 40 + "!")
+    assert hits(decide, "{ text.matches = '(a|aa)+$' }", "aaaa")

@@ -26,7 +26,7 @@ import structlog
 from .context import Context
 from .fields import WEEKDAYS, Field
 from .keywords import Keyword
-from .text import fold
+from .text import MAX_TEXT, fold
 
 log = structlog.get_logger(__name__)
 
@@ -134,7 +134,7 @@ class Matches(Node):
                 continue
             for pattern in self.patterns:
                 try:
-                    m = pattern.search(value, timeout=REGEX_TIMEOUT)
+                    m = pattern.search(value[:MAX_TEXT], timeout=REGEX_TIMEOUT)
                 except TimeoutError:
                     log.warning(
                         "rules.regex_timeout", field=self.field.name, pattern=pattern.pattern
