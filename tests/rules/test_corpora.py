@@ -53,10 +53,10 @@ def test_english_complaints_on_twitter(shipped: RuleSet) -> None:
     report = evaluate_labelled(shipped, twitter())
     assert report.total == 2454
     complaint = report.per_class["complaint"]
-    # measured: F1 0.65 (precision 0.78, recall 0.56), macro-F1 0.75, accuracy 0.79
-    assert complaint.f1 >= 0.60, report.format()
+    # measured: F1 0.67 (precision 0.78, recall 0.58), macro-F1 0.76, accuracy 0.79
+    assert complaint.f1 >= 0.62, report.format()
     assert complaint.precision >= 0.72, report.format()
-    assert report.macro_f1 >= 0.71, report.format()
+    assert report.macro_f1 >= 0.72, report.format()
 
 
 def test_chinese_complaints_in_delivery_reviews(shipped: RuleSet) -> None:
@@ -75,7 +75,7 @@ def test_chinese_praise_is_feedback(shipped: RuleSet) -> None:
     assert report.per_class["feedback"].precision >= 0.78, report.format()
 
 
-# measured: banking77 0.81, clinc150 0.94 of questions stay inquiries
+# measured: banking77 0.82, clinc150 0.94 of questions stay inquiries
 @pytest.mark.parametrize(("name", "floor"), [("banking77", 0.77), ("clinc150", 0.90)])
 def test_plain_questions_stay_inquiries(shipped: RuleSet, name: str, floor: float) -> None:
     # Problem reports ("my card payment was declined") are many of banking77's queries;
