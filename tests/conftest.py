@@ -75,6 +75,7 @@ def make_config(tmp_path: Path, store_url: str, **sections: Any) -> Config:
             {"name": "complaints", "members": ["carol"], "strategy": "least_loaded"},
             {"name": "billing", "members": ["dave"], "strategy": "least_loaded"},
             {"name": "vip", "members": ["erin"], "strategy": "least_loaded"},
+            {"name": "escalations", "members": ["frank"], "strategy": "least_loaded"},
             {"name": "china", "members": ["wang"], "strategy": "round_robin"},
         ],
         "channels": [{"name": "api", "type": "api", "secret": API_SECRET}],

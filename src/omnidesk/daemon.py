@@ -76,6 +76,11 @@ class Daemon:
             ),
         )
         self.rules = RulesHolder(config.rules_dir, load_rules(config.rules_dir))
+        unknown = self.rules.current.teams - {t.name for t in config.teams}
+        if unknown:
+            # Not fatal (the conversations wait, visible, in that team's queue), but
+            # almost always a typo or a forgotten [[teams]] entry.
+            log.warning("rules_name_unknown_teams", teams=sorted(unknown))
         self.intake = Intake(self.store, on_commit=self._on_commit)
         self._tasks: dict[str, asyncio.Task[Any]] = {}
         self.adapters, acks = build_adapters(config, self.intake, self.store, self.spawn)
