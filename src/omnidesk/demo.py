@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 from typing import TYPE_CHECKING, Any
 
 import httpx
-from rich.console import Console
-from rich.table import Table
 
 from .channels.api import SIGNATURE_HEADER, sign
 from .store.inbox import ConversationFilter, list_conversations
@@ -54,10 +53,9 @@ SAMPLES: list[dict[str, Any]] = [
 
 
 async def run_demo(daemon: Daemon) -> None:
-    console = Console(stderr=True)
     api = next((a for a in daemon.adapters.values() if a.type == "api"), None)
     if api is None:
-        console.print('[red]--demo needs an API channel ([[channels]] type = "api")[/red]')
+        print('--demo needs an API channel ([[channels]] type = "api")', file=sys.stderr)
         return
     secret = api.secret.reveal()  # type: ignore[attr-defined]
     base = f"http://{daemon.config.web_host}:{daemon.web_port}"
@@ -81,26 +79,25 @@ async def run_demo(daemon: Daemon) -> None:
             break
         await asyncio.sleep(0.05)
     rows = await daemon.store.read(list_conversations, ConversationFilter(), limit=len(SAMPLES))
-    table = Table(title="omnidesk demo: what the rules decided")
-    for col in ("#", "contact", "category", "conf.", "priority", "team", "assignee", "why"):
-        table.add_column(col, overflow="fold")
+    out = ["", "omnidesk demo: what the rules decided", ""]
     for c in reversed(rows):
         d = c["decision"] or {}
-        table.add_row(
-            str(c["id"]),
-            c["contact_name"] or "",
-            c["category"] or "",
-            f"{c['confidence'] or 0:.2f}",
-            c["priority"],
-            c["team"] or "-",
-            c["assignee"] or "-",
-            "; ".join(d.get("explanation", []))[:160],
+        out.append(
+            f"#{c['id']} {c['contact_name']}: {c['category']} ({c['confidence'] or 0:.2f}),"
+            f" priority {c['priority']}, team {c['team'] or '-'}, assigned to"
+            f" {c['assignee'] or 'nobody (team queue)'}"
         )
-    console.print(table)
+        out.append(f"   message: {(c['last_preview'] or '')[:100]}")
+        for why in d.get("explanation", []):
+            out.append(f"   why: {why}")
+        out.append("")
     token = await daemon.store.write(create_token, "admin", name="demo")
-    console.print(
-        f"\nThe daemon keeps running on {base}. Try:\n"
-        f"  curl -s -H 'Authorization: Bearer {token}' {base}/api/v1/conversations\n"
-        f"  curl -s {base}/healthz\n"
-        f"API docs: {base}/docs   Stop with Ctrl-C."
-    )
+    out += [
+        f"The daemon keeps running on {base}. Try:",
+        f"  curl -s -H 'Authorization: Bearer {token}' {base}/api/v1/conversations",
+        f"  curl -s {base}/healthz",
+        f"API docs: {base}/docs    Stop with Ctrl-C.",
+        "",
+    ]
+    # Plain print, not the log: this is the demo's report to the person at the terminal.
+    print("\n".join(out), file=sys.stderr, flush=True)
