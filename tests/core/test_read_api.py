@@ -49,7 +49,9 @@ async def test_health_and_openapi_need_no_token(client: httpx.AsyncClient) -> No
 
 
 async def seed(client: httpx.AsyncClient, daemon: Daemon) -> None:
-    await post_inbound(client, message("c1", "This is unacceptable, your driver was rude and my parcel is lost!"))
+    await post_inbound(
+        client, message("c1", "This is unacceptable, your driver was rude and my parcel is lost!")
+    )
     await post_inbound(
         client,
         message("c2", "What time do you open on Monday?", address="bob@example.com", name="Bob"),
