@@ -92,3 +92,39 @@ def get_contact(db: Db, contact_id: int) -> dict[str, Any] | None:
         )
     ]
     return c
+
+
+def link_identity(db: Db, owner: Identity, extra: Identity | None) -> tuple[int, str]:
+    """Give the contact owning ``owner`` (created if new) a second identity,
+    e.g. the e-mail address a web-chat visitor typed, so later mail from that
+    address meets the same contact. Returns (contact id, outcome):
+
+    * ``"added"`` - ``extra`` was new and now belongs to the contact;
+    * ``"already"`` - it already belonged to this contact;
+    * ``"other"`` - it belongs to another contact and is left there: anyone can
+      type any address, so joining two contacts is an agent's decision;
+    * ``"none"`` - no ``extra`` was given (only the name was updated).
+
+    A display name given with either identity also names a contact that was
+    still named after its address.
+    """
+    contact_id, _ = resolve_contact(db, owner)
+    name = owner.display_name or (extra.display_name if extra else None)
+    if name:
+        db.run(
+            "UPDATE contacts SET name = ?, updated_at = ? WHERE id = ?"
+            " AND (name IS NULL OR name = ?)",
+            (name, now_ts(), contact_id, owner.address),
+        )
+    if extra is None:
+        return contact_id, "none"
+    other = db.val(
+        "SELECT contact_id FROM identities WHERE kind = ? AND address = ?",
+        (extra.kind, extra.address),
+    )
+    if other is None:
+        add_identity(db, contact_id, extra)
+        return contact_id, "added"
+    if int(other) == contact_id:
+        return contact_id, "already"
+    return contact_id, "other"
