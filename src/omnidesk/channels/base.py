@@ -15,7 +15,11 @@ An adapter talks one protocol and nothing else:
 * ``health()`` says whether it works; ``stop()`` releases everything.
 
 Webhook adapters also implement ``handle_webhook(request)``, served at
-``/webhooks/{channel name}`` (Starlette request/response).
+``/webhooks/{channel name}`` (Starlette request/response). An adapter that
+serves more than one endpoint (a chat widget, its script and live stream)
+returns Starlette routes from ``routes()``: they are mounted at
+``/{type}/{channel name}`` after the core API (a core path always wins) and
+answer without a user token, so the adapter authenticates its callers itself.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from ..model import Envelope, Normalized, OutboundMessage, SendResult
 if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.responses import Response
+    from starlette.routing import BaseRoute
 
     from ..store import Store
 
@@ -133,6 +138,11 @@ class ChannelAdapter(abc.ABC):
         from starlette.responses import PlainTextResponse
 
         return PlainTextResponse("this channel takes no webhooks\n", status_code=404)
+
+    def routes(self) -> Sequence[BaseRoute]:
+        """Extra HTTP endpoints, mounted at ``/{type}/{name}`` (paths here are
+        relative to that prefix). Called once, when the web app is built."""
+        return ()
 
     def health(self) -> Health:
         return self._health

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
+from starlette.routing import Mount
 
 from .. import __version__
 from . import admin, inbound, inbox, ops
@@ -24,4 +25,9 @@ def create_app(daemon: Daemon) -> FastAPI:
     app.state.daemon = daemon
     for module in (ops, inbound, inbox, admin):
         app.include_router(module.router)
+    # Channel adapters' own endpoints (a chat widget...), after the core API
+    # so a core path always wins.
+    for adapter in daemon.adapters.values():
+        if routes := list(adapter.routes()):
+            app.router.routes.append(Mount(f"/{adapter.type}/{adapter.name}", routes=routes))
     return app
