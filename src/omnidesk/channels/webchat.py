@@ -1,0 +1,766 @@
+"""The website chat: an embeddable widget and the endpoints it talks to.
+
+A site embeds one script tag::
+
+    <script src="https://desk.example.com/webchat/site/widget.js" async></script>
+
+and gets a launcher button that opens a chat panel (vanilla JavaScript in a
+shadow root, no build step, nothing from a third-party CDN; the script is
+``web/static/webchat/widget.js``). Endpoints, mounted at
+``/webchat/{channel}`` through :meth:`ChannelAdapter.routes`:
+
+=======================  ================================================
+``GET  widget.js``       the script
+``GET  config``          title, greeting, colour, limits for the widget
+``POST session``         a signed visitor token (new, or refreshed)
+``POST messages``        the visitor writes; ``202`` once durably accepted
+``GET  messages``        the visitor's current conversation (reload, return)
+``GET  events``          live replies (Server-Sent Events)
+``POST receipts``        the widget confirms it displayed (``delivered``)
+                         or the visitor saw (``read``) a reply
+``POST identify``        the visitor's name and e-mail address
+``GET  /``               a test page with the widget on it
+=======================  ================================================
+
+Visitors are anonymous: a random visitor id, signed with the channel's
+``secret`` (itsdangerous) and kept in the page's ``localStorage``, is the
+identity ``webchat:<visitor id>`` and the conversation's thread key. An
+e-mail address the visitor gives also becomes an ``email`` identity of the
+same contact (unless another contact already has it), so a later e-mail from
+that address lands in the same contact's history.
+
+Replies: ``send()`` hands the reply to every open stream of the visitor and
+reports it ``sent``; the message row is the copy kept for pickup, so a visitor
+who was away finds it when they come back (``GET messages``, or the stream's
+catch-up). The widget's receipts go through the intake like any inbound item
+and become ``delivered``/``read`` states of the reply.
+
+Browser requests must come from an ``allowed_origins`` page (the ``Origin``
+header is checked and answered with CORS headers); requests without an
+``Origin`` (curl, a server) are let through, since anything but a browser can
+forge one. Each visitor and each client IP is rate limited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import secrets
+import time
+import unicodedata
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import urlsplit
+
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+
+from ..identity import normalize_identity
+from ..model import (
+    DeliveryState,
+    Envelope,
+    Identity,
+    Message,
+    Normalized,
+    NormalizeError,
+    OutboundMessage,
+    SendError,
+    SendResult,
+    Skip,
+    StatusUpdate,
+)
+from ..store import conversations as convs
+from .base import ChannelAdapter, ChannelContext
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import BaseRoute
+
+    from ..store import Db
+
+STATIC_DIR = Path(__file__).resolve().parents[1] / "web" / "static" / "webchat"
+KIND = "webchat"
+MAX_BODY = 64 * 1024  # a chat message, not a file upload
+MAX_NAME = 100
+MAX_EMAIL = 254
+MAX_PAGE = 500
+MAX_RECEIPTS = 200  # ids per receipts request
+STREAMS_PER_VISITOR = 10  # open tabs
+KEEPALIVE = 20.0  # seconds between SSE comments (proxies drop idle streams)
+VISITOR_ID = re.compile(r"^[0-9a-f]{32}$")
+CLIENT_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+EMAIL = re.compile(r"^[^@\s<>\"',;]+@[^@\s<>\"',;]+\.[^@\s<>\"',;]+$")
+COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
+
+
+def origin_of(url: str) -> str | None:
+    """``scheme://host[:port]`` of a URL, lower-cased, or None if it has none."""
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    default = {"http": 80, "https": 443}[parts.scheme]
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    host = parts.hostname.lower()
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}" + (f":{port}" if port and port != default else "")
+
+
+def clean_text(text: str) -> str:
+    """Visitor text as stored: control characters other than newline and tab
+    removed (NUL cannot be stored by PostgreSQL; the rest only hides text),
+    newlines unified, surrounding blank space trimmed."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = "".join(
+        ch for ch in text if ch in "\n\t" or unicodedata.category(ch) not in ("Cc", "Cs")
+    )
+    return text.strip()
+
+
+class RateLimiter:
+    """Token buckets per key: ``per_minute`` requests, refilled evenly, with
+    a burst of the same size. Remembers at most ``max_keys`` keys (the least
+    recently seen are forgotten, which only ever errs towards allowing)."""
+
+    def __init__(self, per_minute: int, max_keys: int = 20_000) -> None:
+        self.capacity = float(per_minute)
+        self.rate = per_minute / 60.0
+        self.max_keys = max_keys
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def hit(self, key: str, now: float | None = None) -> float | None:
+        """Take one token: None when allowed, else seconds until one is free."""
+        now = time.monotonic() if now is None else now
+        tokens, last = self._buckets.pop(key, (self.capacity, now))
+        tokens = min(self.capacity, tokens + (now - last) * self.rate)
+        if tokens >= 1.0:
+            self._buckets[key] = (tokens - 1.0, now)
+            wait = None
+        else:
+            self._buckets[key] = (tokens, now)
+            wait = (1.0 - tokens) / self.rate
+        while len(self._buckets) > self.max_keys:
+            self._buckets.popitem(last=False)
+        return wait
+
+
+@dataclass(slots=True)
+class _Visit:
+    """One request's visitor, once the token checked out."""
+
+    visitor: str
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, error: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(error)
+        self.status = status
+        self.error = error
+        self.headers = headers or {}
+
+
+def _visitor_messages(db: Db, channel: str, visitor: str) -> list[dict[str, Any]]:
+    """Messages of the visitor's latest conversation on this channel (the
+    thread key is the visitor id), as stored."""
+    conv = convs.find_by_thread_key(db, channel, visitor)
+    return [] if conv is None else convs.message_rows(db, int(conv["id"]))
+
+
+def public_message(m: dict[str, Any], visitor: str) -> dict[str, Any] | None:
+    """What the widget may show of a stored message: never notes, never a
+    reply that has not been handed to the channel yet (or failed)."""
+    if m["kind"] == "note":
+        return None
+    if m["direction"] == "in":
+        ext = m.get("external_id") or ""
+        prefix = f"{visitor}:"
+        return {
+            "id": m["id"],
+            "direction": "in",
+            "text": m["text"],
+            "at": m["created_at"],
+            "client_id": ext[len(prefix) :] if ext.startswith(prefix) else None,
+        }
+    if m.get("delivery_state") in (None, "queued", "failed"):
+        return None
+    return {
+        "id": m["id"],
+        "direction": "out",
+        "text": m["text"],
+        "at": m["created_at"],
+        "state": m["delivery_state"],
+        "auto": bool(m.get("auto")),
+    }
+
+
+class WebchatChannel(ChannelAdapter):
+    type = "webchat"
+    capabilities: ClassVar[frozenset[str]] = frozenset({"delivery_receipts"})
+
+    def __init__(self, ctx: ChannelContext) -> None:
+        super().__init__(ctx)
+        o = ctx.options
+        self.secret = o.secret("secret")
+        if not self.secret or len(self.secret.reveal()) < 16:
+            raise o.error("secret", "must be at least 16 characters (it signs visitor tokens)")
+        self.title: str = o.string("title", "Chat with us")
+        self.greeting: str = o.string("greeting", "Hi! How can we help?")
+        own = origin_of(ctx.public_url)
+        origins = o.strings("allowed_origins", [own] if own else [])
+        self.any_origin = "*" in origins
+        self.allowed_origins: set[str] = set()
+        for raw in origins:
+            if raw == "*":
+                continue
+            origin = origin_of(raw)
+            if origin is None or urlsplit(raw.strip()).path not in ("", "/"):
+                raise o.error(
+                    "allowed_origins",
+                    f'{raw!r} is not an origin like https://www.example.com (or "*")',
+                )
+            self.allowed_origins.add(origin)
+        self.max_message_chars: int = o.integer("max_message_chars", 4000, min=1)
+        self.rate_limit: int = o.integer("rate_limit", 20, min=1)
+        self.ip_rate_limit: int = o.integer("ip_rate_limit", 120, min=1)
+        self.ask_email: bool = o.boolean("ask_email", True)
+        self.visitor_days: int = o.integer("visitor_days", 365, min=1)
+        self.max_connections: int = o.integer("max_connections", 1000, min=1)
+        self.color: str = o.string("color", "#1f6feb")
+        if not COLOR.match(self.color):
+            raise o.error("color", "must be a colour like #1f6feb")
+        o.check_unused()
+        self._tokens = URLSafeTimedSerializer(
+            self.secret.reveal(), salt=f"omnidesk.webchat.visitor:{self.name}"
+        )
+        self._visitor_limit = RateLimiter(self.rate_limit)
+        self._ip_limit = RateLimiter(self.ip_rate_limit)
+        self._streams: dict[str, set[asyncio.Queue[dict[str, Any] | None]]] = {}
+        self._closing = False
+        self._script: bytes | None = None
+        # Another instance's outbox may deliver a reply: then only polling
+        # the store finds it, so poll more often.
+        multi = ctx.store is not None and ctx.store.multi_instance
+        self.poll_interval = 2.0 if multi else KEEPALIVE
+
+    # -- lifecycle --------------------------------------------------------
+    async def start(self) -> None:
+        self._closing = False
+        self.set_health(True, "running", "serving the widget")
+
+    async def stop(self) -> None:
+        self._closing = True
+        for queues in self._streams.values():
+            for q in queues:
+                q.put_nowait(None)
+        self.set_health(True, "stopped")
+
+    @property
+    def connected(self) -> int:
+        """Open live streams (for tests and metrics)."""
+        return sum(len(qs) for qs in self._streams.values())
+
+    # -- tokens -----------------------------------------------------------
+    def issue_token(self, visitor: str | None = None) -> tuple[str, str]:
+        """(token, visitor id): a new visitor, or a fresh token for one."""
+        vid = visitor or secrets.token_hex(16)
+        return self._tokens.dumps(vid), vid
+
+    def visitor_of(self, token: str | None) -> str | None:
+        """The visitor id a token was issued for, or None (forged, expired,
+        another channel's)."""
+        if not token:
+            return None
+        try:
+            vid = self._tokens.loads(token, max_age=self.visitor_days * 86400)
+        except (BadSignature, SignatureExpired):
+            return None
+        return vid if isinstance(vid, str) and VISITOR_ID.match(vid) else None
+
+    # -- HTTP helpers -----------------------------------------------------
+    def origin_allowed(self, origin: str | None) -> bool:
+        if origin is None:
+            return True  # not a browser's cross-origin request
+        return self.any_origin or origin_of(origin) in self.allowed_origins
+
+    def _cors(self, request: Request) -> dict[str, str]:
+        origin = request.headers.get("origin")
+        if origin is None or not self.origin_allowed(origin):
+            return {}
+        return {
+            "Access-Control-Allow-Origin": origin,
+            "Vary": "Origin",
+            # The widget reads the rate-limit hint.
+            "Access-Control-Expose-Headers": "Retry-After",
+        }
+
+    def _json(
+        self, request: Request, body: Any, status: int = 200, headers: dict[str, str] | None = None
+    ) -> Response:
+        from starlette.responses import JSONResponse
+
+        return JSONResponse(
+            body,
+            status_code=status,
+            headers={**self._cors(request), "Cache-Control": "no-store", **(headers or {})},
+        )
+
+    def _check_origin(self, request: Request) -> None:
+        if not self.origin_allowed(request.headers.get("origin")):
+            raise _Refused(403, "this page's origin may not use this chat (allowed_origins)")
+
+    def _client_ip(self, request: Request) -> str:
+        return request.client.host if request.client else "unknown"
+
+    def _limit(self, limiter: RateLimiter, key: str) -> None:
+        wait = limiter.hit(key)
+        if wait is not None:
+            secs = max(1, int(wait + 0.999))
+            raise _Refused(
+                429,
+                "too many messages, please wait a moment",
+                {"Retry-After": str(secs)},
+            )
+
+    def _visit(self, request: Request, *, query_token: bool = False) -> _Visit:
+        auth = request.headers.get("authorization", "")
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() != "bearer":
+            token = ""
+        if not token and query_token:
+            # EventSource cannot send headers: the stream takes ?token=.
+            token = request.query_params.get("token", "")
+        vid = self.visitor_of(token.strip())
+        if vid is None:
+            raise _Refused(401, "missing, invalid or expired visitor token: start a new session")
+        return _Visit(vid)
+
+    async def _read_json(self, request: Request) -> dict[str, Any]:
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > MAX_BODY:
+            raise _Refused(413, "request too large")
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY:
+                raise _Refused(413, "request too large")
+            parts.append(chunk)
+        raw = b"".join(parts)
+        if not raw.strip():
+            return {}
+        try:
+            data = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise _Refused(400, "body must be JSON") from None
+        if not isinstance(data, dict):
+            raise _Refused(400, "body must be a JSON object")
+        return data
+
+    def _guard(self, handler: Any) -> Any:
+        """Turn :class:`_Refused` into a JSON error with CORS headers, so the
+        widget can read why."""
+
+        async def endpoint(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except _Refused as exc:
+                if exc.status != 429:
+                    self.log.info("webchat_refused", status=exc.status, reason=exc.error)
+                return self._json(request, {"error": exc.error}, exc.status, exc.headers)
+
+        return endpoint
+
+    # -- routes -----------------------------------------------------------
+    def routes(self) -> Sequence[BaseRoute]:
+        from starlette.routing import Route
+
+        g = self._guard
+        return [
+            Route("/", g(self.page), methods=["GET"]),
+            Route("/widget.js", g(self.script), methods=["GET"]),
+            Route("/config", g(self.widget_config), methods=["GET"]),
+            Route("/session", g(self.session), methods=["POST"]),
+            Route("/messages", g(self.post_message), methods=["POST"]),
+            Route("/messages", g(self.history), methods=["GET"]),
+            Route("/events", g(self.events), methods=["GET"]),
+            Route("/receipts", g(self.receipts), methods=["POST"]),
+            Route("/identify", g(self.identify), methods=["POST"]),
+            Route("/{path:path}", g(self.preflight), methods=["OPTIONS"]),
+        ]
+
+    async def preflight(self, request: Request) -> Response:
+        from starlette.responses import Response
+
+        self._check_origin(request)
+        return Response(
+            status_code=204,
+            headers={
+                **self._cors(request),
+                "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+                "Access-Control-Allow-Headers": "Authorization, Content-Type",
+                "Access-Control-Max-Age": "600",
+            },
+        )
+
+    async def script(self, request: Request) -> Response:
+        from starlette.responses import Response
+
+        if self._script is None:
+            self._script = (STATIC_DIR / "widget.js").read_bytes()
+        return Response(
+            self._script,
+            media_type="text/javascript; charset=utf-8",
+            headers={"Cache-Control": "public, max-age=300", "X-Content-Type-Options": "nosniff"},
+        )
+
+    async def page(self, request: Request) -> Response:
+        from html import escape
+
+        from starlette.responses import HTMLResponse
+
+        title = escape(self.title)
+        return HTMLResponse(
+            "<!doctype html><html lang=en><head><meta charset=utf-8>"
+            '<meta name=viewport content="width=device-width, initial-scale=1">'
+            f"<title>{title}</title></head><body>"
+            f"<h1>{title}</h1><p>The chat button is at the bottom right. Embed it on a"
+            " site with:</p><pre>"
+            + escape(
+                f'<script src="{self.ctx.public_url}/webchat/{self.name}/widget.js" async></script>'
+            )
+            + "</pre>"
+            f'<script src="/webchat/{escape(self.name)}/widget.js" async></script>'
+            "</body></html>"
+        )
+
+    async def widget_config(self, request: Request) -> Response:
+        self._check_origin(request)
+        return self._json(
+            request,
+            {
+                "channel": self.name,
+                "title": self.title,
+                "greeting": self.greeting,
+                "color": self.color,
+                "ask_email": self.ask_email,
+                "max_message_chars": self.max_message_chars,
+            },
+        )
+
+    async def session(self, request: Request) -> Response:
+        """A token for a new visitor, or a fresh one for the visitor whose
+        (still valid) token comes in the body. Nothing is stored: a visitor
+        who never writes leaves no trace."""
+        self._check_origin(request)
+        self._limit(self._ip_limit, self._client_ip(request))
+        data = await self._read_json(request)
+        old = data.get("token")
+        vid = self.visitor_of(old) if isinstance(old, str) else None
+        token, vid = self.issue_token(vid)
+        return self._json(request, {"token": token, "visitor": vid})
+
+    async def post_message(self, request: Request) -> Response:
+        self._check_origin(request)
+        visit = self._visit(request)
+        self._limit(self._ip_limit, self._client_ip(request))
+        self._limit(self._visitor_limit, visit.visitor)
+        data = await self._read_json(request)
+        client_id = data.get("client_id")
+        if not isinstance(client_id, str) or not CLIENT_ID.match(client_id):
+            raise _Refused(400, "'client_id' must be 8-64 letters, digits, '-' or '_'")
+        text = data.get("text")
+        if not isinstance(text, str):
+            raise _Refused(400, "'text' must be a string")
+        text = clean_text(text)
+        if not text:
+            raise _Refused(400, "'text' must not be empty")
+        if len(text) > self.max_message_chars:
+            raise _Refused(413, f"message longer than {self.max_message_chars} characters")
+        page = data.get("page")
+        name = data.get("name")
+        name = clean_text(name).replace("\n", " ")[:MAX_NAME] if isinstance(name, str) else ""
+        payload = {
+            "visitor": visit.visitor,
+            "client_id": client_id,
+            "text": text,
+            "name": name or None,
+            "page": page[:MAX_PAGE] if isinstance(page, str) else None,
+            "user_agent": request.headers.get("user-agent", "")[:300] or None,
+        }
+        new = await self.ctx.intake.accept(
+            Envelope(
+                channel=self.name,
+                external_id=f"{visit.visitor}:{client_id}",
+                payload=json.dumps(payload, ensure_ascii=False).encode(),
+                content_type="application/json",
+            )
+        )
+        self.touch()
+        if new:
+            # The visitor's other tabs show it too.
+            self._push(
+                visit.visitor,
+                {"type": "message", "direction": "in", "client_id": client_id, "text": text},
+            )
+        return self._json(request, {"status": "accepted", "duplicate": not new}, 202)
+
+    async def history(self, request: Request) -> Response:
+        self._check_origin(request)
+        visit = self._visit(request)
+        msgs = await self._messages(visit.visitor)
+        return self._json(request, {"visitor": visit.visitor, "messages": msgs})
+
+    async def _messages(self, visitor: str) -> list[dict[str, Any]]:
+        if self.ctx.store is None:
+            return []
+        rows = await self.ctx.store.read(_visitor_messages, self.name, visitor)
+        return [p for p in (public_message(m, visitor) for m in rows) if p is not None]
+
+    async def receipts(self, request: Request) -> Response:
+        """``{"delivered": [ids], "read": [ids]}``: ids of replies of the
+        visitor's conversation that were handed over; others are ignored.
+        Ids of replies not yet recorded as sent come back as ``pending``
+        (the widget asks again shortly)."""
+        self._check_origin(request)
+        visit = self._visit(request)
+        data = await self._read_json(request)
+        wanted: list[tuple[str, int]] = []
+        for state in ("delivered", "read"):
+            ids = data.get(state, [])
+            if not isinstance(ids, list) or len(ids) > MAX_RECEIPTS:
+                raise _Refused(400, f"'{state}' must be a list of at most {MAX_RECEIPTS} ids")
+            for i in ids:
+                if isinstance(i, bool) or not isinstance(i, int):
+                    raise _Refused(400, f"'{state}' must hold message ids (integers)")
+                wanted.append((state, i))
+        rows = {}
+        if wanted and self.ctx.store is not None:
+            stored = await self.ctx.store.read(_visitor_messages, self.name, visit.visitor)
+            rows = {m["id"]: m for m in stored if m["direction"] == "out" and m["kind"] != "note"}
+        envelopes: list[Envelope] = []
+        pending: list[int] = []
+        for state, mid in wanted:
+            m = rows.get(mid)
+            if m is None:
+                continue
+            if m.get("provider_id") != f"{visit.visitor}:{mid}":
+                pending.append(mid)
+                continue
+            envelopes.append(
+                Envelope(
+                    channel=self.name,
+                    external_id=f"{visit.visitor}:receipt:{state}:{mid}",
+                    payload=json.dumps(
+                        {"receipt": state, "visitor": visit.visitor, "message_id": mid}
+                    ).encode(),
+                    content_type="application/json",
+                )
+            )
+        if envelopes:
+            await self.ctx.intake.accept_many(envelopes)
+        return self._json(
+            request,
+            {"accepted": len(envelopes), "pending": sorted(set(pending))},
+            202,
+        )
+
+    async def identify(self, request: Request) -> Response:
+        """``{"name": ..., "email": ...}`` (either may be missing)."""
+        from ..store.contacts import link_identity
+
+        self._check_origin(request)
+        visit = self._visit(request)
+        self._limit(self._ip_limit, self._client_ip(request))
+        self._limit(self._visitor_limit, visit.visitor)
+        data = await self._read_json(request)
+        name = data.get("name")
+        email = data.get("email")
+        if name is not None and not isinstance(name, str):
+            raise _Refused(400, "'name' must be a string")
+        if email is not None and not isinstance(email, str):
+            raise _Refused(400, "'email' must be a string")
+        name = clean_text(name or "").replace("\n", " ")[:MAX_NAME] or None
+        email = (email or "").strip() or None
+        if email is not None and (len(email) > MAX_EMAIL or not EMAIL.match(email)):
+            raise _Refused(400, "that does not look like an e-mail address")
+        if name is None and email is None:
+            raise _Refused(400, "give a 'name' or an 'email'")
+        if self.ctx.store is None:
+            raise _Refused(503, "no store")
+        owner = normalize_identity(KIND, visit.visitor, name, {"email": email} if email else None)
+        extra = normalize_identity("email", email, name) if email else None
+        _, outcome = await self.ctx.store.write(link_identity, owner, extra)
+        return self._json(request, {"name": name, "email": email, "email_linked": outcome})
+
+    async def events(self, request: Request) -> Response:
+        from starlette.responses import StreamingResponse
+
+        self._check_origin(request)
+        visit = self._visit(request, query_token=True)
+        after_raw = request.query_params.get("after", "0")
+        after = int(after_raw) if after_raw.isdigit() else 0
+        if self._closing:
+            raise _Refused(503, "the chat is shutting down")
+        if len(self._streams.get(visit.visitor, ())) >= STREAMS_PER_VISITOR:
+            raise _Refused(429, "too many open chat windows", {"Retry-After": "30"})
+        if self.connected >= self.max_connections:
+            raise _Refused(503, "the chat is busy, try again shortly", {"Retry-After": "30"})
+        q: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(100)
+        self._streams.setdefault(visit.visitor, set()).add(q)
+        return StreamingResponse(
+            self._stream(visit.visitor, q, after),
+            media_type="text/event-stream",
+            headers={
+                **self._cors(request),
+                "Cache-Control": "no-store",
+                "X-Accel-Buffering": "no",  # nginx: do not buffer the stream
+            },
+        )
+
+    async def _stream(
+        self, visitor: str, q: asyncio.Queue[dict[str, Any] | None], after: int
+    ) -> AsyncIterator[str]:
+        """Replies newer than ``after`` from the store, then pushed replies as
+        they are sent; the store is checked again on every keep-alive, which
+        covers a reply sent while this stream was not yet registered or
+        delivered by another instance."""
+        emitted: set[int] = set()
+
+        def fmt(event: dict[str, Any]) -> str:
+            head = f"id: {event['id']}\n" if isinstance(event.get("id"), int) else ""
+            return f"{head}data: {json.dumps(event, ensure_ascii=False)}\n\n"
+
+        async def catch_up() -> list[str]:
+            out = []
+            for m in await self._messages(visitor):
+                if m["direction"] == "out" and m["id"] > after and m["id"] not in emitted:
+                    emitted.add(m["id"])
+                    out.append(fmt({"type": "message", **m}))
+            return out
+
+        try:
+            yield "retry: 3000\n\n"
+            for chunk in await catch_up():
+                yield chunk
+            while not self._closing:
+                try:
+                    event = await asyncio.wait_for(q.get(), timeout=self.poll_interval)
+                except TimeoutError:
+                    for chunk in await catch_up():
+                        yield chunk
+                    yield ": keep-alive\n\n"
+                    continue
+                if event is None:
+                    return
+                mid = event.get("id")
+                if isinstance(mid, int):
+                    if mid in emitted:
+                        continue
+                    emitted.add(mid)
+                yield fmt(event)
+        finally:
+            queues = self._streams.get(visitor)
+            if queues is not None:
+                queues.discard(q)
+                if not queues:
+                    self._streams.pop(visitor, None)
+
+    def _push(self, visitor: str, event: dict[str, Any]) -> int:
+        """Hand an event to the visitor's open streams; returns how many."""
+        n = 0
+        for q in list(self._streams.get(visitor, ())):
+            try:
+                q.put_nowait(event)
+                n += 1
+            except asyncio.QueueFull:
+                pass  # a stuck stream catches up from the store on its next tick
+        return n
+
+    # -- the contract -----------------------------------------------------
+    def normalize(self, envelope: Envelope) -> Normalized:
+        try:
+            data = json.loads(envelope.payload)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise NormalizeError(f"web chat payload is not JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise NormalizeError("web chat payload must be a JSON object")
+        visitor = data.get("visitor")
+        if not isinstance(visitor, str) or not VISITOR_ID.match(visitor):
+            raise NormalizeError("web chat payload has no valid visitor id")
+        if "receipt" in data:
+            state = {"delivered": DeliveryState.DELIVERED, "read": DeliveryState.READ}.get(
+                data["receipt"]
+            )
+            mid = data.get("message_id")
+            if state is None or isinstance(mid, bool) or not isinstance(mid, int):
+                raise NormalizeError("web chat receipt needs 'receipt' and 'message_id'")
+            return StatusUpdate(
+                channel=self.name,
+                provider_id=f"{visitor}:{mid}",
+                state=state,
+                at=envelope.received_at,
+            )
+        text = data.get("text")
+        client_id = data.get("client_id")
+        if not isinstance(client_id, str) or not client_id:
+            raise NormalizeError("web chat message has no client_id")
+        if not isinstance(text, str):
+            raise NormalizeError("web chat message has no text")
+        text = clean_text(text)
+        if not text:
+            return Skip("empty web chat message")
+        page = data.get("page") if isinstance(data.get("page"), str) else None
+        ua = data.get("user_agent") if isinstance(data.get("user_agent"), str) else None
+        name = data.get("name") if isinstance(data.get("name"), str) else None
+        sender = Identity(kind=KIND, address=visitor, display_name=name or None)
+        return Message(
+            channel=self.name,
+            external_id=f"{visitor}:{client_id}",
+            sender=sender,
+            text=text,
+            thread_key=visitor,
+            sent_at=envelope.received_at,
+            meta={"webchat": {k: v for k, v in (("page", page), ("user_agent", ua)) if v}},
+        )
+
+    async def send(self, message: OutboundMessage) -> SendResult:
+        visitor = message.recipient.address
+        if message.recipient.kind != KIND or not VISITOR_ID.match(visitor):
+            raise SendError(
+                f"web chat can only answer web chat visitors, not {message.recipient.kind!r}",
+                retry=False,
+            )
+        if message.attachments:
+            raise SendError(
+                "web chat does not deliver attachments: send a link instead", retry=False
+            )
+        ref = message.message_id if message.message_id is not None else f"o{message.outbox_id}"
+        live = 0
+        if isinstance(message.message_id, int):
+            live = self._push(
+                visitor,
+                {
+                    "type": "message",
+                    "id": message.message_id,
+                    "direction": "out",
+                    "text": message.text,
+                    "at": time.time(),
+                    "state": "sent",
+                    "auto": message.automatic,
+                },
+            )
+        self.touch()
+        self.log.debug("webchat_sent", visitor=visitor[:8], live_streams=live)
+        # The message row is the copy the visitor picks up later: handed
+        # over either way; the widget's receipt makes it "delivered".
+        return SendResult(provider_id=f"{visitor}:{ref}", state=DeliveryState.SENT)

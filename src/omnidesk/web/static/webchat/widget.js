@@ -1,0 +1,543 @@
+/*
+ * omnidesk web chat widget.
+ *
+ * Embed on any page of an allowed origin:
+ *   <script src="https://desk.example.com/webchat/<channel>/widget.js" async></script>
+ *
+ * Plain JavaScript, no dependencies, no build step. It draws a launcher button
+ * and a chat panel inside a shadow root (the host page's CSS cannot reach it),
+ * keeps the visitor's signed token in localStorage, sends messages with POST,
+ * receives replies over Server-Sent Events and confirms the ones it displayed.
+ * Every piece of text is set with textContent: nothing typed by a visitor or an
+ * agent is ever parsed as HTML.
+ */
+(function () {
+  "use strict";
+
+  var script = document.currentScript;
+  if (!script || !script.src) return;
+  var base = script.src.replace(/\/widget\.js(?:[?#].*)?$/, "");
+  var registry = (window.__omnideskWebchat = window.__omnideskWebchat || {});
+  if (registry[base]) return; // embedded twice
+  var KEY = "omnidesk-webchat:" + base;
+
+  // -- storage (localStorage may be blocked: fall back to memory) -----------
+  var memory = {};
+  function load(name) {
+    try {
+      var v = window.localStorage.getItem(KEY + ":" + name);
+      return v === null ? memory[name] || null : v;
+    } catch (e) {
+      return memory[name] || null;
+    }
+  }
+  function save(name, value) {
+    memory[name] = value;
+    try {
+      if (value === null) window.localStorage.removeItem(KEY + ":" + name);
+      else window.localStorage.setItem(KEY + ":" + name, value);
+    } catch (e) {
+      /* memory only */
+    }
+  }
+
+  var state = {
+    cfg: null,
+    token: load("token"),
+    profile: JSON.parse(load("profile") || "{}"),
+    open: false,
+    stream: null,
+    backoff: 1000,
+    reconnectTimer: null,
+    maxOutId: 0,
+    unread: 0,
+    unreadIds: {}, // replies shown while the panel was closed or hidden
+    bubbles: {}, // "in:<client id>" | "out:<message id>" -> element
+    receipts: { delivered: {}, read: {} },
+    receiptTimer: null,
+    receiptTries: {},
+  };
+
+  function newId() {
+    if (window.crypto && window.crypto.getRandomValues) {
+      var a = new Uint8Array(16);
+      window.crypto.getRandomValues(a);
+      return Array.prototype.map
+        .call(a, function (b) {
+          return ("0" + b.toString(16)).slice(-2);
+        })
+        .join("");
+    }
+    return (Date.now().toString(36) + Math.random().toString(36).slice(2)).slice(0, 32);
+  }
+
+  // -- HTTP -----------------------------------------------------------------
+  function api(method, path, body) {
+    var headers = {};
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    if (state.token) headers["Authorization"] = "Bearer " + state.token;
+    return fetch(base + path, {
+      method: method,
+      headers: headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      credentials: "omit",
+      cache: "no-store",
+    }).then(function (resp) {
+      return resp
+        .json()
+        .catch(function () {
+          return {};
+        })
+        .then(function (data) {
+          return {
+            status: resp.status,
+            data: data,
+            retryAfter: parseInt(resp.headers.get("Retry-After") || "0", 10) || 0,
+          };
+        });
+    });
+  }
+
+  function forgetToken() {
+    state.token = null;
+    save("token", null);
+    if (state.stream) state.stream.close();
+    state.stream = null;
+  }
+
+  function ensureToken() {
+    if (state.token) return Promise.resolve(state.token);
+    return api("POST", "/session", {}).then(function (r) {
+      if (r.status !== 200 || !r.data.token) throw new Error(r.data.error || "no session");
+      state.token = r.data.token;
+      save("token", state.token);
+      return state.token;
+    });
+  }
+
+  // -- DOM ------------------------------------------------------------------
+  var host = document.createElement("div");
+  host.id = "omnidesk-webchat";
+  var root = host.attachShadow({ mode: "open" });
+  var css =
+    ":host{all:initial}" +
+    "*{box-sizing:border-box;font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif}" +
+    "#od-launcher{position:fixed;right:20px;bottom:20px;width:56px;height:56px;border-radius:50%;" +
+    "border:0;background:var(--od-color);color:#fff;cursor:pointer;box-shadow:0 4px 14px rgba(0,0,0,.25);" +
+    "z-index:2147483000;font-size:26px;line-height:56px}" +
+    "#od-badge{position:absolute;top:-4px;right:-4px;min-width:20px;height:20px;border-radius:10px;" +
+    "background:#d1242f;color:#fff;font-size:12px;line-height:20px;padding:0 5px}" +
+    "#od-panel{position:fixed;right:20px;bottom:88px;width:360px;max-width:calc(100vw - 24px);" +
+    "height:520px;max-height:calc(100vh - 110px);background:#fff;color:#1f2328;border-radius:12px;" +
+    "box-shadow:0 8px 30px rgba(0,0,0,.25);display:flex;flex-direction:column;overflow:hidden;" +
+    "z-index:2147483000}" +
+    "#od-panel[hidden]{display:none}" +
+    "header{background:var(--od-color);color:#fff;padding:12px 14px;display:flex;align-items:center}" +
+    "header h2{flex:1;margin:0;font-size:16px;font-weight:600}" +
+    "header button{background:none;border:0;color:#fff;font-size:20px;cursor:pointer}" +
+    "#od-log{flex:1;overflow-y:auto;padding:12px;background:#f6f8fa}" +
+    ".od-msg{max-width:80%;margin:6px 0;padding:8px 11px;border-radius:12px;white-space:pre-wrap;" +
+    "word-wrap:break-word;overflow-wrap:anywhere;font-size:14px;line-height:1.4}" +
+    ".od-out{background:#fff;border:1px solid #d0d7de;margin-right:auto}" +
+    ".od-in{background:var(--od-color);color:#fff;margin-left:auto}" +
+    ".od-meta{display:block;font-size:11px;opacity:.7;margin-top:3px}" +
+    ".od-failed{background:#ffebe9;color:#82071e;border:1px solid #ff8182;cursor:pointer}" +
+    "#od-profile{padding:8px 12px;border-top:1px solid #d0d7de;font-size:13px}" +
+    "#od-profile[hidden]{display:none}" +
+    "#od-profile input{width:100%;margin:3px 0;padding:6px;border:1px solid #d0d7de;border-radius:6px}" +
+    "#od-profile button{margin-top:3px}" +
+    "#od-notice{font-size:12px;color:#82071e;padding:0 12px}" +
+    "form#od-compose{display:flex;gap:6px;padding:8px;border-top:1px solid #d0d7de}" +
+    "textarea{flex:1;resize:none;height:42px;padding:8px;border:1px solid #d0d7de;border-radius:8px;" +
+    "font-size:14px}" +
+    "button.od-primary{background:var(--od-color);color:#fff;border:0;border-radius:8px;padding:0 14px;" +
+    "cursor:pointer;font-size:14px}";
+
+  function el(tag, attrs, text) {
+    var e = document.createElement(tag);
+    Object.keys(attrs || {}).forEach(function (k) {
+      e.setAttribute(k, attrs[k]);
+    });
+    if (text !== undefined) e.textContent = text;
+    return e;
+  }
+
+  var style = el("style");
+  style.textContent = css;
+  var launcher = el("button", { id: "od-launcher", type: "button", "aria-expanded": "false" }, "\u{1F4AC}");
+  var badge = el("span", { id: "od-badge", hidden: "" });
+  launcher.appendChild(badge);
+  var panel = el("section", { id: "od-panel", role: "dialog", hidden: "" });
+  var header = el("header");
+  var title = el("h2", { id: "od-title" });
+  var closeBtn = el("button", { type: "button", "aria-label": "Close chat" }, "\u00D7");
+  header.appendChild(title);
+  header.appendChild(closeBtn);
+  var log = el("div", { id: "od-log", role: "log", "aria-live": "polite" });
+  var profile = el("div", { id: "od-profile", hidden: "" });
+  var profileNote = el("div", {}, "Leave your name and e-mail in case we need to follow up:");
+  var nameInput = el("input", { id: "od-name", type: "text", autocomplete: "name", placeholder: "Name", maxlength: "100" });
+  var emailInput = el("input", { id: "od-email", type: "email", autocomplete: "email", placeholder: "E-mail" });
+  var profileSave = el("button", { id: "od-profile-save", type: "button", class: "od-primary" }, "Save");
+  [profileNote, nameInput, emailInput, profileSave].forEach(function (c) {
+    profile.appendChild(c);
+  });
+  var notice = el("div", { id: "od-notice", role: "status" });
+  var form = el("form", { id: "od-compose" });
+  var input = el("textarea", { id: "od-input", "aria-label": "Message", placeholder: "Write a message\u2026" });
+  var sendBtn = el("button", { id: "od-send", type: "submit", class: "od-primary" }, "Send");
+  form.appendChild(input);
+  form.appendChild(sendBtn);
+  [header, log, profile, notice, form].forEach(function (c) {
+    panel.appendChild(c);
+  });
+  [style, panel, launcher].forEach(function (c) {
+    root.appendChild(c);
+  });
+
+  function setNotice(text) {
+    notice.textContent = text || "";
+  }
+
+  function timeOf(at) {
+    try {
+      return new Date(at * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    } catch (e) {
+      return "";
+    }
+  }
+
+  function atBottom() {
+    return log.scrollHeight - log.scrollTop - log.clientHeight < 40;
+  }
+
+  function bubble(key, direction, text, meta) {
+    var stick = atBottom();
+    var b = state.bubbles[key];
+    if (!b) {
+      b = el("div", { class: "od-msg " + (direction === "in" ? "od-in" : "od-out") });
+      b.dataset.key = key;
+      b.appendChild(el("span", { class: "od-text" }, text));
+      b.appendChild(el("span", { class: "od-meta" }));
+      state.bubbles[key] = b;
+      log.appendChild(b);
+    }
+    b.querySelector(".od-meta").textContent = meta || "";
+    if (stick || direction === "in") log.scrollTop = log.scrollHeight;
+    return b;
+  }
+
+  // -- receipts -------------------------------------------------------------
+  function queueReceipt(kind, id) {
+    state.receipts[kind][id] = true;
+    if (!state.receiptTimer) state.receiptTimer = setTimeout(flushReceipts, 250);
+  }
+
+  function flushReceipts() {
+    state.receiptTimer = null;
+    var delivered = Object.keys(state.receipts.delivered).map(Number);
+    var read = Object.keys(state.receipts.read).map(Number);
+    state.receipts = { delivered: {}, read: {} };
+    if (!state.token || (!delivered.length && !read.length)) return;
+    api("POST", "/receipts", { delivered: delivered, read: read })
+      .then(function (r) {
+        // Replies not yet recorded as sent on the server: ask again shortly.
+        (r.data.pending || []).forEach(function (id) {
+          var n = (state.receiptTries[id] = (state.receiptTries[id] || 0) + 1);
+          if (n > 5) return;
+          if (delivered.indexOf(id) >= 0) state.receipts.delivered[id] = true;
+          if (read.indexOf(id) >= 0) state.receipts.read[id] = true;
+        });
+        if (!state.receiptTimer && (r.data.pending || []).length)
+          state.receiptTimer = setTimeout(flushReceipts, 1500);
+      })
+      .catch(function () {
+        /* receipts are best effort */
+      });
+  }
+
+  function visible() {
+    return state.open && document.visibilityState === "visible";
+  }
+
+  // -- messages -------------------------------------------------------------
+  function showMessage(m) {
+    if (m.direction === "in") {
+      var key = "in:" + (m.client_id || "id" + m.id);
+      var b = bubble(key, "in", m.text, timeOf(m.at));
+      b.classList.remove("od-failed");
+      return;
+    }
+    if (typeof m.id !== "number") return;
+    var known = !!state.bubbles["out:" + m.id];
+    bubble("out:" + m.id, "out", m.text, timeOf(m.at));
+    if (m.id > state.maxOutId) state.maxOutId = m.id;
+    if (m.state === "sent") queueReceipt("delivered", m.id);
+    if (m.state !== "read") {
+      if (visible()) {
+        queueReceipt("read", m.id);
+      } else {
+        state.unreadIds[m.id] = true;
+        if (!known) {
+          state.unread += 1;
+          renderBadge();
+        }
+      }
+    }
+  }
+
+  function renderBadge() {
+    if (state.unread > 0 && !state.open) {
+      badge.textContent = String(state.unread);
+      badge.hidden = false;
+    } else {
+      badge.hidden = true;
+    }
+  }
+
+  function markRead() {
+    var ids = Object.keys(state.unreadIds);
+    state.unreadIds = {};
+    ids.forEach(function (id) {
+      queueReceipt("read", Number(id));
+    });
+    state.unread = 0;
+    renderBadge();
+  }
+
+  function loadHistory() {
+    return api("GET", "/messages").then(function (r) {
+      if (r.status === 401) {
+        forgetToken();
+        return false;
+      }
+      (r.data.messages || []).forEach(showMessage);
+      return r.status === 200;
+    });
+  }
+
+  function scheduleReconnect() {
+    if (state.reconnectTimer) return;
+    var wait = state.backoff;
+    state.backoff = Math.min(state.backoff * 2, 60000);
+    state.reconnectTimer = setTimeout(function () {
+      state.reconnectTimer = null;
+      connect();
+    }, wait);
+  }
+
+  function openStream() {
+    if (state.stream || !state.token || typeof EventSource === "undefined") return;
+    var url =
+      base + "/events?token=" + encodeURIComponent(state.token) + "&after=" + state.maxOutId;
+    var es = new EventSource(url);
+    state.stream = es;
+    es.onopen = function () {
+      state.backoff = 1000;
+    };
+    es.onmessage = function (ev) {
+      var data;
+      try {
+        data = JSON.parse(ev.data);
+      } catch (e) {
+        return;
+      }
+      if (data.type === "message") showMessage(data);
+    };
+    es.onerror = function () {
+      // The browser retries a dropped stream by itself; a refused one
+      // (expired token, shutdown) is closed: start over after a pause.
+      if (es.readyState === 2) {
+        state.stream = null;
+        scheduleReconnect();
+      }
+    };
+  }
+
+  function connect() {
+    if (!state.token) return Promise.resolve();
+    return loadHistory()
+      .then(function (ok) {
+        if (ok) openStream();
+      })
+      .catch(function () {
+        scheduleReconnect();
+      });
+  }
+
+  function sendText(text, clientId, retried) {
+    var b = bubble("in:" + clientId, "in", text, "sending\u2026");
+    b.classList.remove("od-failed");
+    b.onclick = null;
+    return ensureToken()
+      .then(function () {
+        return api("POST", "/messages", {
+          client_id: clientId,
+          text: text,
+          page: location.origin + location.pathname,
+          name: state.profile.name || undefined,
+        });
+      })
+      .then(function (r) {
+        if (r.status === 202) {
+          b.querySelector(".od-meta").textContent = timeOf(Date.now() / 1000);
+          setNotice("");
+          openStream();
+          return;
+        }
+        if (r.status === 401 && !retried) {
+          forgetToken();
+          return sendText(text, clientId, true);
+        }
+        if (r.status === 429) {
+          var secs = r.retryAfter || 5;
+          setNotice("You are sending messages quickly; sending again in " + secs + " s.");
+          b.querySelector(".od-meta").textContent = "waiting\u2026";
+          setTimeout(function () {
+            sendText(text, clientId, retried);
+          }, secs * 1000);
+          return;
+        }
+        failed(b, text, clientId, r.data.error || "not sent");
+      })
+      .catch(function () {
+        failed(b, text, clientId, "not sent: no connection");
+      });
+  }
+
+  function failed(b, text, clientId, why) {
+    b.classList.add("od-failed");
+    b.querySelector(".od-meta").textContent = why + " \u2013 tap to retry";
+    b.onclick = function () {
+      sendText(text, clientId, false);
+    };
+  }
+
+  // -- opening and closing ----------------------------------------------------
+  function setOpen(open) {
+    state.open = open;
+    panel.hidden = !open;
+    launcher.setAttribute("aria-expanded", open ? "true" : "false");
+    try {
+      window.sessionStorage.setItem(KEY + ":open", open ? "1" : "0");
+    } catch (e) {
+      /* not remembered */
+    }
+    if (open) {
+      markRead();
+      log.scrollTop = log.scrollHeight;
+      input.focus();
+    }
+    renderBadge();
+  }
+
+  launcher.addEventListener("click", function () {
+    setOpen(!state.open);
+  });
+  closeBtn.addEventListener("click", function () {
+    setOpen(false);
+  });
+  panel.addEventListener("keydown", function (ev) {
+    if (ev.key === "Escape") setOpen(false);
+  });
+  document.addEventListener("visibilitychange", function () {
+    if (visible()) markRead();
+  });
+  input.addEventListener("keydown", function (ev) {
+    if (ev.key === "Enter" && !ev.shiftKey && !ev.isComposing) {
+      ev.preventDefault();
+      form.requestSubmit ? form.requestSubmit() : form.dispatchEvent(new Event("submit"));
+    }
+  });
+  form.addEventListener("submit", function (ev) {
+    ev.preventDefault();
+    var text = input.value.trim();
+    if (!text) return;
+    var max = (state.cfg && state.cfg.max_message_chars) || 4000;
+    if (text.length > max) {
+      setNotice("That message is too long (at most " + max + " characters).");
+      return;
+    }
+    input.value = "";
+    sendText(text, newId(), false);
+  });
+  profileSave.addEventListener("click", function () {
+    var name = nameInput.value.trim();
+    var email = emailInput.value.trim();
+    if (!name && !email) return;
+    ensureToken()
+      .then(function () {
+        return api("POST", "/identify", { name: name || undefined, email: email || undefined });
+      })
+      .then(function (r) {
+        if (r.status !== 200) {
+          setNotice(r.data.error || "could not save");
+          return;
+        }
+        state.profile = { name: r.data.name || "", email: r.data.email || "" };
+        save("profile", JSON.stringify(state.profile));
+        profile.hidden = true;
+        setNotice("");
+        openStream();
+      })
+      .catch(function () {
+        setNotice("could not save: no connection");
+      });
+  });
+
+  // -- start ------------------------------------------------------------------
+  function start(cfg) {
+    state.cfg = cfg;
+    host.style.setProperty("--od-color", /^#[0-9a-fA-F]{6}$/.test(cfg.color) ? cfg.color : "#1f6feb");
+    title.textContent = cfg.title || "Chat";
+    panel.setAttribute("aria-label", cfg.title || "Chat");
+    launcher.setAttribute("aria-label", "Open " + (cfg.title || "chat"));
+    input.setAttribute("maxlength", String(cfg.max_message_chars || 4000));
+    if (cfg.greeting) bubble("greeting", "out", cfg.greeting, "");
+    if (cfg.ask_email && !state.profile.email) profile.hidden = false;
+    (document.body || document.documentElement).appendChild(host);
+    var wasOpen = false;
+    try {
+      wasOpen = window.sessionStorage.getItem(KEY + ":open") === "1";
+    } catch (e) {
+      /* closed */
+    }
+    if (state.token) {
+      // Refresh the token (it expires after a long absence) and pick up
+      // replies that came while the visitor was away.
+      api("POST", "/session", { token: state.token })
+        .then(function (r) {
+          if (r.status === 200 && r.data.token) {
+            state.token = r.data.token;
+            save("token", state.token);
+          }
+        })
+        .catch(function () {})
+        .then(connect);
+    }
+    if (wasOpen) setOpen(true);
+  }
+
+  registry[base] = {
+    open: function () {
+      setOpen(true);
+    },
+    close: function () {
+      setOpen(false);
+    },
+  };
+
+  function init() {
+    api("GET", "/config")
+      .then(function (r) {
+        if (r.status !== 200) throw new Error(r.data.error || "config " + r.status);
+        start(r.data);
+      })
+      .catch(function (err) {
+        if (window.console) console.warn("omnidesk webchat: not started:", err);
+      });
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
+  else init();
+})();
