@@ -341,7 +341,9 @@ def _meta(
             meta[name.replace("-", "_")] = value[:1000]
     date = get_header(headers, "date")
     if date is not None:
-        meta["date_raw"] = unfold(date).strip()[:200]
+        # Decoded like any header: raw 8-bit bytes (a comment in a legacy
+        # charset) would reach the JSON column as lone surrogates.
+        meta["date_raw"] = (header_text(date, hint) or "")[:200]
     if body.report_types:
         meta["report_type"] = body.report_types[0]
     if envelope:

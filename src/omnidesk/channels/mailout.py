@@ -1,0 +1,321 @@
+"""What the two e-mail channels share: the outbound relay, our sending
+identity, and turning stored mail into messages.
+
+``smtp`` (a listener an MTA forwards to) and ``imap`` (a mailbox we pull)
+receive differently but answer the same way: replies are composed by
+:func:`omnidesk.email.compose_reply` and handed to a relay with aiosmtplib.
+Settings both read from their ``[[channels]]`` table::
+
+    from_address = "support@example.com"   # From of replies (required to send)
+    from_name = "Example Support"
+    reply_to = "support@example.com"       # optional Reply-To
+    reply_to_token = false                 # Reply-To support+od123@...: threads by address
+    message_id_domain = "example.com"      # default: the from_address domain
+    bounce_address = "bounces@example.com" # SMTP MAIL FROM, default from_address
+    relay = { host = "smtp.example.com", port = 587, tls = "starttls",
+              username = "support@example.com", password = "env:RELAY_PASSWORD" }
+
+Every reply carries our own ``Message-ID``; its key (``mid:<id>``) is the
+``SendResult.provider_id`` and a thread key, so the customer's answer and a
+bounce of the reply both find their way back.
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from email.parser import BytesHeaderParser
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ..config import Options, Secret
+from ..email import compose_reply, message_id_key, parse_email, plus_address, synthetic_message_id
+from ..email.headers import RAW_POLICY, HeaderMap, extract_msgids, get_header
+from ..email.parse import SYNTHETIC_DOMAIN
+from ..model import (
+    Envelope,
+    Message,
+    NormalizeError,
+    OutboundMessage,
+    SendError,
+    SendResult,
+    Skip,
+)
+from .base import ChannelAdapter, ChannelContext, Health
+
+TLS_MODES = ("none", "starttls", "tls")
+DEFAULT_PORTS = {"none": 25, "starttls": 587, "tls": 465}
+# Longer ids are hashed for the intake key: unique indexes have size limits
+# (PostgreSQL b-tree rows) and no real Message-ID comes near this.
+MAX_ID_LENGTH = 512
+
+_HEADER_END = (b"\r\n\r\n", b"\n\n")
+
+
+def envelope_id(raw: bytes) -> str:
+    """The intake key of a raw e-mail: its Message-ID without brackets (what
+    :func:`parse_email` makes ``Message.external_id``), or the parser's
+    synthetic id derived from the bytes when it has none. The same mail
+    delivered twice, or found in two folders, is then stored once."""
+    data = raw[3:] if raw.startswith(b"\xef\xbb\xbf") else raw
+    data = data.lstrip(b"\r\n")
+    ends = [i for i in (data.find(sep) for sep in _HEADER_END) if i >= 0]
+    head = data[: min(ends)] if ends else data[:65536]
+    try:
+        parsed = BytesHeaderParser(policy=RAW_POLICY).parsebytes(head)
+        ids = extract_msgids(get_header(HeaderMap(parsed), "message-id"))
+    except Exception:  # a header block the stdlib chokes on: no usable id
+        ids = []
+    if not ids and b"message-id" in head.lower():
+        # Obsolete or broken header syntax the parser repairs: ask it, so
+        # the intake key and the stored message agree.
+        try:
+            ids = [parse_email(raw, channel="").external_id]
+        except NormalizeError:
+            ids = []
+    ident = ids[0] if ids else synthetic_message_id(raw)
+    if len(ident) > MAX_ID_LENGTH:
+        ident = synthetic_message_id(ident.encode("utf-8", "surrogateescape"))
+    return ident
+
+
+@dataclass(frozen=True, slots=True)
+class RelaySettings:
+    host: str
+    port: int
+    tls: str  # none | starttls | tls
+    username: str | None = None
+    password: Secret | None = None
+    timeout: float = 30.0
+    verify: bool = True
+    ca_file: Path | None = None
+    local_hostname: str | None = None
+
+
+def read_relay(o: Options) -> RelaySettings | None:
+    """The ``relay`` table of a channel, or None when it has none."""
+    if "relay" not in o:
+        return None
+    r = o.table("relay")
+    tls = r.string("tls", "starttls", choices=TLS_MODES)
+    port = r.integer("port", DEFAULT_PORTS[tls], min=1)
+    if port > 65535:
+        raise r.error("port", "must be at most 65535")
+    settings = RelaySettings(
+        host=r.string("host"),
+        port=port,
+        tls=tls,
+        username=r.string("username", None),
+        password=r.secret("password", None),
+        timeout=r.number("timeout", 30.0, min=0.1),
+        verify=r.boolean("verify", True),
+        ca_file=r.path("ca_file", None),
+        local_hostname=r.string("local_hostname", None),
+    )
+    r.check_unused()
+    if (settings.username is None) != (settings.password is None):
+        raise r.error("password" if settings.password is None else "username", "needs both")
+    if settings.password is not None and tls == "none" and settings.host not in _LOOPBACK:
+        # Credentials in clear over a network: refuse rather than leak them.
+        raise r.error("tls", "sending a password needs tls = 'starttls' or 'tls'")
+    return settings
+
+
+_LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+class RelayError(SendError):
+    """A relay failure; ``config`` marks problems of ours (login refused,
+    TLS unsupported) rather than of the message."""
+
+    def __init__(self, reason: str, *, retry: bool, config: bool = False) -> None:
+        super().__init__(reason, retry=retry)
+        self.config = config
+
+
+class MailRelay:
+    """Hands composed mail to the configured SMTP relay, one connection per
+    message (the outbox sends concurrently)."""
+
+    def __init__(self, settings: RelaySettings) -> None:
+        self.settings = settings
+        self._tls_context: ssl.SSLContext | None = None
+        if settings.tls != "none":
+            ctx = ssl.create_default_context(
+                cafile=str(settings.ca_file) if settings.ca_file else None
+            )
+            if not settings.verify:
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+            self._tls_context = ctx
+
+    async def deliver(self, raw: bytes, *, mail_from: str, recipients: list[str]) -> None:
+        """Raises :class:`RelayError`: ``retry`` for 4xx answers and network
+        trouble, not for 5xx (the relay will never take this message)."""
+        import aiosmtplib
+
+        s = self.settings
+        try:
+            await aiosmtplib.send(
+                raw,
+                sender=mail_from,
+                recipients=recipients,
+                hostname=s.host,
+                port=s.port,
+                username=s.username,
+                password=s.password.reveal() if s.password is not None else None,
+                local_hostname=s.local_hostname,
+                timeout=s.timeout,
+                use_tls=s.tls == "tls",
+                start_tls=s.tls == "starttls",
+                tls_context=self._tls_context,
+            )
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            codes = [r.code for r in exc.recipients]
+            detail = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in exc.recipients)
+            raise RelayError(
+                f"relay refused the recipient: {detail}",
+                retry=any(400 <= c < 500 for c in codes),
+            ) from None
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            # Our credentials, not this message: keep it queued while an admin
+            # fixes the relay settings (the channel shows unhealthy meanwhile).
+            raise RelayError(
+                f"relay refused our login: {exc.code} {exc.message}", retry=True, config=True
+            ) from None
+        except aiosmtplib.SMTPResponseException as exc:
+            raise RelayError(
+                f"relay answered {exc.code} {exc.message}", retry=not 500 <= exc.code < 600
+            ) from None
+        except aiosmtplib.SMTPNotSupported as exc:
+            raise RelayError(f"relay does not support {exc}", retry=True, config=True) from None
+        except (TimeoutError, aiosmtplib.SMTPException, OSError, ssl.SSLError) as exc:
+            raise RelayError(
+                f"relay {s.host}:{s.port} unreachable: {type(exc).__name__}: {exc}", retry=True
+            ) from None
+
+
+class EmailChannel(ChannelAdapter):
+    """Base of the ``smtp`` and ``imap`` channels: normalize and send."""
+
+    capabilities: ClassVar[frozenset[str]] = frozenset(
+        {"attachments", "threads", "subject", "html"}
+    )
+
+    def __init__(self, ctx: ChannelContext) -> None:
+        super().__init__(ctx)
+        self._relay_problem: str | None = None
+
+    def read_sending_options(self, o: Options, *, default_from: str | None = None) -> None:
+        """Read the settings every e-mail channel shares (see module doc)."""
+        # The daemon reads auto_acknowledge itself; mark it known here too so a
+        # channel built outside the daemon (the backfill command) validates alike.
+        o.string("auto_acknowledge", None)
+        self.from_address: str | None = _address_option(o, "from_address", default_from)
+        self.from_name: str | None = o.string("from_name", None)
+        self.reply_to: str | None = _address_option(o, "reply_to", None)
+        self.reply_to_token: bool = o.boolean("reply_to_token", False)
+        domain = self.from_address.rpartition("@")[2] if self.from_address else None
+        self.message_id_domain: str = o.string("message_id_domain", domain) or "omnidesk.local"
+        self.bounce_address: str | None = _address_option(o, "bounce_address", self.from_address)
+        self.relay_settings = read_relay(o)
+        self.relay = MailRelay(self.relay_settings) if self.relay_settings else None
+        if self.relay is not None and not self.from_address:
+            raise o.error("from_address", "is required to send replies through the relay")
+
+    # -- inbound -----------------------------------------------------------
+    def normalize(self, envelope: Envelope) -> Message | Skip:
+        meta = dict(envelope.meta)
+        msg = parse_email(envelope.payload, channel=self.name, envelope=meta)
+        ours = f"@{self.message_id_domain}"
+        if msg.external_id.startswith("od.") and msg.external_id.endswith(ours):
+            # One of our own replies came back (a Bcc, a relay that delivers
+            # locally, a mailbox that also receives sent mail): not a customer.
+            return Skip("our own outbound message")
+        oversize = meta.get("oversize")
+        if isinstance(oversize, dict):
+            note = (
+                f"[omnidesk: this message is {oversize.get('size')} bytes, above the"
+                f" {oversize.get('limit')} byte limit of channel {self.name}; only its"
+                " headers were stored and it was left in the mailbox]"
+            )
+            msg.text = f"{note}\n\n{msg.text}".strip()
+            msg.meta["oversize"] = oversize
+        if meta.get("backfill"):
+            # Old mail fetched in bulk: threaded and classified like any other,
+            # but nobody is auto-acknowledged for last month's messages.
+            msg.meta["backfill"] = True
+        return msg
+
+    # -- outbound ----------------------------------------------------------
+    async def send(self, message: OutboundMessage) -> SendResult:
+        if self.relay is None or not self.from_address or not self.bounce_address:
+            raise SendError(
+                f"channel {self.name} has no relay configured to send replies", retry=False
+            )
+        if message.recipient.kind != "email" or "@" not in message.recipient.address:
+            raise SendError(
+                f"cannot e-mail {message.recipient.kind} {message.recipient.address!r}",
+                retry=False,
+            )
+        reply_to = self.reply_to
+        if self.reply_to_token:
+            reply_to = plus_address(reply_to or self.from_address, message.conversation_id)
+        parent = message.reply_to_external_id
+        try:
+            raw, mid = compose_reply(
+                from_addr=self.from_address,
+                from_name=self.from_name,
+                to=[message.recipient.address],
+                subject=message.subject,
+                text=message.text,
+                html=message.html,
+                conversation_id=message.conversation_id,
+                in_reply_to=parent if parent and not _synthetic(parent) else None,
+                references=[
+                    r for r in message.references if r.startswith("mid:") and not _synthetic(r)
+                ],
+                domain=self.message_id_domain,
+                automatic=message.automatic,
+                reply_to=reply_to,
+                attachments=message.attachments,
+            )
+        except ValueError as exc:
+            raise SendError(f"cannot compose the e-mail: {exc}", retry=False) from None
+        try:
+            await self.relay.deliver(
+                raw, mail_from=self.bounce_address, recipients=[message.recipient.address]
+            )
+        except RelayError as exc:
+            if exc.config:
+                self._relay_problem = exc.reason
+            raise
+        self._relay_problem = None
+        key = message_id_key(mid)
+        return SendResult(provider_id=key, keys=[key])
+
+    def health(self) -> Health:
+        h = super().health()
+        if self._relay_problem is None:
+            return h
+        detail = f"{h.detail}; " if h.detail else ""
+        return Health(
+            ok=False,
+            state="degraded",
+            detail=f"{detail}outbound: {self._relay_problem}",
+            since=h.since,
+            last_activity=h.last_activity,
+        )
+
+
+def _synthetic(ref: str) -> bool:
+    return ref.endswith(f"@{SYNTHETIC_DOMAIN}")
+
+
+def _address_option(o: Options, name: str, default: Any) -> Any:
+    value = o.string(name, default)
+    if value is not None:
+        local, at, domain = value.rpartition("@")
+        if not at or not local or not domain or any(c.isspace() for c in value):
+            raise o.error(name, f"must be an e-mail address (got {value!r})")
+    return value
