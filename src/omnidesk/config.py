@@ -233,6 +233,13 @@ class Config:
     statement_timeout: float = 30.0
     pool_size: int = 10
     instance_name: str = ""
+    session_idle_hours: float = 12.0
+    session_max_days: float = 7.0
+    cookie_secure: str = "auto"  # auto | always | never
+    login_lockout_after: int = 5
+    login_lockout_max_minutes: float = 15.0
+    # first-response targets in minutes per priority (see omnidesk.sla)
+    sla_minutes: dict[str, float] = field(default_factory=dict)
     teams: list[TeamConfig] = field(default_factory=list)
     channels: list[ChannelConfig] = field(default_factory=list)
 
@@ -300,7 +307,19 @@ def parse_config(
         raise web.error("port", "must be at most 65535")
     public_url = web.string("public_url", f"http://{host}:{port}")
     trust_proxy = web.boolean("trust_proxy", False)
+    session_idle_hours = web.number("session_idle_hours", 12.0, min=0.01)
+    session_max_days = web.number("session_max_days", 7.0, min=0.01)
+    cookie_secure = web.string("cookie_secure", "auto", choices=("auto", "always", "never"))
+    lockout_after = web.integer("login_lockout_after", 5, min=1)
+    lockout_max = web.number("login_lockout_max_minutes", 15.0, min=0.1)
     web.check_unused()
+
+    sla = top.table("sla")
+    sla_minutes = {
+        p: sla.number(p, default, min=0)
+        for p, default in (("urgent", 30.0), ("high", 120.0), ("normal", 480.0), ("low", 1440.0))
+    }
+    sla.check_unused()
 
     rules = top.table("rules")
     rules_dir = rules.path("dir", base / "rules")
@@ -320,7 +339,6 @@ def parse_config(
     backoff_base = outbox.number("backoff_base", 2.0, min=0.01)
     backoff_max = outbox.number("backoff_max", 900.0, min=0.01)
     outbox.check_unused()
-
 
     teams: list[TeamConfig] = []
     raw_teams = top.raw("teams", [])
@@ -389,6 +407,12 @@ def parse_config(
         statement_timeout=statement_timeout,
         pool_size=pool_size,
         instance_name=instance_name,
+        session_idle_hours=session_idle_hours,
+        session_max_days=session_max_days,
+        cookie_secure=cookie_secure,
+        login_lockout_after=lockout_after,
+        login_lockout_max_minutes=lockout_max,
+        sla_minutes=sla_minutes,
         teams=teams,
         channels=channels,
     )

@@ -20,6 +20,8 @@ from .metrics import Metrics
 from .outbox import OutboxWorker
 from .pipeline import BatchResult, PipelineContext, PipelineRunner
 from .rules import RulesHolder, detect_language, load_rules
+from .sla import SlaPolicy
+from .snooze import snooze_waker
 from .store import Store, open_store
 
 log = structlog.get_logger(__name__)
@@ -90,6 +92,8 @@ class Daemon:
                 adapters=self.adapters,
                 rules=lambda: self.rules.current,
                 teams={t.name: t for t in config.teams},
+                teams_in_db=True,
+                sla=SlaPolicy.from_minutes(config.sla_minutes),
                 default_team=config.default_team,
                 chat_session_seconds=config.chat_session_hours * 3600,
                 reopen_seconds=config.reopen_days * 86400,
@@ -160,6 +164,7 @@ class Daemon:
     async def start(self, *, web: bool = True) -> None:
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         await self.store.open()
+        await self._seed_teams()
         if self.store.multi_instance:
             await self.store.listen(NOTIFY_CHANNEL, self._on_remote_events)
         for name, adapter in self.adapters.items():
@@ -169,6 +174,7 @@ class Daemon:
         for i in range(self.config.pipeline_workers):
             self.spawn(self.pipeline.run(), f"pipeline-{i}")
         self.spawn(self.outbox.run(), "outbox")
+        self.spawn(snooze_waker(self.store, self.publish), "snooze-waker")
         if self.config.rules_watch:
             self.spawn(self.rules.watch(), "rules-watch")
         if web:
@@ -180,6 +186,19 @@ class Daemon:
             channels=sorted(self.adapters),
             web=f"http://{self.config.web_host}:{self.web_port}" if web else None,
         )
+
+    async def _seed_teams(self) -> None:
+        """Teams live in the database; ``[[teams]]`` creates the missing ones."""
+        from .store.users import seed_teams
+
+        differ = await self.store.write(seed_teams, self.config.teams)
+        for name in differ:
+            log.info(
+                "team_config_ignored",
+                team=name,
+                reason="the team in the database (edited by an admin) differs from [[teams]];"
+                " the database wins",
+            )
 
     async def _start_adapter(self, name: str, adapter: ChannelAdapter) -> None:
         if adapter.single_consumer and self.store.multi_instance:

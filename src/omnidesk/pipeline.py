@@ -145,10 +145,19 @@ def _apply(
         mark_done(db, row.id, f"skipped: {item.reason}", quarantined=row.quarantined)
         res.skipped += 1
     elif isinstance(item, StatusUpdate):
-        mid = convs.apply_status_update(db, item.channel, item.provider_id, item.state, item.reason)
-        mark_done(db, row.id, f"status {item.state}", quarantined=row.quarantined)
+        if item.watermark is not None and item.thread_key:
+            mids = convs.apply_watermark(
+                db, item.channel, item.thread_key, item.state, item.watermark
+            )
+        else:
+            one = convs.apply_status_update(
+                db, item.channel, item.provider_id, item.state, item.reason
+            )
+            mids = [] if one is None else [one]
+        note = f"status {item.state}" + ("" if mids else " (no matching reply)")
+        mark_done(db, row.id, note, quarantined=row.quarantined)
         res.skipped += 1
-        if mid is not None:
+        for mid in mids:
             res.events.append({"type": "delivery", "message_id": mid, "state": str(item.state)})
     else:
         note = _persist_message(db, ctx, adapter, row, item, res)
@@ -255,6 +264,8 @@ def _persist_message(
     res: BatchResult,
 ) -> str:
     now = now_ts()
+    if msg.direction == Direction.OUTBOUND:
+        return _persist_sent_elsewhere(db, row, msg, res, now)
     if convs.find_message_id(db, msg.channel, "in", msg.external_id) is not None:
         res.skipped += 1
         return "already stored"
@@ -370,6 +381,69 @@ def _persist_message(
     )
     res.events.extend(events)
     return how
+
+
+def _persist_sent_elsewhere(
+    db: Db, row: InboundRow, msg: Message, res: BatchResult, now: float
+) -> str:
+    """A message the business sent from outside omnidesk (the provider's own
+    inbox or app), reported back by the channel: it is part of what the
+    customer was told, so it joins their conversation as a sent outbound
+    message. Never classified or routed, never opens a conversation."""
+    if convs.find_message_id(db, msg.channel, "out", msg.external_id) is not None:
+        res.skipped += 1
+        return "already stored"
+    if db.val(
+        "SELECT id FROM messages WHERE channel = ? AND direction = 'out' AND provider_id = ?",
+        (msg.channel, msg.external_id),
+    ):
+        res.skipped += 1
+        return "echo of a reply sent by omnidesk"
+    conv = convs.find_by_thread_key(db, msg.channel, msg.thread_key) if msg.thread_key else None
+    if conv is None:
+        res.skipped += 1
+        return "sent outside omnidesk to a customer with no conversation here: not recorded"
+    if db.val(
+        "SELECT id FROM messages WHERE conversation_id = ? AND direction = 'out'"
+        " AND kind = 'message' AND delivery_state = 'queued' AND text = ?",
+        (conv["id"], msg.text),
+    ):
+        # The echo of a reply still being sent (its provider id is not stored yet).
+        res.skipped += 1
+        return "echo of a reply omnidesk is sending"
+    mid = convs.insert_message(
+        db,
+        convs.NewMessage(
+            conversation_id=int(conv["id"]),
+            direction=Direction.OUTBOUND,
+            kind=msg.kind,
+            channel=msg.channel,
+            text=msg.text,
+            external_id=msg.external_id,
+            inbound_id=row.id,
+            sender_kind=msg.sender.kind,
+            sender_address=msg.sender.address,
+            sender_name=msg.sender.display_name,
+            meta=msg.meta,
+            sent_at=msg.sent_at,
+            delivery_state=DeliveryState.SENT,
+            attachments=msg.attachments,
+        ),
+        now=now,
+    )
+    # Later receipts name it by the provider's id, like our own replies.
+    convs.set_delivery(db, mid, DeliveryState.SENT, provider_id=msg.external_id)
+    res.stored += 1
+    res.events.append(
+        {
+            "type": "message.created",
+            "conversation_id": int(conv["id"]),
+            "message_id": mid,
+            "channel": msg.channel,
+            "direction": "out",
+        }
+    )
+    return "sent outside omnidesk: recorded as an outbound message"
 
 
 def _follow_up(

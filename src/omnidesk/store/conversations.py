@@ -323,6 +323,43 @@ def apply_status_update(
     return int(row["id"])
 
 
+def apply_watermark(
+    db: Db, channel: str, thread_key: str, state: DeliveryState, watermark: float
+) -> list[int]:
+    """A watermark receipt: every sent reply on the thread created at or before
+    ``watermark`` moves forward to ``state`` (never back). Returns the ids moved."""
+    rank = _STATE_ORDER.get(str(state), 0)
+    behind = [s for s, r in _STATE_ORDER.items() if 0 < r < rank]
+    if not behind:
+        return []
+    rows = db.all(
+        "SELECT m.id FROM messages m JOIN conversations c ON c.id = m.conversation_id"
+        " WHERE c.channel = ? AND c.thread_key = ? AND m.direction = 'out'"
+        f" AND m.kind = 'message' AND m.delivery_state IN ({placeholders(len(behind))})"
+        " AND m.created_at <= ?",
+        (channel, thread_key, *behind, watermark),
+    )
+    ids = [int(r["id"]) for r in rows]
+    for mid in ids:
+        set_delivery(db, mid, state)
+    return ids
+
+
+def last_inbound_at(db: Db, conversation_id: int, kind: str, address: str) -> float | None:
+    """When the customer ``kind``/``address`` last wrote on this conversation's
+    channel (their own timestamp when the provider gave one, never later than
+    when it arrived): the start of a messaging window such as WhatsApp's 24 hours."""
+    v = db.val(
+        "SELECT MAX(CASE WHEN m.sent_at < m.created_at THEN m.sent_at ELSE m.created_at END)"
+        " FROM messages m"
+        " WHERE m.conversation_id IN (SELECT c.id FROM conversations c, conversations o"
+        "  WHERE o.id = ? AND c.contact_id = o.contact_id AND c.channel = o.channel)"
+        " AND m.direction = 'in' AND m.sender_kind = ? AND m.sender_address = ?",
+        (conversation_id, kind, address),
+    )
+    return None if v is None else float(v)
+
+
 def message_rows(db: Db, conversation_id: int) -> list[dict[str, Any]]:
     msgs = [
         d

@@ -1,4 +1,11 @@
-"""Read views for the inbox API: conversation lists and full conversations."""
+"""Read views for the inbox API: conversation lists and full conversations.
+
+Two orders: ``newest`` (id descending, keyset on id) and ``urgency`` (the
+inbox default: priority first, then the first-response due time - none last -
+then age, oldest first). Both are served by an index walk
+(``conversations_urgency`` in migration 0002), so a page costs the same on a
+store of a million messages as on an empty one.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +13,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..model import now_ts
 from . import conversations as convs
+from . import jsoncol
 from .audit import audit_for_conversation
-from .base import Db, placeholders
+from .base import Db, placeholders, row_dict
+
+# The SLA key as the index spells it: conversations without a due time last.
+SLA_KEY = "COALESCE(c.sla_due_at, 1e18)"
+NO_SLA = 1e18
 
 
 @dataclass(slots=True)
@@ -19,6 +32,10 @@ class ConversationFilter:
     assignee: str | None = None  # a username, or "none" for unassigned
     channel: str | None = None
     contact_id: int | None = None
+    priority: str | None = None
+    tag: str | None = None
+    teams: Sequence[str] | None = None  # only these teams' conversations ("my teams")
+    breached: bool | None = None  # first-response due time passed
     # Visibility: None means everything; otherwise only these teams' conversations
     # plus those assigned to ``visible_user``.
     visible_teams: Sequence[str] | None = None
@@ -28,7 +45,7 @@ class ConversationFilter:
     def where(self) -> tuple[str, list[Any]]:
         clauses: list[str] = []
         params: list[Any] = []
-        for col in ("status", "category", "team", "channel"):
+        for col in ("status", "category", "team", "channel", "priority"):
             v = getattr(self, col)
             if v is not None:
                 clauses.append(f"c.{col} = ?")
@@ -41,6 +58,22 @@ class ConversationFilter:
         if self.contact_id is not None:
             clauses.append("c.contact_id = ?")
             params.append(self.contact_id)
+        if self.tag is not None:
+            # Tags are a JSON list of strings in TEXT (both engines): match the
+            # quoted element, with LIKE's wildcards escaped.
+            quoted = jsoncol.dumps(self.tag)
+            esc = quoted.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            clauses.append("c.tags LIKE ? ESCAPE '\\'")
+            params.append(f"%{esc}%")
+        if self.teams is not None:
+            if self.teams:
+                clauses.append(f"c.team IN ({placeholders(len(self.teams))})")
+                params.extend(self.teams)
+            else:
+                clauses.append("1 = 0")
+        if self.breached is not None:
+            clauses.append("c.sla_due_at < ?" if self.breached else "NOT (c.sla_due_at < ?)")
+            params.append(now_ts())
         if self.visible_teams is not None:
             vis = ["c.assignee = ?"]
             params_vis: list[Any] = [self.visible_user]
@@ -55,26 +88,72 @@ class ConversationFilter:
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
+_SELECT = (
+    f"SELECT {', '.join('c.' + c.strip() for c in convs.CONVERSATION_COLUMNS.split(','))},"
+    " k.name AS contact_name FROM conversations c JOIN contacts k ON k.id = c.contact_id"
+)
+
+
+def encode_cursor(row: dict[str, Any]) -> str:
+    sla = row["sla_due_at"] if row["sla_due_at"] is not None else NO_SLA
+    return f"{row['priority_rank']}:{sla!r}:{row['id']}"
+
+
+def decode_cursor(cursor: str) -> tuple[int, float, int]:
+    try:
+        rank, sla, cid = cursor.split(":")
+        return int(rank), float(sla), int(cid)
+    except ValueError:
+        raise ValueError("malformed cursor") from None
+
+
 def list_conversations(
-    db: Db, flt: ConversationFilter, *, limit: int = 50, before: int | None = None
+    db: Db,
+    flt: ConversationFilter,
+    *,
+    limit: int = 50,
+    before: int | None = None,
+    sort: str = "newest",
+    cursor: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Newest first, keyset-paginated on id (``before`` = last id of the previous page)."""
+    """A page of conversations. ``newest``: keyset on id (``before`` = last id
+    of the previous page). ``urgency``: keyset on (priority, SLA due, id)
+    (``cursor`` from :func:`encode_cursor` of the previous page's last row)."""
     where, params = flt.where()
-    if before is not None:
-        where += (" AND " if where else " WHERE ") + "c.id < ?"
-        params.append(before)
-    rows = db.all(
-        f"SELECT {', '.join('c.' + c.strip() for c in convs.CONVERSATION_COLUMNS.split(','))},"
-        " k.name AS contact_name FROM conversations c JOIN contacts k ON k.id = c.contact_id"
-        f"{where} ORDER BY c.id DESC LIMIT ?",
-        (*params, limit),
-    )
+    conj = " AND " if where else " WHERE "
+    if sort == "urgency":
+        if cursor is not None:
+            rank, sla, cid = decode_cursor(cursor)
+            where += (
+                conj + f"(c.priority_rank < ? OR (c.priority_rank = ? AND ({SLA_KEY} > ?"
+                f" OR ({SLA_KEY} = ? AND c.id > ?))))"
+            )
+            params.extend([rank, rank, sla, sla, cid])
+        order = f"c.priority_rank DESC, {SLA_KEY}, c.id"
+    elif sort == "newest":
+        if before is not None:
+            where += conj + "c.id < ?"
+            params.append(before)
+        order = "c.id DESC"
+    else:
+        raise ValueError("sort must be 'newest' or 'urgency'")
+    rows = db.all(f"{_SELECT}{where} ORDER BY {order} LIMIT ?", (*params, limit))
     out = []
     for r in rows:
         d = convs.conversation_dict(r)
         assert d is not None
         out.append(d)
     return out
+
+
+def conversation_access(db: Db, conversation_id: int) -> dict[str, Any] | None:
+    """Just what a permission check needs (team, assignee, contact)."""
+    return row_dict(
+        db.one(
+            "SELECT id, team, assignee, contact_id, status FROM conversations WHERE id = ?",
+            (conversation_id,),
+        )
+    )
 
 
 def get_conversation_full(db: Db, conversation_id: int) -> dict[str, Any] | None:

@@ -37,3 +37,30 @@ def lookup_token(db: Db, token: str) -> dict[str, Any] | None:
             (hash_token(token),),
         )
     )
+
+
+def list_tokens(db: Db, username: str | None = None) -> list[dict[str, Any]]:
+    """Tokens (never their value), all or one user's."""
+    where, params = ("", ()) if username is None else (" WHERE username = ?", (username,))
+    return [
+        d
+        for d in (
+            row_dict(r)
+            for r in db.all(
+                "SELECT id, role, name, username, created_at, last_used_at, revoked_at"
+                f" FROM api_tokens{where} ORDER BY id",
+                params,
+            )
+        )
+        if d is not None
+    ]
+
+
+def revoke_token(db: Db, token_id: int, username: str | None = None) -> bool:
+    """Revoke a token (only ``username``'s when given)."""
+    sql = "UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL"
+    params: tuple[Any, ...] = (now_ts(), token_id)
+    if username is not None:
+        sql += " AND username = ?"
+        params += (username,)
+    return db.run(sql, params) > 0

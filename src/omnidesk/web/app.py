@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from starlette.routing import Mount
 
 from .. import __version__
-from . import admin, inbound, inbox, ops
+from . import accounts, admin, contacts, inbound, inbox, live, ops, rules_api, session, ui, workspace
 
 if TYPE_CHECKING:
     from ..daemon import Daemon
@@ -25,6 +25,10 @@ def create_app(daemon: Daemon) -> FastAPI:
     app.state.daemon = daemon
     for module in (ops, inbound, inbox, admin):
         app.include_router(module.router)
+    # The agent inbox: accounts, live feed, contacts, rules editing, the web UI.
+    for module in (session, accounts, live, contacts, workspace, rules_api, ui):
+        app.include_router(module.router)
+    app.mount("/static", ui.static_files(), name="static")
     # Channel adapters' own endpoints (a chat widget...), after the core API
     # so a core path always wins.
     for adapter in daemon.adapters.values():

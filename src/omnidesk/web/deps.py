@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from fastapi import Request
+from fastapi import HTTPException, Request
 
+from ..store.inbox import conversation_access
 from .auth import Principal
 
 if TYPE_CHECKING:
@@ -24,3 +25,18 @@ def can_see(p: Principal, conv: dict[str, Any]) -> bool:
         or conv.get("team") in p.teams
         or (p.username is not None and conv.get("assignee") == p.username)
     )
+
+
+def visibility(p: Principal) -> tuple[list[str] | None, str | None]:
+    """(teams, user) for store filters; (None, ...) means everything."""
+    return (None if p.sees_all() else list(p.teams)), p.username
+
+
+async def check_conversation(daemon: Daemon, p: Principal, conversation_id: int) -> dict[str, Any]:
+    """The conversation's access facts, or 404/403."""
+    conv = await daemon.store.read(conversation_access, conversation_id)
+    if conv is None:
+        raise HTTPException(404, "no such conversation")
+    if not can_see(p, conv):
+        raise HTTPException(403, "not your team's conversation")
+    return conv

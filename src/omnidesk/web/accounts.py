@@ -1,0 +1,365 @@
+"""Accounts API: the caller, their API tokens, users and teams (admins), the
+audit trail and classifier corrections (admins)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+from pydantic import BaseModel, Field
+
+from ..accounts import PasswordError, check_password_rules, hash_password
+from ..store import jsoncol
+from ..store.actions import list_corrections
+from ..store.audit import add_audit
+from ..store.base import Db, row_dict
+from ..store.tokens import create_token, list_tokens, revoke_token
+from ..store.users import (
+    ROLE_RANK,
+    AccountError,
+    create_user,
+    delete_team,
+    get_user,
+    list_teams,
+    list_users,
+    save_team,
+    update_user,
+)
+from .auth import Principal, current_principal, require_admin
+from .deps import get_daemon
+
+if TYPE_CHECKING:
+    from ..daemon import Daemon
+
+router = APIRouter(prefix="/api/v1", tags=["accounts"])
+
+Role = Literal["agent", "supervisor", "admin"]
+
+
+class UserOut(BaseModel):
+    id: int
+    username: str
+    display_name: str | None
+    email: str | None
+    role: str
+    disabled: bool
+    teams: list[str]
+    created_at: float
+    updated_at: float
+    last_login_at: float | None
+
+
+class UserIn(BaseModel):
+    username: str = Field(min_length=1, max_length=64)
+    role: Role = "agent"
+    display_name: str | None = Field(None, max_length=200)
+    email: str | None = Field(None, max_length=320)
+    password: str | None = Field(None, description="omit to create an account without one")
+    teams: list[str] = []
+
+
+class UserPatch(BaseModel):
+    role: Role | None = None
+    display_name: str | None = Field(None, max_length=200)
+    email: str | None = Field(None, max_length=320)
+    password: str | None = None
+    disabled: bool | None = None
+    teams: list[str] | None = None
+    reason: str | None = Field(None, max_length=1000)
+
+
+class TeamIn(BaseModel):
+    members: list[str] | None = None
+    strategy: Literal["round_robin", "least_loaded", "manual"] | None = None
+    max_open_per_agent: int | None = Field(None, ge=1)
+    sticky: bool | None = None
+    reason: str | None = Field(None, max_length=1000)
+
+
+class TokenIn(BaseModel):
+    name: str = Field(min_length=1, max_length=100, description="what the token is for")
+    role: Role | None = Field(None, description="at most your own role (default: yours)")
+
+
+# -- the caller ----------------------------------------------------------------
+
+
+@router.get("/me")
+async def me(p: Principal = Depends(current_principal)) -> dict[str, Any]:
+    """Who is calling, with role and teams (and the CSRF token for a session)."""
+    return {
+        "username": p.username,
+        "display_name": p.display_name,
+        "role": p.role,
+        "teams": list(p.teams),
+        "via": p.via,
+        "csrf_token": p.csrf_token,
+    }
+
+
+@router.get("/me/tokens")
+async def my_tokens(
+    p: Principal = Depends(current_principal), daemon: Daemon = Depends(get_daemon)
+) -> dict[str, Any]:
+    if p.username is None:
+        raise HTTPException(403, "this token belongs to no user")
+    return {"items": await daemon.store.read(list_tokens, p.username)}
+
+
+@router.post("/me/tokens", status_code=201)
+async def new_token(
+    body: TokenIn, p: Principal = Depends(current_principal), daemon: Daemon = Depends(get_daemon)
+) -> dict[str, Any]:
+    """Create an API token acting as you (shown once)."""
+    if p.username is None:
+        raise HTTPException(403, "this token belongs to no user")
+    role = body.role or p.role
+    if ROLE_RANK[role] > ROLE_RANK[p.role]:
+        raise HTTPException(403, "a token cannot outrank its user")
+
+    def make(db: Db) -> str:
+        token = create_token(db, role, name=body.name, username=p.username)
+        add_audit(db, p.actor, "token_created", detail={"name": body.name, "role": role})
+        return token
+
+    return {"token": await daemon.store.write(make), "role": role, "name": body.name}
+
+
+@router.delete("/me/tokens/{token_id}")
+async def drop_token(
+    token_id: int, p: Principal = Depends(current_principal), daemon: Daemon = Depends(get_daemon)
+) -> dict[str, Any]:
+    def drop(db: Db) -> bool:
+        ok = revoke_token(db, token_id, None if p.role == "admin" else p.username)
+        if ok:
+            add_audit(db, p.actor, "token_revoked", detail={"token_id": token_id})
+        return ok
+
+    if not await daemon.store.write(drop):
+        raise HTTPException(404, "no such live token of yours")
+    return {"revoked": token_id}
+
+
+# -- users (admins) ------------------------------------------------------------
+
+
+async def _hash(password: str | None, username: str) -> str | None:
+    if password is None:
+        return None
+    try:
+        check_password_rules(password, username)
+    except PasswordError as exc:
+        raise HTTPException(422, str(exc)) from None
+    return await asyncio.to_thread(hash_password, password)
+
+
+@router.get("/users", response_model=list[UserOut])
+async def users(
+    _: Principal = Depends(require_admin), daemon: Daemon = Depends(get_daemon)
+) -> list[dict[str, Any]]:
+    return await daemon.store.read(list_users)
+
+
+@router.get("/agents")
+async def agents(
+    _: Principal = Depends(current_principal), daemon: Daemon = Depends(get_daemon)
+) -> dict[str, Any]:
+    """Who can be assigned: active accounts and team members (names only)."""
+
+    def load(db: Db) -> list[dict[str, Any]]:
+        people: dict[str, dict[str, Any]] = {}
+        for r in db.all("SELECT username, display_name, role FROM users WHERE disabled = 0"):
+            people[r["username"]] = {**dict(row_dict(r) or {}), "teams": []}
+        for r in db.all(
+            "SELECT tm.team, tm.username FROM team_members tm"
+            " LEFT JOIN users u ON u.username = tm.username WHERE COALESCE(u.disabled, 0) = 0"
+        ):
+            people.setdefault(
+                r["username"], {"username": r["username"], "display_name": None, "role": "agent"}
+            ).setdefault("teams", []).append(r["team"])
+        return sorted(people.values(), key=lambda x: x["username"])
+
+    return {"items": await daemon.store.read(load)}
+
+
+@router.post("/users", status_code=201, response_model=UserOut)
+async def add_user(
+    body: UserIn, p: Principal = Depends(require_admin), daemon: Daemon = Depends(get_daemon)
+) -> dict[str, Any]:
+    pw = await _hash(body.password, body.username)
+
+    def make(db: Db) -> dict[str, Any]:
+        u = create_user(
+            db,
+            body.username,
+            role=body.role,
+            password_hash=pw,
+            display_name=body.display_name,
+            email=body.email,
+            teams=body.teams,
+        )
+        add_audit(
+            db,
+            p.actor,
+            "user_created",
+            detail={"username": u["username"], "role": u["role"], "teams": u["teams"]},
+        )
+        return u
+
+    try:
+        return await daemon.store.write(make)
+    except AccountError as exc:
+        raise HTTPException(422, str(exc)) from None
+
+
+@router.patch("/users/{username}", response_model=UserOut)
+async def edit_user(
+    username: str,
+    body: UserPatch,
+    p: Principal = Depends(require_admin),
+    daemon: Daemon = Depends(get_daemon),
+) -> dict[str, Any]:
+    """Change role, name, e-mail, teams or password, or disable the account
+    (which ends its sessions and revokes its tokens)."""
+    fields = body.model_dump(exclude_unset=True, exclude={"password", "reason"})
+    if body.password is not None:
+        fields["password_hash"] = await _hash(body.password, username)
+
+    def change(db: Db) -> dict[str, Any]:
+        before = get_user(db, username)
+        after = update_user(db, username, **fields)
+        assert before is not None
+        diff = {
+            k: {"from": before.get(k), "to": after.get(k)}
+            for k in ("role", "display_name", "email", "disabled", "teams")
+            if before.get(k) != after.get(k)
+        }
+        if "password_hash" in fields:
+            diff["password"] = {"from": "***", "to": "*** (changed)"}
+        add_audit(
+            db,
+            p.actor,
+            "user_updated",
+            reason=body.reason,
+            detail={"username": username, "changed": diff},
+        )
+        return after
+
+    try:
+        return await daemon.store.write(change)
+    except AccountError as exc:
+        raise HTTPException(404 if "no user" in str(exc) else 422, str(exc)) from None
+
+
+# -- teams ---------------------------------------------------------------------
+
+
+@router.get("/teams")
+async def teams(
+    _: Principal = Depends(current_principal), daemon: Daemon = Depends(get_daemon)
+) -> dict[str, Any]:
+    return {"items": await daemon.store.read(list_teams)}
+
+
+@router.put("/teams/{name}")
+async def put_team(
+    name: str,
+    body: TeamIn,
+    p: Principal = Depends(require_admin),
+    daemon: Daemon = Depends(get_daemon),
+) -> dict[str, Any]:
+    """Create or change a team (members in round-robin order, strategy, cap)."""
+
+    def change(db: Db) -> dict[str, Any]:
+        before = next((t for t in list_teams(db) if t["name"] == name), None)
+        team = save_team(
+            db,
+            name,
+            members=body.members,
+            strategy=body.strategy,
+            max_open_per_agent=body.max_open_per_agent,
+            sticky=body.sticky,
+            create=before is None,
+        )
+        add_audit(
+            db,
+            p.actor,
+            "team_created" if before is None else "team_updated",
+            reason=body.reason,
+            detail={"team": name, "before": before, "after": team},
+        )
+        return team
+
+    try:
+        return await daemon.store.write(change)
+    except AccountError as exc:
+        raise HTTPException(422, str(exc)) from None
+
+
+@router.delete("/teams/{name}")
+async def remove_team(
+    name: str, p: Principal = Depends(require_admin), daemon: Daemon = Depends(get_daemon)
+) -> dict[str, Any]:
+    """Delete a team (its conversations keep the name and wait for a supervisor).
+    A team still listed in ``[[teams]]`` comes back at the next start."""
+
+    def drop(db: Db) -> bool:
+        ok = delete_team(db, name)
+        if ok:
+            add_audit(db, p.actor, "team_deleted", detail={"team": name})
+        return ok
+
+    if not await daemon.store.write(drop):
+        raise HTTPException(404, "no such team")
+    return {"deleted": name}
+
+
+# -- audit and corrections (admins) --------------------------------------------
+
+
+def _audit(db: Db, limit: int, before: int | None, actor: str | None) -> list[dict[str, Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if before is not None:
+        clauses.append("id < ?")
+        params.append(before)
+    if actor is not None:
+        clauses.append("actor = ?")
+        params.append(actor)
+    where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+    out = []
+    for r in db.all(
+        "SELECT id, at, actor, action, conversation_id, contact_id, message_id, reason, detail"
+        f" FROM audit{where} ORDER BY id DESC LIMIT ?",
+        (*params, limit),
+    ):
+        d = row_dict(r)
+        assert d is not None
+        d["detail"] = jsoncol.loads(d["detail"], {})
+        out.append(d)
+    return out
+
+
+@router.get("/audit", tags=["admin"])
+async def audit(
+    limit: int = Query(100, ge=1, le=1000),
+    before: int | None = None,
+    actor: str | None = None,
+    _: Principal = Depends(require_admin),
+    daemon: Daemon = Depends(get_daemon),
+) -> dict[str, Any]:
+    """The audit trail, newest first: who did what, when, and why."""
+    return {"items": await daemon.store.read(_audit, limit, before, actor)}
+
+
+@router.get("/corrections", tags=["admin"])
+async def corrections(
+    after: int = 0,
+    limit: int = Query(1000, ge=1, le=10000),
+    _: Principal = Depends(require_admin),
+    daemon: Daemon = Depends(get_daemon),
+) -> dict[str, Any]:
+    """Agents' category and priority corrections with the customer's text:
+    material to teach the classifier."""
+    return {"items": await daemon.store.read(list_corrections, limit=limit, after=after)}

@@ -1,0 +1,197 @@
+"""Contacts: search, the whole history, attribute edits, merge and undo."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+from pydantic import BaseModel, Field
+
+from ..store.base import Db
+from ..store.contact_admin import (
+    ContactError,
+    contact_audit,
+    contact_visible,
+    merge_contacts,
+    merges_of,
+    search_contacts,
+    undo_merge,
+    update_contact,
+)
+from ..store.contacts import get_contact
+from .auth import Principal, current_principal, require_admin
+from .deps import can_see, get_daemon, visibility
+
+if TYPE_CHECKING:
+    from ..daemon import Daemon
+
+router = APIRouter(prefix="/api/v1", tags=["contacts"])
+
+
+class ContactPatch(BaseModel):
+    name: str | None = Field(None, max_length=200)
+    attributes: dict[str, str | int | float | bool | None] = Field(
+        default_factory=dict,
+        description="attributes to set (e.g. tier, company, language); null removes one",
+    )
+
+
+class MergeIn(BaseModel):
+    source_id: int = Field(
+        description="the contact merged away (its identities and conversations move to this one)"
+    )
+    reason: str | None = Field(None, max_length=1000)
+
+
+def _search(db: Db, q: str, limit: int, teams: list[str] | None, user: str | None) -> Any:
+    # The full-text engine serves this when it is there (PostgreSQL and large
+    # stores); the LIKE scan works everywhere.
+    try:
+        from ..store import search as fts  # type: ignore[attr-defined,unused-ignore]
+
+        finder = getattr(fts, "search_contacts", None)
+    except ImportError:
+        finder = None
+    if finder is not None:
+        try:
+            found = finder(db, q, limit=limit, visible_teams=teams, visible_user=user)
+        except TypeError:
+            found = None  # a different signature: fall back rather than guess
+        if found is not None:
+            return found
+    return search_contacts(db, q, limit=limit, visible_teams=teams, visible_user=user)
+
+
+@router.get("/contacts")
+async def contacts(
+    q: str = Query(..., min_length=1, max_length=200, description="name, e-mail, phone, handle"),
+    limit: int = Query(25, ge=1, le=100),
+    p: Principal = Depends(current_principal),
+    daemon: Daemon = Depends(get_daemon),
+) -> dict[str, Any]:
+    """Search contacts by name, e-mail address, phone number, channel handle or
+    attribute. Agents find only contacts with a conversation they can see."""
+    teams, user = visibility(p)
+    items = await daemon.store.read(_search, q, limit, teams, user)
+    return {"items": items}
+
+
+async def _check_contact(daemon: Daemon, p: Principal, contact_id: int) -> None:
+    teams, user = visibility(p)
+    if not await daemon.store.read(contact_visible, contact_id, teams, user):
+        exists = await daemon.store.read(contact_visible, contact_id, None, None)
+        if not exists:
+            raise HTTPException(404, "no such contact")
+        raise HTTPException(403, "no conversation of this contact is visible to you")
+
+
+@router.get("/contacts/{contact_id}")
+async def contact(
+    contact_id: int,
+    p: Principal = Depends(current_principal),
+    daemon: Daemon = Depends(get_daemon),
+) -> dict[str, Any]:
+    """A contact: identities on each channel, attributes, every conversation on
+    any channel (an agent sees those of their teams), merges and changes."""
+
+    def load(db: Db) -> dict[str, Any] | None:
+        c = get_contact(db, contact_id)
+        if c is not None:
+            c["merges"] = merges_of(db, contact_id)
+            c["audit"] = contact_audit(db, contact_id)
+        return c
+
+    c = await daemon.store.read(load)
+    if c is None:
+        raise HTTPException(404, "no such contact")
+    if not p.sees_all():
+        c["conversations"] = [x for x in c["conversations"] if can_see(p, x)]
+        if not c["conversations"]:
+            raise HTTPException(403, "no conversation of this contact is visible to you")
+    return c
+
+
+@router.patch("/contacts/{contact_id}")
+async def edit_contact(
+    contact_id: int,
+    body: ContactPatch,
+    p: Principal = Depends(current_principal),
+    daemon: Daemon = Depends(get_daemon),
+) -> dict[str, Any]:
+    """Rename, or set attributes (tier, company, language...); recorded."""
+    await _check_contact(daemon, p, contact_id)
+    try:
+        out = await daemon.store.write(
+            update_contact, contact_id, actor=p.actor, name=body.name, attributes=body.attributes
+        )
+    except ContactError as exc:
+        raise HTTPException(422, str(exc)) from None
+    daemon.publish([{"type": "contact.updated", "contact_id": contact_id}])
+    return out
+
+
+@router.post("/contacts/{contact_id}/merge")
+async def merge(
+    contact_id: int,
+    body: MergeIn,
+    p: Principal = Depends(current_principal),
+    daemon: Daemon = Depends(get_daemon),
+) -> dict[str, Any]:
+    """Merge ``source_id`` into this contact: every identity and conversation
+    moves here. Recorded; an admin can undo it exactly."""
+    await _check_contact(daemon, p, contact_id)
+    await _check_contact(daemon, p, body.source_id)
+    try:
+        out = await daemon.store.write(
+            merge_contacts, body.source_id, contact_id, actor=p.actor, reason=body.reason
+        )
+    except ContactError as exc:
+        raise HTTPException(422, str(exc)) from None
+    except LookupError as exc:
+        raise HTTPException(404, str(exc)) from None
+    daemon.publish(
+        [
+            {
+                "type": "contact.merged",
+                "contact_id": contact_id,
+                "source_id": body.source_id,
+                "merge_id": out["merge_id"],
+            }
+        ]
+    )
+    return out
+
+
+@router.get("/contact-merges")
+async def merges(
+    limit: int = Query(100, ge=1, le=1000),
+    _: Principal = Depends(require_admin),
+    daemon: Daemon = Depends(get_daemon),
+) -> dict[str, Any]:
+    return {"items": await daemon.store.read(merges_of, None, limit=limit)}
+
+
+@router.post("/contact-merges/{merge_id}/undo")
+async def undo(
+    merge_id: int,
+    p: Principal = Depends(require_admin),
+    daemon: Daemon = Depends(get_daemon),
+) -> dict[str, Any]:
+    """Undo a merge: exactly the identities and conversations it moved go back."""
+    try:
+        out = await daemon.store.write(undo_merge, merge_id, actor=p.actor)
+    except ContactError as exc:
+        raise HTTPException(409, str(exc)) from None
+    except LookupError as exc:
+        raise HTTPException(404, str(exc)) from None
+    daemon.publish(
+        [
+            {
+                "type": "contact.merged",
+                "contact_id": out["target"],
+                "source_id": out["source"],
+                "undone": True,
+            }
+        ]
+    )
+    return out

@@ -1,0 +1,202 @@
+"""The live feed (server-sent events) and presence (who is viewing or typing).
+
+``GET /api/v1/events`` streams the daemon's events - new conversations and
+messages, delivery states, conversation changes, presence - each only to those
+allowed to see the conversation it is about. Browsers reconnect on their own;
+a ``resync`` event tells a client it missed events and should reload its
+lists.
+
+Presence is a heartbeat: a browser viewing a conversation posts
+``viewing``/``typing`` every few seconds and ``left`` when it goes; an entry
+nobody renewed within ``PRESENCE_TTL`` seconds lapses. Presence travels as
+events, so with several instances on PostgreSQL every instance learns it
+through the same LISTEN/NOTIFY path as the other events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any, Literal
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel
+from sse_starlette import EventSourceResponse
+
+from ..events import Event, EventBus
+from ..store.base import Db
+from ..store.inbox import conversation_access
+from .auth import Principal, current_principal
+from .deps import can_see, check_conversation, get_daemon
+
+if TYPE_CHECKING:
+    from ..daemon import Daemon
+
+router = APIRouter(prefix="/api/v1", tags=["live"])
+
+PRESENCE_TTL = 30.0
+
+
+class PresenceTracker:
+    """Who is in which conversation, rebuilt from presence events."""
+
+    def __init__(self) -> None:
+        # conversation id -> username -> (state, expires at, display name)
+        self._by_conv: dict[int, dict[str, tuple[str, float, str]]] = {}
+        self._task: asyncio.Task[Any] | None = None
+
+    def apply(self, e: Event) -> None:
+        if e.get("type") != "presence":
+            return
+        cid, user = int(e["conversation_id"]), str(e["username"])
+        entries = self._by_conv.setdefault(cid, {})
+        if e.get("state") == "left":
+            entries.pop(user, None)
+        else:
+            entries[user] = (
+                str(e.get("state")),
+                time.time() + float(e.get("ttl", PRESENCE_TTL)),
+                str(e.get("name") or user),
+            )
+        if not entries:
+            self._by_conv.pop(cid, None)
+
+    def snapshot(self, conversation_id: int) -> list[dict[str, str]]:
+        now = time.time()
+        entries = self._by_conv.get(conversation_id, {})
+        for user in [u for u, (_, exp, _) in entries.items() if exp < now]:
+            del entries[user]
+        return [
+            {"username": u, "name": name, "state": state}
+            for u, (state, _, name) in sorted(entries.items())
+        ]
+
+    def ensure_following(self, daemon: Daemon) -> None:
+        """Follow the bus (started on first use, inside the running loop)."""
+        if self._task is None or self._task.done():
+            self._task = daemon.spawn(self._follow(daemon.events), "presence")
+
+    async def _follow(self, bus: EventBus) -> None:
+        async with bus.subscribe() as q:
+            while True:
+                self.apply(await q.get())
+
+
+def presence_tracker(daemon: Daemon) -> PresenceTracker:
+    tracker = getattr(daemon, "_presence", None)
+    if tracker is None:
+        tracker = PresenceTracker()
+        daemon._presence = tracker  # type: ignore[attr-defined]
+    tracker.ensure_following(daemon)
+    return tracker
+
+
+class PresenceIn(BaseModel):
+    state: Literal["viewing", "typing", "left"]
+
+
+@router.post("/conversations/{conversation_id}/presence", status_code=200)
+async def post_presence(
+    conversation_id: int,
+    body: PresenceIn,
+    p: Principal = Depends(current_principal),
+    daemon: Daemon = Depends(get_daemon),
+) -> dict[str, Any]:
+    """Heartbeat: the caller is viewing or typing in the conversation (renew
+    every ~10 s), or has left it. Returns who is there now."""
+    await check_conversation(daemon, p, conversation_id)
+    tracker = presence_tracker(daemon)
+    event = {
+        "type": "presence",
+        "conversation_id": conversation_id,
+        "username": p.username or p.actor,
+        "name": p.name,
+        "state": body.state,
+        "ttl": PRESENCE_TTL,
+    }
+    tracker.apply(event)
+    daemon.publish([event])
+    return {"presence": tracker.snapshot(conversation_id)}
+
+
+def _message_conversation(db: Db, message_id: int) -> dict[str, Any] | None:
+    cid = db.val("SELECT conversation_id FROM messages WHERE id = ?", (message_id,))
+    return None if cid is None else conversation_access(db, int(cid))
+
+
+class _Visibility:
+    """Decides, per event, whether this subscriber may see it (with a short
+    cache of conversation teams so a burst of events costs one read each)."""
+
+    def __init__(self, daemon: Daemon, p: Principal) -> None:
+        self.daemon = daemon
+        self.p = p
+        self._cache: dict[int, tuple[float, dict[str, Any] | None]] = {}
+
+    async def allows(self, e: Event) -> bool:
+        kind = e.get("type")
+        if kind == "resync":
+            return True
+        if kind == "quarantine":
+            return self.p.role == "admin"
+        if self.p.sees_all():
+            return True
+        if e.get("team") is not None or e.get("assignee") is not None:
+            if can_see(self.p, e):
+                return True
+        for prev in ("previous_team", "previous_assignee"):
+            # Tell an agent a conversation left their view, so the row goes.
+            if prev in e and can_see(
+                self.p,
+                {"team": e.get("previous_team"), "assignee": e.get("previous_assignee")},
+            ):
+                return True
+        conv = await self._conv(e)
+        return conv is not None and can_see(self.p, conv)
+
+    async def _conv(self, e: Event) -> dict[str, Any] | None:
+        now = time.monotonic()
+        if "conversation_id" in e:
+            key = int(e["conversation_id"])
+            hit = self._cache.get(key)
+            if hit is not None and now - hit[0] < 2.0:
+                return hit[1]
+            conv = await self.daemon.store.read(conversation_access, key)
+            self._cache[key] = (now, conv)
+            if len(self._cache) > 1000:
+                self._cache.clear()
+            return conv
+        if "message_id" in e:
+            return await self.daemon.store.read(_message_conversation, int(e["message_id"]))
+        return None
+
+
+@router.get("/events")
+async def events(
+    request: Request,
+    p: Principal = Depends(current_principal),
+    daemon: Daemon = Depends(get_daemon),
+) -> EventSourceResponse:
+    """Server-sent events: ``conversation.created``, ``conversation.updated``,
+    ``message.created``, ``delivery``, ``presence``, ``contact.merged``,
+    ``resync``. Each ``data`` is the event as JSON."""
+    presence_tracker(daemon)
+    vis = _Visibility(daemon, p)
+
+    async def stream() -> AsyncIterator[dict[str, Any]]:
+        yield {"event": "ready", "data": json.dumps({"user": p.username, "role": p.role})}
+        async with daemon.events.subscribe() as q:
+            while True:
+                server = daemon.web_server
+                if (server is not None and server.should_exit) or await request.is_disconnected():
+                    return  # let the server shut down without waiting for us
+                try:
+                    e = await asyncio.wait_for(q.get(), timeout=0.5)
+                except TimeoutError:
+                    continue
+                if await vis.allows(e):
+                    yield {"event": str(e.get("type", "event")), "data": json.dumps(e, default=str)}
+
+    return EventSourceResponse(stream(), ping=15, headers={"Cache-Control": "no-store"})

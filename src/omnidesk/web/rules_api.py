@@ -1,0 +1,177 @@
+"""Admins read and edit the rule files over HTTP.
+
+A new text is validated before it is saved: the whole rules folder is copied
+to a temporary folder with the new text in place and loaded there
+(``load_rules``), so a file that breaks another file's references is refused
+too. A valid text is written atomically (temporary file + rename), recorded
+in the audit trail with its author, reason and a unified diff, and the
+running rules are reloaded at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter, Depends, HTTPException
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from ..rules import RulesError, load_rules
+from ..store.audit import add_audit
+from .auth import Principal, require_admin
+from .deps import get_daemon
+
+if TYPE_CHECKING:
+    from ..daemon import Daemon
+
+router = APIRouter(prefix="/api/v1", tags=["rules"])
+
+FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,80}\.toml")
+MAX_SIZE = 1_000_000
+
+
+class RulesFileIn(BaseModel):
+    text: str = Field(max_length=MAX_SIZE)
+    base_sha256: str | None = Field(
+        None,
+        description="sha256 of the text you edited (from GET); if the file changed since, "
+        "the save is refused with 409 instead of overwriting someone else's edit",
+    )
+    reason: str | None = Field(None, max_length=1000)
+
+
+def _read(path: Path) -> str | None:
+    return path.read_text(encoding="utf-8") if path.is_file() else None
+
+
+def _list(folder: Path) -> list[dict[str, Any]]:
+    files = sorted(p for p in folder.glob("*.toml") if not p.name.startswith("."))
+    return [{"name": p.name, "size": p.stat().st_size} for p in files]
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _path(daemon: Daemon, name: str) -> Path:
+    if not FILE_NAME.fullmatch(name) or name.startswith("."):
+        raise HTTPException(404, "a rules file is a name like 50-routing.toml")
+    return daemon.rules.directory / name
+
+
+@router.get("/rules")
+async def rules_files(
+    _: Principal = Depends(require_admin), daemon: Daemon = Depends(get_daemon)
+) -> dict[str, Any]:
+    """The rule files, and the running rules' version and last reload error."""
+    err = daemon.rules.last_error
+    return {
+        "files": await asyncio.to_thread(_list, daemon.rules.directory),
+        "version": daemon.rules.version,
+        "error": None if err is None else [str(x) for x in err.problems],
+    }
+
+
+@router.get("/rules/{name}")
+async def rules_file(
+    name: str, _: Principal = Depends(require_admin), daemon: Daemon = Depends(get_daemon)
+) -> dict[str, Any]:
+    text = await asyncio.to_thread(_read, _path(daemon, name))
+    if text is None:
+        raise HTTPException(404, "no such rules file")
+    return {"name": name, "text": text, "sha256": _sha(text)}
+
+
+def _validate(folder: Path, name: str, text: str) -> list[str] | None:
+    """Problems with the folder as it would be, or None when it loads."""
+    with tempfile.TemporaryDirectory(prefix="omnidesk-rules-") as tmp:
+        trial = Path(tmp) / "rules"
+        shutil.copytree(folder, trial, ignore=shutil.ignore_patterns(".*"))
+        (trial / name).write_text(text, encoding="utf-8")
+        try:
+            load_rules(trial)
+        except RulesError as exc:
+            return [str(p).replace(str(trial) + os.sep, "") for p in exc.problems]
+    return None
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@router.put("/rules/{name}", responses={422: {"description": "the rules do not validate"}})
+async def save_rules_file(
+    name: str,
+    body: RulesFileIn,
+    p: Principal = Depends(require_admin),
+    daemon: Daemon = Depends(get_daemon),
+) -> Any:
+    """Validate, save atomically, record (author, reason, diff) and hot-reload.
+    Invalid rules are refused with every problem listed; the running rules
+    stay as they were."""
+    path = _path(daemon, name)
+    lock = getattr(daemon, "_rules_save_lock", None)
+    if lock is None:
+        lock = daemon._rules_save_lock = asyncio.Lock()  # type: ignore[attr-defined]
+    async with lock:  # two admins saving at once must not interleave check and write
+        return await _save(daemon, p, path, name, body)
+
+
+async def _save(daemon: Daemon, p: Principal, path: Path, name: str, body: RulesFileIn) -> Any:
+    old = await asyncio.to_thread(_read, path) or ""
+    if body.base_sha256 is not None and body.base_sha256 != _sha(old):
+        raise HTTPException(409, "the file changed since you loaded it: reload and edit again")
+    problems = await asyncio.to_thread(_validate, daemon.rules.directory, name, body.text)
+    if problems is not None:
+        return JSONResponse({"detail": "the rules do not validate", "problems": problems}, 422)
+    if body.text == old:
+        return {"name": name, "changed": False, "version": daemon.rules.version}
+    diff = "".join(
+        difflib.unified_diff(
+            old.splitlines(keepends=True),
+            body.text.splitlines(keepends=True),
+            fromfile=f"a/{name}",
+            tofile=f"b/{name}",
+        )
+    )
+    await asyncio.to_thread(_write_atomically, path, body.text)
+    await daemon.store.write(
+        add_audit,
+        p.actor,
+        "rules_edited",
+        reason=body.reason,
+        detail={
+            "file": name,
+            "diff": diff[:200_000],
+            "sha256_before": _sha(old),
+            "sha256_after": _sha(body.text),
+        },
+    )
+    reloaded = await asyncio.to_thread(daemon.rules.reload)
+    err = daemon.rules.last_error
+    return {
+        "name": name,
+        "changed": True,
+        "sha256": _sha(body.text),
+        "reloaded": reloaded,
+        "version": daemon.rules.version,
+        "error": None if err is None else str(err),
+        "diff": diff,
+    }

@@ -1,0 +1,206 @@
+"""The web UI: server-rendered page shells, the login form, static files.
+
+The pages are thin: each is an HTML shell whose script (``static/app.js``,
+plain JavaScript, no build step) draws the inbox, contacts and admin screens
+from the same HTTP API integrations use. Every value from the API is put into
+the page as text (``textContent``), never as markup; customer HTML is shown
+only inside a sandboxed frame (see ``GET /api/v1/messages/{id}/html``).
+
+Every page carries a strict Content-Security-Policy: scripts and styles only
+from this server (no inline script), images from this server or ``data:``
+(remote tracking pixels never load), no plugins, not framable.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, quote
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from .. import __version__
+from ..store.sessions import delete_session
+from .auth import SESSION_COOKIE, Principal, session_principal
+from .deps import get_daemon
+from .session import attempt_login, clear_session_cookie, cookie_secure, set_session_cookie
+
+if TYPE_CHECKING:
+    from ..daemon import Daemon
+
+HERE = Path(__file__).parent
+router = APIRouter(include_in_schema=False)
+templates = Environment(
+    loader=FileSystemLoader(HERE / "templates"),
+    autoescape=select_autoescape(default=True, default_for_string=True),
+)
+LOGIN_CSRF_COOKIE = "omnidesk_login_csrf"
+
+PAGE_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
+    " connect-src 'self'; frame-src 'self'; font-src 'self'; object-src 'none';"
+    " base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+
+
+def static_files() -> StaticFiles:
+    return StaticFiles(directory=HERE / "static")
+
+
+def page(html: str, status_code: int = 200) -> HTMLResponse:
+    return HTMLResponse(
+        html,
+        status_code=status_code,
+        headers={
+            "Content-Security-Policy": PAGE_CSP,
+            "X-Frame-Options": "DENY",
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "same-origin",
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+def _safe_next(target: str | None) -> str:
+    """Only a path on this server: never ``//host`` or ``https://...``."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/inbox"
+    return target
+
+
+async def _principal(request: Request, daemon: Daemon) -> Principal | None:
+    token = request.cookies.get(SESSION_COOKIE)
+    return await session_principal(request, daemon, token) if token else None
+
+
+def _login_page(
+    request: Request, daemon: Daemon, *, error: str | None, next_url: str, status_code: int = 200
+) -> Response:
+    csrf = secrets.token_urlsafe(24)
+    html = templates.get_template("login.html").render(
+        error=error, next=next_url, csrf=csrf, version=__version__
+    )
+    resp = page(html, status_code)
+    # Double-submit: the form's hidden field must equal this cookie, which a
+    # cross-site page can neither read nor set (login CSRF).
+    resp.set_cookie(
+        LOGIN_CSRF_COOKIE,
+        csrf,
+        max_age=3600,
+        path="/login",
+        httponly=True,
+        samesite="strict",
+        secure=cookie_secure(request, daemon),
+    )
+    return resp
+
+
+@router.get("/login")
+async def login_form(
+    request: Request, next: str | None = None, daemon: Daemon = Depends(get_daemon)
+) -> Response:
+    if await _principal(request, daemon) is not None:
+        return RedirectResponse(_safe_next(next), status_code=303)
+    return _login_page(request, daemon, error=None, next_url=_safe_next(next))
+
+
+@router.post("/login")
+async def login_submit(request: Request, daemon: Daemon = Depends(get_daemon)) -> Response:
+    form = parse_qs((await request.body()).decode("utf-8", "replace"))
+
+    def field(name: str) -> str:
+        return (form.get(name) or [""])[0]
+
+    next_url = _safe_next(field("next"))
+    sent, expected = field("csrf_token"), request.cookies.get(LOGIN_CSRF_COOKIE)
+    if not expected or not secrets.compare_digest(sent, expected):
+        return _login_page(
+            request,
+            daemon,
+            error="The form expired. Please try again.",
+            next_url=next_url,
+            status_code=403,
+        )
+    result = await attempt_login(request, daemon, field("username"), field("password"))
+    if not result.ok:
+        status = 429 if result.retry_after else 401
+        msg = "Wrong username or password."
+        if result.retry_after and result.error and "too many" in result.error:
+            msg = f"Too many failed logins. Try again in {int(result.retry_after) + 1} seconds."
+        resp = _login_page(request, daemon, error=msg, next_url=next_url, status_code=status)
+        if result.retry_after:
+            resp.headers["Retry-After"] = str(int(result.retry_after) + 1)
+        return resp
+    assert result.token is not None
+    resp = RedirectResponse(next_url, status_code=303)
+    set_session_cookie(resp, request, daemon, result.token)
+    resp.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
+    return resp
+
+
+@router.post("/logout")
+async def logout(request: Request, daemon: Daemon = Depends(get_daemon)) -> Response:
+    p = await _principal(request, daemon)
+    form = parse_qs((await request.body()).decode("utf-8", "replace"))
+    sent = (form.get("csrf_token") or [""])[0]
+    if p is None or not secrets.compare_digest(sent, p.csrf_token or ""):
+        # Logging out someone else (a CSRF logout) is refused; a stale page
+        # just lands on the login form.
+        return RedirectResponse("/login", status_code=303)
+    token = request.cookies.get(SESSION_COOKIE)
+    if token:
+        await daemon.store.write(delete_session, token)
+    resp = RedirectResponse("/login", status_code=303)
+    clear_session_cookie(resp, request, daemon)
+    return resp
+
+
+async def _app_page(request: Request, daemon: Daemon, view: str) -> Response:
+    p = await _principal(request, daemon)
+    if p is None:
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
+    if view == "admin" and not p.at_least("supervisor"):
+        return page(
+            templates.get_template("denied.html").render(what="the admin pages"), status_code=403
+        )
+    boot: dict[str, Any] = {
+        "view": view,
+        "csrf": p.csrf_token,
+        "me": {
+            "username": p.username,
+            "name": p.name,
+            "role": p.role,
+            "teams": list(p.teams),
+        },
+        "version": __version__,
+    }
+    html = templates.get_template("app.html").render(boot=boot, me=boot["me"], view=view)
+    return page(html)
+
+
+@router.get("/")
+async def root() -> Response:
+    return RedirectResponse("/inbox", status_code=303)
+
+
+@router.get("/inbox")
+@router.get("/inbox/c/{conversation_id}")
+async def inbox_page(request: Request, daemon: Daemon = Depends(get_daemon)) -> Response:
+    return await _app_page(request, daemon, "inbox")
+
+
+@router.get("/contacts")
+@router.get("/contacts/{contact_id}")
+async def contacts_page(request: Request, daemon: Daemon = Depends(get_daemon)) -> Response:
+    return await _app_page(request, daemon, "contacts")
+
+
+@router.get("/admin")
+@router.get("/admin/{section}")
+async def admin_page(request: Request, daemon: Daemon = Depends(get_daemon)) -> Response:
+    return await _app_page(request, daemon, "admin")
