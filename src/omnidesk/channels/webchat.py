@@ -510,7 +510,13 @@ class WebchatChannel(ChannelAdapter):
             # The visitor's other tabs show it too.
             self._push(
                 visit.visitor,
-                {"type": "message", "direction": "in", "client_id": client_id, "text": text},
+                {
+                    "type": "message",
+                    "direction": "in",
+                    "client_id": client_id,
+                    "text": text,
+                    "at": time.time(),
+                },
             )
         return self._json(request, {"status": "accepted", "duplicate": not new}, 202)
 

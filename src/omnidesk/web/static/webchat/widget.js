@@ -124,7 +124,7 @@
     "*{box-sizing:border-box;font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif}" +
     "#od-launcher{position:fixed;right:20px;bottom:20px;width:56px;height:56px;border-radius:50%;" +
     "border:0;background:var(--od-color);color:#fff;cursor:pointer;box-shadow:0 4px 14px rgba(0,0,0,.25);" +
-    "z-index:2147483000;font-size:26px;line-height:56px}" +
+    "z-index:2147483000;display:flex;align-items:center;justify-content:center}" +
     "#od-badge{position:absolute;top:-4px;right:-4px;min-width:20px;height:20px;border-radius:10px;" +
     "background:#d1242f;color:#fff;font-size:12px;line-height:20px;padding:0 5px}" +
     "#od-panel{position:fixed;right:20px;bottom:88px;width:360px;max-width:calc(100vw - 24px);" +
@@ -164,7 +164,22 @@
 
   var style = el("style");
   style.textContent = css;
-  var launcher = el("button", { id: "od-launcher", type: "button", "aria-expanded": "false" }, "\u{1F4AC}");
+  var launcher = el("button", { id: "od-launcher", type: "button", "aria-expanded": "false" });
+  // A speech-bubble icon drawn as SVG (no icon font, no emoji font needed).
+  var SVG = "http://www.w3.org/2000/svg"; // the SVG namespace name, never fetched
+  var icon = document.createElementNS(SVG, "svg");
+  icon.setAttribute("viewBox", "0 0 24 24");
+  icon.setAttribute("width", "28");
+  icon.setAttribute("height", "28");
+  icon.setAttribute("aria-hidden", "true");
+  var path = document.createElementNS(SVG, "path");
+  path.setAttribute("fill", "currentColor");
+  path.setAttribute(
+    "d",
+    "M4 3h16a2 2 0 0 1 2 2v11a2 2 0 0 1-2 2H9l-5 4v-4H4a2 2 0 0 1-2-2V5a2 2 0 0 1 2-2z"
+  );
+  icon.appendChild(path);
+  launcher.appendChild(icon);
   var badge = el("span", { id: "od-badge", hidden: "" });
   launcher.appendChild(badge);
   var panel = el("section", { id: "od-panel", role: "dialog", hidden: "" });
@@ -200,8 +215,10 @@
   }
 
   function timeOf(at) {
+    var d = new Date(at * 1000);
+    if (typeof at !== "number" || isNaN(d.getTime())) return "";
     try {
-      return new Date(at * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+      return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
     } catch (e) {
       return "";
     }
