@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +37,43 @@ def require_service(available: bool, what: str, how: str) -> None:
     pytest.skip(message)
 
 
-def engines() -> list[str]:
-    return ["sqlite"]
+PG_URL = os.environ.get("OMNIDESK_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def engines() -> list[Any]:
+    """Every store engine, unless OMNIDESK_TEST_ENGINES (e.g. "sqlite") narrows
+    the run on a developer machine. PostgreSQL tests carry the ``postgres``
+    mark: ``-m "not postgres"`` leaves them out."""
+    wanted = os.environ.get("OMNIDESK_TEST_ENGINES", "sqlite,postgres").split(",")
+    params: list[Any] = []
+    if "sqlite" in wanted:
+        params.append("sqlite")
+    if "postgres" in wanted:
+        params.append(pytest.param("postgres", marks=pytest.mark.postgres))
+    return params
 
 
 @pytest.fixture(params=engines())
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'omnidesk.db'}"
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'omnidesk.db'}"
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh, empty schema on the test PostgreSQL server for this test, as a
+    storage URL (``search_path`` in the URL); dropped afterwards."""
+    from tests.postgres.pgtools import pg_available, temp_schema
+
+    require_service(
+        pg_available(PG_URL),
+        f"PostgreSQL at {PG_URL}",
+        "start it or set OMNIDESK_TEST_PG=postgresql://user@host:port/db",
+    )
+    with temp_schema(PG_URL) as url:
+        yield url
 
 
 @pytest.fixture

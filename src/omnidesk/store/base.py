@@ -29,6 +29,13 @@ P = ParamSpec("P")
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
 
+class TransientError(Exception):
+    """A conflict with a concurrent transaction (deadlock, serialization
+    failure, a lock another instance holds): nothing is wrong with the data,
+    the same work succeeds when retried a moment later. Only the PostgreSQL
+    engine raises it."""
+
+
 class Row(Protocol):
     """sqlite3.Row and asyncpg.Record both offer this."""
 

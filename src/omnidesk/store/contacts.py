@@ -35,14 +35,23 @@ def resolve_contact(db: Db, ident: Identity) -> tuple[int, bool]:
             (ident.display_name or ident.address, now, now),
         )
     )
-    add_identity(db, contact_id, ident)
+    if not add_identity(db, contact_id, ident):
+        # Created by a concurrent transaction (another instance) since the
+        # SELECT above: use that contact, drop the one just made.
+        db.run("DELETE FROM contacts WHERE id = ?", (contact_id,))
+        return int(db.val(_OWNER, (ident.kind, ident.address))), False
     return contact_id, True
 
 
-def add_identity(db: Db, contact_id: int, ident: Identity) -> None:
-    db.run(
+_OWNER = "SELECT contact_id FROM identities WHERE kind = ? AND address = ?"
+
+
+def add_identity(db: Db, contact_id: int, ident: Identity) -> bool:
+    """Give the contact ``ident``; False if the identity already belongs to
+    someone (left as it is)."""
+    n = db.run(
         "INSERT INTO identities (contact_id, kind, address, display_name, data, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
+        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (kind, address) DO NOTHING",
         (
             contact_id,
             ident.kind,
@@ -52,6 +61,7 @@ def add_identity(db: Db, contact_id: int, ident: Identity) -> None:
             now_ts(),
         ),
     )
+    return n > 0
 
 
 def contact_attributes(db: Db, contact_id: int) -> dict[str, Any]:
