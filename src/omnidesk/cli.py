@@ -161,6 +161,137 @@ def cmd_tokens_create(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- agents ----------------------------------------------------------------
+def _read_password(args: argparse.Namespace, username: str) -> str | None:
+    """From --password-file, $OMNIDESK_PASSWORD, or a prompt (typed twice);
+    never from the command line, where other users could read it."""
+    from getpass import getpass
+
+    from .accounts import PasswordError, check_password_rules
+
+    if getattr(args, "no_password", False):
+        return None
+    if args.password_file:
+        text = Path(args.password_file).read_text(encoding="utf-8")
+        password = text.splitlines()[0] if text.strip() else ""
+    elif os.environ.get("OMNIDESK_PASSWORD"):
+        password = os.environ["OMNIDESK_PASSWORD"]
+    elif sys.stdin.isatty():
+        password = getpass(f"password for {username}: ")
+        if getpass("again: ") != password:
+            raise SystemExit("the passwords differ")
+    else:
+        raise SystemExit("give the password with --password-file or $OMNIDESK_PASSWORD")
+    try:
+        check_password_rules(password, username)
+    except PasswordError as exc:
+        raise SystemExit(str(exc)) from None
+    return password
+
+
+def cmd_agents_add(args: argparse.Namespace) -> int:
+    from .accounts import hash_password
+    from .store.audit import add_audit
+    from .store.users import AccountError, create_user, seed_teams
+
+    config = _config(args)
+    password = _read_password(args, args.username)
+    pw_hash = hash_password(password) if password is not None else None
+
+    def make(db: Any) -> dict[str, Any]:
+        seed_teams(db, config.teams)  # so --team can name a config team before the first run
+        u = create_user(
+            db,
+            args.username,
+            role=args.role,
+            password_hash=pw_hash,
+            display_name=args.name,
+            email=args.email,
+            teams=args.team or [],
+        )
+        add_audit(db, "cli", "user_created", detail={"username": u["username"], "role": u["role"]})
+        return u
+
+    try:
+        u = asyncio.run(_with_store(config, lambda s: s.write(make)))
+    except AccountError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    teams = ", ".join(u["teams"]) or "no team"
+    print(f"created {u['role']} {u['username']} ({teams})")
+    return 0
+
+
+def cmd_agents_list(args: argparse.Namespace) -> int:
+    from .store.users import list_users
+
+    config = _config(args)
+    users = asyncio.run(_with_store(config, lambda s: s.read(list_users)))
+    if args.json:
+        print(json.dumps(users, ensure_ascii=False, default=str))
+        return 0
+    if not users:
+        print("no accounts yet: omnidesk agents add USERNAME --role admin")
+        return 0
+    for u in users:
+        last = (
+            datetime.fromtimestamp(u["last_login_at"], UTC).strftime("%Y-%m-%d %H:%M")
+            if u["last_login_at"]
+            else "never"
+        )
+        state = "disabled" if u["disabled"] else "active"
+        print(
+            f"{u['username']:<20} {u['role']:<10} {state:<8} last login {last:<16}"
+            f"  {', '.join(u['teams']) or '-'}  {u['display_name'] or ''}"
+        )
+    return 0
+
+
+def _agents_change(args: argparse.Namespace, **fields: Any) -> int:
+    from .store.audit import add_audit
+    from .store.users import AccountError, update_user
+
+    config = _config(args)
+
+    def change(db: Any) -> dict[str, Any]:
+        u = update_user(db, args.username, **fields)
+        shown = {k: ("***" if k == "password_hash" else v) for k, v in fields.items()}
+        add_audit(db, "cli", "user_updated", detail={"username": args.username, "changed": shown})
+        return u
+
+    try:
+        asyncio.run(_with_store(config, lambda s: s.write(change)))
+    except AccountError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_agents_disable(args: argparse.Namespace) -> int:
+    rc = _agents_change(args, disabled=True)
+    if rc == 0:
+        print(f"disabled {args.username}: sessions ended, API tokens revoked")
+    return rc
+
+
+def cmd_agents_enable(args: argparse.Namespace) -> int:
+    rc = _agents_change(args, disabled=False)
+    if rc == 0:
+        print(f"enabled {args.username}")
+    return rc
+
+
+def cmd_agents_passwd(args: argparse.Namespace) -> int:
+    from .accounts import hash_password
+
+    password = _read_password(args, args.username)
+    assert password is not None
+    rc = _agents_change(args, password_hash=hash_password(password))
+    if rc == 0:
+        print(f"password changed for {args.username}; their sessions were ended")
+    return rc
+
+
 # -- quarantine ------------------------------------------------------------
 def cmd_quarantine_list(args: argparse.Namespace) -> int:
     from .store.inbound import list_quarantine
@@ -214,7 +345,9 @@ def cmd_quarantine_retry(args: argparse.Namespace) -> int:
     from .intake import Intake
     from .pipeline import PipelineContext, PipelineRunner
     from .rules import detect_language, load_rules
+    from .sla import SlaPolicy
     from .store.inbound import get_quarantine, retry_quarantine
+    from .store.users import seed_teams
 
     config = _config(args)
     if not args.ids and not args.all:
@@ -227,12 +360,15 @@ def cmd_quarantine_retry(args: argparse.Namespace) -> int:
             print("nothing to retry (unknown ids, or not in quarantine)", file=sys.stderr)
             return 1
         adapters, acks = build_adapters(config, Intake(store), store)
+        await store.write(seed_teams, config.teams)  # as the daemon does at start
         runner = PipelineRunner(
             store,
             PipelineContext(
                 adapters=adapters,
                 rules=(lambda rs: lambda: rs)(load_rules(config.rules_dir)),
                 teams={t.name: t for t in config.teams},
+                teams_in_db=True,
+                sla=SlaPolicy.from_minutes(config.sla_minutes),
                 default_team=config.default_team,
                 chat_session_seconds=config.chat_session_hours * 3600,
                 reopen_seconds=config.reopen_days * 86400,
@@ -325,6 +461,39 @@ def build_parser() -> argparse.ArgumentParser:
     tc.add_argument("--user", help="the agent username the token acts as")
     _add_config(tc)
     tc.set_defaults(func=cmd_tokens_create)
+
+    ag = sub.add_parser("agents", help="accounts: agents, supervisors, admins")
+    asub = ag.add_subparsers(dest="agents_command", required=True)
+    aa = asub.add_parser(
+        "add",
+        help="create an account (password from --password-file, $OMNIDESK_PASSWORD or a prompt)",
+    )
+    aa.add_argument("username")
+    aa.add_argument("--role", default="agent", choices=("agent", "supervisor", "admin"))
+    aa.add_argument("--name", help="display name")
+    aa.add_argument("--email")
+    aa.add_argument("--team", action="append", help="team membership (repeatable)")
+    aa.add_argument("--password-file", help="read the password from this file's first line")
+    aa.add_argument(
+        "--no-password", action="store_true", help="no password login (API tokens only)"
+    )
+    _add_config(aa)
+    aa.set_defaults(func=cmd_agents_add)
+    al = asub.add_parser("list", help="list accounts")
+    al.add_argument("--json", action="store_true")
+    _add_config(al)
+    al.set_defaults(func=cmd_agents_list)
+    for name, func, text in (
+        ("disable", cmd_agents_disable, "disable (ends sessions, revokes tokens)"),
+        ("enable", cmd_agents_enable, "enable a disabled account"),
+        ("passwd", cmd_agents_passwd, "set a new password"),
+    ):
+        ap = asub.add_parser(name, help=text)
+        ap.add_argument("username")
+        if name == "passwd":
+            ap.add_argument("--password-file")
+        _add_config(ap)
+        ap.set_defaults(func=func)
 
     q = sub.add_parser("quarantine", help="input that could not be processed")
     qsub = q.add_subparsers(dest="q_command", required=True)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from .channels.api import SIGNATURE_HEADER, sign
+from .store import Db
 from .store.inbox import ConversationFilter, list_conversations
 from .store.tokens import create_token
 
@@ -50,6 +51,26 @@ SAMPLES: list[dict[str, Any]] = [
         "text": "非常满意，包装很好，配送很快，建议以后多一些优惠活动。",
     },
 ]
+
+
+def _demo_admin(db: Db) -> str:
+    """The demo's admin account ``demo`` with a fresh random password."""
+    from .accounts import hash_password, random_password
+    from .store.users import create_user, get_user, update_user
+
+    password = random_password()
+    if get_user(db, "demo") is None:
+        create_user(
+            db,
+            "demo",
+            role="admin",
+            password_hash=hash_password(password),
+            display_name="Demo admin",
+            teams=[t["name"] for t in db.all("SELECT name FROM teams")],
+        )
+    else:
+        update_user(db, "demo", password_hash=hash_password(password), disabled=False)
+    return password
 
 
 async def run_demo(daemon: Daemon) -> None:
@@ -92,7 +113,11 @@ async def run_demo(daemon: Daemon) -> None:
             out.append(f"   why: {why}")
         out.append("")
     token = await daemon.store.write(create_token, "admin", name="demo")
+    password = await daemon.store.write(_demo_admin)
     out += [
+        f"Web inbox: {base}/login   user: demo   password: {password}",
+        "  (an admin account for this demo; the password is shown only now:"
+        " change it with `omnidesk agents passwd demo`)",
         f"The daemon keeps running on {base}. Try:",
         f"  curl -s -H 'Authorization: Bearer {token}' {base}/api/v1/conversations",
         f"  curl -s {base}/healthz",
