@@ -164,6 +164,11 @@ class Message:
     edit_of: str | None = None  # external id of the message this edits
     bounced_refs: list[str] = field(default_factory=list)  # our outbound ids that bounced
     meta: dict[str, Any] = field(default_factory=dict)
+    # OUTBOUND: a message the business sent from outside omnidesk (the Page
+    # inbox, a phone app) that the provider reports back. ``sender`` is the
+    # business, ``recipients[0]`` the customer; it joins the conversation with
+    # the same ``thread_key`` as a sent reply and is never classified or routed.
+    direction: Direction = Direction.INBOUND
 
 
 @dataclass(slots=True)
@@ -175,6 +180,11 @@ class StatusUpdate:
     state: DeliveryState
     reason: str | None = None
     at: float = field(default_factory=now_ts)
+    # A watermark receipt (Messenger "read": everything up to this time was
+    # read) names no message: it applies to every reply on ``thread_key`` sent
+    # at or before ``watermark`` (UNIX seconds); ``provider_id`` is then empty.
+    thread_key: str | None = None
+    watermark: float | None = None
 
 
 @dataclass(slots=True)
