@@ -1,0 +1,267 @@
+"""A local stand-in for Meta's Graph API (graph.facebook.com), speaking its
+documented wire format, for the Messenger, Instagram and WhatsApp adapters.
+
+Endpoints (any ``/vNN.N/`` version prefix):
+
+* ``POST /{id}/messages`` - the Send API (``recipient.id``, ``messaging_type``,
+  ``message.text``) answering ``{"recipient_id", "message_id"}``, or, when the
+  body says ``"messaging_product": "whatsapp"``, the WhatsApp Cloud API
+  messages endpoint (``to`` or ``recipient``, ``type`` text/template/media)
+  answering ``{"messaging_product", "contacts": [{"input", "wa_id"}],
+  "messages": [{"id": "wamid..."}]}``;
+* ``GET /{id}`` and ``GET /me`` - the sender itself (the adapter's start-up
+  token check).
+
+The access token is checked (``Authorization: Bearer`` or ``access_token``
+query parameter): a wrong one gets Meta's code 190. Errors have Meta's shape
+``{"error": {"message", "type", "code", "error_subcode", "fbtrace_id"}}``.
+Tests script failures with :meth:`GraphApiStandIn.fail_next`, close a
+customer's messaging window (Meta then answers 131047 on WhatsApp, code 10 /
+subcode 2018278 on Messenger), and read every request from ``calls``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import re
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+_VERSIONED = re.compile(r"^/(v\d+\.\d+)/(.+)$")
+
+
+@dataclass
+class GraphCall:
+    method: str
+    path: str  # without the version prefix, e.g. "1234/messages"
+    version: str
+    headers: dict[str, str]
+    query: dict[str, str]
+    body: Any
+    status: int = 0  # what the stand-in answered
+
+
+@dataclass
+class ScriptedError:
+    status: int
+    code: int
+    message: str
+    subcode: int | None = None
+    type: str = "OAuthException"
+    details: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class GraphApiStandIn:
+    def __init__(self, access_token: str = "test-access-token") -> None:
+        self.access_token = access_token
+        self.calls: list[GraphCall] = []
+        self.script: deque[ScriptedError] = deque()
+        # Customers whose 24-hour window is closed (WhatsApp wa_id / Messenger PSID).
+        self.window_closed: set[str] = set()
+        self._ids = itertools.count(1)
+        self._changed = asyncio.Condition()
+        self._runner: web.AppRunner | None = None
+        self.base_url = ""
+
+    # -- control -------------------------------------------------------------
+    def fail_next(
+        self,
+        status: int,
+        code: int,
+        message: str = "scripted failure",
+        *,
+        subcode: int | None = None,
+        details: str | None = None,
+        times: int = 1,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """The next ``times`` message sends fail with this Graph API error."""
+        for _ in range(times):
+            self.script.append(
+                ScriptedError(
+                    status, code, message, subcode, details=details, headers=headers or {}
+                )
+            )
+
+    def sends(self) -> list[GraphCall]:
+        return [c for c in self.calls if c.method == "POST" and c.path.endswith("/messages")]
+
+    async def wait_sends(self, n: int, timeout: float = 10.0) -> list[GraphCall]:
+        async def enough() -> None:
+            async with self._changed:
+                await self._changed.wait_for(lambda: len(self.sends()) >= n)
+
+        await asyncio.wait_for(enough(), timeout)
+        return self.sends()
+
+    # -- server ----------------------------------------------------------------
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.base_url = f"http://127.0.0.1:{port}"
+        return self.base_url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # -- handlers ----------------------------------------------------------------
+    def _error(self, status: int, e: ScriptedError) -> web.Response:
+        err: dict[str, Any] = {
+            "message": e.message,
+            "type": e.type,
+            "code": e.code,
+            "fbtrace_id": f"AStandIn{next(self._ids)}",
+        }
+        if e.subcode is not None:
+            err["error_subcode"] = e.subcode
+        if e.details is not None:
+            err["error_data"] = {"messaging_product": "whatsapp", "details": e.details}
+        return web.json_response({"error": err}, status=status, headers=e.headers)
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        m = _VERSIONED.match(request.path)
+        raw = await request.read()
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = raw.decode("utf-8", "replace")
+        call = GraphCall(
+            method=request.method,
+            path=m.group(2) if m else request.path.lstrip("/"),
+            version=m.group(1) if m else "",
+            headers=dict(request.headers),
+            query=dict(request.query),
+            body=body,
+        )
+        resp = self._answer(request, call, m is not None)
+        call.status = resp.status
+        self.calls.append(call)
+        async with self._changed:
+            self._changed.notify_all()
+        return resp
+
+    def _answer(self, request: web.Request, call: GraphCall, versioned: bool) -> web.Response:
+        if not versioned:
+            return self._error(
+                400, ScriptedError(400, 2500, "Unknown path components: missing API version")
+            )
+        auth = request.headers.get("Authorization", "")
+        token = auth[7:] if auth.startswith("Bearer ") else request.query.get("access_token", "")
+        if token != self.access_token:
+            return self._error(
+                401,
+                ScriptedError(401, 190, "Invalid OAuth access token - Cannot parse access token"),
+            )
+        parts = call.path.strip("/").split("/")
+        if request.method == "GET" and len(parts) == 1:
+            return web.json_response({"id": parts[0], "name": "Stand-in sender"})
+        if request.method == "POST" and len(parts) == 2 and parts[1] == "messages":
+            if self.script:
+                e = self.script.popleft()
+                return self._error(e.status, e)
+            if not isinstance(call.body, dict):
+                return self._invalid("body must be a JSON object")
+            if call.body.get("messaging_product") == "whatsapp":
+                return self._whatsapp(call.body)
+            return self._send_api(call.body)
+        return self._error(
+            400,
+            ScriptedError(400, 100, f"Unsupported {request.method} request to /{call.path}"),
+        )
+
+    def _invalid(self, why: str) -> web.Response:
+        return self._error(400, ScriptedError(400, 100, f"(#100) Invalid parameter: {why}"))
+
+    def _send_api(self, body: dict[str, Any]) -> web.Response:
+        recipient = body.get("recipient")
+        if not isinstance(recipient, dict) or not recipient.get("id"):
+            return self._invalid("recipient.id is required")
+        mtype = body.get("messaging_type")
+        if mtype not in ("RESPONSE", "UPDATE", "MESSAGE_TAG"):
+            return self._invalid("messaging_type must be RESPONSE, UPDATE or MESSAGE_TAG")
+        if mtype == "MESSAGE_TAG" and not body.get("tag"):
+            return self._invalid("tag is required with MESSAGE_TAG")
+        message = body.get("message")
+        if not isinstance(message, dict) or not (message.get("text") or message.get("attachment")):
+            return self._invalid("message must have text or an attachment")
+        text = message.get("text")
+        if isinstance(text, str) and len(text) > 2000:
+            return self._invalid("message.text must be at most 2000 characters")
+        psid = str(recipient["id"])
+        if psid in self.window_closed and body.get("tag") != "HUMAN_AGENT":
+            return self._error(
+                400,
+                ScriptedError(
+                    400,
+                    10,
+                    "(#10) This message is sent outside of allowed window.",
+                    subcode=2018278,
+                ),
+            )
+        return web.json_response(
+            {"recipient_id": psid, "message_id": f"m_standin{next(self._ids)}"}
+        )
+
+    def _whatsapp(self, body: dict[str, Any]) -> web.Response:
+        to = body.get("to") or body.get("recipient")
+        if not isinstance(to, str) or not to:
+            return self._invalid("'to' (or 'recipient') is required")
+        mtype = body.get("type", "text")
+        if mtype == "text":
+            text = body.get("text")
+            if not isinstance(text, dict) or not isinstance(text.get("body"), str):
+                return self._invalid("text.body is required")
+            if len(text["body"]) > 4096:
+                return self._invalid("text.body must be at most 4096 characters")
+            if to.lstrip("+") in self.window_closed:
+                return self._error(
+                    400,
+                    ScriptedError(
+                        400,
+                        131047,
+                        "(#131047) Re-engagement message",
+                        details="Message failed to send because more than 24 hours have passed"
+                        " since the customer last replied to this number.",
+                    ),
+                )
+        elif mtype == "template":
+            t = body.get("template")
+            if not isinstance(t, dict) or not t.get("name") or not t.get("language"):
+                return self._invalid("template.name and template.language are required")
+            for comp in t.get("components") or ():
+                for p in comp.get("parameters") or ():
+                    if p.get("type") == "text" and re.search(r"[\n\t]| {5,}", p.get("text", "")):
+                        return self._error(
+                            400,
+                            ScriptedError(
+                                400,
+                                132018,
+                                "(#132018) There was an issue with the parameters in your"
+                                " template.",
+                            ),
+                        )
+        else:
+            media = body.get(mtype)
+            if not isinstance(media, dict) or not (media.get("id") or media.get("link")):
+                return self._invalid(f"{mtype}.id or {mtype}.link is required")
+        wamid = f"wamid.STANDIN{next(self._ids)}"
+        return web.json_response(
+            {
+                "messaging_product": "whatsapp",
+                "contacts": [{"input": to, "wa_id": to.lstrip("+")}],
+                "messages": [{"id": wamid}],
+            }
+        )
