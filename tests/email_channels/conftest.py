@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 import trustme
 
+from omnidesk.channels.imap import quote_mailbox
 from omnidesk.daemon import Daemon
 from tests.conftest import make_config, require_service
 
@@ -130,9 +131,14 @@ class Dovecot:
     def add_user(self, password: str = "secret") -> ImapUser:
         """A fresh mailbox for one test."""
         user = ImapUser(f"user{next(self._users)}", password)
-        with (self.root / "users").open("a") as fh:
-            fh.write(f"{user.name}:{{PLAIN}}{password}::::::\n")
+        self.set_password(user, password)
         return user
+
+    def set_password(self, user: ImapUser, password: str) -> None:
+        # One passwd-file per user: Dovecot notices a changed file by its
+        # mtime, and one shared file written twice in a second looks unchanged.
+        (self.root / "users" / user.name).write_text(f"{user.name}:{{PLAIN}}{password}::::::\n")
+        user.password = password
 
     def maildir(self, user: ImapUser) -> Path:
         return self.root / "mail" / user.name
@@ -145,9 +151,10 @@ class Dovecot:
     def append(self, user: ImapUser, raw: bytes, folder: str = "INBOX", flags: str = "") -> None:
         m = self.connect(user)
         try:
+            box = quote_mailbox(folder)
             if folder != "INBOX":
-                m.create(folder)
-            typ, data = m.append(folder, flags or None, None, raw)
+                m.create(box)
+            typ, data = m.append(box, flags or None, None, raw)
             assert typ == "OK", data
         finally:
             m.logout()
@@ -156,7 +163,7 @@ class Dovecot:
         """Message-ID -> FLAGS of every message in a folder."""
         m = self.connect(user)
         try:
-            typ, _ = m.select(folder)
+            typ, _ = m.select(quote_mailbox(folder))
             if typ != "OK":
                 return {}
             typ, data = m.uid("fetch", "1:*", "(FLAGS BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
@@ -268,11 +275,11 @@ auth_failure_delay = 0
 mail_location = maildir:{root}/mail/%u
 passdb {{
   driver = passwd-file
-  args = scheme=PLAIN username_format=%u {root}/users
+  args = scheme=PLAIN username_format=%u {root}/users/%u
 }}
 userdb {{
   driver = passwd-file
-  args = username_format=%u {root}/users
+  args = username_format=%u {root}/users/%u
   default_fields = uid={owner_uid} gid={owner_gid} home={root}/home/%u
 }}
 service imap-login {{
@@ -320,10 +327,10 @@ def dovecot(tls: Tls) -> Iterator[Dovecot]:
     port, tls_port = free_port(), free_port()
     text, owner = _dovecot_config(root, port, tls_port, tls)
     (root / "dovecot.conf").write_text(text)
-    (root / "users").write_text("")
-    for sub in ("mail", "home"):
+    for sub in ("mail", "home", "users"):
         (root / sub).mkdir()
-        shutil.chown(root / sub, owner)
+        if sub != "users":
+            shutil.chown(root / sub, owner)
     for f in (tls.cert_file, tls.key_file):
         f.chmod(0o644)
     tls.cert_file.parent.chmod(0o755)
@@ -339,8 +346,9 @@ def dovecot(tls: Tls) -> Iterator[Dovecot]:
 # -- a TCP proxy that can cut connections ------------------------------------------
 class Proxy:
     """Forwards 127.0.0.1:port to a target. ``cut()`` drops every open
-    connection; ``cut_after(n)`` drops each connection after the server has
-    sent n more bytes (mid-FETCH); ``refuse`` makes new connections fail."""
+    connection; ``cut_after(n)`` drops the connection that carries the
+    server's n-th byte from now (mid-FETCH), once; ``refuse`` makes new
+    connections fail."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
@@ -380,20 +388,20 @@ class Proxy:
             writer.transport.abort()
             return
         self._open.update((writer, uw))
-        budget = [self._cut_after]
 
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, down: bool) -> None:
             try:
                 while data := await src.read(65536):
-                    if down and budget[0] is not None:
-                        if len(data) >= budget[0]:
-                            dst.write(data[: budget[0]])
+                    budget = self._cut_after
+                    if down and budget is not None:
+                        if len(data) >= budget:
+                            dst.write(data[:budget])
                             await dst.drain()
                             self._cut_after = None  # once
                             writer.transport.abort()
                             uw.transport.abort()
                             return
-                        budget[0] -= len(data)
+                        self._cut_after = budget - len(data)
                     dst.write(data)
                     await dst.drain()
             except (OSError, asyncio.CancelledError):
