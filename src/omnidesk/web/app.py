@@ -9,7 +9,20 @@ from fastapi import FastAPI
 from starlette.routing import Mount
 
 from .. import __version__
-from . import accounts, admin, contacts, inbound, inbox, live, ops, rules_api, session, ui, workspace
+from . import (
+    accounts,
+    admin,
+    contacts,
+    inbound,
+    inbox,
+    live,
+    ops,
+    rules_api,
+    session,
+    ui,
+    workspace,
+)
+from .search import router as search_router
 
 if TYPE_CHECKING:
     from ..daemon import Daemon
@@ -25,6 +38,7 @@ def create_app(daemon: Daemon) -> FastAPI:
     app.state.daemon = daemon
     for module in (ops, inbound, inbox, admin):
         app.include_router(module.router)
+    app.include_router(search_router)
     # The agent inbox: accounts, live feed, contacts, rules editing, the web UI.
     for module in (session, accounts, live, contacts, workspace, rules_api, ui):
         app.include_router(module.router)
