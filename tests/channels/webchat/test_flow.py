@@ -80,7 +80,11 @@ async def test_reply_reaches_the_live_stream_and_receipts_move_the_state(
 
 
 async def _found(events: list[dict[str, Any]], message_id: int) -> dict[str, Any] | None:
-    return next((e for e in events if e.get("id") == message_id), None)
+    return _event(events, "id", message_id)
+
+
+def _event(events: list[dict[str, Any]], key: str, value: Any) -> dict[str, Any] | None:
+    return next((e for e in events if e.get(key) == value), None)
 
 
 async def test_reply_to_an_absent_visitor_waits_for_them(
@@ -168,7 +172,7 @@ async def test_other_tabs_of_the_visitor_see_what_they_wrote(
 
 
 async def _by_client(events: list[dict[str, Any]], cid: str) -> dict[str, Any] | None:
-    return next((e for e in events if e.get("client_id") == cid), None)
+    return _event(events, "client_id", cid)
 
 
 async def test_identified_visitor_meets_their_email(
@@ -225,3 +229,27 @@ async def test_stop_ends_open_streams(config_factory: Any, daemon_factory: Any) 
 async def _until(cond: Any) -> None:
     while not cond():
         await asyncio.sleep(0.02)
+
+
+async def test_auto_acknowledgement_reaches_the_widget(
+    config_factory: Any, daemon_factory: Any
+) -> None:
+    from tests.channels.webchat.conftest import channels
+
+    d = await daemon_factory(
+        config_factory(channels=channels(auto_acknowledge="Thanks {name}, ref #{conversation_id}."))
+    )
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{d.web_port}", timeout=5) as c:
+        v = await Visitor(c).start()
+        stream = Stream(c, v)
+        try:
+            await stream.ready()
+            await v.say("Hello there", name="Ola")
+
+            async def ack() -> dict[str, Any] | None:
+                return _event(stream.events, "auto", True)
+
+            got = await wait_for(ack, what="the auto-acknowledgement")
+            assert got["text"].startswith("Thanks Ola, ref #")
+        finally:
+            await stream.close()
