@@ -431,7 +431,7 @@ async function assign(c, body) {
 function whyPanel(c) {
   const d = c.decision || {};
   const details = h('details', { class: 'why', id: 'why' },
-    h('summary', {}, 'Why: ', d.rule ? 'rule “' + d.rule + '”' : 'classifier', ' → ', d.category || '?',
+    h('summary', {}, 'Why: ', d.rule && d.rule !== 'classifier' ? 'rule “' + d.rule + '”' : 'the classifier', ' → ', d.category || '?',
       ' (', Math.round((d.confidence || 0) * 100), '%), ', d.priority || '', d.team ? ', team ' + d.team : ''),
     h('ul', {}, (d.explanation || []).map(x => h('li', {}, x))),
     d.rules_fired && d.rules_fired.length ? h('div', { class: 'muted small' }, 'rules fired: ' + d.rules_fired.join(', ')) : null,
@@ -639,7 +639,7 @@ function contactDetails(contact, currentConvId, reload) {
       h('a', { href: '/inbox/c/' + x.id, onclick: ev => { ev.preventDefault(); navigate('/inbox/c/' + x.id); } },
         '#' + x.id + ' ', x.subject || x.last_preview || '(no subject)'),
       h('div', { class: 'muted small' }, h('span', { class: 'badge channel' }, x.channel), ' ', x.status, ' · ', x.category || '', ' · ', fmtTime(x.last_message_at || x.created_at))))));
-  box.append(h('p', {}, h('a', { href: '/contacts/' + contact.id }, 'Open contact, merge…')));
+  if (!location.pathname.startsWith('/contacts')) box.append(h('p', {}, h('a', { href: '/contacts/' + contact.id }, 'Open contact, merge…')));
   return box;
 }
 

@@ -1,0 +1,190 @@
+"""The inbox in a real browser (Debian's Chromium driven by Playwright).
+
+An admin logs in, watches a new message arrive without reloading, opens it,
+sees the contact's history across two channels, replies and watches the
+delivery state move from queued to sent, reassigns the conversation, and
+merges two contacts. Screenshots of each step go to the folder printed at the
+end of the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from tests.conftest import message, post_inbound, require_service, settle
+from tests.web.conftest import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    USERS,
+    Env,
+    screenshot_path,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.browser]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def browser() -> AsyncIterator[Any]:
+    require_service(
+        Path(CHROMIUM).exists() and os.access(CHROMIUM, os.X_OK),
+        f"Chromium at {CHROMIUM}",
+        "apt-get install chromium (or set OMNIDESK_CHROMIUM)",
+    )
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        b = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            await b.close()
+
+
+class Watch:
+    """What a page did that a test must know: dialogs, script errors, console errors."""
+
+    def __init__(self, page: Any) -> None:
+        self.dialogs: list[str] = []
+        self.errors: list[str] = []
+        self.console: list[str] = []
+        self.requests: list[str] = []
+        page.on("dialog", self._dialog)
+        page.on("pageerror", lambda e: self.errors.append(str(e)))
+        page.on("console", lambda m: m.type == "error" and self.console.append(m.text))
+        page.on("request", lambda r: self.requests.append(r.url))
+        self.accept_dialogs = False
+
+    async def _dialog(self, d: Any) -> None:
+        self.dialogs.append(d.message)
+        await (d.accept() if self.accept_dialogs else d.dismiss())
+
+
+async def log_in(page: Any, env: Env, username: str) -> None:
+    await page.goto(env.base + "/inbox")
+    assert "/login" in page.url  # not logged in yet: sent to the login form
+    await page.fill("#username", username)
+    await page.fill("#password", USERS[username][2])
+    await page.click("#login-submit")
+    await page.wait_for_url("**/inbox*")
+    await page.wait_for_selector("#live-status.on")
+
+
+async def conversation_of(env: Env, preview: str) -> dict[str, Any]:
+    async with env.client() as c:
+        items = (await c.get("/api/v1/conversations?limit=500", headers=env.tokens["root"])).json()[
+            "items"
+        ]
+    return next(x for x in items if (x["last_preview"] or "").startswith(preview))
+
+
+async def test_agent_workday_in_chromium(env: Env, browser: Any) -> None:
+    async with env.client() as c:
+        # Ann wrote weeks ago through the shop's channel, by e-mail address.
+        await post_inbound(
+            c,
+            message("b-old", "Do you ship to Norway?", address="ann@example.com", name="Ann Lee"),
+            channel="shop",
+        )
+        # The same person, also known by phone (a separate contact until merged).
+        await post_inbound(
+            c,
+            {
+                "external_id": "b-phone",
+                "sender": {"kind": "phone", "address": "+1 555 010 9999", "name": "Ann L."},
+                "text": "Hi it's Ann again, from my phone",
+            },
+            channel="shop",
+        )
+        await settle(env.daemon)
+
+    context = await browser.new_context(viewport={"width": 1500, "height": 950})
+    page = await context.new_page()
+    watch = Watch(page)
+    await log_in(page, env, "root")
+    await page.evaluate("window.__sameDocument = 1")
+    await page.screenshot(path=screenshot_path("01-inbox"))
+
+    # A new message arrives: it shows up in the open list without a reload.
+    async with env.client() as c:
+        r = await post_inbound(
+            c,
+            message(
+                "b-new",
+                "Where is my order 1042? It was due yesterday.",
+                address="ann@example.com",
+                name="Ann Lee",
+                subject="Order 1042",
+            ),
+        )
+        assert r.status_code == 202
+    row = page.locator(".row", has_text="Where is my order 1042")
+    await row.wait_for(timeout=10_000)
+    assert await page.evaluate("window.__sameDocument") == 1
+    await page.screenshot(path=screenshot_path("02-new-message-arrived-live"))
+
+    # Open it: the thread, why it was routed, and Ann's history on both channels.
+    await row.click()
+    await page.wait_for_selector("#thread >> text=Where is my order 1042")
+    conv = await conversation_of(env, "Where is my order 1042")
+    history = page.locator("#history li")
+    await wait_for(lambda: _count_at_least(history, 2))
+    text = await page.locator("#history").inner_text()
+    assert "shop" in text and "api" in text and "Norway" in text
+    assert "Why:" in await page.locator("#why").inner_text()
+    await page.screenshot(path=screenshot_path("03-conversation-and-contact-history"))
+
+    # Reply: queued first (the channel holds its answer back), then sent, live.
+    env.callback.hold = asyncio.Event()
+    try:
+        await page.fill("#reply-text", "Hi Ann, it left our warehouse this morning.")
+        await page.click("#send")
+        state = page.locator("article.out .delivery-state").last
+        await page.wait_for_selector("article.out .delivery-state[data-state=queued]")
+        await page.screenshot(path=screenshot_path("04-reply-queued"))
+    finally:
+        env.callback.hold.set()
+        env.callback.hold = None
+    await page.wait_for_selector("article.out .delivery-state[data-state=sent]", timeout=10_000)
+    assert await state.get_attribute("data-state") == "sent"
+    assert env.callback.received[-1]["text"].startswith("Hi Ann, it left")
+    await page.screenshot(path=screenshot_path("05-reply-sent"))
+
+    # Reassign to Bob.
+    await page.select_option("#conv-assignee", "bob")
+
+    async def reassigned() -> bool:
+        async with env.client() as c:
+            got = await c.get(f"/api/v1/conversations/{conv['id']}", headers=env.tokens["root"])
+            return bool(got.json()["assignee"] == "bob")
+
+    await wait_for(reassigned)
+    await page.wait_for_selector("#audit >> text=assigned", state="attached")
+    await page.screenshot(path=screenshot_path("06-reassigned-to-bob"))
+
+    # Merge the phone contact into Ann's.
+    watch.accept_dialogs = True
+    await page.click("text=Open contact, merge")
+    await page.wait_for_selector("#merge-search")
+    await page.fill("#merge-search", "555 010")
+    merge_button = page.locator("#merge-results button.merge")
+    await merge_button.wait_for()
+    await page.screenshot(path=screenshot_path("07-merge-candidate"))
+    await merge_button.click()
+    await page.wait_for_selector("#merges")
+    identities = await page.locator("#identities").inner_text()
+    assert "+15550109999" in identities and "ann@example.com" in identities
+    await page.screenshot(path=screenshot_path("08-contacts-merged"))
+    assert watch.errors == [] and watch.console == []
+    await context.close()
+
+
+async def _count_at_least(locator: Any, n: int) -> bool:
+    return bool(await locator.count() >= n)
