@@ -56,10 +56,8 @@ from .routing import choose_assignee
 from .store import Db, Store
 from .store import conversations as convs
 from .store.audit import add_audit
-from .store.base import TransientError
 from .store.contacts import contact_attributes, resolve_contact
 from .store.inbound import InboundRow, claim_pending, mark_done, quarantine
-from .store.locks import TEAM, xact_lock
 from .store.outbox import enqueue
 
 log = structlog.get_logger(__name__)
@@ -90,9 +88,6 @@ class BatchResult:
     stored: int = 0
     quarantined: int = 0
     skipped: int = 0
-    # Left pending because another instance holds a lock on the same thread,
-    # contact or team; the next batch takes them (PostgreSQL only).
-    deferred: int = 0
     events: list[Event] = field(default_factory=list)
     outbox_queued: int = 0
 
@@ -120,8 +115,6 @@ def process_batch(db: Db, ctx: PipelineContext, limit: int) -> BatchResult:
         try:
             with db.savepoint():
                 _apply(db, ctx, adapter, row, item, result)
-        except TransientError:
-            result.deferred += 1
         except Exception as exc:
             _quarantine(db, row, f"{type(exc).__name__}: {exc}", traceback.format_exc(), result)
     return result
@@ -235,10 +228,18 @@ def _assign(
     spec = ctx.teams.get(team) if team else None
     if spec is None:
         return None, "no team with members to assign within" if team else "no team"
-    # Several instances: one assignment per team at a time, until commit, so
-    # the round-robin pointer and the loads read here are current.
-    xact_lock(db, [f"team:{spec.name}"], rank=TEAM)
-    rr_last = db.val("SELECT rr_last FROM routing_state WHERE team = ?", (spec.name,))
+    if db.dialect == "postgres":
+        # Serialize assignments per team across instances: the round-robin
+        # pointer and the loads are read and written under this row lock.
+        db.run(
+            "INSERT INTO routing_state (team, rr_last) VALUES (?, NULL) ON CONFLICT DO NOTHING",
+            (spec.name,),
+        )
+        rr_last = db.val(
+            "SELECT rr_last FROM routing_state WHERE team = ? FOR UPDATE", (spec.name,)
+        )
+    else:
+        rr_last = db.val("SELECT rr_last FROM routing_state WHERE team = ?", (spec.name,))
     choice = choose_assignee(
         spec,
         loads=convs.open_counts(db, spec.members),
@@ -263,9 +264,6 @@ def _persist_message(
     res: BatchResult,
 ) -> str:
     now = now_ts()
-    # Several instances: two messages of one new thread or sender must not
-    # open two conversations or contacts; the second waits for the first.
-    xact_lock(db, _work_keys(msg))
     if msg.direction == Direction.OUTBOUND:
         return _persist_sent_elsewhere(db, row, msg, res, now)
     if convs.find_message_id(db, msg.channel, "in", msg.external_id) is not None:
@@ -369,7 +367,14 @@ def _persist_message(
         now=now,
     )
     convs.add_thread_keys(db, conv_id, msg.own_keys)
-    if conv is None and not msg.auto and ctx.auto_ack.get(msg.channel):
+    if (
+        conv is None
+        and not msg.auto
+        and ctx.auto_ack.get(msg.channel)
+        # Old mail fetched in bulk (a mailbox backfill) gets no acknowledgement.
+        and not msg.meta.get("backfill")
+        and not _recently_acknowledged(db, contact_id, now)
+    ):
         _queue_auto_ack(db, ctx.auto_ack[msg.channel], conv_id, msg, res)
     res.stored += 1
     events.append(
@@ -383,20 +388,6 @@ def _persist_message(
     )
     res.events.extend(events)
     return how
-
-
-def _work_keys(msg: Message) -> list[str]:
-    """Lock names for everything this message may find or create."""
-    keys = [
-        f"msg:{msg.channel}:{msg.external_id}",
-        f"ident:{msg.sender.kind}:{msg.sender.address}",
-        *(f"key:{k}" for k in (*msg.thread_refs, *msg.own_keys) if k),
-    ]
-    if msg.thread_key:
-        keys.append(f"thread:{msg.channel}:{msg.thread_key}")
-    if msg.conversation_hint is not None:
-        keys.append(f"conv:{msg.conversation_hint}")
-    return keys
 
 
 def _persist_sent_elsewhere(
@@ -515,6 +506,25 @@ def _follow_up(
         convs.update_conversation(db, conv_id, **changes)
 
 
+# RFC 3834: a responder should not send the same response to the same sender
+# more than once in several days. A responder that answers without any
+# automatic-mail markers opens a "new" conversation each time; acknowledging
+# each would be an endless mail loop.
+AUTO_ACK_QUIET_SECONDS = 24 * 3600
+
+
+def _recently_acknowledged(db: Db, contact_id: int, now: float) -> bool:
+    return (
+        db.val(
+            "SELECT 1 FROM messages m JOIN conversations c ON c.id = m.conversation_id"
+            " WHERE c.contact_id = ? AND m.direction = 'out' AND m.auto = 'auto-acknowledgement'"
+            " AND m.created_at > ? LIMIT 1",
+            (contact_id, now - AUTO_ACK_QUIET_SECONDS),
+        )
+        is not None
+    )
+
+
 def _queue_auto_ack(db: Db, template: str, conv_id: int, msg: Message, res: BatchResult) -> None:
     text = template.replace("{conversation_id}", str(conv_id)).replace(
         "{name}", msg.sender.display_name or ""
@@ -565,31 +575,20 @@ class PipelineRunner:
         self.on_result = on_result
         self._wake = asyncio.Event()
         self.processed = 0
-        self._running = 0  # batches in flight in this process
-        self._idle = asyncio.Event()
-        self._idle.set()
 
     def wake(self, _n: int = 0) -> None:
         self._wake.set()
 
     async def run_once(self) -> BatchResult:
         t0 = time.perf_counter()
-        self._running += 1
-        self._idle.clear()
-        try:
-            res = await self.store.write(process_batch, self.ctx, self.batch_size)
-        finally:
-            self._running -= 1
-            if not self._running:
-                self._idle.set()
+        res = await self.store.write(process_batch, self.ctx, self.batch_size)
         if res.claimed:
-            self.processed += res.claimed - res.deferred
+            self.processed += res.claimed
             log.debug(
                 "batch",
                 claimed=res.claimed,
                 stored=res.stored,
                 quarantined=res.quarantined,
-                deferred=res.deferred,
                 seconds=round(time.perf_counter() - t0, 4),
             )
             if self.on_result is not None:
@@ -601,17 +600,8 @@ class PipelineRunner:
         total = 0
         while True:
             res = await self.run_once()
-            total += res.claimed - res.deferred
-            if res.deferred:
-                # Another instance holds a lock these need: it commits soon.
-                await asyncio.sleep(0.02)
-                continue
+            total += res.claimed
             if res.claimed < self.batch_size:
-                if self._running:
-                    # PostgreSQL claims skip rows another batch of this
-                    # process has locked: wait for it, then look again.
-                    await self._idle.wait()
-                    continue
                 return total
 
     async def run(self) -> None:

@@ -18,7 +18,18 @@ from omnidesk.intake import Intake
 from omnidesk.store import open_store
 from tests.conftest import settle
 
-from .conftest import Dovecot, ImapUser, Proxy, Tls, eventually, imap_channel, mail, rows
+from .conftest import (
+    Dovecot,
+    ImapUser,
+    Proxy,
+    Relay,
+    Tls,
+    eventually,
+    imap_channel,
+    mail,
+    relay_options,
+    rows,
+)
 
 pytestmark = pytest.mark.dovecot
 
@@ -60,7 +71,7 @@ async def wait_running(daemon: Daemon, name: str = "inbox", timeout: float = 10)
 
 
 async def test_first_start_takes_unread_mail_then_idle_wakes_up(
-    email_daemon: Any, dovecot: Dovecot
+    email_daemon: Any, dovecot: Dovecot, relay: Relay
 ) -> None:
     user = dovecot.add_user()
     unread, mid_unread = mail("Unread before we started")
@@ -68,14 +79,27 @@ async def test_first_start_takes_unread_mail_then_idle_wakes_up(
     await append(dovecot, user, unread)
     await append(dovecot, user, read, flags=r"(\Seen)")
     # poll_interval is an hour: only IDLE can bring the next message in
-    daemon = await email_daemon(imap_channel(dovecot, user, poll_interval=3600))
+    daemon = await email_daemon(
+        imap_channel(
+            dovecot,
+            user,
+            poll_interval=3600,
+            auto_acknowledge="Received, ticket {conversation_id}.",
+            **relay_options(relay),
+        )
+    )
     assert await wait_stored(daemon, 1) == [mid_unread]
     await wait_running(daemon)
     assert "IDLE" in imap(daemon).health().detail
 
-    live, mid_live = mail("Arrived while we were idling")
+    live, mid_live = mail("Arrived while we were idling", sender="bob@example.org")
     await append(dovecot, user, live)
     assert await wait_stored(daemon, 2) == [mid_unread, mid_live]
+    # Mail found at the first start is old news: only the live one is acknowledged.
+    (ack,) = await relay.wait(1)
+    assert ack.rcpt_tos == ["bob@example.org"]
+    await asyncio.sleep(0.3)
+    assert len(relay.received) == 1
     flags = await asyncio.to_thread(dovecot.flags, user)
     assert all("\\Seen" in f for f in flags.values()), flags
     (meta,) = await rows(daemon, "SELECT meta FROM inbound WHERE external_id = ?", (mid_live,))
