@@ -38,8 +38,14 @@ Settings (``[[channels]]``)::
     from_name = "Example Support"
     default_subject = "Contact form"      # when the form has no subject field
     honeypot = "website"                  # "" turns the check off
-    relay = { host = "smtp.example.com", port = 587, tls = "starttls",
-              username = "support@example.com", password = "env:RELAY_PASSWORD" }
+
+    [channels.relay]                      # the SMTP relay replies leave through
+    host = "smtp.example.com"
+    port = 587                            # default: 25, 587 or 465 by tls
+    tls = "starttls"                      # none | starttls | tls
+    username = "support@example.com"
+    password = "env:RELAY_PASSWORD"
+    timeout = 30.0
 """
 
 from __future__ import annotations
