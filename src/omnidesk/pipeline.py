@@ -56,8 +56,10 @@ from .routing import choose_assignee
 from .store import Db, Store
 from .store import conversations as convs
 from .store.audit import add_audit
+from .store.base import TransientError
 from .store.contacts import contact_attributes, resolve_contact
 from .store.inbound import InboundRow, claim_pending, mark_done, quarantine
+from .store.locks import TEAM, xact_lock
 from .store.outbox import enqueue
 
 log = structlog.get_logger(__name__)
@@ -88,6 +90,9 @@ class BatchResult:
     stored: int = 0
     quarantined: int = 0
     skipped: int = 0
+    # Left pending because another instance holds a lock on the same thread,
+    # contact or team; the next batch takes them (PostgreSQL only).
+    deferred: int = 0
     events: list[Event] = field(default_factory=list)
     outbox_queued: int = 0
 
@@ -115,6 +120,8 @@ def process_batch(db: Db, ctx: PipelineContext, limit: int) -> BatchResult:
         try:
             with db.savepoint():
                 _apply(db, ctx, adapter, row, item, result)
+        except TransientError:
+            result.deferred += 1
         except Exception as exc:
             _quarantine(db, row, f"{type(exc).__name__}: {exc}", traceback.format_exc(), result)
     return result
@@ -228,18 +235,10 @@ def _assign(
     spec = ctx.teams.get(team) if team else None
     if spec is None:
         return None, "no team with members to assign within" if team else "no team"
-    if db.dialect == "postgres":
-        # Serialize assignments per team across instances: the round-robin
-        # pointer and the loads are read and written under this row lock.
-        db.run(
-            "INSERT INTO routing_state (team, rr_last) VALUES (?, NULL) ON CONFLICT DO NOTHING",
-            (spec.name,),
-        )
-        rr_last = db.val(
-            "SELECT rr_last FROM routing_state WHERE team = ? FOR UPDATE", (spec.name,)
-        )
-    else:
-        rr_last = db.val("SELECT rr_last FROM routing_state WHERE team = ?", (spec.name,))
+    # Several instances: one assignment per team at a time, until commit, so
+    # the round-robin pointer and the loads read here are current.
+    xact_lock(db, [f"team:{spec.name}"], rank=TEAM)
+    rr_last = db.val("SELECT rr_last FROM routing_state WHERE team = ?", (spec.name,))
     choice = choose_assignee(
         spec,
         loads=convs.open_counts(db, spec.members),
@@ -264,6 +263,9 @@ def _persist_message(
     res: BatchResult,
 ) -> str:
     now = now_ts()
+    # Several instances: two messages of one new thread or sender must not
+    # open two conversations or contacts; the second waits for the first.
+    xact_lock(db, _work_keys(msg))
     if msg.direction == Direction.OUTBOUND:
         return _persist_sent_elsewhere(db, row, msg, res, now)
     if convs.find_message_id(db, msg.channel, "in", msg.external_id) is not None:
@@ -388,6 +390,20 @@ def _persist_message(
     )
     res.events.extend(events)
     return how
+
+
+def _work_keys(msg: Message) -> list[str]:
+    """Lock names for everything this message may find or create."""
+    keys = [
+        f"msg:{msg.channel}:{msg.external_id}",
+        f"ident:{msg.sender.kind}:{msg.sender.address}",
+        *(f"key:{k}" for k in (*msg.thread_refs, *msg.own_keys) if k),
+    ]
+    if msg.thread_key:
+        keys.append(f"thread:{msg.channel}:{msg.thread_key}")
+    if msg.conversation_hint is not None:
+        keys.append(f"conv:{msg.conversation_hint}")
+    return keys
 
 
 def _persist_sent_elsewhere(
@@ -575,20 +591,31 @@ class PipelineRunner:
         self.on_result = on_result
         self._wake = asyncio.Event()
         self.processed = 0
+        self._running = 0  # batches in flight in this process
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     def wake(self, _n: int = 0) -> None:
         self._wake.set()
 
     async def run_once(self) -> BatchResult:
         t0 = time.perf_counter()
-        res = await self.store.write(process_batch, self.ctx, self.batch_size)
+        self._running += 1
+        self._idle.clear()
+        try:
+            res = await self.store.write(process_batch, self.ctx, self.batch_size)
+        finally:
+            self._running -= 1
+            if not self._running:
+                self._idle.set()
         if res.claimed:
-            self.processed += res.claimed
+            self.processed += res.claimed - res.deferred
             log.debug(
                 "batch",
                 claimed=res.claimed,
                 stored=res.stored,
                 quarantined=res.quarantined,
+                deferred=res.deferred,
                 seconds=round(time.perf_counter() - t0, 4),
             )
             if self.on_result is not None:
@@ -600,8 +627,17 @@ class PipelineRunner:
         total = 0
         while True:
             res = await self.run_once()
-            total += res.claimed
+            total += res.claimed - res.deferred
+            if res.deferred:
+                # Another instance holds a lock these need: it commits soon.
+                await asyncio.sleep(0.02)
+                continue
             if res.claimed < self.batch_size:
+                if self._running:
+                    # PostgreSQL claims skip rows another batch of this
+                    # process has locked: wait for it, then look again.
+                    await self._idle.wait()
+                    continue
                 return total
 
     async def run(self) -> None:
