@@ -10,71 +10,14 @@ end of the run.
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
 
-from tests.conftest import message, post_inbound, require_service, settle
-from tests.web.conftest import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    USERS,
-    Env,
-    screenshot_path,
-    wait_for,
-)
+from tests.conftest import message, post_inbound, settle
+from tests.web.conftest import Env, Watch, log_in, screenshot_path, wait_for
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.browser]
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def browser() -> AsyncIterator[Any]:
-    require_service(
-        Path(CHROMIUM).exists() and os.access(CHROMIUM, os.X_OK),
-        f"Chromium at {CHROMIUM}",
-        "apt-get install chromium (or set OMNIDESK_CHROMIUM)",
-    )
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as pw:
-        b = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            await b.close()
-
-
-class Watch:
-    """What a page did that a test must know: dialogs, script errors, console errors."""
-
-    def __init__(self, page: Any) -> None:
-        self.dialogs: list[str] = []
-        self.errors: list[str] = []
-        self.console: list[str] = []
-        self.requests: list[str] = []
-        page.on("dialog", self._dialog)
-        page.on("pageerror", lambda e: self.errors.append(str(e)))
-        page.on("console", lambda m: m.type == "error" and self.console.append(m.text))
-        page.on("request", lambda r: self.requests.append(r.url))
-        self.accept_dialogs = False
-
-    async def _dialog(self, d: Any) -> None:
-        self.dialogs.append(d.message)
-        await (d.accept() if self.accept_dialogs else d.dismiss())
-
-
-async def log_in(page: Any, env: Env, username: str) -> None:
-    await page.goto(env.base + "/inbox")
-    assert "/login" in page.url  # not logged in yet: sent to the login form
-    await page.fill("#username", username)
-    await page.fill("#password", USERS[username][2])
-    await page.click("#login-submit")
-    await page.wait_for_url("**/inbox*")
-    await page.wait_for_selector("#live-status.on")
 
 
 async def conversation_of(env: Env, preview: str) -> dict[str, Any]:
