@@ -467,6 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
     aa = asub.add_parser(
         "add",
         help="create an account (password from --password-file, $OMNIDESK_PASSWORD or a prompt)",
+        allow_abbrev=False,  # "--password x" must not pass for --password-file
     )
     aa.add_argument("username")
     aa.add_argument("--role", default="agent", choices=("agent", "supervisor", "admin"))
@@ -488,7 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("enable", cmd_agents_enable, "enable a disabled account"),
         ("passwd", cmd_agents_passwd, "set a new password"),
     ):
-        ap = asub.add_parser(name, help=text)
+        ap = asub.add_parser(name, help=text, allow_abbrev=False)
         ap.add_argument("username")
         if name == "passwd":
             ap.add_argument("--password-file")
@@ -517,6 +518,10 @@ def build_parser() -> argparse.ArgumentParser:
     mig = sub.add_parser("migrate", help="apply pending migrations and list them")
     _add_config(mig)
     mig.set_defaults(func=cmd_migrate)
+
+    from .channels.imap import register_cli as register_imap
+
+    register_imap(sub, _add_config)  # omnidesk imap backfill CHANNEL --since DATE
     return p
 
 

@@ -148,13 +148,21 @@ class Dovecot:
         m.login(user.name, user.password)
         return m
 
-    def append(self, user: ImapUser, raw: bytes, folder: str = "INBOX", flags: str = "") -> None:
+    def append(
+        self,
+        user: ImapUser,
+        raw: bytes,
+        folder: str = "INBOX",
+        flags: str = "",
+        when: float | None = None,
+    ) -> None:
+        """Deliver like an MTA would; ``when`` sets the INTERNALDATE (epoch)."""
         m = self.connect(user)
         try:
             box = quote_mailbox(folder)
             if folder != "INBOX":
                 m.create(box)
-            typ, data = m.append(box, flags or None, None, raw)
+            typ, data = m.append(box, flags or None, when, raw)
             assert typ == "OK", data
         finally:
             m.logout()

@@ -915,9 +915,13 @@ async def run_backfill(
 def cmd_backfill(args: argparse.Namespace) -> int:
     import sys
 
+    from .. import logging as odlog
     from ..config import load_config
 
     config = load_config(args.config)
+    # Problems (a refused login, a cut connection) go to stderr; the progress
+    # bar and the summary own stdout.
+    odlog.configure("warning")
     try:
         since = parse_since(args.since)
     except ValueError as exc:
