@@ -1,0 +1,165 @@
+"""SIGKILL of ``omnidesk run`` while SMTP clients are sending: every message
+that got 250 is stored, none twice, and the MTA's retries after the restart
+add nothing twice either."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiosmtplib
+import httpx
+import pytest
+
+from omnidesk.store import open_store
+from tests.conftest import RULES
+
+from .conftest import SUPPORT, free_port, mail
+
+pytestmark = pytest.mark.slow
+
+
+def write_config(tmp: Path, store_url: str, web: int, smtp: int) -> Path:
+    cfg = tmp / f"config-{smtp}.toml"
+    cfg.write_text(f"""
+[daemon]
+data_dir = "{tmp / "data"}"
+log_level = "warning"
+[storage]
+url = "{store_url}"
+[web]
+port = {web}
+[rules]
+dir = "{RULES}"
+watch = false
+[pipeline]
+batch_size = 16
+[[teams]]
+name = "support"
+members = ["alice", "bob"]
+[[channels]]
+name = "email"
+type = "smtp"
+port = {smtp}
+accept = ["{SUPPORT}"]
+""")
+    return cfg
+
+
+def start(cfg: Path, log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "omnidesk.cli", "run", "-c", str(cfg)],
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        env=dict(os.environ),
+    )
+
+
+async def wait_up(web: int, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 30
+    async with httpx.AsyncClient() as c:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise AssertionError(f"daemon exited: {log.read_text()[-3000:]}")
+            try:
+                r = await c.get(f"http://127.0.0.1:{web}/healthz")
+                if r.status_code == 200 and r.json()["channels"]["email"]["state"] == "running":
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.1)
+    raise AssertionError("daemon did not come up")
+
+
+async def send_many(port: int, mails: list[tuple[bytes, str]], clients: int = 6) -> list[str]:
+    """Send over several connections; return the Message-IDs that got 250."""
+    acked: list[str] = []
+    queue: asyncio.Queue[tuple[bytes, str]] = asyncio.Queue()
+    for m in mails:
+        queue.put_nowait(m)
+
+    async def client() -> None:
+        while not queue.empty():
+            try:
+                smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=10)
+                await smtp.connect()
+            except (aiosmtplib.SMTPException, OSError):
+                return
+            try:
+                while not queue.empty():
+                    raw, mid = queue.get_nowait()
+                    try:
+                        await smtp.sendmail("ann@example.org", [SUPPORT], raw)
+                    except (aiosmtplib.SMTPException, OSError):
+                        return
+                    acked.append(mid)
+            finally:
+                smtp.close()
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return acked
+
+
+async def stored(store_url: str) -> dict[str, Any]:
+    store = open_store(store_url)
+    await store.open()
+
+    def q(db: Any) -> dict[str, Any]:
+        return {
+            "pending": db.val("SELECT COUNT(*) FROM inbound WHERE state = 'pending'"),
+            "inbound": [r[0] for r in db.all("SELECT external_id FROM inbound")],
+            "messages": [
+                r[0] for r in db.all("SELECT external_id FROM messages WHERE direction = 'in'")
+            ],
+        }
+
+    try:
+        return await store.read(q)
+    finally:
+        await store.close()
+
+
+async def test_sigkill_while_sending_loses_no_250_and_stores_none_twice(
+    tmp_path: Path, store_url: str
+) -> None:
+    log = tmp_path / "daemon.log"
+    web, smtp = free_port(), free_port()
+    proc = start(write_config(tmp_path, store_url, web, smtp), log)
+    mails = [mail(f"order {i} question", f"Where is order {i}?") for i in range(1000)]
+    try:
+        await wait_up(web, proc, log)
+        sender = asyncio.create_task(send_many(smtp, mails))
+        await asyncio.sleep(1.0)  # mid-load: intake commits and the pipeline busy
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    acked = await sender
+    assert 0 < len(acked) < len(mails), f"the kill should land mid-load ({len(acked)} acked)"
+    after_kill = await stored(store_url)
+    assert set(acked) <= set(after_kill["inbound"]), "every 250 was on disk"
+
+    web, smtp = free_port(), free_port()
+    proc = start(write_config(tmp_path, store_url, web, smtp), log)
+    try:
+        await wait_up(web, proc, log)
+        # The sending MTA retries everything it holds, acknowledged or not.
+        again = await send_many(smtp, mails)
+        assert len(again) == len(mails)
+        deadline = time.monotonic() + 60
+        while True:
+            final = await stored(store_url)
+            if final["pending"] == 0 and len(final["messages"]) >= len(mails):
+                break
+            assert time.monotonic() < deadline, f"not processed: {final['pending']} pending"
+            await asyncio.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert len(final["inbound"]) == len(set(final["inbound"])) == len(mails)
+    assert len(final["messages"]) == len(set(final["messages"])) == len(mails)
