@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Depends, HTTPException, Request
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 
 from .deps import get_daemon
 
@@ -25,22 +25,17 @@ async def inbound(channel: str, request: Request, daemon: Daemon = Depends(get_d
     return await adapter.handle_webhook(request)
 
 
-async def _webhook(channel: str, request: Request, daemon: Daemon) -> Response:
-    adapter = daemon.adapters.get(channel)
+async def webhook(request: Request) -> Response:
+    """Provider webhooks at ``/webhooks/{channel}``: verification handshakes
+    (GET, e.g. Meta's hub.challenge) and deliveries (POST), each checked by
+    its channel. A plain Starlette route: FastAPI's per-route machinery cost
+    more than the whole webhook (bench/bench_webhooks.py)."""
+    name = request.path_params["channel"]
+    adapter = request.app.state.daemon.adapters.get(name)
     if adapter is None:
-        raise HTTPException(404, f"no channel named {channel!r}")
-    return await adapter.handle_webhook(request)
+        return JSONResponse({"detail": f"no channel named {name!r}"}, status_code=404)
+    response: Response = await adapter.handle_webhook(request)
+    return response
 
 
-@router.get("/webhooks/{channel}")
-async def webhook_verify(
-    channel: str, request: Request, daemon: Daemon = Depends(get_daemon)
-) -> Response:
-    """Provider webhook verification handshakes (e.g. Meta's hub.challenge)."""
-    return await _webhook(channel, request, daemon)
-
-
-@router.post("/webhooks/{channel}")
-async def webhook(channel: str, request: Request, daemon: Daemon = Depends(get_daemon)) -> Response:
-    """Provider webhook deliveries (signature-checked by each channel)."""
-    return await _webhook(channel, request, daemon)
+router.add_route("/webhooks/{channel}", webhook, methods=["GET", "POST"], include_in_schema=False)
