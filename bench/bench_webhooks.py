@@ -1,0 +1,343 @@
+"""Webhook deliveries accepted per second, with p50/p99 latency.
+
+A separate process (this one) drives real HTTP at a daemon running in a child
+process on SQLite: signed WhatsApp Cloud API deliveries (one customer message
+each, a distinct wamid, ~700 bytes, ``X-Hub-Signature-256``) POSTed to
+``/webhooks/wa`` by ``--concurrency`` keep-alive connections. The daemon
+checks the signature on the raw bytes, splits the delivery and answers 200
+only after the group commit of the intake (``synchronous=FULL``). After each
+run the rows in ``inbound`` are counted: every acknowledged delivery is there.
+
+Rows, all measured in the same run on the same machine:
+
+* ``http floor``: uvicorn + Starlette answering 200 to the same POSTs, nothing
+  else - what the HTTP stack itself costs;
+* ``no store``: the daemon's full webhook path (routing, signature, split)
+  with the intake replaced by a stub that stores nothing - the baseline;
+* ``accept-only``: the real thing with ``pipeline.workers = 0`` (an instance
+  that only takes deliveries; the pipeline runs elsewhere or catches up);
+* ``full daemon``: the same with the pipeline classifying and routing every
+  stored message while deliveries keep coming.
+
+Target: at least 2,000 deliveries/s with p99 under 25 ms (accept-only).
+
+    python bench/bench_webhooks.py [--deliveries 10000] [--concurrency 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+APP_SECRET = "bench-app-secret-0123456789"
+NUMBER_ID = "109876543210"
+TARGET_RATE = 2000.0
+TARGET_P99_MS = 25.0
+
+
+# -- the server side (child process) ------------------------------------------------
+
+
+def serve(mode: str, workdir: Path) -> None:
+    """Run a server and print {"port": n} on stdout once it listens."""
+    if mode == "floor":
+        asyncio.run(_serve_floor())
+    else:
+        asyncio.run(_serve_daemon(mode, workdir))
+
+
+async def _serve_floor() -> None:
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def ok(request: Request) -> JSONResponse:
+        await request.body()
+        return JSONResponse({"stored": 1, "duplicates": 0})
+
+    app = Starlette(routes=[Route("/webhooks/{name}", ok, methods=["POST"])])
+    cfg = uvicorn.Config(
+        app, host="127.0.0.1", port=0, log_config=None, access_log=False, lifespan="off"
+    )
+    server = uvicorn.Server(cfg)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    print(json.dumps({"port": port}), flush=True)
+    await task
+
+
+async def _serve_daemon(mode: str, workdir: Path) -> None:
+    from omnidesk import logging as odlog
+    from omnidesk.config import parse_config
+    from omnidesk.daemon import Daemon
+
+    odlog.configure("warning", json=True)
+    cfg = parse_config(
+        {
+            "daemon": {"data_dir": str(workdir / "data"), "log_level": "warning"},
+            "storage": {"url": f"sqlite:///{workdir / 'bench.db'}"},
+            "web": {"host": "127.0.0.1", "port": 0},
+            "rules": {"dir": str(REPO / "rules"), "watch": False},
+            "pipeline": {"workers": 1 if mode == "full" else 0},
+            "channels": [
+                {
+                    "name": "wa",
+                    "type": "whatsapp",
+                    "app_secret": APP_SECRET,
+                    "verify_token": "bench",
+                    "access_token": "bench",
+                    "phone_number_id": NUMBER_ID,
+                    "check_token": False,
+                }
+            ],
+        },
+        base_dir=REPO,
+    )
+    daemon = Daemon(cfg)
+    if mode == "nostore":
+
+        async def stub(envelopes: Any) -> list[bool]:
+            return [True] * len(envelopes)
+
+        daemon.intake.accept_many = stub  # type: ignore[method-assign]
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    await daemon.start()
+    print(json.dumps({"port": daemon.web_port}), flush=True)
+    await stop.wait()
+    await daemon.stop()
+
+
+# -- the client side -----------------------------------------------------------------
+
+
+def deliveries(n: int, run: str) -> list[tuple[bytes, dict[str, str]]]:
+    from omnidesk.channels.meta import SIGNATURE_HEADER, sign
+
+    texts = [
+        "Hi, when will order {n} ship? Thanks",
+        "This is unacceptable, I want a refund for order {n}",
+        "Can I change the delivery address for order {n}?",
+        "你好，请问订单{n}什么时候发货？",
+    ]
+    now = int(time.time())
+    out = []
+    for i in range(n):
+        wa_id = f"4915{100000000 + (i * 7919) % 50000:09d}"
+        body = {
+            "object": "whatsapp_business_account",
+            "entry": [
+                {
+                    "id": "102290129340398",
+                    "changes": [
+                        {
+                            "value": {
+                                "messaging_product": "whatsapp",
+                                "metadata": {
+                                    "display_phone_number": "15550001111",
+                                    "phone_number_id": NUMBER_ID,
+                                },
+                                "contacts": [
+                                    {"profile": {"name": f"Customer {i}"}, "wa_id": wa_id}
+                                ],
+                                "messages": [
+                                    {
+                                        "from": wa_id,
+                                        "id": f"wamid.HBgL{run}{i:08d}AgASGBQzRUIwQjE",
+                                        "timestamp": str(now),
+                                        "type": "text",
+                                        "text": {"body": texts[i % len(texts)].format(n=1000 + i)},
+                                    }
+                                ],
+                            },
+                            "field": "messages",
+                        }
+                    ],
+                }
+            ],
+        }
+        raw = json.dumps(body, ensure_ascii=False).encode()
+        out.append(
+            (raw, {SIGNATURE_HEADER: sign(APP_SECRET, raw), "Content-Type": "application/json"})
+        )
+    return out
+
+
+async def drive(
+    port: int, items: list[tuple[bytes, dict[str, str]]], concurrency: int
+) -> tuple[float, list[float], int]:
+    """Send everything; returns (seconds, latencies in ms, non-200 answers)."""
+    import aiohttp
+
+    url = f"http://127.0.0.1:{port}/webhooks/wa"
+    latencies: list[float] = []
+    errors = 0
+    it = iter(items)
+    connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def worker() -> None:
+            nonlocal errors
+            for body, headers in it:
+                t0 = time.perf_counter()
+                async with session.post(url, data=body, headers=headers) as resp:
+                    await resp.read()
+                    if resp.status != 200:
+                        errors += 1
+                latencies.append((time.perf_counter() - t0) * 1000)
+
+        t = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - t
+    return elapsed, latencies, errors
+
+
+def pct(values: list[float], p: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(p / 100 * len(s)))]
+
+
+def stored_rows(db: Path) -> int:
+    import sqlite3
+
+    if not db.exists():
+        return 0
+    with sqlite3.connect(db) as conn:
+        return int(conn.execute("SELECT COUNT(*) FROM inbound").fetchone()[0])
+
+
+def run_mode(mode: str, n: int, warmup: int, concurrency: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="bench-webhooks-") as tmp:
+        work = Path(tmp)
+        log = (work / "server.log").open("w")
+        proc = subprocess.Popen(
+            [sys.executable, __file__, "--serve", mode, "--workdir", str(work)],
+            stdout=subprocess.PIPE,
+            stderr=log,  # a file: a full pipe would stall the server
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            if not line:
+                log.flush()
+                why = (work / "server.log").read_text()[-2000:]
+                raise RuntimeError(f"{mode} server did not start: {why}")
+            port = json.loads(line)["port"]
+            asyncio.run(drive(port, deliveries(warmup, f"W{mode[:2]}"), concurrency))
+            items = deliveries(n, f"R{mode[:2]}")
+            elapsed, lat, errors = asyncio.run(drive(port, items, concurrency))
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            log.close()
+        rows = stored_rows(work / "bench.db") if mode in ("accept", "full") else None
+    return {
+        "mode": mode,
+        "rate": n / elapsed,
+        "p50": statistics.median(lat),
+        "p99": pct(lat, 99),
+        "max": max(lat),
+        "errors": errors,
+        "stored": rows,
+        "expected": n + warmup,
+    }
+
+
+LABELS = {
+    "floor": "http floor (uvicorn+starlette, 200)",
+    "nostore": "no store (webhook path, stub intake)",
+    "accept": "accept-only (durable, pipeline elsewhere)",
+    "full": "full daemon (pipeline running too)",
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--deliveries", type=int, default=10000)
+    ap.add_argument("--warmup", type=int, default=1000)
+    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--modes", default="floor,nostore,accept,full")
+    ap.add_argument("--serve", choices=sorted(LABELS), help=argparse.SUPPRESS)
+    ap.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.serve:
+        serve(args.serve, args.workdir)
+        return
+
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+
+    console = Console()
+    modes = args.modes.split(",")
+    results = []
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("measuring", total=len(modes))
+        for mode in modes:
+            progress.update(task, description=f"measuring {LABELS[mode]}")
+            results.append(run_mode(mode, args.deliveries, args.warmup, args.concurrency))
+            progress.advance(task)
+
+    base = next((r for r in results if r["mode"] == "nostore"), results[0])
+    table = Table(
+        title=f"Webhook deliveries over HTTP, {args.deliveries} signed WhatsApp deliveries,"
+        f" {args.concurrency} connections, SQLite synchronous=FULL, {os.cpu_count()} CPUs"
+    )
+    for col in (
+        "server",
+        "deliveries/s",
+        "vs no store",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "non-200",
+        "rows stored",
+    ):
+        table.add_column(col, justify="left" if col == "server" else "right")
+    for r in results:
+        stored = "-" if r["stored"] is None else f"{r['stored']}/{r['expected']}"
+        table.add_row(
+            LABELS[r["mode"]],
+            f"{r['rate']:,.0f}",
+            f"{r['rate'] / base['rate']:.2f}x",
+            f"{r['p50']:.1f}",
+            f"{r['p99']:.1f}",
+            f"{r['max']:.1f}",
+            str(r["errors"]),
+            stored,
+        )
+    console.print(table)
+    accept = next((r for r in results if r["mode"] == "accept"), None)
+    if accept is not None:
+        ok = accept["rate"] >= TARGET_RATE and accept["p99"] < TARGET_P99_MS
+        console.print(
+            f"target >= {TARGET_RATE:,.0f}/s with p99 < {TARGET_P99_MS:.0f} ms (accept-only):"
+            f" {'met' if ok else 'MISSED'}"
+        )
+        if accept["stored"] != accept["expected"]:
+            console.print("[red]acknowledged deliveries missing from the inbound table[/red]")
+
+
+if __name__ == "__main__":
+    main()
