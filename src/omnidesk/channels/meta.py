@@ -477,6 +477,11 @@ class MetaChannel(ChannelAdapter):
         """Subclasses read their own keys here."""
 
     # -- lifecycle ---------------------------------------------------------------
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = self._new_client()
+        return self._client
+
     def _new_client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(
             base_url=f"{self.api_base_url}/{self.api_version}/",
@@ -485,7 +490,7 @@ class MetaChannel(ChannelAdapter):
         )
 
     async def start(self) -> None:
-        self._client = self._new_client()
+        # The HTTP client is made on first use (an SSL context costs ~20 ms).
         self.set_health(True, "running", "waiting for webhook deliveries")
         if self.check_token and self.ctx.spawn is not None:
             self.ctx.spawn(self._check_token(), f"{self.name}-token-check")
@@ -499,9 +504,8 @@ class MetaChannel(ChannelAdapter):
     async def _check_token(self) -> None:
         """Ask the Graph API about our own sender once at start, so a wrong
         token or id shows on /healthz before the first reply fails."""
-        assert self._client is not None
         try:
-            resp = await self._client.get(self._sender_path(), params={"fields": "id"})
+            resp = await self._http().get(self._sender_path(), params={"fields": "id"})
         except httpx.HTTPError as exc:
             self.set_health(False, "degraded", f"Graph API unreachable: {type(exc).__name__}")
             return
@@ -617,11 +621,8 @@ class MetaChannel(ChannelAdapter):
 
     # -- sending ---------------------------------------------------------------------
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        client = self._client
-        if client is None:  # not started (a direct send in a script or test)
-            client = self._client = self._new_client()
         try:
-            resp = await client.post(path, json=body)
+            resp = await self._http().post(path, json=body)
         except httpx.HTTPError as exc:
             raise SendError(
                 f"Graph API unreachable: {type(exc).__name__}: {exc}", retry=True
