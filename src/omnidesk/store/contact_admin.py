@@ -1,5 +1,5 @@
-"""Contacts as agents manage them: search, attribute edits, and merges that an
-admin can undo exactly.
+"""Contacts as agents manage them: attribute edits, and merges that an admin
+can undo exactly (search is ``store/search.py``).
 
 A merge moves every identity and conversation of the *source* contact to the
 *target*, copies attributes the target lacks, and marks the source
@@ -38,49 +38,6 @@ def _visible_clause(teams: Sequence[str] | None, user: str | None) -> tuple[str,
         f" AND EXISTS (SELECT 1 FROM conversations c WHERE c.contact_id = k.id AND ({cond}))",
         params,
     )
-
-
-def search_contacts(
-    db: Db,
-    q: str,
-    *,
-    limit: int = 25,
-    visible_teams: Sequence[str] | None = None,
-    visible_user: str | None = None,
-) -> list[dict[str, Any]]:
-    """Contacts whose name, attributes or any identity (e-mail, phone, chat
-    handle) contains ``q``, case-insensitively. Merged-away contacts are left
-    out. A plain LIKE scan: the full-text engine (``store/search.py``) serves
-    large stores where it is available."""
-    q = q.strip().lower()
-    if not q:
-        return []
-    esc = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    pattern = f"%{esc}%"
-    digits = "".join(ch for ch in q if ch.isdigit())
-    phone_like = len(digits) >= 4 and all(ch.isdigit() or ch in "+-() ." for ch in q)
-    vis, vparams = _visible_clause(visible_teams, visible_user)
-    ident_cond = "lower(i.address) LIKE ? ESCAPE '\\' OR lower(i.display_name) LIKE ? ESCAPE '\\'"
-    params: list[Any] = [pattern, pattern, pattern, pattern]
-    if phone_like:
-        ident_cond += " OR i.address LIKE ?"
-        params.append(f"%{digits}%")
-    rows = db.all(
-        "SELECT k.id, k.name, k.attributes, k.created_at, k.updated_at FROM contacts k"
-        " WHERE k.merged_into IS NULL AND (lower(k.name) LIKE ? ESCAPE '\\'"
-        " OR lower(k.attributes) LIKE ? ESCAPE '\\'"
-        f" OR EXISTS (SELECT 1 FROM identities i WHERE i.contact_id = k.id AND ({ident_cond})))"
-        f"{vis} ORDER BY k.updated_at DESC, k.id DESC LIMIT ?",
-        (*params, *vparams, limit),
-    )
-    out = []
-    for r in rows:
-        d = row_dict(r)
-        assert d is not None
-        d["attributes"] = jsoncol.loads(d["attributes"], {})
-        d["identities"] = identities_of(db, d["id"])
-        out.append(d)
-    return out
 
 
 def identities_of(db: Db, contact_id: int) -> list[dict[str, Any]]:

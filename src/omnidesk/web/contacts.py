@@ -14,11 +14,11 @@ from ..store.contact_admin import (
     contact_visible,
     merge_contacts,
     merges_of,
-    search_contacts,
     undo_merge,
     update_contact,
 )
 from ..store.contacts import get_contact
+from ..store.search import SearchError, search_contacts
 from .auth import Principal, current_principal, require_admin
 from .deps import can_see, get_daemon, visibility
 
@@ -43,25 +43,6 @@ class MergeIn(BaseModel):
     reason: str | None = Field(None, max_length=1000)
 
 
-def _search(db: Db, q: str, limit: int, teams: list[str] | None, user: str | None) -> Any:
-    # The full-text engine serves this when it is there (PostgreSQL and large
-    # stores); the LIKE scan works everywhere.
-    try:
-        from ..store import search as fts  # type: ignore[attr-defined,unused-ignore]
-
-        finder = getattr(fts, "search_contacts", None)
-    except ImportError:
-        finder = None
-    if finder is not None:
-        try:
-            found = finder(db, q, limit=limit, visible_teams=teams, visible_user=user)
-        except TypeError:
-            found = None  # a different signature: fall back rather than guess
-        if found is not None:
-            return found
-    return search_contacts(db, q, limit=limit, visible_teams=teams, visible_user=user)
-
-
 @router.get("/contacts")
 async def contacts(
     q: str = Query(..., min_length=1, max_length=200, description="name, e-mail, phone, handle"),
@@ -69,10 +50,16 @@ async def contacts(
     p: Principal = Depends(current_principal),
     daemon: Daemon = Depends(get_daemon),
 ) -> dict[str, Any]:
-    """Search contacts by name, e-mail address, phone number, channel handle or
-    attribute. Agents find only contacts with a conversation they can see."""
+    """Search contacts by name, e-mail address, phone number or channel handle
+    (every word must occur; exact matches first). Agents find only contacts
+    with a conversation they can see."""
     teams, user = visibility(p)
-    items = await daemon.store.read(_search, q, limit, teams, user)
+    try:
+        items = await daemon.store.read(
+            search_contacts, q, limit=limit, visible_teams=teams, visible_user=user
+        )
+    except SearchError as exc:
+        raise HTTPException(422, str(exc)) from None
     return {"items": items}
 
 
