@@ -219,11 +219,29 @@ class Daemon:
 
     async def _own_and_start(self, name: str, adapter: ChannelAdapter) -> None:
         lock = f"channel:{name}"
-        adapter.set_health(True, "standby", "another instance owns this channel")
-        while not await self.store.try_lock(lock):
-            await asyncio.sleep(1.0)
-        log.info("channel_owned", channel=name, instance=self.config.instance_name)
-        await self._run_adapter_start(name, adapter)
+        while True:
+            adapter.set_health(True, "standby", "another instance owns this channel")
+            while not await self._owns(lock):
+                await asyncio.sleep(1.0)
+            log.info("channel_owned", channel=name, instance=self.config.instance_name)
+            await self._run_adapter_start(name, adapter)
+            # The lock lives in a database session: if that connection is lost
+            # another instance may take the channel over, so keep checking and
+            # stand by again rather than poll the same source twice.
+            while await self._owns(lock):
+                await asyncio.sleep(2.0)
+            log.warning("channel_ownership_lost", channel=name)
+            try:
+                await adapter.stop()
+            except Exception:
+                log.exception("channel_stop_failed", channel=name)
+
+    async def _owns(self, lock: str) -> bool:
+        try:
+            return await self.store.try_lock(lock)
+        except Exception as exc:  # database unreachable: not ours for now
+            log.warning("channel_lock_check_failed", lock=lock, error=str(exc))
+            return False
 
     def _on_remote_events(self, payload: str) -> None:
         import json

@@ -1,10 +1,12 @@
 """The test PostgreSQL server: is it there, and a throw-away schema per test.
 
-A schema per test costs one CREATE SCHEMA plus the migrations (~0.1 s); a
-database per test costs several times that (measured in
-``tests/store/test_postgres_engine.py``'s module docstring). The schema name
-goes into the storage URL as ``search_path``, which asyncpg sends as a
-server setting, so the daemon under test needs no special handling.
+Measured here (PostgreSQL 15, 2 cores): a schema per test, created, migrated
+and dropped, costs 0.12-0.18 s. A database per test cloned from a migrated
+template costs 0.06 s with ``STRATEGY WAL_LOG``, but writes ~8 MB of WAL per
+test (the whole catalog), and ``FILE_COPY`` forces a checkpoint (up to 1.7 s);
+it also needs CREATEDB. Schemas it is. The schema name goes into the storage
+URL as ``search_path``, which asyncpg sends as a server setting, so the
+daemon under test needs no special handling.
 """
 
 from __future__ import annotations

@@ -51,7 +51,6 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import asyncpg.exceptions
 import structlog
-from asyncpg.exceptions._base import DataError as ArgumentError
 
 from .base import Db, Row, Store, TransientError, migration_files
 
@@ -105,6 +104,14 @@ def lock_key(namespace: str, name: str, rank: int = 0) -> int:
     if rank < 0:  # session locks: the negative half
         return -1 - (h >> 1)
     return (h & ((1 << 62) - 1)) | _RANK_BITS[rank]
+
+
+def _refused_argument(exc: BaseException) -> bool:
+    """asyncpg refused an argument while encoding it (nothing was sent, the
+    transaction is intact): a DataError caused by the codec's TypeError."""
+    return type(exc) is asyncpg.exceptions.DataError and isinstance(
+        exc.__cause__, TypeError | ValueError | OverflowError
+    )
 
 
 def _numeric(text: str) -> int | float:
@@ -180,7 +187,9 @@ class _PgDb:
         try:
             try:
                 return self._wait(fn(q, *params))
-            except ArgumentError:
+            except asyncpg.exceptions.DataError as exc:
+                if not _refused_argument(exc):
+                    raise
                 # Refused before it was sent (the transaction is intact):
                 # convert to the statement's parameter types and retry once.
                 types = self._store.param_types(q)
@@ -214,7 +223,9 @@ class _PgDb:
         try:
             try:
                 self._wait(self._conn.executemany(q, rows))
-            except ArgumentError:
+            except asyncpg.exceptions.DataError as exc:
+                if not _refused_argument(exc):
+                    raise
                 types = self._store.param_types(q)
                 if types is None:
                     types = self._wait(self._store.fetch_param_types(self._conn, q))
@@ -361,6 +372,9 @@ class PostgresStore(Store):
                 timeout=self.connect_timeout,
                 server_settings=self._server_settings(),
                 statement_cache_size=1024,
+                # Connections are kept, not recycled when idle: notifications
+                # are recognised as our own by the sending backend's pid.
+                max_inactive_connection_lifetime=0,
                 init=self._init_conn,
             )
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
@@ -511,13 +525,23 @@ class PostgresStore(Store):
     def multi_instance(self) -> bool:
         return True
 
+    def _pg_channel(self, channel: str) -> str:
+        # NOTIFY channels are database-wide: installations in other schemas of
+        # the same database must not hear ours. Identifiers stop at 63 bytes.
+        name = f"{channel}.{self.lock_namespace}"
+        if len(name.encode()) > 63:
+            digest = hashlib.blake2b(self.lock_namespace.encode(), digest_size=8).hexdigest()
+            name = f"{channel[:40]}.{digest}"
+        return name
+
     async def notify(self, channel: str, payload: str) -> None:
         assert self._pool is not None, "store is not open"
         async with self._pool.acquire() as conn:
             self._own_pids.add(conn.get_server_pid())
-            await conn.execute("SELECT pg_notify($1, $2)", channel, payload)
+            await conn.execute("SELECT pg_notify($1, $2)", self._pg_channel(channel), payload)
 
     async def listen(self, channel: str, callback: Callable[[str], None]) -> None:
+        channel = self._pg_channel(channel)
         first = channel not in self._listeners
         self._listeners.setdefault(channel, []).append(callback)
         if self._listen_task is None:
@@ -578,29 +602,36 @@ class PostgresStore(Store):
         conn = self._lock_conn
         if conn is not None and not conn.is_closed():
             return conn
-        if self._locks:
-            # The connection died and its session locks with it: another
-            # instance may own those channels now.
-            log.error("channel_locks_lost", locks=sorted(self._locks))
-            self._locks.clear()
+        self._forget_locks("the lock connection closed")
         conn = await self._connect(timeouts=False)
         conn.add_termination_listener(self._on_lock_conn_lost)
         self._lock_conn = conn
         return conn
 
+    def _forget_locks(self, why: str) -> None:
+        if self._locks and not self._closing:
+            # Session locks die with their connection: another instance may
+            # own these channels now.
+            log.error("channel_locks_lost", locks=sorted(self._locks), detail=why)
+        self._locks.clear()
+
     def _on_lock_conn_lost(self, _conn: Any) -> None:
-        if not self._closing and self._locks:
-            log.error(
-                "channel_locks_lost",
-                locks=sorted(self._locks),
-                detail="the lock connection closed; another instance may take these channels",
-            )
+        self._forget_locks("the lock connection closed")
 
     async def try_lock(self, name: str) -> bool:
+        """Take (or confirm) the session lock ``name``. Called again while
+        held, it checks the connection is alive, so the daemon's periodic
+        call notices a lost lock; it is then taken afresh if still free."""
         async with self._lock_mutex:
-            if name in self._locks and self._lock_conn is not None:
-                if not self._lock_conn.is_closed():
+            conn = self._lock_conn
+            if name in self._locks and conn is not None and not conn.is_closed():
+                try:
+                    await asyncio.wait_for(conn.fetchval("SELECT 1"), self.connect_timeout)
                     return True
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+                    # Half-open or dead: drop it rather than trust it.
+                    self._forget_locks("the lock connection stopped answering")
+                    conn.terminate()
             conn = await self._lock_connection()
             key = self._session_key(name)
             ok = bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", key))
