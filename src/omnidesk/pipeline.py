@@ -93,15 +93,28 @@ class BatchResult:
     # Left pending because another instance holds a lock on the same thread,
     # contact or team; the next batch takes them (PostgreSQL only).
     deferred: int = 0
+    # The time budget ended the batch before all claimed rows were handled:
+    # the rest are still pending and the next batch takes them.
+    cut: bool = False
     events: list[Event] = field(default_factory=list)
     outbox_queued: int = 0
 
 
-def process_batch(db: Db, ctx: PipelineContext, limit: int) -> BatchResult:
+def process_batch(
+    db: Db, ctx: PipelineContext, limit: int, budget: float | None = None
+) -> BatchResult:
+    """Up to ``limit`` pending envelopes in one transaction. ``budget``
+    (seconds) ends the batch early once spent: the transaction holds SQLite's
+    only write lock, and webhook deliveries wait behind it for their commit
+    (bench/bench_webhooks.py); what is left stays pending for the next batch."""
     result = BatchResult()
     rows = claim_pending(db, limit)
     result.claimed = len(rows)
-    for row in rows:
+    deadline = None if budget is None else time.perf_counter() + budget
+    for i, row in enumerate(rows):
+        if deadline is not None and i and time.perf_counter() > deadline:
+            result.claimed, result.cut = i, True
+            break
         adapter = ctx.adapters.get(row.envelope.channel)
         try:
             if adapter is None:
@@ -582,11 +595,13 @@ class PipelineRunner:
         *,
         batch_size: int = 64,
         poll: float = 1.0,
+        budget: float | None = 0.015,
         on_result: Callable[[BatchResult], None] | None = None,
     ) -> None:
         self.store = store
         self.ctx = ctx
         self.batch_size = batch_size
+        self.budget = budget
         self.poll = poll
         self.on_result = on_result
         self._wake = asyncio.Event()
@@ -603,7 +618,7 @@ class PipelineRunner:
         self._running += 1
         self._idle.clear()
         try:
-            res = await self.store.write(process_batch, self.ctx, self.batch_size)
+            res = await self.store.write(process_batch, self.ctx, self.batch_size, self.budget)
         finally:
             self._running -= 1
             if not self._running:
@@ -632,7 +647,7 @@ class PipelineRunner:
                 # Another instance holds a lock these need: it commits soon.
                 await asyncio.sleep(0.02)
                 continue
-            if res.claimed < self.batch_size:
+            if res.claimed < self.batch_size and not res.cut:
                 if self._running:
                     # PostgreSQL claims skip rows another batch of this
                     # process has locked: wait for it, then look again.

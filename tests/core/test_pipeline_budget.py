@@ -1,0 +1,48 @@
+"""The pipeline's time budget: a batch ends early so its transaction (SQLite's
+only write lock) stays short for the webhook commits waiting behind it; the
+rest stays pending and is taken by the next batch, never stalled."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from omnidesk.channels.api import ApiChannel
+from omnidesk.channels.base import ChannelContext
+from omnidesk.config import ChannelConfig, Options
+from omnidesk.intake import Intake
+from omnidesk.model import Envelope
+from omnidesk.pipeline import PipelineContext, PipelineRunner, process_batch
+from omnidesk.rules import load_rules
+from omnidesk.store.inbound import count_pending
+from tests.conftest import API_SECRET, RULES, message
+
+
+async def pipeline_with(store: Any, n: int) -> PipelineContext:
+    intake = Intake(store)
+    opts = Options({"secret": API_SECRET}, file=None, prefix="channels[0]", base_dir=RULES)
+    api = ApiChannel(ChannelContext("api", ChannelConfig("api", "api", opts), intake))
+    await intake.accept_many(
+        [
+            Envelope("api", f"b-{i}", json.dumps(message(f"b-{i}", f"question {i}")).encode())
+            for i in range(n)
+        ]
+    )
+    rules = load_rules(RULES)
+    return PipelineContext(adapters={"api": api}, rules=lambda: rules)
+
+
+async def test_spent_budget_ends_the_batch_and_leaves_the_rest_pending(store: Any) -> None:
+    ctx = await pipeline_with(store, 5)
+    res = await store.write(process_batch, ctx, 64, 0.0)
+    assert (res.claimed, res.cut, res.stored) == (1, True, 1), "at least one row per batch"
+    assert await store.read(count_pending) == 4
+    res = await store.write(process_batch, ctx, 64, None)
+    assert (res.claimed, res.cut, res.stored) == (4, False, 4)
+
+
+async def test_drain_goes_on_after_a_cut_batch(store: Any) -> None:
+    ctx = await pipeline_with(store, 7)
+    runner = PipelineRunner(store, ctx, budget=0.0)
+    assert await runner.drain() == 7
+    assert await store.read(count_pending) == 0
