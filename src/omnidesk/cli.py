@@ -394,6 +394,14 @@ def cmd_quarantine_retry(args: argparse.Namespace) -> int:
 # -- migrate ---------------------------------------------------------------
 def cmd_migrate(args: argparse.Namespace) -> int:
     config = _config(args)
+    if args.status:
+        from .store.maintenance import migration_status
+
+        status = asyncio.run(migration_status(config.storage_url))
+        for version, name, state in status:
+            print(f"{version:04d} {name:<30} {state}")
+        # Deploy scripts: 0 up to date, 1 something to apply.
+        return 1 if any(state == "pending" for _, _, state in status) else 0
 
     async def go(store: Any) -> list[tuple[int, str, bool]]:
         return await store.migrations()
@@ -401,6 +409,62 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     rows = asyncio.run(_with_store(config, go))  # opening applies pending migrations
     for version, name, applied in rows:
         print(f"{version:04d} {name:<30} {'applied' if applied else 'pending'}")
+    return 0
+
+
+# -- store -------------------------------------------------------------------
+def _url_arg(value: str) -> str:
+    """A storage URL, or ``env:NAME`` to keep a password off the command line."""
+    if value.startswith("env:"):
+        url = os.environ.get(value[4:], "")
+        if not url:
+            raise SystemExit(f"environment variable {value[4:]} is not set")
+        return url
+    if value.startswith("sqlite:///"):
+        from .config import normalize_storage_url
+
+        return normalize_storage_url(value, Path.cwd())
+    return value
+
+
+def cmd_store_copy(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.table import Table
+
+    from .store.maintenance import CopyError, copy_urls
+    from .store.postgres import redact_url
+
+    src, dst = _url_arg(args.source), _url_arg(args.target)
+    console = Console(stderr=True)
+    console.print(f"copying {redact_url(src)} -> {redact_url(dst)}")
+    with Progress(
+        TextColumn("{task.description:<18}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=console,
+        transient=False,
+    ) as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(table: str, done: int, total: int) -> None:
+            if table not in tasks:
+                tasks[table] = bar.add_task(table, total=max(total, 1))
+            bar.update(tasks[table], completed=done if total else 1)
+
+        try:
+            reports = asyncio.run(
+                copy_urls(src, dst, resume=args.resume, batch=args.batch, progress=progress)
+            )
+        except (CopyError, ConnectionError) as exc:
+            console.print(f"[red]copy failed:[/red] {exc}")
+            return 1
+    table = Table("table", "rows", "seconds")
+    for r in reports:
+        table.add_row(r.name, str(r.target_rows), f"{r.seconds:.2f}")
+    console.print(table)
+    total = sum(r.target_rows for r in reports)
+    console.print(f"copied {total} rows in {len(reports)} tables; row counts match")
     return 0
 
 
@@ -516,8 +580,31 @@ def build_parser() -> argparse.ArgumentParser:
     qr.set_defaults(func=cmd_quarantine_retry)
 
     mig = sub.add_parser("migrate", help="apply pending migrations and list them")
+    mig.add_argument(
+        "--status",
+        action="store_true",
+        help="only list them (applies nothing); exit 1 if any is pending",
+    )
     _add_config(mig)
     mig.set_defaults(func=cmd_migrate)
+
+    st = sub.add_parser("store", help="store maintenance")
+    stsub = st.add_subparsers(dest="store_command", required=True)
+    cp = stsub.add_parser(
+        "copy",
+        help="copy a whole store to another engine (e.g. SQLite -> PostgreSQL)",
+        description="Copy every row with its id; the target must be empty (or --resume)."
+        " Stop the daemon first. URLs may be given as env:VARIABLE.",
+    )
+    cp.add_argument("--from", dest="source", required=True, metavar="URL")
+    cp.add_argument("--to", dest="target", required=True, metavar="URL")
+    cp.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted copy: keep rows already in the target",
+    )
+    cp.add_argument("--batch", type=int, default=1000, help="rows per transaction")
+    cp.set_defaults(func=cmd_store_copy)
 
     from .channels.imap import register_cli as register_imap
 
