@@ -9,6 +9,7 @@ store of a million messages as on an empty one.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -95,15 +96,18 @@ _SELECT = (
 
 
 def encode_cursor(row: dict[str, Any]) -> str:
+    """An opaque, URL-safe position after ``row`` in urgency order."""
     sla = row["sla_due_at"] if row["sla_due_at"] is not None else NO_SLA
-    return f"{row['priority_rank']}:{sla!r}:{row['id']}"
+    raw = f"{row['priority_rank']}:{sla!r}:{row['id']}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
 def decode_cursor(cursor: str) -> tuple[int, float, int]:
     try:
-        rank, sla, cid = cursor.split(":")
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        rank, sla, cid = raw.split(":")
         return int(rank), float(sla), int(cid)
-    except ValueError:
+    except (ValueError, UnicodeDecodeError):
         raise ValueError("malformed cursor") from None
 
 
@@ -122,22 +126,34 @@ def list_conversations(
     where, params = flt.where()
     conj = " AND " if where else " WHERE "
     if sort == "urgency":
-        if cursor is not None:
-            rank, sla, cid = decode_cursor(cursor)
-            where += (
-                conj + f"(c.priority_rank < ? OR (c.priority_rank = ? AND ({SLA_KEY} > ?"
-                f" OR ({SLA_KEY} = ? AND c.id > ?))))"
-            )
-            params.extend([rank, rank, sla, sla, cid])
         order = f"c.priority_rank DESC, {SLA_KEY}, c.id"
+        if cursor is None:
+            rows = db.all(f"{_SELECT}{where} ORDER BY {order} LIMIT ?", (*params, limit))
+        else:
+            # The keyset "after (rank, sla, id)" as three ranges, each a plain
+            # seek on the urgency index (one OR-ed condition makes SQLite walk
+            # from the start instead), taken in order until the page is full.
+            rank, sla, cid = decode_cursor(cursor)
+            rows = []
+            for extra, extra_params in (
+                (f"c.priority_rank = ? AND {SLA_KEY} = ? AND c.id > ?", [rank, sla, cid]),
+                (f"c.priority_rank = ? AND {SLA_KEY} > ?", [rank, sla]),
+                ("c.priority_rank < ?", [rank]),
+            ):
+                need = limit - len(rows)
+                if need <= 0:
+                    break
+                rows += db.all(
+                    f"{_SELECT}{where}{conj}{extra} ORDER BY {order} LIMIT ?",
+                    (*params, *extra_params, need),
+                )
     elif sort == "newest":
         if before is not None:
             where += conj + "c.id < ?"
             params.append(before)
-        order = "c.id DESC"
+        rows = db.all(f"{_SELECT}{where} ORDER BY c.id DESC LIMIT ?", (*params, limit))
     else:
         raise ValueError("sort must be 'newest' or 'urgency'")
-    rows = db.all(f"{_SELECT}{where} ORDER BY {order} LIMIT ?", (*params, limit))
     out = []
     for r in rows:
         d = convs.conversation_dict(r)

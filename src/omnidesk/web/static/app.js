@@ -374,8 +374,14 @@ function renderConversation(c, draft) {
       slaBadge(c.sla_due_at)),
     h('div', { class: 'actions' }, assignControls(c, can), tagControls(c)));
   const presenceBar = h('div', { class: 'presence', id: 'presence', hidden: true });
-  conv.append(head, presenceBar, whyPanel(c), threadView(c), composer(c, draft), auditPanel(c));
-  if (draft && draft.focused) document.getElementById('reply-text')?.focus();
+  // A live refresh keeps the composer as it is (draft, focus, a pending
+  // confirmation): only what the server says is redrawn.
+  const keep = inbox.composerEl && Number(inbox.composerEl.dataset.conv) === c.id && draft !== null;
+  const focused = keep && document.activeElement && inbox.composerEl.contains(document.activeElement) ? document.activeElement : null;
+  const comp = keep ? inbox.composerEl : composer(c, null);
+  inbox.composerEl = comp;
+  conv.append(head, presenceBar, whyPanel(c), threadView(c), comp, auditPanel(c));
+  if (focused) focused.focus();
 }
 
 function assignControls(c, can) {
@@ -502,7 +508,7 @@ function messageView(m) {
 
 function composer(c, draft) {
   const kind = (draft && draft.kind) || 'reply';
-  const wrap = h('div', { class: 'composer' + (kind === 'note' ? ' note' : ''), 'data-kind': kind });
+  const wrap = h('div', { class: 'composer' + (kind === 'note' ? ' note' : ''), 'data-kind': kind, 'data-conv': c.id });
   const ta = h('textarea', { id: 'reply-text', placeholder: kind === 'note' ? 'Private note (the customer never sees it)' : 'Reply to the customer on ' + c.channel, 'aria-label': 'message' });
   if (draft) ta.value = draft.text;
   ta.addEventListener('input', () => {
@@ -538,7 +544,7 @@ function composer(c, draft) {
       conflict.hidden = true;
       inbox.lastSeen = null;
       presence(c.id, 'viewing');
-      await openConversation(c.id, false);
+      await openConversation(c.id, false, true);
     } catch (e) {
       if (e.status === 409 && e.data && e.data.new_messages) {
         clear(conflict).append(
