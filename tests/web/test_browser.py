@@ -189,6 +189,11 @@ async def test_collision_presence_and_admin_pages_in_chromium(env: Env, browser:
     await page.click("#send-anyway")
     await page.wait_for_selector("article.out >> text=any day after 10")
     assert await page.locator("#conflict").is_hidden()
+    # Full-text search over what Alice may see, hits marked in their snippets.
+    await page.fill("#message-search", "brother")
+    await page.press("#message-search", "Enter")
+    await page.wait_for_selector(".row .snippet mark >> text=brother")
+    await page.screenshot(path=screenshot_path("10b-message-search"))
     await context.close()
 
     context = await browser.new_context(viewport={"width": 1500, "height": 950})

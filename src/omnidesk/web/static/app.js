@@ -218,6 +218,10 @@ function renderFilters() {
   const f = inbox.filters;
   const el = clear(inbox.els.filters);
   const scopes = [['mine', 'Mine'], ['teams', 'My teams'], ['unassigned', 'Unassigned'], ['all', 'All']];
+  const search = h('input', { type: 'search', id: 'message-search', placeholder: 'Search messages…', 'aria-label': 'search messages' });
+  search.addEventListener('keydown', ev => { if (ev.key === 'Enter') searchMessages(search.value.trim()); });
+  search.addEventListener('search', () => { if (!search.value.trim()) loadList(); });
+  el.append(search);
   el.append(h('h3', {}, 'Inbox'), h('div', { class: 'scopes' },
     scopes.map(([v, label]) => h('button', {
       class: f.scope === v ? 'on' : '', 'data-scope': v,
@@ -272,7 +276,7 @@ async function loadList() {
   try { r = await api('GET', '/conversations?' + filtersQuery(Object.assign({ limit: 100 }, f))); } catch (e) { return fail(e); }
   if (seq !== listSeq) return;  // a newer load is on its way
   const list = clear(inbox.els.list);
-  list.append(h('div', { class: 'count' }, r.items.length + (r.next_cursor || r.next_before ? '+' : '') + ' conversations'));
+  list.append(h('div', { class: 'count' }, r.items.length + (r.next_cursor || r.next_before ? '+' : '') + (r.items.length === 1 ? ' conversation' : ' conversations')));
   if (!r.items.length) list.append(h('div', { class: 'empty' }, 'Nothing here. New messages appear on their own.'));
   for (const c of r.items) {
     const fresh = !inbox.first && !inbox.known.has(c.id);
@@ -305,7 +309,41 @@ function conversationRow(c, fresh) {
     (c.tags || []).map(t => h('span', { class: 'badge tag' }, t))));
 }
 
-const refreshList = debounce(loadList, 250);
+// Full-text search over the messages the caller may see (GET /api/v1/search);
+// the hits replace the list until the search box is cleared.
+async function searchMessages(q) {
+  if (!q) { inbox.searching = false; return loadList(); }
+  let r;
+  try { r = await api('GET', '/search?kind=messages&limit=50&q=' + encodeURIComponent(q)); } catch (e) { return fail(e); }
+  inbox.searching = true;
+  const list = clear(inbox.els.list);
+  list.append(h('div', { class: 'count' }, r.items.length + (r.items.length === 1 ? ' message matches' : ' messages match') + ' “' + q + '” ',
+    h('button', { class: 'link', onclick: () => { document.getElementById('message-search').value = ''; inbox.searching = false; loadList(); } }, 'back to the inbox')));
+  for (const m of r.items) {
+    list.append(h('div', { class: 'row', 'data-id': m.conversation_id, role: 'link', tabindex: 0,
+      onclick: () => openConversation(m.conversation_id, true) },
+    h('span', { class: 'who' }, m.contact_name || ('#' + m.conversation_id)),
+    h('span', { class: 'when' }, fmtTime(m.created_at)),
+    h('span', { class: 'preview snippet' }, highlighted(m.snippet || '', m.highlights || [])),
+    h('span', { class: 'meta' }, h('span', { class: 'badge channel' }, m.channel || ''), m.subject ? h('span', { class: 'badge' }, m.subject) : null)));
+  }
+  if (!r.items.length) list.append(h('div', { class: 'empty' }, 'No message matches.'));
+}
+
+function highlighted(text, spans) {
+  // Offsets from the server; marked up with elements, the text stays text.
+  const out = [];
+  let at = 0;
+  for (const [a, b] of spans) {
+    if (a < at || b <= a) continue;
+    out.push(text.slice(at, a), h('mark', {}, text.slice(a, b)));
+    at = b;
+  }
+  out.push(text.slice(at));
+  return out;
+}
+
+const refreshList = debounce(() => { if (!inbox.searching) loadList(); }, 250);
 const refreshConv = debounce(() => { if (inbox.current) openConversation(inbox.current.id, false, true); }, 200);
 
 function onInboxEvent(e) {
