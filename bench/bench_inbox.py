@@ -128,29 +128,10 @@ def fill(path: Path, messages: int, contacts: int) -> None:
             if rnd.random() < 0.3:
                 ident.append((i, "phone", f"+1555{i:07d}", None, created))
             if len(batch) >= 20000:
-                conn.executemany(
-                    "INSERT INTO contacts (id, name, attributes, created_at, updated_at)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    batch,
-                )
-                conn.executemany(
-                    "INSERT INTO identities (contact_id, kind, address, display_name, data,"
-                    " created_at) VALUES (?, ?, ?, ?, '{}', ?)",
-                    ident,
-                )
+                _flush_contacts(conn, batch, ident)
                 progress.advance(task, len(batch))
                 batch, ident = [], []
-        if batch:
-            conn.executemany(
-                "INSERT INTO contacts (id, name, attributes, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?)",
-                batch,
-            )
-            conn.executemany(
-                "INSERT INTO identities (contact_id, kind, address, display_name, data,"
-                " created_at) VALUES (?, ?, ?, ?, '{}', ?)",
-                ident,
-            )
+        _flush_contacts(conn, batch, ident)
         task = progress.add_task("conversations and messages", total=messages)
         mid = 0
         convs: list[Any] = []
@@ -243,6 +224,19 @@ def fill(path: Path, messages: int, contacts: int) -> None:
     conn.execute("ANALYZE")
     conn.execute("PRAGMA journal_mode = WAL")
     conn.close()
+
+
+def _flush_contacts(conn: sqlite3.Connection, contacts: list[Any], idents: list[Any]) -> None:
+    conn.executemany(
+        "INSERT INTO contacts (id, name, attributes, created_at, updated_at)"
+        " VALUES (?, ?, ?, ?, ?)",
+        contacts,
+    )
+    conn.executemany(
+        "INSERT INTO identities (contact_id, kind, address, display_name, data, created_at)"
+        " VALUES (?, ?, ?, ?, '{}', ?)",
+        idents,
+    )
 
 
 def _flush(conn: sqlite3.Connection, convs: list[Any], msgs: list[Any]) -> None:

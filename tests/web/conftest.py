@@ -38,7 +38,7 @@ USERS: dict[str, tuple[str, list[str], str]] = {
     "carol": ("agent", ["complaints"], "carol-password-123"),
 }
 
-_shots: list[Path] = []
+_shots: set[Path] = set()
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
@@ -50,7 +50,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 def screenshot_path(name: str) -> Path:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
-    _shots.append(path)
+    _shots.add(path)
     return path
 
 
