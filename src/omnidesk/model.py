@@ -162,6 +162,10 @@ class Message:
     own_keys: list[str] = field(default_factory=list)
     conversation_hint: int | None = None
     edit_of: str | None = None  # external id of the message this edits
+    # Further identities the channel vouches for as the sender's own (the phone
+    # number a Telegram user shared from their own account): linked to the
+    # sender's contact when no other contact holds them.
+    extra_identities: list[Identity] = field(default_factory=list)
     bounced_refs: list[str] = field(default_factory=list)  # our outbound ids that bounced
     meta: dict[str, Any] = field(default_factory=dict)
     # OUTBOUND: a message the business sent from outside omnidesk (the Page

@@ -42,6 +42,7 @@ from .model import (
     Decision,
     DeliveryState,
     Direction,
+    Identity,
     Message,
     MessageKind,
     NormalizeError,
@@ -57,7 +58,7 @@ from .store import Db, Store
 from .store import conversations as convs
 from .store.audit import add_audit
 from .store.base import TransientError
-from .store.contacts import contact_attributes, resolve_contact
+from .store.contacts import contact_attributes, link_identity, resolve_contact
 from .store.inbound import InboundRow, claim_pending, mark_done, quarantine
 from .store.locks import TEAM, xact_lock
 from .store.outbox import enqueue
@@ -287,6 +288,8 @@ def _persist_message(
     if msg.bounced_refs:
         _mark_bounced(db, msg.bounced_refs, f"bounced: {msg.subject or msg.text[:120]}", res)
     contact_id, _ = resolve_contact(db, msg.sender)
+    for extra in msg.extra_identities:
+        _link_extra_identity(db, msg, contact_id, extra, now)
     conv, how = _find_conversation(db, ctx, msg, contact_id, now)
 
     if conv is not None and conv["status"] == Status.RESOLVED and not msg.auto:
@@ -417,6 +420,23 @@ def _work_keys(msg: Message) -> list[str]:
     if msg.conversation_hint is not None:
         keys.append(f"conv:{msg.conversation_hint}")
     return keys
+
+
+def _link_extra_identity(
+    db: Db, msg: Message, contact_id: int, extra: Identity, now: float
+) -> None:
+    _, outcome = link_identity(db, msg.sender, extra)
+    if outcome == "other":
+        # Joining two contacts is an agent's decision: leave a trace to act on.
+        add_audit(
+            db,
+            "pipeline",
+            "identity_in_use",
+            contact_id=contact_id,
+            reason=f"{extra.kind} {extra.address} already belongs to another contact",
+            detail={"kind": extra.kind, "address": extra.address, "channel": msg.channel},
+            at=now,
+        )
 
 
 def _persist_sent_elsewhere(

@@ -1,0 +1,115 @@
+"""Fixtures for the Telegram channel: the Bot API stand-in and a daemon whose
+``telegram`` channel talks to it through the real python-telegram-bot."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from omnidesk.daemon import Daemon
+from omnidesk.store.inbox import ConversationFilter, get_conversation_full, list_conversations
+from tests.conftest import API_SECRET, settle
+from tests.standins.telegram_api import TelegramStandIn
+
+SECRET = "webhook-secret_0123456789"
+
+
+@pytest.fixture
+async def tg() -> AsyncIterator[TelegramStandIn]:
+    s = TelegramStandIn()
+    await s.start()
+    yield s
+    await s.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def channel(tg: TelegramStandIn, **options: Any) -> dict[str, Any]:
+    return {
+        "name": "tg",
+        "type": "telegram",
+        "token": tg.token,
+        "api_base_url": tg.url,
+        "poll_timeout": 1,
+        "retry_max": 0.5,
+        **options,
+    }
+
+
+StartTg = Callable[..., Awaitable[Daemon]]
+
+
+@pytest.fixture
+def start_tg(config_factory: Any, daemon_factory: Any, tg: TelegramStandIn) -> StartTg:
+    """A daemon with an API channel and the telegram channel ``tg``."""
+
+    async def start(**options: Any) -> Daemon:
+        port = free_port()
+        cfg = config_factory(
+            web={"port": port, "public_url": f"http://127.0.0.1:{port}"},
+            channels=[
+                {"name": "api", "type": "api", "secret": API_SECRET},
+                channel(tg, **options),
+            ],
+            outbox={"backoff_base": 0.05, "backoff_max": 0.2, "max_attempts": 4},
+        )
+        return await daemon_factory(cfg)  # type: ignore[no-any-return]
+
+    return start
+
+
+async def wait_for(pred: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await pred():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.05)
+
+
+async def inbound_rows(daemon: Daemon) -> list[dict[str, Any]]:
+    def q(db: Any) -> list[dict[str, Any]]:
+        return [
+            dict(r)
+            for r in db.all(
+                "SELECT id, external_id, state, note, payload, meta FROM inbound"
+                " WHERE channel = 'tg' ORDER BY id"
+            )
+        ]
+
+    return await daemon.store.read(q)
+
+
+async def wait_stored(daemon: Daemon, n: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+    """Wait until ``n`` telegram envelopes were accepted and processed."""
+
+    async def done() -> bool:
+        await settle(daemon)
+        rows = await inbound_rows(daemon)
+        return len(rows) >= n and all(r["state"] != "pending" for r in rows)
+
+    await wait_for(done, timeout)
+    return await inbound_rows(daemon)
+
+
+async def conversations(daemon: Daemon) -> list[dict[str, Any]]:
+    items = await daemon.store.read(list_conversations, ConversationFilter(), limit=500)
+    return [await daemon.store.read(get_conversation_full, c["id"]) for c in items]
+
+
+async def api(daemon: Daemon) -> httpx.AsyncClient:
+    from tests.conftest import admin_token
+
+    headers = await admin_token(daemon)
+    return httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{daemon.web_port}", headers=headers, timeout=10
+    )
