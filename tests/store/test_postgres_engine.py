@@ -7,7 +7,6 @@ between instances that survive a dropped connection."""
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -137,17 +136,16 @@ async def test_statement_timeout_stops_a_runaway_query(pg_url: str) -> None:
 
 
 async def test_cancelled_write_rolls_back_and_frees_its_connection(pg: PostgresStore) -> None:
-    started = threading.Event()
+    started = asyncio.Event()
 
     def slow(db: Db) -> None:
         resolve_contact(db, Identity("email", "slow@example.com"))
         started.set()
-        db.val("SELECT pg_sleep(0.3)")
-        db.val("SELECT 1")  # refused: the caller is gone
+        db.val("SELECT pg_sleep(5)")  # cut off by the cancellation
 
     task = asyncio.create_task(pg.write(slow))
-    while not started.is_set():
-        await asyncio.sleep(0.01)
+    await started.wait()
+    await asyncio.sleep(0.05)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -173,11 +171,10 @@ async def test_instances_starting_together_apply_migrations_once(pg_url: str) ->
 async def test_a_deadlock_is_transient(pg: PostgresStore) -> None:
     await pg.write(lambda db: db.run("CREATE TABLE d (id INT PRIMARY KEY, v INT)"))
     await pg.write(lambda db: db.run("INSERT INTO d VALUES (1, 0), (2, 0)"))
-    both = threading.Barrier(2, timeout=10)
 
     def cross(db: Db, first: int, second: int) -> None:
         db.run("UPDATE d SET v = v + 1 WHERE id = ?", (first,))
-        both.wait()
+        db.val("SELECT pg_sleep(0.3)")  # both now hold their first row
         db.run("UPDATE d SET v = v + 1 WHERE id = ?", (second,))
 
     results = await asyncio.gather(
@@ -191,14 +188,13 @@ async def test_transaction_locks_wait_in_order_and_refuse_out_of_order(
 ) -> None:
     """A transaction waits for a lock only when it is above all it holds;
     otherwise it is told the lock is busy, so waiting never closes a cycle."""
-    holding = threading.Event()
-    release = threading.Event()
+    holding = asyncio.Event()
     low, high = sorted(["a", "b"], key=lambda n: lock_key(pg.lock_namespace, n))
 
     def holder(db: Db) -> None:
         xact_lock(db, [low])
         holding.set()
-        release.wait(10)
+        db.val("SELECT pg_sleep(0.6)")
 
     def out_of_order(db: Db) -> str:
         xact_lock(db, [high])
@@ -213,13 +209,11 @@ async def test_transaction_locks_wait_in_order_and_refuse_out_of_order(
         return "waited"
 
     h = asyncio.create_task(pg.write(holder))
-    while not holding.is_set():
-        await asyncio.sleep(0.01)
+    await holding.wait()
     assert await pg.write(out_of_order) == "busy"
     waiter = asyncio.create_task(pg.write(in_order))
     await asyncio.sleep(0.2)
     assert not waiter.done()
-    release.set()
     await h
     assert await waiter == "waited"
     assert issubclass(LockBusy, TransientError)
@@ -228,25 +222,28 @@ async def test_transaction_locks_wait_in_order_and_refuse_out_of_order(
 async def test_concurrent_resolve_contact_makes_one_contact(pg: PostgresStore) -> None:
     """Without any lock: the second insert waits for the first commit and
     then uses that contact."""
-    first_in = threading.Event()
-    go_on = threading.Event()
+    first_in = asyncio.Event()
     ident = Identity("email", "race@example.com", "Race")
 
     def slow_first(db: Db) -> tuple[int, bool]:
         got = resolve_contact(db, ident)
         first_in.set()
-        go_on.wait(10)
+        db.val("SELECT pg_sleep(0.4)")
         return got
 
     t1 = asyncio.create_task(pg.write(slow_first))
-    while not first_in.is_set():
-        await asyncio.sleep(0.01)
-    t2 = asyncio.create_task(pg.write(resolve_contact, ident))
-    await asyncio.sleep(0.2)
-    go_on.set()
-    (c1, created1), (c2, created2) = await t1, await t2
+    await first_in.wait()
+    (c2, created2) = await pg.write(resolve_contact, ident)
+    (c1, created1) = await t1
     assert c1 == c2 and created1 and not created2
     assert await pg.read(lambda db: db.val("SELECT COUNT(*) FROM contacts")) == 1
+
+
+async def test_a_db_kept_past_its_transaction_refuses_work(pg: PostgresStore) -> None:
+    kept: list[Db] = []
+    await pg.write(kept.append)
+    with pytest.raises(RuntimeError, match="only usable inside"):
+        kept[0].val("SELECT 1")
 
 
 async def test_channel_lock_is_exclusive_and_taken_over(pg_url: str) -> None:
