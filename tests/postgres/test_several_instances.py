@@ -74,6 +74,20 @@ async def facts(d: Daemon, sql: str, params: tuple[Any, ...] = ()) -> list[dict[
     return await d.store.read(lambda db: [dict(r) for r in db.all(sql, params)])
 
 
+async def test_instances_starting_together_all_start(
+    tmp_path: Path, pg_url: str, daemon_factory: Any
+) -> None:
+    """Migrations and the teams seeded from [[teams]] are made once while
+    three instances start at the same moment."""
+    cfgs = [
+        make_config(tmp_path / f"s{i}", pg_url, daemon={"data_dir": str(tmp_path / f"s{i}")})
+        for i in range(3)
+    ]
+    daemons = await asyncio.gather(*(daemon_factory(c) for c in cfgs))
+    teams = await facts(daemons[0], "SELECT name FROM teams ORDER BY name")
+    assert [t["name"] for t in teams] == sorted(t.name for t in cfgs[0].teams)
+
+
 async def test_one_thread_one_conversation_one_contact_across_instances(
     instances: Callable[..., Awaitable[list[Daemon]]],
 ) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 from ..config import TeamConfig
 from ..model import now_ts
 from .base import Db, placeholders, row_dict
+from .locks import xact_lock
 
 ROLES = ("agent", "supervisor", "admin")
 ROLE_RANK = {"agent": 0, "supervisor": 1, "admin": 2}
@@ -289,6 +290,9 @@ def seed_teams(db: Db, teams: Sequence[TeamConfig]) -> list[str]:
     """Create the config's teams that the database does not have yet. Teams
     already there are left as admins last saved them; returns the names of
     config teams whose database copy differs (the caller logs them)."""
+    # Several instances starting together on PostgreSQL: one seeds, the
+    # others wait for its commit and find the teams there.
+    xact_lock(db, ["seed:teams"])
     differ = []
     for t in teams:
         existing = load_team(db, t.name)
