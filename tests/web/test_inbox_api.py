@@ -534,3 +534,29 @@ async def test_live_feed_and_presence(env: Env) -> None:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_openapi_documents_the_inbox(env: Env) -> None:
+    async with env.client() as c:
+        spec = (await c.get("/openapi.json")).json()
+    paths = spec["paths"]
+    for path in (
+        "/api/v1/conversations",
+        "/api/v1/conversations/{conversation_id}/messages",
+        "/api/v1/conversations/{conversation_id}/assign",
+        "/api/v1/conversations/{conversation_id}/status",
+        "/api/v1/conversations/{conversation_id}/classification",
+        "/api/v1/contacts/{contact_id}/merge",
+        "/api/v1/contact-merges/{merge_id}/undo",
+        "/api/v1/rules/{name}",
+        "/api/v1/events",
+        "/api/v1/users",
+        "/api/v1/teams/{name}",
+    ):
+        assert path in paths, path
+    post = paths["/api/v1/conversations/{conversation_id}/messages"]["post"]
+    assert post["responses"]["201"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "MessageOut"
+    )
+    assert "delivery_state" in spec["components"]["schemas"]["MessageOut"]["properties"]
+    assert "409" in post["responses"]

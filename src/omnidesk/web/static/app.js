@@ -923,5 +923,7 @@ function route() {
 }
 
 live.on(e => { if (document.querySelector('.inbox')) onInboxEvent(e); });
+// SLA countdowns age without any event: redraw the list once a minute.
+setInterval(() => { if (document.querySelector('.inbox') && !document.hidden) refreshList(); }, 60000);
 live.start();
 route();
