@@ -185,3 +185,54 @@ async def admin_token(daemon: Daemon) -> dict[str, str]:
 
     token = await daemon.store.write(create_token, "admin", name="test")
     return {"Authorization": f"Bearer {token}"}
+
+
+async def wait_for(pred: Callable[[], Any], timeout: float = 10.0) -> None:
+    """Poll an async condition until it holds: tests wait for a side effect
+    (a delivery, a health change), never for a fixed time."""
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not await pred():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.05)
+
+
+async def agent_api(daemon: Daemon) -> httpx.AsyncClient:
+    """An HTTP client on the inbox API with an admin token (close it)."""
+    headers = await admin_token(daemon)
+    base = f"http://127.0.0.1:{daemon.web_port}"
+    return httpx.AsyncClient(base_url=base, headers=headers, timeout=10)
+
+
+async def agent_reply(c: httpx.AsyncClient, conversation_id: int, text: str) -> dict[str, Any]:
+    """Reply as an agent through the API; returns the queued message."""
+    r = await c.post(f"/api/v1/conversations/{conversation_id}/messages", json={"text": text})
+    assert r.status_code == 201, r.text
+    return r.json()  # type: ignore[no-any-return]
+
+
+async def wait_delivery(
+    c: httpx.AsyncClient, conversation_id: int, message_id: int, *states: str
+) -> dict[str, Any]:
+    """Wait until the reply's delivery_state is one of ``states``; returns it
+    as the conversation API shows it."""
+    found: dict[str, Any] = {}
+
+    async def reached() -> bool:
+        conv = (await c.get(f"/api/v1/conversations/{conversation_id}")).json()
+        found.update(next(m for m in conv["messages"] if m["id"] == message_id))
+        return found["delivery_state"] in states
+
+    await wait_for(reached)
+    return found
+
+
+async def conversations_full(daemon: Daemon) -> list[dict[str, Any]]:
+    """Every conversation with its messages, attachments and audit."""
+    from omnidesk.store.inbox import ConversationFilter, get_conversation_full, list_conversations
+
+    items = await daemon.store.read(list_conversations, ConversationFilter(), limit=500)
+    return [await daemon.store.read(get_conversation_full, c["id"]) for c in items]

@@ -3,18 +3,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import socket
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import httpx
 import pytest
 
 from omnidesk.daemon import Daemon
-from omnidesk.store.inbox import ConversationFilter, get_conversation_full, list_conversations
-from tests.conftest import API_SECRET, settle
+from tests.conftest import API_SECRET, settle, wait_for
 from tests.standins.telegram_api import TelegramStandIn
 
 SECRET = "webhook-secret_0123456789"
@@ -50,7 +46,7 @@ StartTg = Callable[..., Awaitable[Daemon]]
 
 
 @pytest.fixture
-def start_tg(config_factory: Any, daemon_factory: Any, tg: TelegramStandIn) -> StartTg:
+def start_tg(tg: TelegramStandIn, config_factory: Any, daemon_factory: Any) -> StartTg:
     """A daemon with an API channel and the telegram channel ``tg``."""
 
     async def start(**options: Any) -> Daemon:
@@ -66,14 +62,6 @@ def start_tg(config_factory: Any, daemon_factory: Any, tg: TelegramStandIn) -> S
         return await daemon_factory(cfg)  # type: ignore[no-any-return]
 
     return start
-
-
-async def wait_for(pred: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await pred():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.05)
 
 
 async def inbound_rows(daemon: Daemon) -> list[dict[str, Any]]:
@@ -99,17 +87,3 @@ async def wait_stored(daemon: Daemon, n: int, timeout: float = 10.0) -> list[dic
 
     await wait_for(done, timeout)
     return await inbound_rows(daemon)
-
-
-async def conversations(daemon: Daemon) -> list[dict[str, Any]]:
-    items = await daemon.store.read(list_conversations, ConversationFilter(), limit=500)
-    return [await daemon.store.read(get_conversation_full, c["id"]) for c in items]
-
-
-async def api(daemon: Daemon) -> httpx.AsyncClient:
-    from tests.conftest import admin_token
-
-    headers = await admin_token(daemon)
-    return httpx.AsyncClient(
-        base_url=f"http://127.0.0.1:{daemon.web_port}", headers=headers, timeout=10
-    )

@@ -13,10 +13,10 @@ import httpx
 
 from omnidesk.model import Envelope, Message, NormalizeError, Skip
 from omnidesk.store.inbound import list_quarantine
-from tests.conftest import CORPORA, require_service, settle
+from tests.conftest import CORPORA, conversations_full, require_service, settle
 from tests.standins.telegram_api import TelegramStandIn
 
-from .conftest import SECRET, StartTg, conversations, inbound_rows
+from .conftest import SECRET, StartTg, inbound_rows
 from .test_webhook import post, start_webhook
 
 CORPUS = CORPORA / "webhooks" / "telegram"
@@ -48,10 +48,11 @@ async def test_every_corpus_payload_is_stored_skipped_or_quarantined(
     bodies = corpus_bodies()
     assert len(bodies) > 57
     new = 0
-    for name, body in bodies:
-        r = await post(d, body)
-        assert r.status_code == 200, (name, r.text)
-        new += not r.json()["duplicate"]
+    async with httpx.AsyncClient(timeout=30) as c:
+        for name, body in bodies:
+            r = await post(d, body, client=c)
+            assert r.status_code == 200, (name, r.text)
+            new += not r.json()["duplicate"]
     await settle(d)
     rows = await inbound_rows(d)
     assert len(rows) == new, "every new payload is one inbound row"
@@ -67,7 +68,7 @@ async def test_every_corpus_payload_is_stored_skipped_or_quarantined(
             outcome["skipped"].append(row["external_id"])
         else:
             outcome["stored"].append(row["external_id"])
-    stored_ids = {m["external_id"] for c in await conversations(d) for m in c["messages"]}
+    stored_ids = {m["external_id"] for c in await conversations_full(d) for m in c["messages"]}
     assert set(outcome["stored"]) <= stored_ids
     # What the corpus holds: real updates become messages; bare objects that
     # are not updates (User, Chat, WebhookInfo...) are quarantined with why.

@@ -7,9 +7,10 @@ from typing import Any
 
 from omnidesk.daemon import Daemon
 from omnidesk.store.contacts import get_contact
+from tests.conftest import conversations_full, wait_for
 from tests.standins.telegram_api import TelegramStandIn
 
-from .conftest import StartTg, conversations, inbound_rows, wait_for, wait_stored
+from .conftest import StartTg, inbound_rows, wait_stored
 
 
 async def test_private_chat_messages_become_one_conversation(
@@ -21,7 +22,7 @@ async def test_private_chat_messages_become_one_conversation(
     await tg.push_message("Order 5521", user=ann)
     rows = await wait_stored(d, 2)
     assert [r["external_id"] for r in rows] == ["1001:1", "1001:2"]
-    [conv] = await conversations(d)
+    [conv] = await conversations_full(d)
     assert conv["thread_key"] == "1001"
     assert [m["text"] for m in conv["messages"]] == [
         "Hallo, wo ist meine Bestellung?",
@@ -57,7 +58,7 @@ async def test_offset_is_confirmed_only_after_the_updates_are_stored(
     assert accepted == [("1001:1", True), ("1001:1", False)]
     rows = await wait_stored(d, 1)
     assert len(rows) == 1
-    [conv] = await conversations(d)
+    [conv] = await conversations_full(d)
     assert len(conv["messages"]) == 1
 
 
@@ -106,7 +107,7 @@ async def test_groups_edits_and_attachments(start_tg: StartTg, tg: TelegramStand
     await tg.push("edited_message", edited)
     rows = await wait_stored(d, 4)
     assert rows[3]["external_id"].startswith(f"{group['id']}:{first['message_id']}:edit:")
-    [conv] = await conversations(d)
+    [conv] = await conversations_full(d)
     assert conv["thread_key"] == str(group["id"])
     msgs = conv["messages"]
     assert [m["kind"] for m in msgs] == ["message", "message", "message", "edit"]
@@ -138,7 +139,7 @@ async def test_file_that_cannot_be_fetched_keeps_its_reference(
         },
     )
     await wait_stored(d, 1)
-    [conv] = await conversations(d)
+    [conv] = await conversations_full(d)
     [msg] = conv["messages"]
     [att] = msg["attachments"]
     assert att["ref"] == "BIG-FILE" and att["sha256"] is None
@@ -160,7 +161,7 @@ async def test_own_phone_number_becomes_a_phone_identity(
         None, user=ann, contact={"phone_number": "+14155550100", "first_name": "Taxi"}
     )
     await wait_stored(d, 2)
-    [conv] = await conversations(d)
+    [conv] = await conversations_full(d)
     assert conv["messages"][0]["text"] == "[contact] Ann 4915123456789"
     contact = await d.store.read(get_contact, conv["contact_id"])
     kinds = sorted((i["kind"], i["address"]) for i in contact["identities"])
@@ -189,7 +190,7 @@ async def test_polling_survives_a_stand_in_restart(start_tg: StartTg, tg: Telegr
         return d.adapters["tg"].health().state == "running"
 
     await wait_for(healthy)
-    [conv] = await conversations(d)
+    [conv] = await conversations_full(d)
     assert [m["text"] for m in conv["messages"]] == ["before the outage", "after the outage"]
 
 
@@ -244,7 +245,7 @@ async def test_phone_already_owned_by_another_contact_is_not_taken(
             contact={"phone_number": "+4915123456789", "first_name": name, "user_id": uid},
         )
     await wait_stored(d, 2)
-    ann, bob = sorted(await conversations(d), key=lambda c: c["id"])
+    ann, bob = sorted(await conversations_full(d), key=lambda c: c["id"])
     bob_contact = await d.store.read(get_contact, bob["contact_id"])
     assert [i["kind"] for i in bob_contact["identities"]] == ["telegram"]
     ann_contact = await d.store.read(get_contact, ann["contact_id"])

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
-
 from omnidesk.daemon import Daemon
 from omnidesk.model import Attachment
 from omnidesk.outbox import queue_reply
+from tests.conftest import agent_api, agent_reply, conversations_full, wait_delivery, wait_for
 from tests.standins.telegram_api import TelegramStandIn
 
-from .conftest import StartTg, api, conversations, wait_for, wait_stored
+from .conftest import StartTg, wait_stored
 
 
 async def customer_writes(
@@ -20,38 +19,18 @@ async def customer_writes(
 ) -> dict[str, Any]:
     update = await tg.push_message(text, **kw)
     await wait_stored(d, 1)
-    [conv] = await conversations(d)
+    [conv] = await conversations_full(d)
     return {"conv": conv, "update": update}
-
-
-async def reply(c: httpx.AsyncClient, conv_id: int, text: str) -> dict[str, Any]:
-    r = await c.post(f"/api/v1/conversations/{conv_id}/messages", json={"text": text})
-    assert r.status_code == 201, r.text
-    return r.json()  # type: ignore[no-any-return]
-
-
-async def until_state(
-    c: httpx.AsyncClient, conv_id: int, message_id: int, *states: str
-) -> dict[str, Any]:
-    found: dict[str, Any] = {}
-
-    async def reached() -> bool:
-        conv = (await c.get(f"/api/v1/conversations/{conv_id}")).json()
-        found.update(next(m for m in conv["messages"] if m["id"] == message_id))
-        return found["delivery_state"] in states
-
-    await wait_for(reached)
-    return found
 
 
 async def test_reply_answers_the_customers_message(start_tg: StartTg, tg: TelegramStandIn) -> None:
     d = await start_tg()
     got = await customer_writes(d, tg)
     customer_msg = got["update"]["message"]["message_id"]
-    async with await api(d) as c:
-        created = await reply(c, got["conv"]["id"], "It left our warehouse today.")
+    async with await agent_api(d) as c:
+        created = await agent_reply(c, got["conv"]["id"], "It left our warehouse today.")
         assert created["delivery_state"] == "queued"
-        sent = await until_state(c, got["conv"]["id"], created["id"], "sent")
+        sent = await wait_delivery(c, got["conv"]["id"], created["id"], "sent")
     [call] = tg.calls_to("sendMessage")
     assert call.params["chat_id"] == "1001"
     assert call.params["text"] == "It left our warehouse today."
@@ -71,9 +50,9 @@ async def test_reply_in_a_forum_topic_goes_to_that_topic(
         d, tg, "Topic question", chat=forum, message_thread_id=77, is_topic_message=True
     )
     assert got["conv"]["thread_key"] == f"{forum['id']}:77"
-    async with await api(d) as c:
-        created = await reply(c, got["conv"]["id"], "Answer in the topic")
-        await until_state(c, got["conv"]["id"], created["id"], "sent")
+    async with await agent_api(d) as c:
+        created = await agent_reply(c, got["conv"]["id"], "Answer in the topic")
+        await wait_delivery(c, got["conv"]["id"], created["id"], "sent")
     [call] = tg.calls_to("sendMessage")
     assert (call.params["chat_id"], call.params["message_thread_id"]) == (str(forum["id"]), "77")
 
@@ -84,9 +63,9 @@ async def test_rate_limit_is_retried_no_sooner_than_retry_after(
     d = await start_tg()
     got = await customer_writes(d, tg)
     tg.fail("sendMessage", 429, "Too Many Requests: retry after 1", retry_after=1)
-    async with await api(d) as c:
-        created = await reply(c, got["conv"]["id"], "Thanks for waiting")
-        await until_state(c, got["conv"]["id"], created["id"], "sent")
+    async with await agent_api(d) as c:
+        created = await agent_reply(c, got["conv"]["id"], "Thanks for waiting")
+        await wait_delivery(c, got["conv"]["id"], created["id"], "sent")
     first, second = tg.calls_to("sendMessage")
     assert second.at - first.at >= 1.0, "the outbox waited as Telegram asked"
 
@@ -95,9 +74,9 @@ async def test_server_errors_are_retried_until_sent(start_tg: StartTg, tg: Teleg
     d = await start_tg()
     got = await customer_writes(d, tg)
     tg.fail("sendMessage", 500, "Internal Server Error", times=2)
-    async with await api(d) as c:
-        created = await reply(c, got["conv"]["id"], "Here we go")
-        sent = await until_state(c, got["conv"]["id"], created["id"], "sent")
+    async with await agent_api(d) as c:
+        created = await agent_reply(c, got["conv"]["id"], "Here we go")
+        sent = await wait_delivery(c, got["conv"]["id"], created["id"], "sent")
     assert len(tg.calls_to("sendMessage")) == 3
     assert sent["delivery_error"] is None
 
@@ -108,9 +87,9 @@ async def test_blocked_bot_fails_with_the_reason_shown(
     d = await start_tg()
     got = await customer_writes(d, tg)
     tg.block(1001)
-    async with await api(d) as c:
-        created = await reply(c, got["conv"]["id"], "Are you still there?")
-        failed = await until_state(c, got["conv"]["id"], created["id"], "failed")
+    async with await agent_api(d) as c:
+        created = await agent_reply(c, got["conv"]["id"], "Are you still there?")
+        failed = await wait_delivery(c, got["conv"]["id"], created["id"], "failed")
     assert "blocked by the user" in failed["delivery_error"]
     assert len(tg.calls_to("sendMessage")) == 1, "a refusal is not retried"
 
@@ -121,9 +100,9 @@ async def test_long_reply_is_split_and_only_the_first_part_quotes(
     d = await start_tg()
     got = await customer_writes(d, tg)
     text = ("A long explanation sentence. " * 150).strip() + "\n\n" + "Second part. " * 100
-    async with await api(d) as c:
-        created = await reply(c, got["conv"]["id"], text)
-        await until_state(c, got["conv"]["id"], created["id"], "sent")
+    async with await agent_api(d) as c:
+        created = await agent_reply(c, got["conv"]["id"], text)
+        await wait_delivery(c, got["conv"]["id"], created["id"], "sent")
     calls = tg.calls_to("sendMessage")
     assert len(calls) == 2
     assert all(len(x.params["text"]) <= 4096 for x in calls)
@@ -166,8 +145,8 @@ async def test_group_upgraded_to_supergroup_gets_the_reply_at_its_new_id(
     group = {"id": -4001, "type": "group", "title": "Old group"}
     got = await customer_writes(d, tg, "hi from the group", chat=group)
     tg.fail("sendMessage", 400, "Bad Request: group chat was upgraded", migrate_to_chat_id=-100400)
-    async with await api(d) as c:
-        created = await reply(c, got["conv"]["id"], "Hello group")
-        await until_state(c, got["conv"]["id"], created["id"], "sent")
+    async with await agent_api(d) as c:
+        created = await agent_reply(c, got["conv"]["id"], "Hello group")
+        await wait_delivery(c, got["conv"]["id"], created["id"], "sent")
     first, second = tg.calls_to("sendMessage")
     assert (first.params["chat_id"], second.params["chat_id"]) == ("-4001", "-100400")

@@ -10,9 +10,10 @@ import pytest
 
 from omnidesk.daemon import Daemon
 from omnidesk.store.inbound import get_quarantine, list_quarantine
+from tests.conftest import conversations_full, wait_for
 from tests.standins.telegram_api import TelegramStandIn
 
-from .conftest import SECRET, StartTg, conversations, inbound_rows, wait_for, wait_stored
+from .conftest import SECRET, StartTg, inbound_rows, wait_stored
 
 
 async def start_webhook(start_tg: StartTg, tg: TelegramStandIn) -> Daemon:
@@ -25,12 +26,17 @@ async def start_webhook(start_tg: StartTg, tg: TelegramStandIn) -> Daemon:
     return d
 
 
-async def post(d: Daemon, body: bytes, secret: str | None = SECRET) -> httpx.Response:
+async def post(
+    d: Daemon, body: bytes, secret: str | None = SECRET, client: httpx.AsyncClient | None = None
+) -> httpx.Response:
     headers = {"Content-Type": "application/json"}
     if secret is not None:
         headers["X-Telegram-Bot-Api-Secret-Token"] = secret
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{d.web_port}") as c:
-        return await c.post("/webhooks/tg", content=body, headers=headers)
+    url = f"http://127.0.0.1:{d.web_port}/webhooks/tg"
+    if client is not None:
+        return await client.post(url, content=body, headers=headers)
+    async with httpx.AsyncClient() as c:
+        return await c.post(url, content=body, headers=headers)
 
 
 async def test_webhook_is_set_on_start_and_deliveries_are_stored(
@@ -44,7 +50,7 @@ async def test_webhook_is_set_on_start_and_deliveries_are_stored(
     await tg.push_message("Delivered by webhook")
     assert tg.webhook_deliveries[-1][1] == 200
     await wait_stored(d, 1)
-    [conv] = await conversations(d)
+    [conv] = await conversations_full(d)
     assert conv["messages"][0]["text"] == "Delivered by webhook"
     assert not tg.calls_to("getUpdates"), "webhook mode never polls"
 
@@ -74,7 +80,7 @@ async def test_replayed_delivery_is_stored_once(start_tg: StartTg, tg: TelegramS
     assert (await post(d, json.dumps(moved).encode())).json()["duplicate"] is True
     rows = await wait_stored(d, 1)
     assert len(rows) == 1
-    [conv] = await conversations(d)
+    [conv] = await conversations_full(d)
     assert len(conv["messages"]) == 1
 
 
