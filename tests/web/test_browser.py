@@ -10,6 +10,7 @@ end of the run.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -99,6 +100,21 @@ async def test_agent_workday_in_chromium(env: Env, browser: Any) -> None:
     assert await state.get_attribute("data-state") == "sent"
     assert env.callback.received[-1]["text"].startswith("Hi Ann, it left")
     await page.screenshot(path=screenshot_path("05-reply-sent"))
+
+    # Snooze until tomorrow morning, then open it again.
+    await page.select_option("#conv-status", "snoozed")
+    await page.click("#snooze-box >> text=tomorrow 9:00")
+    await page.wait_for_selector(".conv-head .snoozed-until")
+    assert await page.locator("#snooze-box").is_hidden()
+    async with env.client() as c:
+        snoozed = (
+            await c.get(f"/api/v1/conversations/{conv['id']}", headers=env.tokens["root"])
+        ).json()
+    assert snoozed["status"] == "snoozed", snoozed["status"]
+    assert snoozed["snoozed_until"] > time.time() + 3600, snoozed["snoozed_until"] - time.time()
+    await page.screenshot(path=screenshot_path("05b-snoozed-until-tomorrow"))
+    await page.select_option("#conv-status", "open")
+    await page.wait_for_selector(".conv-head .snoozed-until", state="detached")
 
     # Reassign to Bob.
     await page.select_option("#conv-assignee", "bob")

@@ -405,12 +405,13 @@ function renderConversation(c, draft) {
     h('div', { class: 'actions' },
       h('span', { class: 'badge channel' }, c.channel),
       h('label', {}, 'Status ', select('conv-status', STATUSES, c.status, v => changeStatus(c, v), { id: 'conv-status' })),
-      c.status === 'snoozed' && c.snoozed_until ? h('span', { class: 'muted' }, 'until ' + fmtTime(c.snoozed_until)) : null,
+      c.status === 'snoozed' && c.snoozed_until ? h('span', { class: 'muted snoozed-until' }, 'until ' + fmtTime(c.snoozed_until)) : null,
       h('label', {}, 'Category ', select('conv-category', CATEGORIES, c.category, v => correct(c, { category: v }), { id: 'conv-category' })),
       c.confidence !== null ? h('span', { class: 'muted small' }, Math.round((c.confidence || 0) * 100) + '%') : null,
       h('label', {}, 'Priority ', select('conv-priority', PRIORITIES, c.priority, v => correct(c, { priority: v }), { id: 'conv-priority' })),
       slaBadge(c.sla_due_at)),
-    h('div', { class: 'actions' }, assignControls(c, can), tagControls(c)));
+    h('div', { class: 'actions' }, assignControls(c, can), tagControls(c)),
+    h('div', { class: 'actions snooze', id: 'snooze-box', hidden: true }));
   const presenceBar = h('div', { class: 'presence', id: 'presence', hidden: true });
   // A live refresh keeps the composer as it is (draft, focus, a pending
   // confirmation): only what the server says is redrawn.
@@ -452,16 +453,36 @@ function tagControls(c) {
 }
 
 async function changeStatus(c, status) {
-  const body = { status };
-  if (status === 'snoozed') {
-    const when = prompt('Snooze until (YYYY-MM-DD HH:MM, your time), or minutes from now:', '60');
-    if (!when) { refreshConv(); return; }
-    const minutes = Number(when);
-    const t = Number.isFinite(minutes) ? new Date(Date.now() + minutes * 60000) : new Date(when.replace(' ', 'T'));
-    if (isNaN(t.getTime())) { toast('Not a time I understand', true); refreshConv(); return; }
-    body.snoozed_until = t.toISOString();
-  }
-  try { await api('POST', '/conversations/' + c.id + '/status', body); refreshConv(); } catch (e) { fail(e); refreshConv(); }
+  if (status === 'snoozed') return askSnooze(c);
+  try { await api('POST', '/conversations/' + c.id + '/status', { status }); refreshConv(); } catch (e) { fail(e); refreshConv(); }
+}
+
+// Snooze: pick a moment (quick choices or any date and time); the
+// conversation opens again by itself then.
+function askSnooze(c) {
+  const box = document.getElementById('snooze-box');
+  if (!box) return;
+  const pad = n => String(n).padStart(2, '0');
+  const local = d => d.getFullYear() + '-' + pad(d.getMonth() + 1) + '-' + pad(d.getDate()) + 'T' + pad(d.getHours()) + ':' + pad(d.getMinutes());
+  const tomorrow9 = new Date(); tomorrow9.setDate(tomorrow9.getDate() + 1); tomorrow9.setHours(9, 0, 0, 0);
+  const input = h('input', { type: 'datetime-local', id: 'snooze-until', value: local(tomorrow9), 'aria-label': 'snooze until' });
+  const go = async when => {
+    try {
+      await api('POST', '/conversations/' + c.id + '/status', { status: 'snoozed', snoozed_until: when.toISOString() });
+      box.hidden = true; refreshConv();
+    } catch (e) { fail(e); }
+  };
+  clear(box).append('Snooze until ',
+    h('button', { onclick: () => go(new Date(Date.now() + 3600e3)) }, '1 hour'), ' ',
+    h('button', { onclick: () => go(new Date(Date.now() + 4 * 3600e3)) }, '4 hours'), ' ',
+    h('button', { onclick: () => go(tomorrow9) }, 'tomorrow 9:00'), ' or ', input, ' ',
+    h('button', { class: 'primary', id: 'snooze-go', onclick: () => {
+      const t = new Date(input.value);
+      if (isNaN(t.getTime()) || t <= new Date()) return toast('Pick a time in the future', true);
+      go(t);
+    } }, 'Snooze'), ' ',
+    h('button', { class: 'link', onclick: () => { box.hidden = true; refreshConv(); } }, 'cancel'));
+  box.hidden = false;
 }
 
 async function correct(c, change) {
