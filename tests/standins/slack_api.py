@@ -123,6 +123,7 @@ class SlackStandIn:
         self._ack_event = asyncio.Event()
         self._sockets: list[web.WebSocketResponse] = []
         self._connected = asyncio.Event()
+        self.connections = 0  # WebSocket connections accepted so far
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -228,6 +229,13 @@ class SlackStandIn:
         await self._sockets[-1].send_str(json.dumps(msg))
         return envelope_id
 
+    async def refresh(self) -> None:
+        """Ask the client to move to a new connection, as Slack does before it
+        recycles a socket (``disconnect`` with ``refresh_requested``)."""
+        await self._sockets[-1].send_str(
+            json.dumps({"type": "disconnect", "reason": "refresh_requested"})
+        )
+
     async def wait_ack(self, envelope_id: str, timeout: float = 10.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while envelope_id not in self.acks:
@@ -293,6 +301,7 @@ class SlackStandIn:
         ws = web.WebSocketResponse(autoping=True)
         await ws.prepare(request)
         self._sockets.append(ws)
+        self.connections += 1
         await ws.send_str(
             json.dumps(
                 {

@@ -70,6 +70,23 @@ async def test_no_ack_when_the_event_could_not_be_stored(
     assert len(await processed(d, 1)) == 1
 
 
+async def test_client_moves_to_a_new_socket_when_slack_asks(
+    start_slack: StartSlack, slack: SlackStandIn
+) -> None:
+    d = await start_socket(start_slack)
+    slack.add_user()
+    await slack.refresh()
+
+    async def reconnected() -> bool:
+        return slack.connections == 2
+
+    await wait_for(reconnected)
+    payload = event_callback(message_event("after the refresh"))
+    await slack.wait_ack(await slack.push_socket(payload))
+    assert len(await processed(d, 1)) == 1
+    assert d.adapters["sl"].health().state == "running"
+
+
 async def test_refused_app_token_is_visible(start_slack: StartSlack, slack: SlackStandIn) -> None:
     d = await start_slack(mode="socket", app_token="xapp-1-WRONG")
 
