@@ -32,6 +32,7 @@ import argparse
 import asyncio
 import json
 import os
+import select
 import signal
 import statistics
 import subprocess
@@ -120,7 +121,13 @@ async def _serve_daemon(mode: str, workdir: Path) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
-    await daemon.start()
+    try:
+        await daemon.start()
+    except Exception as exc:
+        # Say so and leave at once: threads of a half-started daemon would
+        # otherwise keep this process (and the parent waiting on it) alive.
+        print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}), flush=True)
+        os._exit(1)
     print(json.dumps({"port": daemon.web_port}), flush=True)
     await stop.wait()
     await daemon.stop()
@@ -192,7 +199,8 @@ async def drive(
     errors = 0
     it = iter(items)
     connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    timeout = aiohttp.ClientTimeout(total=30)  # a stalled server fails the run, not hangs it
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
 
         async def worker() -> None:
             nonlocal errors
@@ -237,12 +245,14 @@ def run_mode(mode: str, n: int, warmup: int, concurrency: int) -> dict[str, Any]
         )
         try:
             assert proc.stdout is not None
-            line = proc.stdout.readline()
-            if not line:
+            ready, _, _ = select.select([proc.stdout], [], [], 60)
+            line = proc.stdout.readline() if ready else ""
+            answer = json.loads(line) if line.startswith("{") else {}
+            if "port" not in answer:
                 log.flush()
-                why = (work / "server.log").read_text()[-2000:]
+                why = answer.get("error") or (work / "server.log").read_text()[-2000:]
                 raise RuntimeError(f"{mode} server did not start: {why}")
-            port = json.loads(line)["port"]
+            port = answer["port"]
             asyncio.run(drive(port, deliveries(warmup, f"W{mode[:2]}"), concurrency))
             items = deliveries(n, f"R{mode[:2]}")
             elapsed, lat, errors = asyncio.run(drive(port, items, concurrency))
