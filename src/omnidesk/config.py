@@ -294,6 +294,8 @@ def parse_config(
 
     storage = top.table("storage")
     url = storage.string("url", _sqlite_url(data_dir / "omnidesk.db"))
+    if url.startswith(("env:", "file:")):  # a PostgreSQL URL carries a password
+        url = storage.secret("url").reveal()
     if not (url.startswith("sqlite:///") or url.startswith(("postgresql://", "postgres://"))):
         raise storage.error("url", "must start with sqlite:/// or postgresql://")
     statement_timeout = storage.number("statement_timeout", 30.0, min=0.1)

@@ -6,8 +6,8 @@ only has to run such a function inside a transaction (:meth:`Store.write`) or
 a read snapshot (:meth:`Store.read`), apply migrations, and carry
 notifications between instances. SQLite runs the function in the database's
 own thread, so a pipeline batch of a hundred messages costs no event-loop
-round trips; PostgreSQL runs it in a worker thread that talks to asyncpg on
-the loop.
+round trips; PostgreSQL runs it in a greenlet on the loop whose every
+statement is awaited through asyncpg (see ``store/postgres.py``).
 
 SQL is written in the common subset of both dialects with ``?`` placeholders;
 the PostgreSQL engine rewrites them to ``$n``. Where the dialects differ
