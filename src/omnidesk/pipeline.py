@@ -421,6 +421,7 @@ def _work_keys(msg: Message) -> list[str]:
         keys.append(f"conv:{msg.conversation_hint}")
     return keys
 
+        *(f"ident:{i.kind}:{i.address}" for i in msg.extra_identities),
 
 def _link_extra_identity(
     db: Db, msg: Message, contact_id: int, extra: Identity, now: float
