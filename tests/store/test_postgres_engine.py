@@ -325,3 +325,11 @@ async def test_unreachable_server_is_a_clear_error() -> None:
     with pytest.raises(ConnectionError, match=r"127\.0\.0\.1:1") as err:
         await s.open()
     assert "pw" not in str(err.value)
+
+
+async def test_context_variables_reach_the_unit_of_work(pg: PostgresStore) -> None:
+    import contextvars
+
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id")
+    var.set("req-42")
+    assert await pg.read(lambda db: (var.get(), db.val("SELECT 1"))) == ("req-42", 1)

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import hashlib
 import itertools
@@ -165,6 +166,9 @@ async def _drive(fn: Callable[..., T], *args: Any) -> T:
     this awaits it and switches back in, the way SQLAlchemy's asyncio
     support does. No thread hop per statement."""
     worker = _Worker(fn)
+    # The caller's context variables (structlog's bound request fields) stay
+    # visible inside the work, as they would in the same task.
+    worker.gr_context = contextvars.copy_context()
     value = worker.switch(*args)
     while not worker.dead:
         try:
