@@ -259,7 +259,11 @@ async def test_channel_lock_is_exclusive_and_taken_over(pg_url: str) -> None:
         assert b._lock_conn is not None
         await terminate(pg_url, b._lock_conn.get_server_pid())
         await eventually(lambda: a.try_lock("channel:mailbox"))
-        assert b.locks_held() == []
+
+        async def b_noticed() -> bool:
+            return b.locks_held() == []
+
+        await eventually(b_noticed)
     finally:
         await a.close()
         await b.close()
@@ -333,3 +337,26 @@ async def test_context_variables_reach_the_unit_of_work(pg: PostgresStore) -> No
     var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id")
     var.set("req-42")
     assert await pg.read(lambda db: (var.get(), db.val("SELECT 1"))) == ("req-42", 1)
+
+
+async def test_a_lock_wait_past_the_statement_timeout_is_transient(pg_url: str) -> None:
+    s = await other(pg_url, statement_timeout=0.3)
+    holding = asyncio.Event()
+
+    def holder(db: Db) -> None:
+        xact_lock(db, ["slow"])
+        holding.set()
+        for _ in range(4):  # each statement within the timeout, the lock held throughout
+            db.val("SELECT pg_sleep(0.2)")
+
+    def waiter(db: Db) -> None:
+        xact_lock(db, ["slow"])
+
+    try:
+        h = asyncio.create_task(s.write(holder))
+        await holding.wait()
+        with pytest.raises(TransientError, match="QueryCanceled"):
+            await s.write(waiter)
+        await h
+    finally:
+        await s.close()

@@ -173,6 +173,13 @@ async def _drive(fn: Callable[..., T], *args: Any) -> T:
     while not worker.dead:
         try:
             result = await value
+        except GeneratorExit:
+            # This coroutine is being closed (its loop is gone, or the garbage
+            # collector is at work, from any stack): never switch into the
+            # work from here. Left suspended, the greenlet is killed safely
+            # when collected; its Db refuses further statements.
+            value.close()
+            raise
         except BaseException as exc:  # handed to the work, which may handle it
             value = worker.throw(exc)
         else:
@@ -211,7 +218,11 @@ class _PgDb:
             raise _Cancelled("transaction cancelled")
         if not isinstance(current, _Worker):
             raise RuntimeError("a Db is only usable inside Store.write() or Store.read()")
-        return current.parent.switch(method(*args))
+        try:
+            return current.parent.switch(method(*args))
+        except greenlet.GreenletExit:
+            self.cancelled = True  # being killed: nothing more goes to the server
+            raise
 
     def _call(self, method: str, sql: str, params: Sequence[Any]) -> Any:
         q = to_dollar(sql)
@@ -276,7 +287,7 @@ class _PgDb:
             yield
         except BaseException as exc:
             self._release = None  # any inner one is rolled back with this
-            if isinstance(exc, asyncio.CancelledError | _Cancelled):
+            if self.cancelled or isinstance(exc, asyncio.CancelledError | _Cancelled):
                 # The statement in flight was abandoned: the connection is
                 # discarded, nothing more may be sent on it.
                 self.cancelled = True
@@ -314,7 +325,9 @@ class _PgDb:
                 "SELECT k, pg_try_advisory_xact_lock(k) AS ok FROM unnest($1::bigint[]) AS k",
                 want,
             )
-        except _TRANSIENT as exc:
+        except (*_TRANSIENT, asyncpg.exceptions.QueryCanceledError) as exc:
+            # A wait longer than statement_timeout is another transaction
+            # being slow, not bad data: retried later like any conflict.
             raise TransientError(f"{type(exc).__name__}: {exc}") from exc
         got = {int(r["k"]) for r in rows if r["ok"]}
         self.held = self.held | got
