@@ -298,11 +298,9 @@ class SlackChannel(ChannelAdapter):
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            try:
-                await task
-            except BaseException:  # cancelled, or a crash spawn already logged
-                pass
+        # Their ends (cancelled, or a crash spawn already logged) are not ours
+        # to raise; our own caller's cancellation still propagates.
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
         if self._socket is not None:
             try:

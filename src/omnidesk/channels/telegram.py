@@ -422,10 +422,9 @@ class TelegramChannel(ChannelAdapter):
         self._stopping = True
         if self._task is not None:
             self._task.cancel()
-            try:
-                await self._task
-            except BaseException:  # cancelled, or a crash spawn already logged
-                pass
+            # Its end (cancelled, or a crash spawn already logged) is not ours
+            # to raise; our own caller's cancellation still propagates.
+            await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
         await self._request.shutdown()
         await self._poll_request.shutdown()
