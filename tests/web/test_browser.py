@@ -212,10 +212,18 @@ async def test_collision_presence_and_admin_pages_in_chromium(env: Env, browser:
     await page.screenshot(path=screenshot_path("10b-message-search"))
     await context.close()
 
+    # A failing channel shows as a banner on every page.
+    shop = env.daemon.adapters["shop"]
+    shop.set_health(False, "failing", "callback refused the login")
     context = await browser.new_context(viewport={"width": 1500, "height": 950})
     page = await context.new_page()
     admin_watch = Watch(page)
-    await log_in(page, env, "root")
+    try:
+        await log_in(page, env, "root")
+        await page.wait_for_selector("#banner >> text=channel shop is failing")
+        await page.screenshot(path=screenshot_path("11-banner-channel-failing"))
+    finally:
+        shop.set_health(True, "running", "accepting signed messages")
     for tab, selector in (
         ("users", "#users"),
         ("teams", "#teams"),

@@ -943,6 +943,26 @@ function route() {
   else if (path.startsWith('/admin')) showAdmin();
 }
 
+// A stalled channel, a failing store or refused rules must not go unnoticed:
+// a banner on every page, from /healthz, checked every 20 seconds.
+async function checkHealth() {
+  const banner = document.getElementById('banner');
+  let r;
+  try { r = await fetch('/healthz', { credentials: 'same-origin' }).then(x => x.json()); } catch (_) { return; }
+  const problems = [];
+  if (!r.store || !r.store.ok) problems.push('the database is not answering');
+  if (r.rules && !r.rules.ok) problems.push('the last rules edit was refused (the previous rules keep running)');
+  for (const [name, c] of Object.entries(r.channels || {})) {
+    if (!c.ok) problems.push('channel ' + name + ' is ' + c.state + (c.detail ? ': ' + c.detail : ''));
+  }
+  banner.hidden = problems.length === 0;
+  banner.className = 'banner bad';
+  clear(banner).append(h('strong', {}, 'Attention: '), problems.join(' · '),
+    ME.role === 'admin' ? h('span', {}, ' ', h('a', { href: '/admin/channels' }, 'details')) : null);
+}
+checkHealth();
+setInterval(checkHealth, 20000);
+
 live.on(e => { if (document.querySelector('.inbox')) onInboxEvent(e); });
 // SLA countdowns age without any event: redraw the list once a minute.
 setInterval(() => { if (document.querySelector('.inbox') && !document.hidden) refreshList(); }, 60000);
