@@ -150,10 +150,26 @@ def cmd_tokens_create(args: argparse.Namespace) -> int:
 
     config = _config(args)
 
-    async def go(store: Any) -> str:
+    from .store.users import ROLE_RANK, get_user
+
+    async def go(store: Any) -> str | None:
+        user = await store.read(get_user, args.user) if args.user else None
+        if user is not None and ROLE_RANK[args.role] > ROLE_RANK[user["role"]]:
+            print(
+                f"{args.user} is {user['role']}: a token cannot outrank its user", file=sys.stderr
+            )
+            return None
+        if args.user and user is None:
+            print(
+                f"note: no account named {args.user} (omnidesk agents add); the token acts as"
+                f" {args.user} with role {args.role}",
+                file=sys.stderr,
+            )
         return await store.write(create_token, args.role, name=args.name, username=args.user)
 
     token = asyncio.run(_with_store(config, go))
+    if token is None:
+        return 1
     print(
         f"created a {args.role} token" + (f" for {args.user}" if args.user else ""), file=sys.stderr
     )

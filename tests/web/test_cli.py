@@ -76,3 +76,9 @@ def test_agents_cli(tmp_path: Path, capsys: Any, monkeypatch: Any) -> None:
     with pytest.raises(SystemExit):
         cli(["agents", "add", "w", "--password", "x", "-c", str(cfg)])
     assert os.environ.get("OMNIDESK_PASSWORD") is None
+    # A token for an account never outranks it.
+    capsys.readouterr()
+    assert cli(["tokens", "create", "--role", "admin", "--user", "yan", "-c", str(cfg)]) == 1
+    assert "cannot outrank" in capsys.readouterr().err
+    assert cli(["tokens", "create", "--role", "agent", "--user", "yan", "-c", str(cfg)]) == 0
+    assert capsys.readouterr().out.startswith("odk_")
