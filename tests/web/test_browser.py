@@ -210,6 +210,14 @@ async def test_collision_presence_and_admin_pages_in_chromium(env: Env, browser:
     await page.press("#message-search", "Enter")
     await page.wait_for_selector(".row .snippet mark >> text=brother")
     await page.screenshot(path=screenshot_path("10b-message-search"))
+    # An agent's settings: only their own API tokens.
+    await page.click("text=Settings")
+    await page.wait_for_selector("[data-tab=tokens].on")
+    assert await page.locator(".tabs button").count() == 1
+    await page.fill("#token-name", "my script")
+    await page.click("text=Create")
+    await page.wait_for_selector("#token-shown code")
+    assert (await page.locator("#token-shown code").inner_text()).startswith("odk_")
     await context.close()
 
     # A failing channel shows as a banner on every page.
