@@ -54,6 +54,7 @@ from .model import (
     now_ts,
 )
 from .routing import choose_assignee
+from .sla import SlaPolicy
 from .store import Db, Store
 from .store import conversations as convs
 from .store.audit import add_audit
@@ -62,6 +63,7 @@ from .store.contacts import contact_attributes, link_identity, resolve_contact
 from .store.inbound import InboundRow, claim_pending, mark_done, quarantine
 from .store.locks import TEAM, xact_lock
 from .store.outbox import enqueue
+from .store.users import load_team
 
 log = structlog.get_logger(__name__)
 
@@ -77,6 +79,11 @@ class PipelineContext:
     adapters: Mapping[str, ChannelAdapter]
     rules: Callable[[], Evaluator]
     teams: Mapping[str, TeamConfig] = field(default_factory=dict)
+    # Read teams from the database (admins edit them there; the daemon seeds
+    # them from ``teams`` at start) instead of ``teams``.
+    teams_in_db: bool = False
+    # First-response targets: a new or reopened conversation gets a due time.
+    sla: SlaPolicy | None = None
     default_team: str | None = None
     chat_session_seconds: float = 24 * 3600
     reopen_seconds: float = 30 * 86400
@@ -246,7 +253,7 @@ def _decide(
 def _assign(
     db: Db, ctx: PipelineContext, team: str | None, contact_id: int
 ) -> tuple[str | None, str]:
-    spec = ctx.teams.get(team) if team else None
+    spec = (load_team(db, team) if ctx.teams_in_db else ctx.teams.get(team)) if team else None
     if spec is None:
         return None, "no team with members to assign within" if team else "no team"
     # Several instances: one assignment per team at a time, until commit, so
@@ -325,6 +332,7 @@ def _persist_message(
             assignee=assignee,
             tags=sorted(set(decision.tags)),
             decision=decision.to_dict(),
+            sla_due_at=ctx.sla.due(str(decision.priority), now) if ctx.sla else None,
             now=now,
         )
         add_audit(
@@ -413,6 +421,7 @@ def _work_keys(msg: Message) -> list[str]:
     keys = [
         f"msg:{msg.channel}:{msg.external_id}",
         f"ident:{msg.sender.kind}:{msg.sender.address}",
+        *(f"ident:{i.kind}:{i.address}" for i in msg.extra_identities),
         *(f"key:{k}" for k in (*msg.thread_refs, *msg.own_keys) if k),
     ]
     if msg.thread_key:
@@ -421,7 +430,6 @@ def _work_keys(msg: Message) -> list[str]:
         keys.append(f"conv:{msg.conversation_hint}")
     return keys
 
-        *(f"ident:{i.kind}:{i.address}" for i in msg.extra_identities),
 
 def _link_extra_identity(
     db: Db, msg: Message, contact_id: int, extra: Identity, now: float
@@ -518,6 +526,8 @@ def _follow_up(
     changes: dict[str, Any] = {}
     if conv["status"] != Status.OPEN:
         changes.update(status=str(Status.OPEN), snoozed_until=None, resolved_at=None)
+        if ctx.sla is not None:  # the customer waits for an answer again
+            changes["sla_due_at"] = ctx.sla.due(conv["priority"], now)
         add_audit(
             db,
             "pipeline",
@@ -540,6 +550,9 @@ def _follow_up(
         )
     if decision.priority.rank > Priority(conv["priority"]).rank:
         changes.update(priority=str(decision.priority), priority_rank=decision.priority.rank)
+        due = changes.get("sla_due_at", conv["sla_due_at"])
+        if ctx.sla is not None and due is not None:
+            changes["sla_due_at"] = ctx.sla.moved(due, conv["priority"], str(decision.priority))
         add_audit(
             db,
             "rules",
