@@ -399,3 +399,31 @@ def test_protocol_helpers() -> None:
     got = parse_fetch(lines)
     assert [(f.uid, f.body) for f in got] == [(7, b"abc"), (9, b"de")]
     assert got[0].internaldate == "01-Feb-2026 10:00:00 +0000"
+
+
+async def test_mail_arriving_during_a_sync_is_not_left_for_the_next_idle_refresh(
+    email_daemon: Any, dovecot: Dovecot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server reports it (EXISTS) while we are busy fetching, and never
+    again once we IDLE: it must still be taken now, not at idle_refresh."""
+    from omnidesk.channels import imap as imap_module
+
+    user = dovecot.add_user()
+    late, mid_late = mail("arrived mid-sync")
+    original = imap_module.FolderSync.take
+    injected: list[bool] = []
+
+    async def take_and_deliver(self: Any, s: Any, uids: Any, **kw: Any) -> Any:
+        if uids and not injected:
+            injected.append(True)
+            await append(dovecot, user, late)
+            await asyncio.sleep(1.0)  # Dovecot notices and says EXISTS meanwhile
+            await s.ok(s.client.noop(), "NOOP")
+        return await original(self, s, uids, **kw)
+
+    monkeypatch.setattr(imap_module.FolderSync, "take", take_and_deliver)
+    daemon = await email_daemon(imap_channel(dovecot, user, idle_refresh=600, poll_interval=3600))
+    await wait_running(daemon)
+    first, mid_first = mail("the one being synced")
+    await append(dovecot, user, first)
+    assert await wait_stored(daemon, 2, timeout=10) == [mid_first, mid_late]

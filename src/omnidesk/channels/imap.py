@@ -87,6 +87,7 @@ _CODE = re.compile(rb"\[(UIDVALIDITY|UIDNEXT) (\d+)\]", re.I)
 _EXISTS = re.compile(rb"^(\d+) EXISTS", re.I)
 # Keep-alives and status text a server sends during IDLE: not news.
 _IDLE_NOISE = re.compile(rb"^(?:\* )?OK\b", re.I)
+_NEWS = re.compile(rb"^(?:\* )?\d+ (?:EXISTS|RECENT)\b", re.I)
 
 
 class ImapError(Exception):
@@ -229,6 +230,22 @@ class ImapSession:
         self.client: Any = None
         self.selected: Selected | None = None
         self._lost: asyncio.Future[None] | None = None
+        # Set when the server reports new mail outside IDLE (during a FETCH,
+        # between commands): aioimaplib drops those lines, and the server
+        # will not repeat them once we IDLE - a mail arriving mid-sync would
+        # wait for the next idle_refresh.
+        self.news = False
+
+    def _watch_untagged(self) -> None:
+        proto = self.client.protocol
+        original = proto._untagged_response
+
+        def spy(line: bytes) -> Any:
+            if _NEWS.match(line):
+                self.news = True
+            return original(line)
+
+        proto._untagged_response = spy
 
     def _on_lost(self, exc: Exception | None) -> None:
         if self._lost is not None and not self._lost.done():
@@ -278,6 +295,7 @@ class ImapSession:
             conn_lost_cb=self._on_lost,
             ssl_context=ch.ssl_context,
         )
+        self._watch_untagged()
         try:
             await self.run(self.client.wait_hello_from_server(), "connect")
         except ImapError as exc:
@@ -387,8 +405,12 @@ class ImapSession:
             return
         from aioimaplib import STOP_WAIT_SERVER_PUSH
 
+        if self.news:
+            return  # reported while we were busy: look now
         idle = await self.run(self.client.idle_start(timeout=ch.idle_refresh), "IDLE")
         try:
+            if self.news:
+                return  # arrived just before IDLE took effect
             while True:
                 try:
                     push = await self.run(
@@ -472,6 +494,7 @@ class FolderSync:
             await self.load()
         sel = s.selected
         assert sel is not None
+        s.news = False  # from here on, any report of new mail means: look again
         report = SyncReport()
         if self.state.uidvalidity is None or self.state.uidvalidity != sel.uidvalidity:
             report.add(await self._resync(s, sel))
