@@ -106,6 +106,17 @@ class BatchResult:
     cut: bool = False
     events: list[Event] = field(default_factory=list)
     outbox_queued: int = 0
+    # New conversations whose assignee is chosen at the end of the batch.
+    to_assign: list[_Unassigned] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Unassigned:
+    conversation_id: int
+    team: str | None
+    contact_id: int
+    event: Event
+    at: float
 
 
 def process_batch(
@@ -138,14 +149,60 @@ def process_batch(
         except Exception as exc:  # a parser bug must not stop the queue
             _quarantine(db, row, f"{type(exc).__name__}: {exc}", traceback.format_exc(), result)
             continue
+        opened = len(result.to_assign)
         try:
             with db.savepoint():
                 _apply(db, ctx, adapter, row, item, result)
         except TransientError:
+            del result.to_assign[opened:]  # rolled back with the savepoint
             result.deferred += 1
         except Exception as exc:
+            del result.to_assign[opened:]
             _quarantine(db, row, f"{type(exc).__name__}: {exc}", traceback.format_exc(), result)
+    _assign_new(db, ctx, result)
     return result
+
+
+def _assign_new(db: Db, ctx: PipelineContext, res: BatchResult) -> None:
+    """Choose the assignee of the batch's new conversations, last thing in
+    its transaction. With several instances assignment is one at a time per
+    team until commit (the round-robin pointer and the loads must be
+    current), so the team locks are taken here, all at once and in order,
+    and held for the end of the batch only rather than most of it."""
+    if not res.to_assign:
+        return
+    xact_lock(db, sorted({f"team:{u.team}" for u in res.to_assign if u.team}), rank=TEAM)
+    for u in res.to_assign:
+        try:
+            with db.savepoint():
+                assignee, why = _assign(db, ctx, u.team, u.contact_id)
+                if assignee is not None:
+                    db.run(
+                        "UPDATE conversations SET assignee = ? WHERE id = ?",
+                        (assignee, u.conversation_id),
+                    )
+                _routed(db, u.conversation_id, u.team, assignee, why, u.at)
+        except Exception as exc:
+            # The conversation stays in its team's queue, unassigned, and says why.
+            log.exception("assignment_failed", conversation_id=u.conversation_id)
+            assignee = None
+            _routed(db, u.conversation_id, u.team, None, f"assignment failed: {exc}", u.at)
+        u.event["assignee"] = assignee
+    res.to_assign.clear()
+
+
+def _routed(
+    db: Db, conv_id: int, team: str | None, assignee: str | None, why: str, at: float
+) -> None:
+    add_audit(
+        db,
+        "routing",
+        "routed",
+        conversation_id=conv_id,
+        reason=why,
+        detail={"team": team, "assignee": assignee},
+        at=at,
+    )
 
 
 def _quarantine(db: Db, row: InboundRow, error: str, detail: str | None, res: BatchResult) -> None:
@@ -313,11 +370,9 @@ def _persist_message(
     if conv is None:
         decision = _decide(db, ctx, adapter, msg, contact_id)
         team = decision.team or ctx.default_team
-        assignee: str | None
-        if decision.assignee:
-            assignee, why = decision.assignee, f"rule {decision.rule or ''} named the agent".strip()
-        else:
-            assignee, why = _assign(db, ctx, team, contact_id)
+        # A rule may name the agent; otherwise one is chosen at the end of the
+        # batch (_assign_new).
+        assignee = decision.assignee or None
         conv_id = convs.create_conversation(
             db,
             contact_id=contact_id,
@@ -345,23 +400,18 @@ def _persist_message(
             detail=decision.to_dict(),
             at=now,
         )
-        add_audit(
-            db,
-            "routing",
-            "routed",
-            conversation_id=conv_id,
-            reason=why,
-            detail={"team": team, "assignee": assignee},
-            at=now,
-        )
-        events.append(
-            {
-                "type": "conversation.created",
-                "conversation_id": conv_id,
-                "team": team,
-                "assignee": assignee,
-            }
-        )
+        created: Event = {
+            "type": "conversation.created",
+            "conversation_id": conv_id,
+            "team": team,
+            "assignee": assignee,
+        }
+        if assignee is not None:
+            why = f"rule {decision.rule or ''} named the agent".strip()
+            _routed(db, conv_id, team, assignee, why, now)
+        else:
+            res.to_assign.append(_Unassigned(conv_id, team, contact_id, created, now))
+        events.append(created)
     else:
         conv_id = int(conv["id"])
         if not msg.auto and msg.kind != MessageKind.EDIT:
@@ -635,7 +685,11 @@ class PipelineRunner:
         self.store = store
         self.ctx = ctx
         self.batch_size = batch_size
-        self.budget = budget
+        # The budget frees SQLite's single write lock for webhook commits. On
+        # PostgreSQL nothing waits behind a batch, and a batch cut short
+        # would keep the rest of its claimed rows locked away from the other
+        # instances until it commits.
+        self.budget = budget if store.dialect == "sqlite" else None
         self.poll = poll
         self.on_result = on_result
         self._wake = asyncio.Event()
