@@ -12,7 +12,8 @@ Stages, in order, for each claimed envelope:
    window; or open a new one. Automatic mail (auto-replies, bounces, lists)
    never opens a conversation.
 5. **classify** - the rules decide category, priority, tags, team, agent.
-6. **route** - assign within the team (see ``routing.py``).
+6. **route** - assign within the team (see ``routing.py``); new conversations
+   get their agent at the end of the batch's transaction (``_assign_new``).
 7. **persist** - message, attachments, thread keys, conversation, audit
    events, auto-acknowledgement in the outbox, and the envelope marked done:
    one transaction. A crash anywhere leaves the envelope pending; every stage
