@@ -118,6 +118,7 @@ class _Unassigned:
     contact_id: int
     event: Event
     at: float
+    new_contact: bool = False  # created in this message: no earlier agent to return to
 
 
 def process_batch(
@@ -169,19 +170,40 @@ def _assign_new(db: Db, ctx: PipelineContext, res: BatchResult) -> None:
     its transaction. With several instances assignment is one at a time per
     team until commit (the round-robin pointer and the loads must be
     current), so the team locks are taken here, all at once and in order,
-    and held for the end of the batch only rather than most of it."""
+    and held for the end of the batch only rather than most of it. Each
+    team's members, loads and round-robin pointer are read once per batch and
+    kept current in memory as the batch assigns."""
     if not res.to_assign:
         return
     xact_lock(db, sorted({f"team:{u.team}" for u in res.to_assign if u.team}), rank=TEAM)
+    teams: dict[str | None, _TeamState | None] = {}
     for u in res.to_assign:
+        if u.team not in teams:
+            teams[u.team] = _team_state(db, ctx, u.team)
+        state = teams[u.team]
         try:
             with db.savepoint():
-                assignee, why = _assign(db, ctx, u.team, u.contact_id)
-                if assignee is not None:
-                    db.run(
-                        "UPDATE conversations SET assignee = ? WHERE id = ?",
-                        (assignee, u.conversation_id),
+                if state is None:
+                    assignee = None
+                    why = "no team with members to assign within" if u.team else "no team"
+                else:
+                    previous = (
+                        convs.last_assignee(db, u.contact_id)
+                        if state.spec.sticky and not u.new_contact
+                        else None
                     )
+                    choice = choose_assignee(
+                        state.spec, loads=state.loads, rr_last=state.rr_last, previous=previous
+                    )
+                    assignee, why = choice.agent, choice.reason
+                    if assignee is not None:
+                        db.run(
+                            "UPDATE conversations SET assignee = ? WHERE id = ?",
+                            (assignee, u.conversation_id),
+                        )
+                        state.loads[assignee] = state.loads.get(assignee, 0) + 1
+                        if state.spec.strategy == "round_robin":
+                            state.rr_last, state.rr_changed = assignee, True
                 _routed(db, u.conversation_id, u.team, assignee, why, u.at)
         except Exception as exc:
             # The conversation stays in its team's queue, unassigned, and says why.
@@ -189,7 +211,35 @@ def _assign_new(db: Db, ctx: PipelineContext, res: BatchResult) -> None:
             assignee = None
             _routed(db, u.conversation_id, u.team, None, f"assignment failed: {exc}", u.at)
         u.event["assignee"] = assignee
+    for state in teams.values():
+        if state is not None and state.rr_changed:
+            db.run(
+                "INSERT INTO routing_state (team, rr_last) VALUES (?, ?)"
+                " ON CONFLICT (team) DO UPDATE SET rr_last = excluded.rr_last",
+                (state.spec.name, state.rr_last),
+            )
     res.to_assign.clear()
+
+
+@dataclass(slots=True)
+class _TeamState:
+    """A team during one batch's assignments."""
+
+    spec: TeamConfig
+    loads: dict[str, int]
+    rr_last: str | None
+    rr_changed: bool = False
+
+
+def _team_state(db: Db, ctx: PipelineContext, team: str | None) -> _TeamState | None:
+    spec = (load_team(db, team) if ctx.teams_in_db else ctx.teams.get(team)) if team else None
+    if spec is None:
+        return None
+    return _TeamState(
+        spec=spec,
+        loads=convs.open_counts(db, spec.members),
+        rr_last=db.val("SELECT rr_last FROM routing_state WHERE team = ?", (spec.name,)),
+    )
 
 
 def _routed(
@@ -288,7 +338,12 @@ def _find_conversation(
 
 
 def _decide(
-    db: Db, ctx: PipelineContext, adapter: ChannelAdapter, msg: Message, contact_id: int
+    db: Db,
+    ctx: PipelineContext,
+    adapter: ChannelAdapter,
+    msg: Message,
+    contact_id: int,
+    new_contact: bool = False,
 ) -> Decision:
     language = msg.language
     if language is None and ctx.detect_language is not None:
@@ -302,35 +357,11 @@ def _decide(
         subject=msg.subject or "",
         text=msg.text,
         language=language,
-        contact=contact_attributes(db, contact_id),
+        # A contact created by this very message has no attributes yet.
+        contact={} if new_contact else contact_attributes(db, contact_id),
         received_at=datetime.fromtimestamp(now_ts(), UTC),
     )
     return ctx.rules().evaluate(inp)
-
-
-def _assign(
-    db: Db, ctx: PipelineContext, team: str | None, contact_id: int
-) -> tuple[str | None, str]:
-    spec = (load_team(db, team) if ctx.teams_in_db else ctx.teams.get(team)) if team else None
-    if spec is None:
-        return None, "no team with members to assign within" if team else "no team"
-    # Several instances: one assignment per team at a time, until commit, so
-    # the round-robin pointer and the loads read here are current.
-    xact_lock(db, [f"team:{spec.name}"], rank=TEAM)
-    rr_last = db.val("SELECT rr_last FROM routing_state WHERE team = ?", (spec.name,))
-    choice = choose_assignee(
-        spec,
-        loads=convs.open_counts(db, spec.members),
-        rr_last=rr_last,
-        previous=convs.last_assignee(db, contact_id) if spec.sticky else None,
-    )
-    if choice.agent is not None and spec.strategy == "round_robin":
-        db.run(
-            "INSERT INTO routing_state (team, rr_last) VALUES (?, ?)"
-            " ON CONFLICT (team) DO UPDATE SET rr_last = excluded.rr_last",
-            (spec.name, choice.agent),
-        )
-    return choice.agent, choice.reason
 
 
 def _persist_message(
@@ -352,7 +383,7 @@ def _persist_message(
         return "already stored"
     if msg.bounced_refs:
         _mark_bounced(db, msg.bounced_refs, f"bounced: {msg.subject or msg.text[:120]}", res)
-    contact_id, _ = resolve_contact(db, msg.sender)
+    contact_id, new_contact = resolve_contact(db, msg.sender)
     for extra in msg.extra_identities:
         _link_extra_identity(db, msg, contact_id, extra, now)
     conv, how = _find_conversation(db, ctx, msg, contact_id, now)
@@ -369,7 +400,7 @@ def _persist_message(
 
     events: list[Event] = []
     if conv is None:
-        decision = _decide(db, ctx, adapter, msg, contact_id)
+        decision = _decide(db, ctx, adapter, msg, contact_id, new_contact)
         team = decision.team or ctx.default_team
         # A rule may name the agent; otherwise one is chosen at the end of the
         # batch (_assign_new).
@@ -411,7 +442,9 @@ def _persist_message(
             why = f"rule {decision.rule or ''} named the agent".strip()
             _routed(db, conv_id, team, assignee, why, now)
         else:
-            res.to_assign.append(_Unassigned(conv_id, team, contact_id, created, now))
+            res.to_assign.append(
+                _Unassigned(conv_id, team, contact_id, created, now, new_contact=new_contact)
+            )
         events.append(created)
     else:
         conv_id = int(conv["id"])
