@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -27,6 +28,7 @@ from .store import Store, open_store
 log = structlog.get_logger(__name__)
 
 NOTIFY_CHANNEL = "omnidesk_events"
+STOP_TIMEOUT = 10.0  # seconds for background tasks to end at shutdown
 
 
 def build_adapters(
@@ -299,7 +301,14 @@ class Daemon:
         await self.intake.drain()
         for task in self._tasks.values():
             task.cancel()
-        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        if self._tasks:
+            # A task that ignores its cancellation must not hang the shutdown:
+            # name it (with where it is stuck) and go on.
+            _, stuck = await asyncio.wait(self._tasks.values(), timeout=STOP_TIMEOUT)
+            for name, task in self._tasks.items():
+                if task in stuck:
+                    where = "".join(traceback.format_stack(task.get_stack(limit=8)[-1]))
+                    log.error("task_did_not_stop", task=name, where=where)
         await self.store.close()
         log.info("daemon_stopped")
 

@@ -170,6 +170,7 @@ async def _drive(fn: Callable[..., T], *args: Any) -> T:
     # visible inside the work, as they would in the same task.
     worker.gr_context = contextvars.copy_context()
     value = worker.switch(*args)
+    cancelled: asyncio.CancelledError | None = None
     while not worker.dead:
         try:
             result = await value
@@ -180,10 +181,25 @@ async def _drive(fn: Callable[..., T], *args: Any) -> T:
             # when collected; its Db refuses further statements.
             value.close()
             raise
+        except asyncio.CancelledError as exc:
+            # The work sees the cancellation (its savepoints roll back, its Db
+            # refuses further statements) but however it ends, the caller is
+            # told it was cancelled: a work that catches the error, or turns
+            # it into another, must not make its task outlive a cancel()
+            # (a daemon's stop() would wait for it forever).
+            cancelled = exc
+            try:
+                value = worker.throw(exc)
+            except BaseException as other:
+                if other is exc:
+                    raise
+                raise exc from other
         except BaseException as exc:  # handed to the work, which may handle it
             value = worker.throw(exc)
         else:
             value = worker.switch(result)
+    if cancelled is not None:
+        raise cancelled
     return value
 
 
