@@ -6,6 +6,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
+import threading
+import time
+import traceback
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +39,43 @@ def require_service(available: bool, what: str, how: str) -> None:
     if CI:
         pytest.fail(message)
     pytest.skip(message)
+
+
+_exit_status = 0
+LINGER_GRACE = 5.0  # seconds a leftover thread gets to end after the last test
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    global _exit_status
+    _exit_status = int(exitstatus)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """A thread left blocked by a failed test (a blocking call in
+    ``asyncio.to_thread``, say) would keep the interpreter from exiting after
+    the results are printed, and the run would end only at CI's time limit.
+    Such threads get a grace period, then are named with their stacks and the
+    run exits at once with the session's own status (the tests' verdict,
+    already printed, stands)."""
+    deadline = time.monotonic() + LINGER_GRACE
+    while True:
+        left = [
+            t
+            for t in threading.enumerate()
+            if t is not threading.main_thread() and not t.daemon and t.is_alive()
+        ]
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    if not left:
+        return
+    frames = sys._current_frames()
+    for t in left:
+        stack = "".join(traceback.format_stack(frames[t.ident])) if t.ident in frames else ""
+        print(f"\nthread {t.name!r} still running after the tests:\n{stack}", file=sys.stderr)
+    sys.stderr.flush()
+    sys.stdout.flush()
+    os._exit(_exit_status)
 
 
 PG_URL = os.environ.get("OMNIDESK_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")

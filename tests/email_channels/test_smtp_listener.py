@@ -120,7 +120,7 @@ async def test_recipients_not_accepted_get_550(email_daemon: Any) -> None:
     raw, mid = mail()
 
     def go() -> tuple[Any, Any]:
-        with smtplib.SMTP("127.0.0.1", port) as s:
+        with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
             s.ehlo()
             s.mail("ann@example.org")
             bad = s.rcpt("someone@elsewhere.org")
@@ -149,12 +149,12 @@ async def test_oversized_mail_gets_552(email_daemon: Any) -> None:
     big, _ = mail(body="line of text\n" * 600)
 
     def declared() -> Any:
-        with smtplib.SMTP("127.0.0.1", port) as s:
+        with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
             s.ehlo()
             return s.mail("ann@example.org", [f"SIZE={len(big)}"])
 
     def undeclared() -> Any:
-        with smtplib.SMTP("127.0.0.1", port) as s:
+        with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
             s.ehlo()
             s.mail("ann@example.org")
             s.rcpt(SUPPORT)
@@ -205,7 +205,7 @@ async def test_starttls_and_auth(email_daemon: Any, tls: Tls) -> None:
     raw, mid = mail()
 
     def plaintext() -> tuple[bool, int]:
-        with smtplib.SMTP("127.0.0.1", port) as s:
+        with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
             s.ehlo()
             offered = s.has_extn("auth")
             code, _ = s.mail("ann@example.org")
@@ -268,7 +268,7 @@ async def test_require_tls_refuses_mail_in_clear(email_daemon: Any, tls: Tls) ->
     port = smtp_port(daemon)
 
     def go() -> int:
-        with smtplib.SMTP("127.0.0.1", port) as s:
+        with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
             s.ehlo()
             return s.mail("ann@example.org")[0]
 
@@ -282,11 +282,11 @@ async def test_connection_limit_answers_421(email_daemon: Any) -> None:
     port = smtp_port(daemon)
 
     def go() -> tuple[int, Any]:
-        first = smtplib.SMTP("127.0.0.1", port)
+        first = smtplib.SMTP("127.0.0.1", port, timeout=30)
         try:
             first.ehlo()
             try:
-                smtplib.SMTP("127.0.0.1", port)
+                smtplib.SMTP("127.0.0.1", port, timeout=30)
             except smtplib.SMTPConnectError as exc:
                 return exc.smtp_code, first.noop()
             return 0, None
