@@ -51,13 +51,14 @@ def bodies(n: int) -> list[tuple[bytes, str]]:
     rnd = random.Random(7)
     out = []
     for i in range(n):
+        customer = rnd.randrange(n // 3 + 1)
         body = json.dumps(
             {
                 "external_id": f"bench-{i}",
                 "sender": {
-                    "address": f"customer{rnd.randrange(n // 3 + 1)}@example.com",
+                    "address": f"customer{customer}@example.com",
                     "kind": "email",
-                    "name": f"Customer {i}",
+                    "name": f"Customer {customer}",
                 },
                 "text": rnd.choice(TEXTS).format(n=1000 + i),
                 "subject": f"Order {1000 + i}",

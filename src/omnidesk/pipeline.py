@@ -129,13 +129,12 @@ def process_batch(
     only write lock, and webhook deliveries wait behind it for their commit
     (bench/bench_webhooks.py); what is left stays pending for the next batch."""
     result = BatchResult()
-    rows = claim_pending(db, limit)
-    result.claimed = len(rows)
     deadline = None if budget is None else time.perf_counter() + budget
-    for i, row in enumerate(rows):
-        if deadline is not None and i and time.perf_counter() > deadline:
-            result.claimed, result.cut = i, True
+    for row in claim_pending(db, limit):
+        if deadline is not None and result.claimed and time.perf_counter() > deadline:
+            result.cut = True
             break
+        result.claimed += 1
         adapter = ctx.adapters.get(row.envelope.channel)
         try:
             if adapter is None:

@@ -20,11 +20,16 @@ def resolve_contact(db: Db, ident: Identity) -> tuple[int, bool]:
     if row is not None:
         old = jsoncol.loads(row["data"], {})
         merged = {**old, **ident.data}
-        if (ident.display_name and ident.display_name != row["display_name"]) or merged != old:
+        if ident.display_name and ident.display_name != row["display_name"]:
             db.run(
-                "UPDATE identities SET display_name = COALESCE(?, display_name), data = ?"
-                " WHERE kind = ? AND address = ?",
+                "UPDATE identities SET display_name = ?, data = ? WHERE kind = ? AND address = ?",
                 (ident.display_name, jsoncol.dumps(merged), ident.kind, ident.address),
+            )
+        elif merged != old:
+            # Only the data: the contact's search row (names, addresses) stays.
+            db.run(
+                "UPDATE identities SET data = ? WHERE kind = ? AND address = ?",
+                (jsoncol.dumps(merged), ident.kind, ident.address),
             )
         return int(row["contact_id"]), False
     now = now_ts()

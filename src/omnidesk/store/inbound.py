@@ -8,7 +8,7 @@ so a crash at any point leaves a row pending and it is simply redone.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,14 +96,18 @@ def _row_to_inbound(r: Row) -> InboundRow:
 _CLAIM = (
     "SELECT i.id, i.channel, i.external_id, i.received_at, i.content_type, i.payload, i.meta,"
     " i.attempts, q.id AS qid FROM inbound i LEFT JOIN quarantine q ON q.inbound_id = i.id"
-    " WHERE i.state = 'pending' ORDER BY i.id LIMIT ?"
+    " WHERE i.state = 'pending' AND i.id > ? ORDER BY i.id LIMIT ?"
 )
+# SQLite reads pending rows this many at a time: a batch cut short by its
+# time budget then has not read (payloads included) rows it will not process.
+CLAIM_CHUNK = 16
 
 
-def claim_pending(db: Db, limit: int) -> list[InboundRow]:
-    """Pending rows, oldest first. In PostgreSQL the rows stay locked until the
-    transaction ends and other instances skip them; in SQLite the transaction
-    holds the only write lock."""
+def claim_pending(db: Db, limit: int) -> Iterator[InboundRow]:
+    """Pending rows, oldest first, up to ``limit``. In PostgreSQL they are
+    claimed at once and stay locked until the transaction ends (other instances
+    skip them); in SQLite, where the transaction holds the only write lock,
+    they are read a chunk at a time as the caller asks for them."""
     if db.dialect == "postgres":
         rows = db.all(
             "SELECT i.id, i.channel, i.external_id, i.received_at, i.content_type, i.payload,"
@@ -112,9 +116,17 @@ def claim_pending(db: Db, limit: int) -> list[InboundRow]:
             " FOR UPDATE OF i SKIP LOCKED",
             (limit,),
         )
-    else:
-        rows = db.all(_CLAIM, (limit,))
-    return [_row_to_inbound(r) for r in rows]
+        yield from (_row_to_inbound(r) for r in rows)
+        return
+    after, left = 0, limit
+    while left > 0:
+        chunk = db.all(_CLAIM, (after, min(left, CLAIM_CHUNK)))
+        for r in chunk:
+            yield _row_to_inbound(r)
+        if len(chunk) < min(left, CLAIM_CHUNK):
+            return
+        left -= len(chunk)
+        after = int(chunk[-1]["id"])
 
 
 def count_pending(db: Db) -> int:
