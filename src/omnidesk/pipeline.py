@@ -122,16 +122,27 @@ class _Unassigned:
 
 
 def process_batch(
-    db: Db, ctx: PipelineContext, limit: int, budget: float | None = None
+    db: Db,
+    ctx: PipelineContext,
+    limit: int,
+    budget: float | None = None,
+    waiting: Callable[[], int] | None = None,
 ) -> BatchResult:
     """Up to ``limit`` pending envelopes in one transaction. ``budget``
-    (seconds) ends the batch early once spent: the transaction holds SQLite's
-    only write lock, and webhook deliveries wait behind it for their commit
-    (bench/bench_webhooks.py); what is left stays pending for the next batch."""
+    (seconds) ends the batch early once spent, if ``waiting`` (when given)
+    says other writes are queued: the transaction holds SQLite's only write
+    lock, and webhook deliveries wait behind it for their commit
+    (bench/bench_webhooks.py); what is left stays pending for the next batch.
+    With nobody waiting the batch goes on (fewer, larger commits)."""
     result = BatchResult()
     deadline = None if budget is None else time.perf_counter() + budget
     for row in claim_pending(db, limit):
-        if deadline is not None and result.claimed and time.perf_counter() > deadline:
+        if (
+            deadline is not None
+            and result.claimed
+            and time.perf_counter() > deadline
+            and (waiting is None or waiting())
+        ):
             result.cut = True
             break
         result.claimed += 1
@@ -718,11 +729,13 @@ class PipelineRunner:
         self.store = store
         self.ctx = ctx
         self.batch_size = batch_size
-        # The budget frees SQLite's single write lock for webhook commits. On
-        # PostgreSQL nothing waits behind a batch, and a batch cut short
+        # The budget frees SQLite's single write lock for webhook commits (and
+        # any other write) queued behind a batch; with none queued the batch
+        # runs to batch_size. On PostgreSQL nothing waits behind a batch, and a batch cut short
         # would keep the rest of its claimed rows locked away from the other
         # instances until it commits.
         self.budget = budget if store.dialect == "sqlite" else None
+        self._waiting: Callable[[], int] | None = getattr(store, "writes_waiting", None)
         self.poll = poll
         self.on_result = on_result
         self._wake = asyncio.Event()
@@ -739,7 +752,9 @@ class PipelineRunner:
         self._running += 1
         self._idle.clear()
         try:
-            res = await self.store.write(process_batch, self.ctx, self.batch_size, self.budget)
+            res = await self.store.write(
+                process_batch, self.ctx, self.batch_size, self.budget, self._waiting
+            )
         finally:
             self._running -= 1
             if not self._running:

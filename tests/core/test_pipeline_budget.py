@@ -4,7 +4,9 @@ rest stays pending and is taken by the next batch, never stalled."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 from typing import Any
 
 from omnidesk.channels.api import ApiChannel
@@ -46,3 +48,39 @@ async def test_drain_goes_on_after_a_cut_batch(store: Any) -> None:
     runner = PipelineRunner(store, ctx, budget=0.0)
     assert await runner.drain() == 7
     assert await store.read(count_pending) == 0
+
+
+async def test_budget_ends_a_batch_only_when_a_write_waits(store: Any) -> None:
+    ctx = await pipeline_with(store, 6)
+    res = await store.write(process_batch, ctx, 64, 0.0, lambda: 0)
+    assert (res.claimed, res.cut, res.stored) == (6, False, 6), "nobody waits: no cut"
+    assert await store.read(count_pending) == 0
+
+
+async def test_writes_waiting_counts_writes_queued_behind_the_running_one(
+    tmp_path: Any,
+) -> None:
+    from omnidesk.store import open_store
+
+    s = open_store(f"sqlite:///{tmp_path / 'w.db'}")
+    await s.open()
+    try:
+        release = threading.Event()
+        seen: list[int] = []
+
+        def blocking(db: Any) -> None:
+            seen.append(s.writes_waiting())  # type: ignore[attr-defined]
+            release.wait(10)
+            seen.append(s.writes_waiting())  # type: ignore[attr-defined]
+
+        first = asyncio.create_task(s.write(blocking))
+        await asyncio.sleep(0.05)
+        queued = [asyncio.create_task(s.write(lambda db: db.val("SELECT 1"))) for _ in range(3)]
+        await asyncio.sleep(0.05)
+        release.set()
+        await first
+        assert [await t for t in queued] == [1, 1, 1]
+        assert seen == [0, 3]
+        assert s.writes_waiting() == 0  # type: ignore[attr-defined]
+    finally:
+        await s.close()

@@ -141,6 +141,10 @@ class SQLiteStore(Store):
         self._writer: aiosqlite.Connection | None = None
         self._readers: list[aiosqlite.Connection] = []
         self._next_reader = itertools.cycle(range(readers))
+        # Writes handed to the writer thread, and writes it has begun: each
+        # counter is changed by one thread only.
+        self._writes_submitted = 0
+        self._writes_started = 0
 
     async def _connect(self, *, readonly: bool) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -177,7 +181,17 @@ class SQLiteStore(Store):
         self, fn: Callable[Concatenate[Db, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
         assert self._writer is not None, "store is not open"
-        return await self._call(self._writer, _in_write_tx, fn, args, kwargs)
+        self._writes_submitted += 1
+        return await self._call(self._writer, self._begun, fn, args, kwargs)
+
+    def _begun(self, conn: sqlite3.Connection, fn: Callable[..., T], args: Any, kw: Any) -> T:
+        self._writes_started += 1  # in the writer thread
+        return _in_write_tx(conn, fn, args, kw)
+
+    def writes_waiting(self) -> int:
+        """Writes queued behind the one running (callable from the writer
+        thread: the pipeline asks it to decide whether to end its batch)."""
+        return max(0, self._writes_submitted - self._writes_started)
 
     async def read(
         self, fn: Callable[Concatenate[Db, P], T], *args: P.args, **kwargs: P.kwargs
