@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import signal
-import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -307,8 +307,9 @@ class Daemon:
             _, stuck = await asyncio.wait(self._tasks.values(), timeout=STOP_TIMEOUT)
             for name, task in self._tasks.items():
                 if task in stuck:
-                    where = "".join(traceback.format_stack(task.get_stack(limit=8)[-1]))
-                    log.error("task_did_not_stop", task=name, where=where)
+                    where = io.StringIO()
+                    task.print_stack(limit=12, file=where)
+                    log.error("task_did_not_stop", task=name, where=where.getvalue())
         await self.store.close()
         log.info("daemon_stopped")
 

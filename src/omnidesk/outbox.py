@@ -363,8 +363,11 @@ class OutboxWorker:
                 log.exception("outbox_error")
                 due = None
             wait = idle if due is None else min(idle, max(0.0, due - now_ts()))
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a
+            # cancel that lands as the event is set, and this loop would never end.
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=max(wait, 0.05))
+                async with asyncio.timeout(max(wait, 0.05)):
+                    await self._wake.wait()
             except TimeoutError:
                 pass
             self._wake.clear()

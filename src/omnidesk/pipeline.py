@@ -799,8 +799,11 @@ class PipelineRunner:
                 # A database hiccup: log and come back; pending rows stay pending.
                 log.exception("pipeline_error")
                 await asyncio.sleep(self.poll)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a
+            # cancel that lands as the event is set, and this loop would never end.
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self.poll)
+                async with asyncio.timeout(self.poll):
+                    await self._wake.wait()
             except TimeoutError:
                 pass
             self._wake.clear()

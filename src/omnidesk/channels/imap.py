@@ -398,7 +398,8 @@ class ImapSession:
         if not (ch.idle and self.can_idle):
             assert self._lost is not None
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._lost), ch.poll_interval)
+                async with asyncio.timeout(ch.poll_interval):  # not wait_for: see pipeline
+                    await asyncio.shield(self._lost)
             if self._lost.done():
                 raise ConnectionLost("connection lost while polling")
             await self.ok(self.client.noop(), "NOOP")

@@ -660,7 +660,8 @@ class WebchatChannel(ChannelAdapter):
                 yield chunk
             while not self._closing:
                 try:
-                    event = await asyncio.wait_for(q.get(), timeout=self.poll_interval)
+                    async with asyncio.timeout(self.poll_interval):  # not wait_for: see pipeline
+                        event = await q.get()
                 except TimeoutError:
                     for chunk in await catch_up():
                         yield chunk

@@ -193,7 +193,8 @@ async def events(
                 if (server is not None and server.should_exit) or await request.is_disconnected():
                     return  # let the server shut down without waiting for us
                 try:
-                    e = await asyncio.wait_for(q.get(), timeout=0.5)
+                    async with asyncio.timeout(0.5):  # wait_for may swallow a cancel (3.11)
+                        e = await q.get()
                 except TimeoutError:
                     continue
                 if await vis.allows(e):
