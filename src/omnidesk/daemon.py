@@ -20,7 +20,7 @@ from .intake import Intake
 from .metrics import Metrics
 from .outbox import OutboxWorker
 from .pipeline import BatchResult, PipelineContext, PipelineRunner
-from .rules import RulesHolder, detect_language, load_rules
+from .rules import RulesHolder, detect_language, load_language_model, load_rules
 from .sla import SlaPolicy
 from .snooze import snooze_waker
 from .store import Store, open_store
@@ -173,6 +173,8 @@ class Daemon:
             await self._start_adapter(name, adapter)
         # workers = 0: an accept-only instance (webhooks and listeners), the
         # pipeline runs elsewhere.
+        if self.config.pipeline_workers:
+            await asyncio.to_thread(load_language_model)
         for i in range(self.config.pipeline_workers):
             self.spawn(self.pipeline.run(), f"pipeline-{i}")
         self.spawn(self.outbox.run(), "outbox")

@@ -146,6 +146,46 @@ async def test_index_follows_edits_and_deletes(store: Store) -> None:
     assert await hits(store, "package") == []
 
 
+async def test_index_is_right_when_a_message_changes_in_its_own_transaction(
+    store: Store,
+) -> None:
+    """SQLite indexes a transaction's messages at commit: a message edited,
+    or deleted, in the transaction that added it - inside savepoints, some
+    rolled back, as the pipeline does - is found by its last text only."""
+    s = await store.write(seed)
+    conv = s["convs"]["bob"]
+
+    def busy(db: Db) -> dict[str, int]:
+        edited = _msg(db, conv, "first draft about a kettle", ext="x-edited")
+        db.run("UPDATE messages SET text = ? WHERE id = ?", ("final words on a toaster", edited))
+        gone = _msg(db, conv, "a fleeting mention of a juicer", ext="x-gone")
+        db.run("DELETE FROM messages WHERE id = ?", (gone,))
+        kept = 0
+        with db.savepoint():
+            kept = _msg(db, conv, "a lasting note on a percolator", ext="x-kept")
+        try:
+            with db.savepoint():
+                _msg(db, conv, "rolled back talk of a waffle iron", ext="x-rolled")
+                raise RuntimeError("roll this one back")
+        except RuntimeError:
+            pass
+        return {"edited": edited, "kept": kept}
+
+    ids = await store.write(busy)
+    assert await hits(store, "kettle") == []
+    assert await hits(store, "toaster") == [ids["edited"]]
+    assert await hits(store, "juicer") == []
+    assert await hits(store, "percolator") == [ids["kept"]]
+    assert await hits(store, "waffle") == []
+    if store.dialect == "sqlite":
+
+        def check(db: Db) -> int:
+            db.run("INSERT INTO messages_fts (messages_fts, rank) VALUES ('integrity-check', 1)")
+            return int(db.val("SELECT COUNT(*) FROM messages_fts_pending"))
+
+        assert await store.write(check) == 0
+
+
 async def test_agent_visibility_and_filters(store: Store) -> None:
     s = await store.write(seed)
     m, c = s["msgs"], s["convs"]

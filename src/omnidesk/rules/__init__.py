@@ -8,7 +8,7 @@ from .check import CheckReport, ExampleFailure, check_rules, run_examples
 from .engine import Example, Rule, RuleSet
 from .evaluation import ClassMetrics, EvalReport, evaluate_labelled
 from .holder import RulesHolder
-from .language import detect_language
+from .language import detect_language, load_language_model
 from .loader import load_rules
 from .problems import Problem, RulesError
 
@@ -26,6 +26,7 @@ __all__ = [
     "check_rules",
     "detect_language",
     "evaluate_labelled",
+    "load_language_model",
     "load_rules",
     "run_examples",
 ]

@@ -70,6 +70,12 @@ def _by_script(text: str) -> str | None:
     return None
 
 
+def load_language_model() -> None:
+    """Load the model now (about 0.1 s) rather than in the first message's
+    pipeline batch."""
+    _model()
+
+
 def detect_language(text: str) -> str | None:
     """ISO 639-1 code (``"en"``, ``"zh"`` ...) or None when the text says too little."""
     sample = text[:_MAX_CHARS]

@@ -87,11 +87,24 @@ def _in_write_tx(conn: sqlite3.Connection, fn: Callable[..., T], args: Any, kwar
     conn.execute("BEGIN IMMEDIATE")
     try:
         result = fn(_SqliteDb(conn), *args, **kwargs)
+        _index_new_messages(conn)
     except BaseException:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
     return result
+
+
+def _index_new_messages(conn: sqlite3.Connection) -> None:
+    """Put the messages this transaction added or edited into the search
+    index, all at once and outside any savepoint (migration 0005 says why)."""
+    if conn.execute("SELECT 1 FROM messages_fts_pending LIMIT 1").fetchone() is None:
+        return
+    conn.execute(
+        "INSERT INTO messages_fts (rowid, subject, text) SELECT m.id, m.subject, m.text"
+        " FROM messages_fts_pending p JOIN messages m ON m.id = p.message_id"
+    )
+    conn.execute("DELETE FROM messages_fts_pending")
 
 
 def _in_read_tx(conn: sqlite3.Connection, fn: Callable[..., T], args: Any, kwargs: Any) -> T:
