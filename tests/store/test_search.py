@@ -169,9 +169,20 @@ async def test_index_is_right_when_a_message_changes_in_its_own_transaction(
                 raise RuntimeError("roll this one back")
         except RuntimeError:
             pass
-        return {"edited": edited, "kept": kept}
+        contact, _ = resolve_contact(db, Identity("email", "quinn@fjord.example", "Quinn"))
+        db.run("UPDATE contacts SET name = ? WHERE id = ?", ("Quintessa", contact))
+        with db.savepoint():
+            resolve_contact(db, Identity("email", "quinn.other@fjord.example", "Q"))
+            db.run(
+                "UPDATE identities SET contact_id = ? WHERE address = ?",
+                (contact, "quinn.other@fjord.example"),
+            )
+        return {"edited": edited, "kept": kept, "contact": contact}
 
     ids = await store.write(busy)
+    assert [c["id"] for c in await store.read(search_contacts, "quintessa")] == [ids["contact"]]
+    found = await store.read(search_contacts, "quinn.other")
+    assert [c["id"] for c in found] == [ids["contact"]]
     assert await hits(store, "kettle") == []
     assert await hits(store, "toaster") == [ids["edited"]]
     assert await hits(store, "juicer") == []
@@ -181,7 +192,13 @@ async def test_index_is_right_when_a_message_changes_in_its_own_transaction(
 
         def check(db: Db) -> int:
             db.run("INSERT INTO messages_fts (messages_fts, rank) VALUES ('integrity-check', 1)")
-            return int(db.val("SELECT COUNT(*) FROM messages_fts_pending"))
+            db.run("INSERT INTO contacts_fts (contacts_fts) VALUES ('integrity-check')")
+            return int(
+                db.val(
+                    "SELECT (SELECT COUNT(*) FROM messages_fts_pending)"
+                    " + (SELECT COUNT(*) FROM contacts_fts_pending)"
+                )
+            )
 
         assert await store.write(check) == 0
 

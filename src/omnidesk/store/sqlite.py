@@ -96,15 +96,27 @@ def _in_write_tx(conn: sqlite3.Connection, fn: Callable[..., T], args: Any, kwar
 
 
 def _index_new_messages(conn: sqlite3.Connection) -> None:
-    """Put the messages this transaction added or edited into the search
-    index, all at once and outside any savepoint (migration 0005 says why)."""
-    if conn.execute("SELECT 1 FROM messages_fts_pending LIMIT 1").fetchone() is None:
-        return
-    conn.execute(
-        "INSERT INTO messages_fts (rowid, subject, text) SELECT m.id, m.subject, m.text"
-        " FROM messages_fts_pending p JOIN messages m ON m.id = p.message_id"
-    )
-    conn.execute("DELETE FROM messages_fts_pending")
+    """Bring the search index up to date with what this transaction changed,
+    all at once and outside any savepoint (migrations 0005 and 0006 say why):
+    messages added or edited, contacts whose name or identities changed."""
+    if conn.execute("SELECT 1 FROM messages_fts_pending LIMIT 1").fetchone() is not None:
+        conn.execute(
+            "INSERT INTO messages_fts (rowid, subject, text) SELECT m.id, m.subject, m.text"
+            " FROM messages_fts_pending p JOIN messages m ON m.id = p.message_id"
+        )
+        conn.execute("DELETE FROM messages_fts_pending")
+    if conn.execute("SELECT 1 FROM contacts_fts_pending LIMIT 1").fetchone() is not None:
+        conn.execute(
+            "DELETE FROM contacts_fts WHERE rowid IN (SELECT contact_id FROM contacts_fts_pending)"
+        )
+        conn.execute(
+            "INSERT INTO contacts_fts (rowid, name, identities)"
+            " SELECT c.id, c.name, COALESCE((SELECT group_concat("
+            "i.address || ' ' || COALESCE(i.display_name, ''), ' ')"
+            " FROM identities i WHERE i.contact_id = c.id), '')"
+            " FROM contacts_fts_pending p JOIN contacts c ON c.id = p.contact_id"
+        )
+        conn.execute("DELETE FROM contacts_fts_pending")
 
 
 def _in_read_tx(conn: sqlite3.Connection, fn: Callable[..., T], args: Any, kwargs: Any) -> T:
