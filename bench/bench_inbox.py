@@ -225,6 +225,17 @@ def fill(path: Path, messages: int, contacts: int) -> None:
     conn.execute("PRAGMA journal_mode = WAL")
     conn.close()
 
+    async def index() -> None:
+        # The store brings the search index up to date when a write commits
+        # (store/sqlite.py): one empty write indexes everything filled above.
+        store = open_store(f"sqlite:///{path}")
+        await store.open()
+        await store.write(lambda db: None)
+        await store.close()
+
+    console.print("search index...")
+    asyncio.run(index())
+
 
 def _flush_contacts(conn: sqlite3.Connection, contacts: list[Any], idents: list[Any]) -> None:
     conn.executemany(
