@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import io
 import signal
 from collections.abc import Awaitable, Callable
@@ -154,6 +155,17 @@ class Daemon:
                 raise
 
         task = asyncio.ensure_future(guarded())
+        if inspect.iscoroutine(coro):
+            # Cancelled before its first step (a stop right after spawning):
+            # close the work so it is not reported as never awaited.
+            work = coro
+            task.add_done_callback(
+                lambda _t: (
+                    work.close()
+                    if inspect.getcoroutinestate(work) == inspect.CORO_CREATED
+                    else None
+                )
+            )
         key = name
         n = 0
         while key in self._tasks and not self._tasks[key].done():
