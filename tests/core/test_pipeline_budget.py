@@ -84,3 +84,74 @@ async def test_writes_waiting_counts_writes_queued_behind_the_running_one(
         assert s.writes_waiting() == 0  # type: ignore[attr-defined]
     finally:
         await s.close()
+
+
+async def test_a_failing_message_is_quarantined_alone_and_rolled_back(
+    store: Any, monkeypatch: Any
+) -> None:
+    """SQLite runs a batch under one savepoint first; a failure redoes it with
+    one savepoint per message. Either way: the others are kept, the failing
+    one leaves nothing behind but its quarantine entry (and its raw bytes)."""
+    import omnidesk.pipeline as pipeline
+    from omnidesk.store.inbound import list_quarantine
+
+    ctx = await pipeline_with(store, 4)
+    persist = pipeline._persist_message
+
+    def failing(db: Any, ctx: Any, adapter: Any, row: Any, msg: Any, res: Any) -> Any:
+        out = persist(db, ctx, adapter, row, msg, res)  # contact, conversation, message
+        if row.envelope.external_id == "b-2":
+            raise RuntimeError("disk says no")
+        return out
+
+    monkeypatch.setattr(pipeline, "_persist_message", failing)
+    res = await store.write(process_batch, ctx, 64, None)
+    assert (res.claimed, res.quarantined) == (4, 1)
+
+    def stored(db: Any) -> list[str]:
+        rows = db.all("SELECT external_id FROM messages WHERE direction = 'in' ORDER BY id")
+        return [r["external_id"] for r in rows]
+
+    assert await store.read(stored) == ["b-0", "b-1", "b-3"]
+    [q] = await store.read(list_quarantine)
+    assert q["external_id"] == "b-2" and "disk says no" in q["error"]
+    assert await store.read(count_pending) == 0
+    convs = await store.read(lambda db: db.val("SELECT COUNT(*) FROM conversations"))
+    assert convs == 3, "the failing message's conversation was rolled back"
+
+
+async def test_a_failing_assignment_leaves_its_conversation_unassigned_with_the_reason(
+    store: Any, monkeypatch: Any
+) -> None:
+    import dataclasses
+
+    import omnidesk.pipeline as pipeline
+    from omnidesk.config import TeamConfig
+
+    ctx = dataclasses.replace(
+        await pipeline_with(store, 3),
+        teams={"support": TeamConfig("support", ["alice", "bob"])},
+        default_team="support",
+    )
+    routed = pipeline._routed
+
+    def fails_for_b1(db: Any, conv_id: int, team: Any, agent: Any, why: str, at: float) -> None:
+        ext = db.val("SELECT external_id FROM messages WHERE conversation_id = ?", (conv_id,))
+        if ext == "b-1" and not why.startswith("assignment failed"):
+            raise RuntimeError("agent directory unreachable")
+        routed(db, conv_id, team, agent, why, at)
+
+    monkeypatch.setattr(pipeline, "_routed", fails_for_b1)
+    res = await store.write(process_batch, ctx, 64, None)
+    assert (res.claimed, res.stored, res.quarantined) == (3, 3, 0)
+
+    def state(db: Any) -> list[tuple[Any, ...]]:
+        rows = db.all(
+            "SELECT c.assignee, (SELECT reason FROM audit a WHERE a.conversation_id = c.id"
+            " AND a.action = 'routed') AS why FROM conversations c ORDER BY c.id"
+        )
+        return [(r["assignee"], r["why"]) for r in rows]
+
+    got = await store.read(state)
+    assert got[1] == (None, "assignment failed: agent directory unreachable")
+    assert got[0][0] in {"alice", "bob"} and got[2][0] in {"alice", "bob"}
