@@ -9,7 +9,7 @@ Baseline, measured in the same run on the same disk: raw aiosqlite inserts of
 the same bodies into a one-table database, committed in groups of the same size
 (synchronous=FULL, WAL) - the cost of durably storing the bytes and nothing else.
 
-    python bench/bench_pipeline.py [--messages 5000]
+    python bench/bench_pipeline.py [--messages 5000] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import json
 import random
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -140,29 +141,50 @@ async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--messages", type=int, default=5000)
     ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument("--repeat", type=int, default=3, help="passes (each on a fresh store)")
     args = ap.parse_args()
     msgs = bodies(args.messages)
-    with tempfile.TemporaryDirectory() as d:
-        res = await run_pipeline(Path(d), msgs, args.concurrency)
-        avg_group = args.messages / max(1, res["groups"])
-        base = await run_baseline(Path(d), msgs, max(1, round(avg_group)))
     n = args.messages
-    table = Table(title=f"intake + pipeline + store, SQLite, {n} signed API messages")
-    for col in ("what", "seconds", "messages/s", "vs baseline"):
+    passes: list[dict[str, Any]] = []
+    for i in range(args.repeat):
+        with tempfile.TemporaryDirectory() as d:
+            res = await run_pipeline(Path(d), msgs, args.concurrency)
+            res["group"] = max(1, round(n / max(1, res["groups"])))
+            res["base_s"] = await run_baseline(Path(d), msgs, res["group"])
+        passes.append(res)
+        print(f"pass {i + 1}: {n / res['total_s']:,.0f} messages/s end to end")
+
+    # Shared machines slow down and speed up by themselves: every figure is
+    # the median of the passes, the best pass shown beside it.
+    def median(key: str) -> float:
+        return float(statistics.median(p[key] for p in passes))
+
+    def best(key: str) -> float:
+        return min(p[key] for p in passes)
+
+    group = round(median("group"))
+    table = Table(
+        title=f"intake + pipeline + store, SQLite, {n} signed API messages,"
+        f" median of {len(passes)} passes"
+    )
+    for col in ("what", "seconds", "messages/s", "vs baseline", "best pass msgs/s"):
         table.add_column(col, justify="right" if col != "what" else "left")
-    base_rate = n / base
+    base_rate = n / median("base_s")
     rows = [
-        (f"baseline: raw aiosqlite inserts, groups of {round(avg_group)}", base),
-        ("verify + accept (durable, group commit)", res["accept_s"]),
-        ("accept + full pipeline (classified, routed, stored)", res["total_s"]),
+        (f"baseline: raw aiosqlite inserts, groups of {group}", "base_s"),
+        ("verify + accept (durable, group commit)", "accept_s"),
+        ("accept + full pipeline (classified, routed, stored)", "total_s"),
     ]
-    for what, secs in rows:
+    for what, key in rows:
+        secs = median(key)
         rate = n / secs
-        table.add_row(what, f"{secs:.2f}", f"{rate:,.0f}", f"{rate / base_rate:.2f}x")
+        table.add_row(
+            what, f"{secs:.2f}", f"{rate:,.0f}", f"{rate / base_rate:.2f}x", f"{n / best(key):,.0f}"
+        )
     Console().print(table)
-    rate = n / res["total_s"]
+    rate = n / median("total_s")
     verdict = "meets" if rate >= 2000 else "MISSES"
-    print(f"target >= 2,000 messages/s end to end: {rate:,.0f}/s ({verdict})")
+    print(f"target >= 2,000 messages/s end to end (median): {rate:,.0f}/s ({verdict})")
 
 
 if __name__ == "__main__":
