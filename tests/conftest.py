@@ -3,6 +3,7 @@ server on a free port, and signed requests for the API channel."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -215,10 +216,19 @@ def message(ext: str, text: str, address: str = "ann@example.com", **extra: Any)
     }
 
 
-async def settle(daemon: Daemon) -> None:
-    """Let the pipeline process everything pending."""
+async def settle(daemon: Daemon, timeout: float = 5.0) -> None:
+    """Let the pipeline process everything pending. On PostgreSQL a row one
+    batch deferred (another batch held a lock it needed) can still be locked
+    by the batch retrying it when drain() looks, so look until none is left."""
+    from omnidesk.store.inbound import count_pending
+
     await daemon.intake.drain()
-    await daemon.pipeline.drain()
+    deadline = time.monotonic() + timeout
+    while True:
+        await daemon.pipeline.drain()
+        if not await daemon.store.read(count_pending) or time.monotonic() > deadline:
+            return
+        await asyncio.sleep(0.02)
 
 
 async def admin_token(daemon: Daemon) -> dict[str, str]:
