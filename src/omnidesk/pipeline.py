@@ -273,10 +273,12 @@ def _assign_one(db: Db, u: _Unassigned, state: _TeamState | None) -> str | None:
                 "UPDATE conversations SET assignee = ? WHERE id = ?",
                 (assignee, u.conversation_id),
             )
-            state.loads[assignee] = state.loads.get(assignee, 0) + 1
-            if state.spec.strategy == "round_robin":
-                state.rr_last, state.rr_changed = assignee, True
     _routed(db, u.conversation_id, u.team, assignee, why, u.at)
+    # Only now, with nothing left to fail: the batch's view of the team moves on.
+    if state is not None and assignee is not None:
+        state.loads[assignee] = state.loads.get(assignee, 0) + 1
+        if state.spec.strategy == "round_robin":
+            state.rr_last, state.rr_changed = assignee, True
     return assignee
 
 
