@@ -3,15 +3,9 @@ a tiny builder for synthetic messages (bytes exactly as written)."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+from tests.conftest import CORPORA, require_service
 
-import pytest
-
-REPO = Path(__file__).resolve().parents[2]
-CORPORA = Path(os.environ.get("OMNIDESK_CORPORA") or REPO.parent / "shared" / "corpora")
 EMAIL_CORPUS = CORPORA / "email"
-CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 def corpus_file(rel: str) -> bytes:
@@ -21,10 +15,11 @@ def corpus_file(rel: str) -> bytes:
     silently skipped corpus would hide every regression it guards).
     """
     path = EMAIL_CORPUS / rel
-    if not path.is_file():
-        if CI:
-            pytest.fail(f"email corpus file missing: {path} (set OMNIDESK_CORPORA)")
-        pytest.skip(f"email corpus not available: {path}")
+    require_service(
+        path.is_file(),
+        f"email corpus file {path}",
+        "set OMNIDESK_CORPORA to the shared corpora folder",
+    )
     return path.read_bytes()
 
 

@@ -12,8 +12,9 @@ import pytest
 
 from omnidesk.email import parse_email
 from omnidesk.model import Message, NormalizeError
+from tests.conftest import require_service
 
-from .conftest import CI, EMAIL_CORPUS, corpus_file
+from .conftest import EMAIL_CORPUS, corpus_file
 
 _NOT_MESSAGES = {"SOURCE.md", "README.md", "TRAPS.md"}
 
@@ -63,14 +64,11 @@ def _traps(section: str) -> list[str]:
 
 
 def test_corpus_is_present() -> None:
-    if not FILES:
-        message = (
-            f"email corpus not found at {EMAIL_CORPUS}; "
-            "set OMNIDESK_CORPORA to the shared corpora folder"
-        )
-        if CI:
-            pytest.fail(message)
-        pytest.skip(message)
+    require_service(
+        bool(FILES),
+        f"email corpus at {EMAIL_CORPUS}",
+        "set OMNIDESK_CORPORA to the shared corpora folder",
+    )
     assert len(FILES) > 300
 
 

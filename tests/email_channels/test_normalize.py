@@ -7,8 +7,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from omnidesk.channels.base import ChannelContext
 from omnidesk.channels.mailout import envelope_id
 from omnidesk.channels.smtp import SmtpChannel
@@ -17,6 +15,7 @@ from omnidesk.email import parse_email
 from omnidesk.intake import Intake
 from omnidesk.model import Envelope, Message, NormalizeError, Skip
 from omnidesk.store import open_store
+from tests.conftest import require_service
 
 from .conftest import mail
 from .test_smtp_corpus import EMAIL_CORPUS, corpus
@@ -57,8 +56,11 @@ def test_every_corpus_message_gives_storable_text() -> None:
     PostgreSQL refuses them and the JSON meta column fails. Every field of
     every normalized corpus message must encode; and the intake key the
     listener computes from the header alone is the parsed Message-ID."""
-    if not EMAIL_CORPUS.is_dir():
-        pytest.skip(f"email corpus not found at {EMAIL_CORPUS}")
+    require_service(
+        EMAIL_CORPUS.is_dir(),
+        f"email corpus at {EMAIL_CORPUS}",
+        "set OMNIDESK_CORPORA to the shared corpora folder",
+    )
     bad: list[str] = []
     for name, data in corpus():
         try:

@@ -11,10 +11,8 @@ import re
 import smtplib
 from typing import Any
 
-import pytest
-
 from omnidesk.channels.mailout import envelope_id
-from tests.conftest import CI, CORPORA, settle
+from tests.conftest import CORPORA, require_service, settle
 
 from .conftest import SUPPORT, rows, smtp_channel, smtp_port
 
@@ -50,11 +48,11 @@ def on_the_wire(data: bytes) -> bytes:
 async def test_every_corpus_message_is_stored_or_quarantined_with_its_bytes(
     email_daemon: Any,
 ) -> None:
-    if not EMAIL_CORPUS.is_dir():
-        message = f"email corpus not found at {EMAIL_CORPUS} (set OMNIDESK_CORPORA)"
-        if CI:
-            pytest.fail(message)
-        pytest.skip(message)
+    require_service(
+        EMAIL_CORPUS.is_dir(),
+        f"email corpus at {EMAIL_CORPUS}",
+        "set OMNIDESK_CORPORA to the shared corpora folder",
+    )
     messages = corpus()
     assert len(messages) > 350
     daemon = await email_daemon(smtp_channel(accept=["*"], max_message_size=50 * 1024 * 1024))
