@@ -87,7 +87,7 @@ def _in_write_tx(conn: sqlite3.Connection, fn: Callable[..., T], args: Any, kwar
     conn.execute("BEGIN IMMEDIATE")
     try:
         result = fn(_SqliteDb(conn), *args, **kwargs)
-        _index_new_messages(conn)
+        _index_pending_search(conn)
     except BaseException:
         conn.execute("ROLLBACK")
         raise
@@ -95,9 +95,9 @@ def _in_write_tx(conn: sqlite3.Connection, fn: Callable[..., T], args: Any, kwar
     return result
 
 
-def _index_new_messages(conn: sqlite3.Connection) -> None:
+def _index_pending_search(conn: sqlite3.Connection) -> None:
     """Bring the search index up to date with what this transaction changed,
-    all at once and outside any savepoint (migrations 0005 and 0006 say why):
+    all at once and outside any savepoint (migration 0004 says why):
     messages added or edited, contacts whose name or identities changed."""
     if conn.execute("SELECT 1 FROM messages_fts_pending LIMIT 1").fetchone() is not None:
         conn.execute(
