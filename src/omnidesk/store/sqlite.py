@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import sqlite3
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -67,9 +68,14 @@ class _SqliteDb:
         self._conn.execute(f"RELEASE {name}")
 
 
+# How long a write waits for another process's write lock (the daemon and a
+# pipeline process, or a CLI command beside the daemon) before it fails.
+LOCK_TIMEOUT = 10.0
+
+
 def _configure(conn: sqlite3.Connection, *, readonly: bool) -> None:
     conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA busy_timeout = 10000")
+    conn.execute(f"PRAGMA busy_timeout = {int(LOCK_TIMEOUT * 1000)}")
     conn.execute("PRAGMA foreign_keys = ON")
     conn.execute("PRAGMA synchronous = FULL")
     conn.execute("PRAGMA cache_size = -65536")  # 64 MiB page cache
@@ -81,10 +87,34 @@ def _configure(conn: sqlite3.Connection, *, readonly: bool) -> None:
         conn.execute("PRAGMA journal_mode = WAL").fetchall()
 
 
-def _in_write_tx(conn: sqlite3.Connection, fn: Callable[..., T], args: Any, kwargs: Any) -> T:
-    # BEGIN IMMEDIATE takes the write lock up front: a transaction that reads
-    # and then writes can never fail half-way with SQLITE_BUSY.
-    conn.execute("BEGIN IMMEDIATE")
+def _begin(conn: sqlite3.Connection) -> None:
+    """BEGIN IMMEDIATE takes the write lock up front: a transaction that reads
+    and then writes can never fail half-way with SQLITE_BUSY. Held by another
+    process, the lock is tried again after 0.1 ms, doubling up to 2 ms."""
+    delay, deadline = 0.0001, time.monotonic() + LOCK_TIMEOUT
+    while True:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                raise
+        time.sleep(delay)  # the writer thread's own: the event loop goes on
+        delay = min(delay * 2, 0.002)
+
+
+def _in_write_tx(
+    conn: sqlite3.Connection,
+    fn: Callable[..., T],
+    args: Any,
+    kwargs: Any,
+    on_locked: Callable[[], None] | None = None,
+) -> T:
+    try:
+        _begin(conn)
+    finally:
+        if on_locked is not None:
+            on_locked()
     try:
         result = fn(_SqliteDb(conn), *args, **kwargs)
         _index_pending_search(conn)
@@ -93,6 +123,11 @@ def _in_write_tx(conn: sqlite3.Connection, fn: Callable[..., T], args: Any, kwar
         raise
     conn.execute("COMMIT")
     return result
+
+
+def shared_writes_waiting(counters: Any) -> int:
+    """Writes another process's store has queued (see ``share_waiting``)."""
+    return max(0, int(counters[0]) - int(counters[1]))
 
 
 def _index_pending_search(conn: sqlite3.Connection) -> None:
@@ -166,10 +201,13 @@ class SQLiteStore(Store):
         self._writer: aiosqlite.Connection | None = None
         self._readers: list[aiosqlite.Connection] = []
         self._next_reader = itertools.cycle(range(readers))
-        # Writes handed to the writer thread, and writes it has begun: each
-        # counter is changed by one thread only.
+        # Writes handed to the writer thread, and writes that hold the write
+        # lock (or are done): each counter is changed by one thread only.
         self._writes_submitted = 0
         self._writes_started = 0
+        # The same two counters in memory shared with a pipeline process
+        # (``share_waiting``), which lets this process's writes go first.
+        self._shared: Any = None
 
     async def _connect(self, *, readonly: bool) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -191,6 +229,10 @@ class SQLiteStore(Store):
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._writer = await self._connect(readonly=False)
         await self._call(self._writer, _migrate)
+        # From now on the writer waits for the write lock itself (``_begin``):
+        # SQLite's busy handler sleeps 1, 2, 5, 10 ... 100 ms between tries
+        # and keeps missing the short gaps between another process's writes.
+        await self._call(self._writer, lambda c: c.execute("PRAGMA busy_timeout = 0"))
         if self.path == ":memory:":
             self._readers = [self._writer]  # a memory database is private to its connection
         else:
@@ -207,16 +249,29 @@ class SQLiteStore(Store):
     ) -> T:
         assert self._writer is not None, "store is not open"
         self._writes_submitted += 1
-        return await self._call(self._writer, self._begun, fn, args, kwargs)
+        if self._shared is not None:
+            self._shared[0] = self._writes_submitted
+        return await self._call(self._writer, self._locked, fn, args, kwargs)
 
-    def _begun(self, conn: sqlite3.Connection, fn: Callable[..., T], args: Any, kw: Any) -> T:
-        self._writes_started += 1  # in the writer thread
-        return _in_write_tx(conn, fn, args, kw)
+    def _locked(self, conn: sqlite3.Connection, fn: Callable[..., T], args: Any, kw: Any) -> T:
+        return _in_write_tx(conn, fn, args, kw, self._started)
+
+    def _started(self) -> None:  # in the writer thread: holds the lock, or gave up
+        self._writes_started += 1
+        if self._shared is not None:
+            self._shared[1] = self._writes_started
 
     def writes_waiting(self) -> int:
         """Writes queued behind the one running (callable from the writer
         thread: the pipeline asks it to decide whether to end its batch)."""
         return max(0, self._writes_submitted - self._writes_started)
+
+    def share_waiting(self, counters: Any) -> None:
+        """Publish this store's write counters into ``counters`` (two shared
+        64-bit integers, e.g. ``multiprocessing.RawArray("q", 2)``), which
+        ``shared_writes_waiting`` reads in another process."""
+        counters[0], counters[1] = self._writes_submitted, self._writes_started
+        self._shared = counters
 
     async def read(
         self, fn: Callable[Concatenate[Db, P], T], *args: P.args, **kwargs: P.kwargs
