@@ -61,7 +61,7 @@ from .store import conversations as convs
 from .store.audit import add_audit
 from .store.base import TransientError
 from .store.contacts import contact_attributes, link_identity, resolve_contact
-from .store.inbound import InboundRow, claim_pending, mark_done, quarantine
+from .store.inbound import InboundRow, claim_pending, mark_done, peek_pending, quarantine
 from .store.locks import TEAM, xact_lock
 from .store.outbox import enqueue
 from .store.users import load_team
@@ -127,6 +127,7 @@ def process_batch(
     limit: int,
     budget: float | None = None,
     waiting: Callable[[], int] | None = None,
+    prepared: dict[int, Normalized] | None = None,
 ) -> BatchResult:
     """Up to ``limit`` pending envelopes in one transaction. ``budget``
     (seconds) ends the batch early once spent, if ``waiting`` (when given)
@@ -140,14 +141,49 @@ def process_batch(
     If any message fails, the batch rolls back to it and runs again with a
     savepoint per message, so that the failing one is quarantined alone and
     the others are kept. PostgreSQL always isolates: there a message may wait
-    for another instance's lock (TransientError) and be deferred alone."""
+    for another instance's lock (TransientError) and be deferred alone.
+
+    ``prepared``: envelopes already normalized outside the transaction
+    (``normalize_rows``), by inbound id; each is taken out of the map as it is
+    used, so a batch run again after a failure normalizes afresh."""
     if db.dialect == "sqlite":
         try:
             with db.savepoint():
-                return _process(db, ctx, limit, budget, waiting, isolate=False)
+                return _process(db, ctx, limit, budget, waiting, prepared, isolate=False)
         except _Isolate:
             pass
-    return _process(db, ctx, limit, budget, waiting, isolate=True)
+    return _process(db, ctx, limit, budget, waiting, prepared, isolate=True)
+
+
+@dataclass(slots=True)
+class NormalizeFailed:
+    """Why an envelope goes to quarantine: a NormalizeError (the reason says
+    it all, ``trace`` is None) or a parser bug (with its traceback)."""
+
+    error: Exception
+    trace: str | None = None
+
+
+Normalized = Message | StatusUpdate | Skip | NormalizeFailed
+
+
+def normalize_envelope(ctx: PipelineContext, row: InboundRow) -> Normalized:
+    """Stage 1 on its own: pure, no database (which is why it can run before
+    the write transaction, see ``PipelineRunner``)."""
+    adapter = ctx.adapters.get(row.envelope.channel)
+    try:
+        if adapter is None:
+            raise NormalizeError(f"no channel named {row.envelope.channel!r} is configured")
+        item = adapter.normalize(row.envelope)
+        if isinstance(item, Message) and not item.sender.address.strip():
+            # Nobody to answer and no contact to file it under: an admin
+            # decides (the raw input is kept).
+            raise NormalizeError("message has no sender address")
+    except NormalizeError as exc:
+        return NormalizeFailed(exc)
+    except Exception as exc:  # a parser bug must not stop the queue
+        return NormalizeFailed(exc, traceback.format_exc())
+    return item
 
 
 class _Isolate(Exception):
@@ -160,6 +196,7 @@ def _process(
     limit: int,
     budget: float | None,
     waiting: Callable[[], int] | None,
+    prepared: dict[int, Normalized] | None,
     *,
     isolate: bool,
 ) -> BatchResult:
@@ -175,21 +212,15 @@ def _process(
             result.cut = True
             break
         result.claimed += 1
-        adapter = ctx.adapters.get(row.envelope.channel)
-        try:
-            if adapter is None:
-                raise NormalizeError(f"no channel named {row.envelope.channel!r} is configured")
-            item = adapter.normalize(row.envelope)
-            if isinstance(item, Message) and not item.sender.address.strip():
-                # Nobody to answer and no contact to file it under: an admin
-                # decides (the raw input is kept).
-                raise NormalizeError("message has no sender address")
-        except NormalizeError as exc:
-            _quarantine(db, row, str(exc), None, result)
+        item = prepared.pop(row.id, None) if prepared else None
+        if item is None:
+            item = normalize_envelope(ctx, row)
+        if isinstance(item, NormalizeFailed):
+            exc = item.error
+            reason = str(exc) if item.trace is None else f"{type(exc).__name__}: {exc}"
+            _quarantine(db, row, reason, item.trace, result)
             continue
-        except Exception as exc:  # a parser bug must not stop the queue
-            _quarantine(db, row, f"{type(exc).__name__}: {exc}", traceback.format_exc(), result)
-            continue
+        adapter = ctx.adapters[row.envelope.channel]
         if not isolate:
             try:
                 _apply(db, ctx, adapter, row, item, result)
@@ -763,6 +794,12 @@ def _queue_auto_ack(db: Db, template: str, conv_id: int, msg: Message, res: Batc
     res.outbox_queued += 1
 
 
+# How long a pipeline process lets the other process's queued writes go
+# first before it starts a batch: at most YIELD_STEPS x YIELD_STEP seconds.
+YIELD_STEPS = 40
+YIELD_STEP = 0.0005
+
+
 class PipelineRunner:
     """Runs batches whenever the intake commits (or every ``poll`` seconds,
     which also picks up work from other instances and crash leftovers)."""
@@ -776,6 +813,8 @@ class PipelineRunner:
         poll: float = 1.0,
         budget: float | None = 0.015,
         on_result: Callable[[BatchResult], None] | None = None,
+        prenormalize: bool = False,
+        others_waiting: Callable[[], int] | None = None,
     ) -> None:
         self.store = store
         self.ctx = ctx
@@ -787,6 +826,20 @@ class PipelineRunner:
         # instances until it commits.
         self.budget = budget if store.dialect == "sqlite" else None
         self._waiting: Callable[[], int] | None = getattr(store, "writes_waiting", None)
+        # A pipeline process shares SQLite's write lock with the daemon's
+        # intake in another process: its batches end early, and the next one
+        # waits a moment, while that process has writes queued.
+        self._others_waiting = others_waiting
+        if others_waiting is not None:
+            own = self._waiting
+            self._waiting = lambda: others_waiting() + (own() if own is not None else 0)
+        # Normalize (parse MIME and the like) before the write transaction
+        # rather than inside it, so the write lock is held for the database
+        # work only. Only where this runner is the sole consumer of the queue
+        # (a SQLite pipeline process): elsewhere another batch may take the
+        # rows it normalized.
+        self.prenormalize = prenormalize and store.dialect == "sqlite"
+        self._prepared: dict[int, Normalized] = {}
         self.poll = poll
         self.on_result = on_result
         self._wake = asyncio.Event()
@@ -798,13 +851,33 @@ class PipelineRunner:
     def wake(self, _n: int = 0) -> None:
         self._wake.set()
 
+    async def _let_others_write(self) -> None:
+        assert self._others_waiting is not None
+        for _ in range(YIELD_STEPS):
+            if not self._others_waiting():
+                return
+            await asyncio.sleep(YIELD_STEP)
+
+    async def _prepare(self) -> dict[int, Normalized]:
+        rows = await self.store.read(peek_pending, self.batch_size)
+        ids = {r.id for r in rows}
+        for stale in [k for k in self._prepared if k not in ids]:
+            del self._prepared[stale]
+        for r in rows:
+            if r.id not in self._prepared:
+                self._prepared[r.id] = normalize_envelope(self.ctx, r)
+        return self._prepared
+
     async def run_once(self) -> BatchResult:
         t0 = time.perf_counter()
         self._running += 1
         self._idle.clear()
         try:
+            prepared = await self._prepare() if self.prenormalize else None
+            if self._others_waiting is not None:
+                await self._let_others_write()
             res = await self.store.write(
-                process_batch, self.ctx, self.batch_size, self.budget, self._waiting
+                process_batch, self.ctx, self.batch_size, self.budget, self._waiting, prepared
             )
         finally:
             self._running -= 1

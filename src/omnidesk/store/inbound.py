@@ -129,6 +129,12 @@ def claim_pending(db: Db, limit: int) -> Iterator[InboundRow]:
         after = int(chunk[-1]["id"])
 
 
+def peek_pending(db: Db, limit: int) -> list[InboundRow]:
+    """The oldest pending rows, read without claiming them (SQLite: a
+    pipeline that is the queue's only consumer reads ahead with this)."""
+    return [_row_to_inbound(r) for r in db.all(_CLAIM, (0, limit))]
+
+
 def count_pending(db: Db) -> int:
     return int(db.val("SELECT COUNT(*) FROM inbound WHERE state = 'pending'") or 0)
 
