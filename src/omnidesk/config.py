@@ -223,6 +223,7 @@ class Config:
     channels_dir: Path | None = None
     log_level: str = "info"
     pipeline_workers: int = 1
+    pipeline_processes: int = 0
     pipeline_batch: int = 64
     chat_session_hours: float = 24.0
     reopen_days: float = 30.0
@@ -330,6 +331,7 @@ def parse_config(
 
     pipeline = top.table("pipeline")
     workers = pipeline.integer("workers", 1, min=0)
+    processes = pipeline.integer("processes", 0, min=0)
     batch = pipeline.integer("batch_size", 64, min=1)
     chat_hours = pipeline.number("chat_session_hours", 24.0, min=0)
     reopen_days = pipeline.number("reopen_days", 30.0, min=0)
@@ -383,6 +385,16 @@ def parse_config(
 
     if default_team is not None and teams and default_team not in {t.name for t in teams}:
         raise pipeline.error("default_team", f"no team named {default_team!r}")
+    if processes and workers == 0:
+        raise pipeline.error(
+            "processes", "workers = 0 makes an accept-only instance: it runs no pipeline"
+        )
+    if processes > 1 and url.startswith("sqlite"):
+        raise pipeline.error(
+            "processes",
+            "SQLite writes one transaction at a time: one pipeline process is what helps,"
+            " more only wait for each other (PostgreSQL takes several)",
+        )
 
     top.check_unused()
     return Config(
@@ -399,6 +411,7 @@ def parse_config(
         channels_dir=channels_dir,
         log_level=log_level,
         pipeline_workers=workers,
+        pipeline_processes=processes,
         pipeline_batch=batch,
         chat_session_hours=chat_hours,
         reopen_days=reopen_days,

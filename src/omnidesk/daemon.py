@@ -21,6 +21,7 @@ from .intake import Intake
 from .metrics import Metrics
 from .outbox import OutboxWorker
 from .pipeline import BatchResult, PipelineContext, PipelineRunner
+from .pipeline_proc import PipelineProcesses
 from .rules import RulesHolder, detect_language, load_language_model, load_rules
 from .sla import SlaPolicy
 from .snooze import snooze_waker
@@ -67,6 +68,25 @@ def build_adapters(
     return adapters, acks
 
 
+def pipeline_context(
+    config: Config, adapters: dict[str, ChannelAdapter], rules: RulesHolder, acks: dict[str, str]
+) -> PipelineContext:
+    """What the pipeline needs, from the configuration (the daemon's own
+    pipeline and a pipeline process build it alike)."""
+    return PipelineContext(
+        adapters=adapters,
+        rules=lambda: rules.current,
+        teams={t.name: t for t in config.teams},
+        teams_in_db=True,
+        sla=SlaPolicy.from_minutes(config.sla_minutes),
+        default_team=config.default_team,
+        chat_session_seconds=config.chat_session_hours * 3600,
+        reopen_seconds=config.reopen_days * 86400,
+        detect_language=detect_language,
+        auto_ack=acks,
+    )
+
+
 class Daemon:
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -91,21 +111,21 @@ class Daemon:
         self.adapters, acks = build_adapters(config, self.intake, self.store, self.spawn)
         self.pipeline = PipelineRunner(
             self.store,
-            PipelineContext(
-                adapters=self.adapters,
-                rules=lambda: self.rules.current,
-                teams={t.name: t for t in config.teams},
-                teams_in_db=True,
-                sla=SlaPolicy.from_minutes(config.sla_minutes),
-                default_team=config.default_team,
-                chat_session_seconds=config.chat_session_hours * 3600,
-                reopen_seconds=config.reopen_days * 86400,
-                detect_language=detect_language,
-                auto_ack=acks,
-            ),
+            pipeline_context(config, self.adapters, self.rules, acks),
             batch_size=config.pipeline_batch,
             on_result=self._on_batch,
         )
+        # [pipeline] processes: the pipeline runs in child processes instead
+        # of this one (pipeline_proc.py); ``self.pipeline`` then only serves
+        # callers that drain the queue themselves (the CLI, tests).
+        self.pipeline_processes: PipelineProcesses | None = None
+        if config.pipeline_workers and config.pipeline_processes:
+            self.pipeline_processes = PipelineProcesses(
+                config,
+                config.pipeline_processes,
+                self._on_batch,
+                share_waiting=getattr(self.store, "share_waiting", None),
+            )
         self.outbox = OutboxWorker(
             self.store,
             self.adapters,
@@ -130,7 +150,19 @@ class Daemon:
                 self.spawn(self.store.notify(NOTIFY_CHANNEL, payload), "notify")
 
     def _on_commit(self, n: int) -> None:
-        self.pipeline.wake()
+        self.wake_pipeline()
+
+    def wake_pipeline(self) -> None:
+        """New work is pending (an intake commit, a quarantine retry)."""
+        if self.pipeline_processes is not None:
+            self.pipeline_processes.wake()
+        else:
+            self.pipeline.wake()
+
+    def rules_reloaded(self) -> None:
+        """The rules were reloaded here (web API): pipeline processes too."""
+        if self.pipeline_processes is not None:
+            self.pipeline_processes.reload_rules()
 
     def _on_batch(self, res: BatchResult) -> None:
         m = self.metrics
@@ -185,10 +217,12 @@ class Daemon:
             await self._start_adapter(name, adapter)
         # workers = 0: an accept-only instance (webhooks and listeners), the
         # pipeline runs elsewhere.
-        if self.config.pipeline_workers:
+        if self.pipeline_processes is not None:
+            await self.pipeline_processes.start()
+        elif self.config.pipeline_workers:
             await asyncio.to_thread(load_language_model)
-        for i in range(self.config.pipeline_workers):
-            self.spawn(self.pipeline.run(), f"pipeline-{i}")
+            for i in range(self.config.pipeline_workers):
+                self.spawn(self.pipeline.run(), f"pipeline-{i}")
         self.spawn(self.outbox.run(), "outbox")
         self.spawn(snooze_waker(self.store, self.publish), "snooze-waker")
         if self.config.rules_watch:
@@ -313,6 +347,8 @@ class Daemon:
             except Exception:
                 log.exception("channel_stop_failed", channel=adapter.name)
         await self.intake.drain()
+        if self.pipeline_processes is not None:
+            await self.pipeline_processes.stop()
         for task in self._tasks.values():
             task.cancel()
         if self._tasks:

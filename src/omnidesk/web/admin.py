@@ -45,5 +45,5 @@ async def quarantine_retry(
     done = await daemon.store.write(retry_quarantine, [qid])
     if not done:
         raise HTTPException(404, "no open quarantine entry with that id")
-    daemon.pipeline.wake()
+    daemon.wake_pipeline()
     return {"requeued": done}

@@ -165,6 +165,8 @@ async def _save(daemon: Daemon, p: Principal, path: Path, name: str, body: Rules
         },
     )
     reloaded = await asyncio.to_thread(daemon.rules.reload)
+    if reloaded:
+        daemon.rules_reloaded()
     err = daemon.rules.last_error
     return {
         "name": name,

@@ -1,0 +1,330 @@
+"""The pipeline in processes of its own: ``[pipeline] processes = N``.
+
+One Python process has one interpreter lock: a busy SMTP listener and the
+pipeline behind it (MIME parsing, rules, storing) share one core however many
+the machine has. With ``processes`` the daemon starts N child processes that
+run the pipeline; the daemon itself keeps the channels, the intake, the outbox
+and the web server. The queue stays the database's ``inbound`` table, so
+nothing about durability changes: a child that dies leaves its rows pending,
+the daemon starts another one, and the redo stores each message once.
+
+Between the daemon and each child:
+
+* a wake pipe (daemon -> child, raw bytes): ``w`` after an intake commit or
+  a quarantine retry, ``r`` after the rules were reloaded through the web
+  API; end of file (the daemon is gone) stops the child;
+* a results pipe (child -> daemon): one JSON object per batch (counts,
+  auto-acknowledgements queued, live events), which the daemon turns into
+  metrics, an outbox wake-up and events for the web UI, as for a batch of
+  its own;
+* with SQLite, two shared counters of the daemon's writes (queued, begun):
+  a child ends its batch early and waits a moment before the next one while
+  the daemon has a write queued, so an intake commit (an SMTP ``250``, a
+  webhook's ``200``) never waits for a whole batch. A SQLite child also
+  normalizes envelopes before taking the write lock (it is the queue's only
+  consumer), which keeps the lock for the database work only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import multiprocessing as mp
+import os
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+import structlog
+
+from .config import Config
+from .events import Event
+from .pipeline import BatchResult
+
+log = structlog.get_logger(__name__)
+
+RESTART_MIN = 1.0  # seconds before a child that died is started again, doubling
+RESTART_MAX = 30.0
+STOP_TIMEOUT = 10.0  # seconds a child gets to finish its batch at shutdown
+CHILD_NICE = 10  # added to the daemon's niceness (lower CPU priority)
+
+
+@dataclass
+class _Child:
+    index: int
+    process: Any = None  # multiprocessing.Process
+    wake: Connection | None = None  # our end, written raw and non-blocking
+    results: Connection | None = None
+    restarts: int = 0
+    restart_handle: asyncio.TimerHandle | None = None
+
+
+class PipelineProcesses:
+    """The daemon's side: starts, feeds, watches and stops the children."""
+
+    def __init__(
+        self,
+        config: Config,
+        n: int,
+        on_result: Callable[[BatchResult], None],
+        share_waiting: Callable[[Any], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.n = n
+        self.on_result = on_result
+        self._ctx = mp.get_context("spawn")  # no fork of a process with threads
+        self._counters: Any = None
+        if share_waiting is not None:
+            self._counters = self._ctx.RawArray("q", 2)
+            share_waiting(self._counters)
+        self._children = [_Child(i) for i in range(n)]
+        self._stopping = False
+        self.batches = 0  # results received (tests and metrics)
+
+    @property
+    def pids(self) -> list[int | None]:
+        return [c.process.pid if c.process is not None else None for c in self._children]
+
+    def alive(self) -> int:
+        return sum(1 for c in self._children if c.process is not None and c.process.is_alive())
+
+    async def start(self) -> None:
+        for child in self._children:
+            self._spawn(child)
+
+    def _spawn(self, child: _Child) -> None:
+        loop = asyncio.get_running_loop()
+        wake_r, wake_w = self._ctx.Pipe(duplex=False)
+        res_r, res_w = self._ctx.Pipe(duplex=False)
+        proc = self._ctx.Process(
+            target=child_main,
+            args=(self.config, child.index, wake_r, res_w, self._counters),
+            name=f"omnidesk-pipeline-{child.index}",
+            daemon=True,  # never outlives the daemon, even a crashed one
+        )
+        proc.start()
+        wake_r.close()
+        res_w.close()
+        os.set_blocking(wake_w.fileno(), False)
+        child.process, child.wake, child.results = proc, wake_w, res_r
+        loop.add_reader(res_r.fileno(), self._read_results, child)
+        loop.add_reader(proc.sentinel, self._exited, child)
+        log.info("pipeline_process_started", index=child.index, pid=proc.pid)
+        self._send(child, b"w")  # whatever is pending already
+
+    def _read_results(self, child: _Child) -> None:
+        conn = child.results
+        if conn is None:
+            return
+        try:
+            while conn.poll():
+                data = json.loads(conn.recv_bytes())
+                self.batches += 1
+                self.on_result(_result_from(data))
+        except (EOFError, OSError):
+            # The child is gone; _exited (its sentinel) deals with it.
+            asyncio.get_running_loop().remove_reader(conn.fileno())
+        except Exception:
+            log.exception("pipeline_result_unreadable", index=child.index)
+
+    def _exited(self, child: _Child) -> None:
+        loop = asyncio.get_running_loop()
+        proc = child.process
+        if proc is None:
+            return
+        loop.remove_reader(proc.sentinel)
+        self._read_results(child)  # what it sent before it went
+        self._close(child)
+        proc.join(0)
+        if self._stopping:
+            return
+        delay = min(RESTART_MAX, RESTART_MIN * 2**child.restarts)
+        child.restarts += 1
+        log.error(
+            "pipeline_process_exited",
+            index=child.index,
+            pid=proc.pid,
+            exitcode=proc.exitcode,
+            restart_in=delay,
+        )
+        child.restart_handle = loop.call_later(delay, self._respawn, child)
+
+    def _respawn(self, child: _Child) -> None:
+        child.restart_handle = None
+        if not self._stopping:
+            self._spawn(child)
+
+    def _close(self, child: _Child) -> None:
+        loop = asyncio.get_running_loop()
+        if child.results is not None:
+            with contextlib.suppress(Exception):
+                loop.remove_reader(child.results.fileno())
+            child.results.close()
+            child.results = None
+        if child.wake is not None:
+            child.wake.close()
+            child.wake = None
+        child.process = None
+
+    def _send(self, child: _Child, what: bytes) -> None:
+        if child.wake is None:
+            return
+        try:
+            os.write(child.wake.fileno(), what)
+        except BlockingIOError:
+            pass  # the pipe is full of wake-ups already: the child will look
+        except OSError:
+            pass  # the child is gone: _exited restarts it
+
+    def wake(self, _n: int = 0) -> None:
+        for child in self._children:
+            self._send(child, b"w")
+
+    def reload_rules(self) -> None:
+        for child in self._children:
+            self._send(child, b"r")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        procs = []
+        for child in self._children:
+            if child.restart_handle is not None:
+                child.restart_handle.cancel()
+            proc = child.process
+            if proc is None:
+                continue
+            asyncio.get_running_loop().remove_reader(proc.sentinel)
+            if proc.is_alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGTERM)
+            procs.append((child, proc))
+        for child, proc in procs:
+            await asyncio.to_thread(proc.join, STOP_TIMEOUT)
+            if proc.is_alive():
+                log.error("pipeline_process_did_not_stop", index=child.index, pid=proc.pid)
+                proc.kill()
+                await asyncio.to_thread(proc.join, STOP_TIMEOUT)
+            self._read_results(child)
+            self._close(child)
+
+
+def _result_from(data: dict[str, Any]) -> BatchResult:
+    return BatchResult(
+        claimed=data["claimed"],
+        stored=data["stored"],
+        quarantined=data["quarantined"],
+        skipped=data["skipped"],
+        deferred=data["deferred"],
+        outbox_queued=data["outbox_queued"],
+        events=data["events"],
+    )
+
+
+def _result_to(res: BatchResult) -> bytes:
+    events: list[Event] = res.events
+    return json.dumps(
+        {
+            "claimed": res.claimed,
+            "stored": res.stored,
+            "quarantined": res.quarantined,
+            "skipped": res.skipped,
+            "deferred": res.deferred,
+            "outbox_queued": res.outbox_queued,
+            "events": events,
+        },
+        default=str,
+    ).encode()
+
+
+# -- the child ---------------------------------------------------------------
+def child_main(
+    config: Config, index: int, wake: Connection, results: Connection, counters: Any
+) -> None:
+    """A pipeline process's entry point (spawned, so it imports afresh)."""
+    from . import logging as odlog
+
+    odlog.configure(config.log_level)
+    structlog.contextvars.bind_contextvars(pipeline_process=index)
+    # Ctrl-C in a terminal reaches the whole process group: the daemon stops
+    # its children itself, in order.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Below the daemon's CPU priority: in a burst, accepting (which a sending
+    # MTA or a webhook provider waits on) goes first and the pipeline catches
+    # up after (bench/bench_email.py). It holds the write lock only briefly,
+    # so a lower priority does not hold the listener up.
+    with contextlib.suppress(OSError):
+        os.nice(CHILD_NICE)
+    try:
+        asyncio.run(_serve(config, wake, results, counters))
+    except Exception:
+        log.exception("pipeline_process_failed")
+        raise SystemExit(1) from None
+
+
+async def _serve(config: Config, wake: Connection, results: Connection, counters: Any) -> None:
+    from .daemon import build_adapters, pipeline_context
+    from .intake import Intake
+    from .pipeline import PipelineRunner
+    from .rules import RulesHolder, load_language_model, load_rules
+    from .store import open_store
+    from .store.sqlite import shared_writes_waiting
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    store = open_store(config.storage_url, **_store_options(config))
+    await store.open()
+    rules = RulesHolder(config.rules_dir, load_rules(config.rules_dir))
+    # The adapters normalize here; they are never started (the daemon runs
+    # the channels).
+    adapters, acks = build_adapters(config, Intake(store), store)
+    await asyncio.to_thread(load_language_model)
+
+    def send(res: BatchResult) -> None:
+        results.send_bytes(_result_to(res))
+
+    runner = PipelineRunner(
+        store,
+        pipeline_context(config, adapters, rules, acks),
+        batch_size=config.pipeline_batch,
+        on_result=send,
+        prenormalize=True,
+        others_waiting=(lambda: shared_writes_waiting(counters)) if counters is not None else None,
+    )
+
+    def on_wake() -> None:
+        try:
+            got = os.read(wake.fileno(), 4096)
+        except BlockingIOError:
+            return
+        if not got:  # the daemon is gone
+            stop.set()
+            return
+        if b"r" in got:
+            rules.reload()
+        runner.wake()
+
+    os.set_blocking(wake.fileno(), False)
+    loop.add_reader(wake.fileno(), on_wake)
+    tasks = [asyncio.create_task(runner.run(), name="pipeline")]
+    if config.rules_watch:
+        tasks.append(asyncio.create_task(rules.watch(), name="rules-watch"))
+    log.info("pipeline_process_ready", pid=os.getpid(), store=store.dialect)
+    try:
+        await stop.wait()
+    finally:
+        loop.remove_reader(wake.fileno())
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await store.close()
+        results.close()
+
+
+def _store_options(config: Config) -> dict[str, Any]:
+    if config.storage_url.startswith("sqlite"):
+        return {}
+    return {"pool_size": config.pool_size, "statement_timeout": config.statement_timeout}

@@ -1,0 +1,266 @@
+"""``[pipeline] processes``: the pipeline in child processes of the daemon.
+
+Real processes (multiprocessing's spawn) on both engines: messages accepted
+by the daemon are classified and stored by the child, its results come back
+as metrics and live events, a killed child is started again and the queue
+loses nothing, a rules reload reaches it, and a stop ends it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from omnidesk.config import ConfigError
+from omnidesk.model import NormalizeError
+from omnidesk.pipeline import NormalizeFailed, PipelineRunner, process_batch
+from omnidesk.pipeline_proc import PipelineProcesses
+from omnidesk.store import sqlite as sqlite_store
+from omnidesk.store.inbound import count_pending
+from tests.conftest import make_config, message, post_inbound, wait_for
+from tests.core.test_pipeline_budget import pipeline_with
+
+pytestmark = pytest.mark.slow
+
+
+async def stored(daemon: Any) -> dict[str, int]:
+    def q(db: Any) -> dict[str, int]:
+        return {
+            "pending": int(db.val("SELECT COUNT(*) FROM inbound WHERE state = 'pending'")),
+            "messages": int(db.val("SELECT COUNT(*) FROM messages WHERE direction = 'in'")),
+            "distinct": int(
+                db.val("SELECT COUNT(DISTINCT external_id) FROM messages WHERE direction = 'in'")
+            ),
+        }
+
+    result: dict[str, int] = await daemon.store.read(q)
+    return result
+
+
+async def all_stored(daemon: Any, n: int, timeout: float = 60) -> dict[str, int]:
+    got: dict[str, int] = {}
+
+    async def done() -> bool:
+        got.update(await stored(daemon))
+        return got["messages"] >= n and got["pending"] == 0
+
+    await wait_for(done, timeout)
+    return got
+
+
+async def test_child_process_classifies_stores_and_reports_back(
+    tmp_path: Path, store_url: str, daemon_factory: Any, client_for: Any
+) -> None:
+    d = await daemon_factory(make_config(tmp_path, store_url, pipeline={"processes": 1}))
+    procs = d.pipeline_processes
+    assert isinstance(procs, PipelineProcesses)
+    pid = procs.pids[0]
+    assert pid is not None and pid != os.getpid() and procs.alive() == 1
+    async with d.events.subscribe() as live, client_for(d) as c:
+        texts = {
+            "p-1": "This is unacceptable, the package arrived broken. I want a refund now!",
+            "p-2": "How do I change the delivery address of my order?",
+            "p-3": "您好，请问这个商品什么时候发货？",
+        }
+        for ext, text in texts.items():
+            r = await post_inbound(c, message(ext, text, address=f"{ext}@example.com"))
+            assert r.status_code == 202, r.text
+        counts = await all_stored(d, 3)
+        # The live feed of this (the daemon's) process got the child's events.
+        seen: list[dict[str, Any]] = []
+        while len({e.get("conversation_id") for e in seen if e.get("type")}) < 3:
+            seen.append(await asyncio.wait_for(live.get(), 10))
+    assert counts == {"pending": 0, "messages": 3, "distinct": 3}
+    assert d.pipeline.processed == 0, "nothing ran in the daemon's own process"
+    assert procs.batches >= 1
+
+    def categories(db: Any) -> dict[str, str]:
+        rows = db.all(
+            "SELECT m.external_id, c.category FROM messages m"
+            " JOIN conversations c ON c.id = m.conversation_id"
+        )
+        return {r[0]: r[1] for r in rows}
+
+    cats = await d.store.read(categories)
+    assert cats["p-1"] == "complaint" and cats["p-2"] == "inquiry" and cats["p-3"] == "inquiry"
+    metrics = d.metrics.processed.labels("stored")._value.get()
+    assert metrics == 3, "the child's results count in the daemon's metrics"
+    await d.stop()
+    assert procs.alive() == 0, "stop ends the child"
+
+
+async def test_killed_child_is_started_again_and_the_queue_loses_nothing(
+    tmp_path: Path, store_url: str, daemon_factory: Any, client_for: Any, monkeypatch: Any
+) -> None:
+    import omnidesk.pipeline_proc as pp
+
+    monkeypatch.setattr(pp, "RESTART_MIN", 0.2)
+    d = await daemon_factory(make_config(tmp_path, store_url, pipeline={"processes": 1}))
+    procs = d.pipeline_processes
+    first = procs.pids[0]
+    async with client_for(d) as c:
+
+        async def post(i: int) -> None:
+            r = await post_inbound(c, message(f"k-{i}", f"Where is my order number {i}?"))
+            assert r.status_code == 202, r.text
+
+        await asyncio.gather(*(post(i) for i in range(0, 150)))
+        os.kill(first, signal.SIGKILL)  # most likely mid-batch
+        await asyncio.gather(*(post(i) for i in range(150, 300)))
+        await wait_for(lambda: _async(procs.pids[0] not in (None, first)), 15)
+        counts = await all_stored(d, 300)
+    assert counts == {"pending": 0, "messages": 300, "distinct": 300}
+    assert procs.alive() == 1
+
+
+async def _async(value: bool) -> bool:
+    return value
+
+
+async def test_rules_reload_reaches_the_child(
+    tmp_path: Path, store_url: str, daemon_factory: Any, client_for: Any, rules_copy: Path
+) -> None:
+    rules = rules_copy
+    cfg = make_config(tmp_path, store_url, pipeline={"processes": 1}, rules={"dir": str(rules)})
+    d = await daemon_factory(cfg)
+    (rules / "90-parcel.toml").write_text(
+        '[[rule]]\nname = "parcels"\n[rule.when]\ntext.contains = ["parcel"]\n'
+        '[rule.then]\ntags = ["parcel"]\n'
+    )
+    assert d.rules.reload() and d.rules.last_error is None
+    d.rules_reloaded()
+    async with client_for(d) as c:
+        r = await post_inbound(c, message("r-1", "My parcel is late"))
+        assert r.status_code == 202
+        await all_stored(d, 1)
+
+    def tags(db: Any) -> str:
+        return str(db.val("SELECT tags FROM conversations"))
+
+    assert "parcel" in await d.store.read(tags), "the child classified with the new rules"
+
+
+def test_processes_config_is_checked(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    with pytest.raises(ConfigError, match="accept-only"):
+        make_config(tmp_path, url, pipeline={"processes": 1, "workers": 0})
+    with pytest.raises(ConfigError, match="one pipeline process"):
+        make_config(tmp_path, url, pipeline={"processes": 2})
+    assert make_config(tmp_path, url, pipeline={"processes": 1}).pipeline_processes == 1
+
+
+# -- the pieces -----------------------------------------------------------------
+async def test_prepared_items_are_used_once_and_failures_quarantined(store: Any) -> None:
+    ctx = await pipeline_with(store, 3)
+    runner = PipelineRunner(store, ctx)
+    rows = await store.read(lambda db: [r for r in db.all("SELECT id FROM inbound ORDER BY id")])
+    first = int(rows[0][0])
+    prepared: dict[int, Any] = {first: NormalizeFailed(NormalizeError("prepared says no"))}
+    res = await store.write(process_batch, ctx, 64, None, None, prepared)
+    assert (res.claimed, res.quarantined, res.stored) == (3, 1, 2)
+    assert prepared == {}, "used entries are taken out"
+    reason = await store.read(lambda db: db.val("SELECT error FROM quarantine"))
+    assert reason == "prepared says no"
+    assert await runner.drain() == 0
+
+
+async def test_sqlite_runner_normalizes_before_its_transaction(tmp_path: Path) -> None:
+    from omnidesk.store import open_store
+
+    st = open_store(f"sqlite:///{tmp_path / 'p.db'}")
+    await st.open()
+    try:
+        ctx = await pipeline_with(st, 4)
+        calls: list[int] = []
+        api = ctx.adapters["api"]
+        original = api.normalize
+
+        def counting(env: Any) -> Any:
+            calls.append(threading.get_ident())
+            return original(env)
+
+        api.normalize = counting  # type: ignore[method-assign]
+        runner = PipelineRunner(st, ctx, prenormalize=True)
+        assert await runner.drain() == 4
+        assert len(calls) == 4, "each envelope normalized once"
+        assert set(calls) == {threading.get_ident()}, "outside the writer thread"
+        assert await st.read(count_pending) == 0
+    finally:
+        await st.close()
+
+
+async def test_writer_waits_for_another_connections_lock(tmp_path: Path, monkeypatch: Any) -> None:
+    from omnidesk.store import open_store
+
+    path = tmp_path / "l.db"
+    st = open_store(f"sqlite:///{path}")
+    await st.open()
+    try:
+        other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        other.execute("BEGIN IMMEDIATE")  # another process's batch, say
+        release = threading.Timer(0.2, lambda: other.execute("COMMIT"))
+        t0 = time.monotonic()
+        release.start()
+        assert await st.write(lambda db: db.val("SELECT 1")) == 1
+        waited = time.monotonic() - t0
+        assert 0.15 < waited < 2.0, waited
+        release.join()
+
+        monkeypatch.setattr(sqlite_store, "LOCK_TIMEOUT", 0.1)
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            await st.write(lambda db: db.val("SELECT 1"))
+        other.execute("COMMIT")
+        assert st.writes_waiting() == 0, "a write that gave up is not counted as waiting"
+        other.close()
+    finally:
+        await st.close()
+
+
+async def test_shared_counters_tell_another_process_a_write_waits(tmp_path: Path) -> None:
+    import multiprocessing
+
+    from omnidesk.store import open_store
+
+    st = open_store(f"sqlite:///{tmp_path / 's.db'}")
+    await st.open()
+    try:
+        counters = multiprocessing.RawArray("q", 2)
+        st.share_waiting(counters)
+        assert sqlite_store.shared_writes_waiting(counters) == 0
+        gate = threading.Event()
+        seen: list[int] = []
+
+        def slow(db: Any) -> None:
+            gate.wait(5)
+
+        def look(db: Any) -> None:
+            seen.append(sqlite_store.shared_writes_waiting(counters))
+
+        first = asyncio.ensure_future(st.write(slow))
+        await asyncio.sleep(0.05)
+        second = asyncio.ensure_future(st.write(look))
+        await asyncio.sleep(0.05)
+        assert sqlite_store.shared_writes_waiting(counters) == 1, "one queued behind"
+        gate.set()
+        await asyncio.gather(first, second)
+        assert seen == [0] and sqlite_store.shared_writes_waiting(counters) == 0
+    finally:
+        await st.close()
+
+
+@pytest.fixture
+def client_for() -> Any:
+    import httpx
+
+    def make(d: Any) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=f"http://127.0.0.1:{d.web_port}", timeout=10)
+
+    return make
