@@ -30,7 +30,7 @@ from .model import (
     SendResult,
     now_ts,
 )
-from .store import Db, Store
+from .store import Db, Store, jsoncol
 from .store import conversations as convs
 from .store import outbox as ob
 from .store.audit import add_audit
@@ -73,6 +73,12 @@ def build_payload(
             (conversation_id,),
         )
     ]
+    extra: dict[str, Any] = {}
+    reply_to = jsoncol.loads(last_in["meta"], {}).get("reply_to")
+    if last_in["sender_kind"] == "email" and reply_to and isinstance(reply_to, list):
+        # The customer's mail asked for answers elsewhere (Reply-To): the
+        # e-mail channel decides whether to honour it (see mailout.py).
+        extra["reply_to"] = [str(a) for a in reply_to][:10]
     return {
         "conversation_id": conversation_id,
         "message_id": message_id,
@@ -89,6 +95,7 @@ def build_payload(
         "references": refs,
         "automatic": automatic,
         "attachments": attachments or [],
+        "meta": extra,
     }
 
 

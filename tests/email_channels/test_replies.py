@@ -137,6 +137,42 @@ async def test_reply_has_threading_headers_and_outlook_answer_joins(
     assert refs[0] == f"<{first_id}>" and f"<{our_id}>" in refs and f"<{answer_id}>" in refs
 
 
+async def test_reply_goes_to_the_reply_to_the_customer_asked_for(
+    email_daemon: Any, relay: Relay
+) -> None:
+    daemon = await email_daemon(
+        smtp_channel(auto_acknowledge=ACK, **relay_options(relay)), outbox=FAST_OUTBOX
+    )
+    # A shop's contact form relayed by its server: the customer is in Reply-To.
+    form, _ = mail(
+        "Contact form: order 77",
+        "Name: Bo\nMessage: my order 77 is late",
+        sender="Shop Forms <forms@shop.example>",
+        headers={"Reply-To": "Bo Li <bo@example.net>, Bo at work <bo@work.example>"},
+    )
+    await customer_writes(daemon, form, mail_from="forms@shop.example")
+    (conv,) = await conversations(daemon)
+    (ack,) = await relay.wait(1)
+    assert ack.rcpt_tos == ["forms@shop.example"], "automatic mail goes to the sender"
+    await agent_replies(daemon, conv["id"], "It left our warehouse today.")
+    reply = (await relay.wait(2))[1]
+    assert reply.rcpt_tos == ["bo@example.net", "bo@work.example"]
+    assert reply.message["To"] == "bo@example.net, bo@work.example"
+
+    # A Reply-To naming only our own address is not followed (no mail to ourselves).
+    own, _ = mail(
+        "Question",
+        "Do you ship to Norway?",
+        sender="Kari <kari@example.no>",
+        headers={"Reply-To": SUPPORT},
+    )
+    await customer_writes(daemon, own, mail_from="kari@example.no")
+    (second,) = [c for c in await conversations(daemon) if c["id"] != conv["id"]]
+    await agent_replies(daemon, second["id"], "Yes, we do.")
+    last = (await relay.wait(4))[3]
+    assert last.rcpt_tos == ["kari@example.no"] and last.message["To"] == "kari@example.no"
+
+
 async def test_token_threads_a_reply_without_headers_and_a_new_subject_opens_a_new_conversation(
     email_daemon: Any, relay: Relay
 ) -> None:

@@ -258,6 +258,7 @@ class EmailChannel(ChannelAdapter):
                 f"cannot e-mail {message.recipient.kind} {message.recipient.address!r}",
                 retry=False,
             )
+        to = self._answer_to(message)
         reply_to = self.reply_to
         if self.reply_to_token:
             reply_to = plus_address(reply_to or self.from_address, message.conversation_id)
@@ -266,7 +267,7 @@ class EmailChannel(ChannelAdapter):
             raw, mid = compose_reply(
                 from_addr=self.from_address,
                 from_name=self.from_name,
-                to=[message.recipient.address],
+                to=to,
                 subject=message.subject,
                 text=message.text,
                 html=message.html,
@@ -283,9 +284,7 @@ class EmailChannel(ChannelAdapter):
         except ValueError as exc:
             raise SendError(f"cannot compose the e-mail: {exc}", retry=False) from None
         try:
-            await self.relay.deliver(
-                raw, mail_from=self.bounce_address, recipients=[message.recipient.address]
-            )
+            await self.relay.deliver(raw, mail_from=self.bounce_address, recipients=to)
         except RelayError as exc:
             if exc.config:
                 self._relay_problem = exc.reason
@@ -293,6 +292,27 @@ class EmailChannel(ChannelAdapter):
         self._relay_problem = None
         key = message_id_key(mid)
         return SendResult(provider_id=key, keys=[key])
+
+    def _answer_to(self, message: OutboundMessage) -> list[str]:
+        """Where a reply goes: the addresses of the customer's Reply-To when
+        their mail had one (a mail client's "Reply" does the same: a web form
+        relayed by a shop's server, someone writing from a shared mailbox),
+        else the sender. Not for automatic mail (an acknowledgement goes to
+        whoever sent the message, RFC 3834), and never to our own addresses."""
+        if not message.automatic:
+            own = {
+                a.lower()
+                for a in (self.from_address, self.reply_to, self.bounce_address)
+                if a is not None
+            }
+            asked = [
+                a
+                for a in message.meta.get("reply_to", [])
+                if isinstance(a, str) and "@" in a and a.lower() not in own
+            ]
+            if asked:
+                return list(dict.fromkeys(asked))
+        return [message.recipient.address]
 
     def health(self) -> Health:
         h = super().health()
