@@ -48,6 +48,7 @@ log = structlog.get_logger(__name__)
 
 RESTART_MIN = 1.0  # seconds before a child that died is started again, doubling
 RESTART_MAX = 30.0
+STABLE_AFTER = 60.0  # a child that ran this long before dying restarts after RESTART_MIN again
 STOP_TIMEOUT = 10.0  # seconds a child gets to finish its batch at shutdown
 CHILD_NICE = 10  # added to the daemon's niceness (lower CPU priority)
 
@@ -60,6 +61,8 @@ class _Child:
     results: Connection | None = None
     restarts: int = 0
     restart_handle: asyncio.TimerHandle | None = None
+    ready: bool = False  # said so after opening the store and loading the models
+    started_at: float = 0.0
 
 
 class PipelineProcesses:
@@ -91,6 +94,12 @@ class PipelineProcesses:
     def alive(self) -> int:
         return sum(1 for c in self._children if c.process is not None and c.process.is_alive())
 
+    async def wait_ready(self, timeout: float = 60.0) -> None:
+        """Until every child has opened the store and loaded its models."""
+        async with asyncio.timeout(timeout):
+            while not all(c.ready for c in self._children):
+                await asyncio.sleep(0.02)
+
     async def start(self) -> None:
         for child in self._children:
             self._spawn(child)
@@ -110,6 +119,7 @@ class PipelineProcesses:
         res_w.close()
         os.set_blocking(wake_w.fileno(), False)
         child.process, child.wake, child.results = proc, wake_w, res_r
+        child.started_at = loop.time()
         loop.add_reader(res_r.fileno(), self._read_results, child)
         loop.add_reader(proc.sentinel, self._exited, child)
         log.info("pipeline_process_started", index=child.index, pid=proc.pid)
@@ -122,6 +132,9 @@ class PipelineProcesses:
         try:
             while conn.poll():
                 data = json.loads(conn.recv_bytes())
+                if data.get("ready"):
+                    child.ready = True
+                    continue
                 self.batches += 1
                 self.on_result(_result_from(data))
         except (EOFError, OSError):
@@ -138,9 +151,12 @@ class PipelineProcesses:
         loop.remove_reader(proc.sentinel)
         self._read_results(child)  # what it sent before it went
         self._close(child)
+        child.ready = False
         proc.join(0)
         if self._stopping:
             return
+        if loop.time() - child.started_at > STABLE_AFTER:
+            child.restarts = 0  # it had been running fine: not a crash loop
         delay = min(RESTART_MAX, RESTART_MIN * 2**child.restarts)
         child.restarts += 1
         log.error(
@@ -312,6 +328,7 @@ async def _serve(config: Config, wake: Connection, results: Connection, counters
     tasks = [asyncio.create_task(runner.run(), name="pipeline")]
     if config.rules_watch:
         tasks.append(asyncio.create_task(rules.watch(), name="rules-watch"))
+    results.send_bytes(b'{"ready": true}')
     log.info("pipeline_process_ready", pid=os.getpid(), store=store.dialect)
     try:
         await stop.wait()

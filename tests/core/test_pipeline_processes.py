@@ -63,6 +63,7 @@ async def test_child_process_classifies_stores_and_reports_back(
     assert isinstance(procs, PipelineProcesses)
     pid = procs.pids[0]
     assert pid is not None and pid != os.getpid() and procs.alive() == 1
+    await procs.wait_ready()  # the child opened the store and loaded its models
     async with d.events.subscribe() as live, client_for(d) as c:
         texts = {
             "p-1": "This is unacceptable, the package arrived broken. I want a refund now!",
