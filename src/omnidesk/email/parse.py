@@ -137,7 +137,8 @@ def _undo_renaming(message: Message, renamed: dict[bytes, bytes]) -> bool:
             for n, b in renamed.items():
                 a.data = a.data.replace(n, b)
     names = [n.decode() for n in renamed]
-    fields = [message.text, message.full_text, message.html or "", message.subject or ""]
+    fields: list[str] = [message.text, message.full_text or "", message.html or ""]
+    fields.append(message.subject or "")
     fields.append(repr(message.meta))
     fields += [a.filename or "" for a in message.attachments]
     return not any(n in f for n in names for f in fields)
