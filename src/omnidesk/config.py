@@ -389,12 +389,6 @@ def parse_config(
         raise pipeline.error(
             "processes", "workers = 0 makes an accept-only instance: it runs no pipeline"
         )
-    if processes > 1 and url.startswith("sqlite"):
-        raise pipeline.error(
-            "processes",
-            "SQLite writes one transaction at a time: one pipeline process is what helps,"
-            " more only wait for each other (PostgreSQL takes several)",
-        )
 
     top.check_unused()
     return Config(

@@ -13,7 +13,7 @@ from typing import Any
 
 import structlog
 
-from .channels.base import ChannelAdapter, ChannelContext
+from .channels.base import Accept, ChannelAdapter, ChannelContext
 from .channels.registry import UnknownChannelType, adapter_class, dropin_adapters
 from .config import Config, ConfigError
 from .events import Event, EventBus
@@ -35,7 +35,7 @@ STOP_TIMEOUT = 10.0  # seconds for background tasks to end at shutdown
 
 def build_adapters(
     config: Config,
-    intake: Intake,
+    intake: Accept,
     store: Store | None,
     spawn: Callable[[Awaitable[Any], str], Any] | None = None,
 ) -> tuple[dict[str, ChannelAdapter], dict[str, str]]:

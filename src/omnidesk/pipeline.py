@@ -157,10 +157,11 @@ def process_batch(
 
 @dataclass(slots=True)
 class NormalizeFailed:
-    """Why an envelope goes to quarantine: a NormalizeError (the reason says
-    it all, ``trace`` is None) or a parser bug (with its traceback)."""
+    """Why an envelope goes to quarantine: a NormalizeError's reason
+    (``trace`` None) or a parser bug's exception and traceback. Plain
+    strings: it may come from a parse process."""
 
-    error: Exception
+    reason: str
     trace: str | None = None
 
 
@@ -180,9 +181,18 @@ def normalize_envelope(ctx: PipelineContext, row: InboundRow) -> Normalized:
             # decides (the raw input is kept).
             raise NormalizeError("message has no sender address")
     except NormalizeError as exc:
-        return NormalizeFailed(exc)
+        return NormalizeFailed(str(exc))
     except Exception as exc:  # a parser bug must not stop the queue
-        return NormalizeFailed(exc, traceback.format_exc())
+        return NormalizeFailed(f"{type(exc).__name__}: {exc}", traceback.format_exc())
+    return item
+
+
+def prepare_envelope(ctx: PipelineContext, row: InboundRow) -> Normalized:
+    """What can be done for an envelope before its transaction: normalize,
+    and detect the language the rules will look at."""
+    item = normalize_envelope(ctx, row)
+    if isinstance(item, Message) and item.language is None and ctx.detect_language is not None:
+        item.language = ctx.detect_language(item.text or item.subject or "")
     return item
 
 
@@ -216,9 +226,7 @@ def _process(
         if item is None:
             item = normalize_envelope(ctx, row)
         if isinstance(item, NormalizeFailed):
-            exc = item.error
-            reason = str(exc) if item.trace is None else f"{type(exc).__name__}: {exc}"
-            _quarantine(db, row, reason, item.trace, result)
+            _quarantine(db, row, item.reason, item.trace, result)
             continue
         adapter = ctx.adapters[row.envelope.channel]
         if not isolate:
@@ -794,6 +802,16 @@ def _queue_auto_ack(db: Db, template: str, conv_id: int, msg: Message, res: Batc
     res.outbox_queued += 1
 
 
+class Parser(Protocol):
+    """Prepares envelopes in another process (``pipeline_proc.ParsePool``)."""
+
+    def submit(self, rows: list[InboundRow]) -> asyncio.Future[list[tuple[int, Normalized]]]:
+        """(inbound id, prepared item) for each row."""
+        ...
+
+
+PARSE_CHUNK = 16  # envelopes per job handed to a parse process
+
 # How long a pipeline process lets the other process's queued writes go
 # first before it starts a batch: at most YIELD_STEPS x YIELD_STEP seconds.
 YIELD_STEPS = 40
@@ -815,6 +833,7 @@ class PipelineRunner:
         on_result: Callable[[BatchResult], None] | None = None,
         prenormalize: bool = False,
         others_waiting: Callable[[], int] | None = None,
+        parser: Parser | None = None,
     ) -> None:
         self.store = store
         self.ctx = ctx
@@ -840,6 +859,10 @@ class PipelineRunner:
         # rows it normalized.
         self.prenormalize = prenormalize and store.dialect == "sqlite"
         self._prepared: dict[int, Normalized] = {}
+        # Parse processes (``[pipeline] processes`` > 1 on SQLite) prepare the
+        # rows ahead of the batch being written, in parallel with it.
+        self.parser = parser if self.prenormalize else None
+        self._parsing: dict[int, asyncio.Future[list[tuple[int, Normalized]]]] = {}
         self.poll = poll
         self.on_result = on_result
         self._wake = asyncio.Event()
@@ -859,13 +882,45 @@ class PipelineRunner:
             await asyncio.sleep(YIELD_STEP)
 
     async def _prepare(self) -> dict[int, Normalized]:
-        rows = await self.store.read(peek_pending, self.batch_size)
+        ahead = 2 if self.parser is not None else 1
+        rows = await self.store.read(peek_pending, self.batch_size * ahead)
         ids = {r.id for r in rows}
         for stale in [k for k in self._prepared if k not in ids]:
             del self._prepared[stale]
-        for r in rows:
-            if r.id not in self._prepared:
-                self._prepared[r.id] = normalize_envelope(self.ctx, r)
+        for stale in [k for k in self._parsing if k not in ids]:
+            del self._parsing[stale]
+        todo = [r for r in rows if r.id not in self._prepared]
+        if self.parser is None:
+            for r in todo:
+                self._prepared[r.id] = prepare_envelope(self.ctx, r)
+            return self._prepared
+        fresh = [r for r in todo if r.id not in self._parsing]
+        for i in range(0, len(fresh), PARSE_CHUNK):
+            chunk = fresh[i : i + PARSE_CHUNK]
+            try:
+                fut = self.parser.submit(chunk)
+            except Exception:
+                # No parse process to be had: the transaction normalizes.
+                log.exception("parse_process_unavailable")
+                break
+            for r in chunk:
+                self._parsing[r.id] = fut
+        # Wait for this batch's rows; the next batch's go on parsing meanwhile.
+        for r in rows[: self.batch_size]:
+            fut_ = self._parsing.get(r.id)
+            if fut_ is None or r.id in self._prepared:
+                continue
+            try:
+                items = await asyncio.shield(fut_)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Normalized in the transaction instead.
+                log.exception("parse_process_failed")
+                items = []
+            for k in [k for k, f in self._parsing.items() if f is fut_]:
+                del self._parsing[k]
+            self._prepared.update(items)
         return self._prepared
 
     async def run_once(self) -> BatchResult:

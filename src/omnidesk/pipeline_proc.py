@@ -28,21 +28,26 @@ Between the daemon and each child:
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import json
 import multiprocessing as mp
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import BrokenExecutor, ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
 import structlog
 
+from .channels.base import Accept
 from .config import Config
 from .events import Event
-from .pipeline import BatchResult
+from .model import Envelope
+from .pipeline import BatchResult, Normalized, PipelineContext, prepare_envelope
+from .store.inbound import InboundRow
 
 log = structlog.get_logger(__name__)
 
@@ -76,6 +81,12 @@ class PipelineProcesses:
         share_waiting: Callable[[Any], None] | None = None,
     ) -> None:
         self.config = config
+        # SQLite writes one transaction at a time: one pipeline process
+        # writes, and the others parse for it (ParsePool) instead of waiting
+        # for the write lock. PostgreSQL: N pipeline processes.
+        self.parsers = 0
+        if config.storage_url.startswith("sqlite") and n > 1:
+            n, self.parsers = 1, n - 1
         self.n = n
         self.on_result = on_result
         self._ctx = mp.get_context("spawn")  # no fork of a process with threads
@@ -101,8 +112,17 @@ class PipelineProcesses:
                 await asyncio.sleep(0.02)
 
     async def start(self) -> None:
+        atexit.register(self._atexit)
         for child in self._children:
             self._spawn(child)
+
+    def _atexit(self) -> None:
+        # Before multiprocessing's own exit hook, which joins every child:
+        # a child still waiting for wake-ups would make that wait endless.
+        for child in self._children:
+            if child.wake is not None:
+                child.wake.close()
+                child.wake = None
 
     def _spawn(self, child: _Child) -> None:
         loop = asyncio.get_running_loop()
@@ -110,9 +130,12 @@ class PipelineProcesses:
         res_r, res_w = self._ctx.Pipe(duplex=False)
         proc = self._ctx.Process(
             target=child_main,
-            args=(self.config, child.index, wake_r, res_w, self._counters),
+            args=(self.config, child.index, wake_r, res_w, self._counters, self.parsers),
             name=f"omnidesk-pipeline-{child.index}",
-            daemon=True,  # never outlives the daemon, even a crashed one
+            # Not daemonic: it starts parse processes of its own. It ends
+            # when its wake pipe closes (the daemon is gone, however it went),
+            # and _atexit closes the pipes of a daemon that exits unstopped.
+            daemon=False,
         )
         proc.start()
         wake_r.close()
@@ -225,6 +248,7 @@ class PipelineProcesses:
                 await asyncio.to_thread(proc.join, STOP_TIMEOUT)
             self._read_results(child)
             self._close(child)
+        atexit.unregister(self._atexit)
 
 
 def _result_from(data: dict[str, Any]) -> BatchResult:
@@ -257,7 +281,12 @@ def _result_to(res: BatchResult) -> bytes:
 
 # -- the child ---------------------------------------------------------------
 def child_main(
-    config: Config, index: int, wake: Connection, results: Connection, counters: Any
+    config: Config,
+    index: int,
+    wake: Connection,
+    results: Connection,
+    counters: Any,
+    parsers: int = 0,
 ) -> None:
     """A pipeline process's entry point (spawned, so it imports afresh)."""
     from . import logging as odlog
@@ -274,15 +303,16 @@ def child_main(
     with contextlib.suppress(OSError):
         os.nice(CHILD_NICE)
     try:
-        asyncio.run(_serve(config, wake, results, counters))
+        asyncio.run(_serve(config, wake, results, counters, parsers))
     except Exception:
         log.exception("pipeline_process_failed")
         raise SystemExit(1) from None
 
 
-async def _serve(config: Config, wake: Connection, results: Connection, counters: Any) -> None:
+async def _serve(
+    config: Config, wake: Connection, results: Connection, counters: Any, parsers: int
+) -> None:
     from .daemon import build_adapters, pipeline_context
-    from .intake import Intake
     from .pipeline import PipelineRunner
     from .rules import RulesHolder, load_language_model, load_rules
     from .store import open_store
@@ -296,12 +326,13 @@ async def _serve(config: Config, wake: Connection, results: Connection, counters
     rules = RulesHolder(config.rules_dir, load_rules(config.rules_dir))
     # The adapters normalize here; they are never started (the daemon runs
     # the channels).
-    adapters, acks = build_adapters(config, Intake(store), store)
+    adapters, acks = build_adapters(config, _NoIntake(), store)
     await asyncio.to_thread(load_language_model)
 
     def send(res: BatchResult) -> None:
         results.send_bytes(_result_to(res))
 
+    pool = ParsePool(config, parsers) if parsers else None
     runner = PipelineRunner(
         store,
         pipeline_context(config, adapters, rules, acks),
@@ -309,6 +340,7 @@ async def _serve(config: Config, wake: Connection, results: Connection, counters
         on_result=send,
         prenormalize=True,
         others_waiting=(lambda: shared_writes_waiting(counters)) if counters is not None else None,
+        parser=pool,
     )
 
     def on_wake() -> None:
@@ -337,8 +369,82 @@ async def _serve(config: Config, wake: Connection, results: Connection, counters
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if pool is not None:
+            pool.close()
         await store.close()
         results.close()
+
+
+# -- parse processes ---------------------------------------------------------
+class ParsePool:
+    """Processes that prepare envelopes (``prepare_envelope``: MIME parsing,
+    HTML to text, language) for a SQLite pipeline process, which meanwhile
+    writes the batch before. Results are plain data (NormalizeFailed carries
+    strings). A pool that breaks (a parse process killed) is replaced; the
+    rows it had are normalized in the transaction instead."""
+
+    def __init__(self, config: Config, n: int) -> None:
+        self.config = config
+        self.n = n
+        self._executor = self._start()
+
+    def _start(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            self.n,
+            mp_context=mp.get_context("spawn"),
+            initializer=_parser_init,
+            initargs=(self.config,),
+        )
+
+    def submit(self, rows: list[InboundRow]) -> asyncio.Future[list[tuple[int, Normalized]]]:
+        try:
+            fut = self._executor.submit(_parse_rows, rows)
+        except BrokenExecutor:
+            log.error("parse_processes_broken", restarting=self.n)
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = self._start()
+            fut = self._executor.submit(_parse_rows, rows)
+        return asyncio.wrap_future(fut)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+_PARSE_CTX: PipelineContext | None = None
+
+
+def _parser_init(config: Config) -> None:
+    global _PARSE_CTX
+    from .daemon import build_adapters
+    from .rules import detect_language, load_language_model
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    load_language_model()
+    # Adapters only normalize here; they have no intake and no store.
+    adapters, _ = build_adapters(config, _NoIntake(), None)
+    _PARSE_CTX = PipelineContext(
+        adapters=adapters, rules=_no_rules, detect_language=detect_language
+    )
+
+
+def _parse_rows(rows: list[InboundRow]) -> list[tuple[int, Normalized]]:
+    assert _PARSE_CTX is not None, "parse process not initialised"
+    return [(r.id, prepare_envelope(_PARSE_CTX, r)) for r in rows]
+
+
+def _no_rules() -> Any:
+    raise RuntimeError("a parse process does not classify")
+
+
+class _NoIntake(Accept):
+    """The intake of adapters that only normalize (pipeline and parse
+    processes: the daemon runs the channels)."""
+
+    async def accept(self, envelope: Envelope) -> bool:
+        raise RuntimeError("a parse process accepts nothing")
+
+    async def accept_many(self, envelopes: Sequence[Envelope]) -> list[bool]:
+        raise RuntimeError("a parse process accepts nothing")
 
 
 def _store_options(config: Config) -> dict[str, Any]:

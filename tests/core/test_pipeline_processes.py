@@ -19,7 +19,6 @@ from typing import Any
 import pytest
 
 from omnidesk.config import ConfigError
-from omnidesk.model import NormalizeError
 from omnidesk.pipeline import NormalizeFailed, PipelineRunner, process_batch
 from omnidesk.pipeline_proc import PipelineProcesses
 from omnidesk.store import sqlite as sqlite_store
@@ -152,9 +151,106 @@ def test_processes_config_is_checked(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'x.db'}"
     with pytest.raises(ConfigError, match="accept-only"):
         make_config(tmp_path, url, pipeline={"processes": 1, "workers": 0})
-    with pytest.raises(ConfigError, match="one pipeline process"):
-        make_config(tmp_path, url, pipeline={"processes": 2})
     assert make_config(tmp_path, url, pipeline={"processes": 1}).pipeline_processes == 1
+
+
+def children_of(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+async def test_sqlite_takes_one_writer_and_parse_processes(
+    tmp_path: Path, store_url: str, daemon_factory: Any, client_for: Any
+) -> None:
+    d = await daemon_factory(make_config(tmp_path, store_url, pipeline={"processes": 2}))
+    procs = d.pipeline_processes
+    await procs.wait_ready()
+    if store_url.startswith("sqlite"):
+        assert (len(procs.pids), procs.parsers) == (1, 1)
+    else:
+        assert (len(procs.pids), procs.parsers) == (2, 0)
+    async with client_for(d) as c:
+
+        async def post(i: int) -> None:
+            r = await post_inbound(c, message(f"w-{i}", f"Is order {i} on its way?"))
+            assert r.status_code == 202, r.text
+
+        await asyncio.gather(*(post(i) for i in range(120)))
+        counts = await all_stored(d, 120)
+        assert counts == {"pending": 0, "messages": 120, "distinct": 120}
+        if not procs.parsers:
+            return
+        # The writer's parse process: kill it, and the pool is replaced; mail
+        # keeps being stored once each.
+        (parser,) = [p for p in children_of(procs.pids[0]) if _is_python(p)]
+        os.kill(parser, signal.SIGKILL)
+        await asyncio.gather(*(post(i) for i in range(120, 240)))
+        counts = await all_stored(d, 240)
+    assert counts == {"pending": 0, "messages": 240, "distinct": 240}
+    replacement = [p for p in children_of(procs.pids[0]) if _is_python(p)]
+    assert replacement and parser not in replacement
+
+
+def _is_python(pid: int) -> bool:
+    try:
+        return "python" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return False
+
+
+class _ThreadParser:
+    """A Parser in this process (for the runner's bookkeeping), failing on
+    request."""
+
+    def __init__(self, ctx: Any, fail: bool = False) -> None:
+        self.ctx, self.fail = ctx, fail
+        self.jobs: list[list[int]] = []
+
+    def submit(self, rows: list[Any]) -> Any:
+        from omnidesk.pipeline import prepare_envelope
+
+        self.jobs.append([r.id for r in rows])
+        fut = asyncio.get_running_loop().create_future()
+        if self.fail:
+            fut.set_exception(RuntimeError("parse process died"))
+        else:
+            fut.set_result([(r.id, prepare_envelope(self.ctx, r)) for r in rows])
+        return fut
+
+
+async def test_runner_parses_the_next_batch_ahead_and_survives_a_failed_job(
+    tmp_path: Path,
+) -> None:
+    from omnidesk.store import open_store
+
+    st = open_store(f"sqlite:///{tmp_path / 'a.db'}")
+    await st.open()
+    try:
+        ctx = await pipeline_with(st, 40)
+        parser = _ThreadParser(ctx)
+        runner = PipelineRunner(st, ctx, batch_size=16, prenormalize=True, parser=parser)
+        res = await runner.run_once()
+        assert res.stored == 16
+        assert sum(len(j) for j in parser.jobs) == 32, "this batch and the next one"
+        await runner.run_once()
+        assert sum(len(j) for j in parser.jobs) == 40, "nothing parsed twice"
+        assert await st.read(count_pending) == 8
+
+        broken = PipelineRunner(st, ctx, batch_size=16, prenormalize=True)
+        broken.parser = _ThreadParser(ctx, fail=True)
+        assert await broken.drain() == 8, "normalized in the transaction instead"
+        assert await st.read(count_pending) == 0
+    finally:
+        await st.close()
 
 
 # -- the pieces -----------------------------------------------------------------
@@ -163,7 +259,7 @@ async def test_prepared_items_are_used_once_and_failures_quarantined(store: Any)
     runner = PipelineRunner(store, ctx)
     rows = await store.read(lambda db: [r for r in db.all("SELECT id FROM inbound ORDER BY id")])
     first = int(rows[0][0])
-    prepared: dict[int, Any] = {first: NormalizeFailed(NormalizeError("prepared says no"))}
+    prepared: dict[int, Any] = {first: NormalizeFailed("prepared says no")}
     res = await store.write(process_batch, ctx, 64, None, None, prepared)
     assert (res.claimed, res.quarantined, res.stored) == (3, 1, 2)
     assert prepared == {}, "used entries are taken out"
