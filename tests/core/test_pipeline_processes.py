@@ -23,7 +23,7 @@ from omnidesk.pipeline import NormalizeFailed, PipelineRunner, process_batch
 from omnidesk.pipeline_proc import PipelineProcesses
 from omnidesk.store import sqlite as sqlite_store
 from omnidesk.store.inbound import count_pending
-from tests.conftest import make_config, message, post_inbound, wait_for
+from tests.conftest import children_of, is_python, make_config, message, post_inbound, wait_for
 from tests.core.test_pipeline_budget import pipeline_with
 
 pytestmark = pytest.mark.slow
@@ -154,20 +154,6 @@ def test_processes_config_is_checked(tmp_path: Path) -> None:
     assert make_config(tmp_path, url, pipeline={"processes": 1}).pipeline_processes == 1
 
 
-def children_of(pid: int) -> list[int]:
-    """Processes whose parent is ``pid`` (Linux /proc)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
-
-
 async def test_sqlite_takes_one_writer_and_parse_processes(
     tmp_path: Path, store_url: str, daemon_factory: Any, client_for: Any
 ) -> None:
@@ -191,20 +177,13 @@ async def test_sqlite_takes_one_writer_and_parse_processes(
             return
         # The writer's parse process: kill it, and the pool is replaced; mail
         # keeps being stored once each.
-        (parser,) = [p for p in children_of(procs.pids[0]) if _is_python(p)]
+        (parser,) = [p for p in children_of(procs.pids[0]) if is_python(p)]
         os.kill(parser, signal.SIGKILL)
         await asyncio.gather(*(post(i) for i in range(120, 240)))
         counts = await all_stored(d, 240)
     assert counts == {"pending": 0, "messages": 240, "distinct": 240}
-    replacement = [p for p in children_of(procs.pids[0]) if _is_python(p)]
+    replacement = [p for p in children_of(procs.pids[0]) if is_python(p)]
     assert replacement and parser not in replacement
-
-
-def _is_python(pid: int) -> bool:
-    try:
-        return "python" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-    except OSError:
-        return False
 
 
 class _ThreadParser:

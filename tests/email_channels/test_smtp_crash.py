@@ -18,14 +18,14 @@ import httpx
 import pytest
 
 from omnidesk.store import open_store
-from tests.conftest import RULES
+from tests.conftest import RULES, children_of, is_python, process_gone
 
 from .conftest import SUPPORT, free_port, mail
 
 pytestmark = pytest.mark.slow
 
 
-def write_config(tmp: Path, store_url: str, web: int, smtp: int) -> Path:
+def write_config(tmp: Path, store_url: str, web: int, smtp: int, processes: int = 0) -> Path:
     cfg = tmp / f"config-{smtp}.toml"
     cfg.write_text(f"""
 [daemon]
@@ -40,6 +40,7 @@ dir = "{RULES}"
 watch = false
 [pipeline]
 batch_size = 16
+processes = {processes}
 [[teams]]
 name = "support"
 members = ["alice", "bob"]
@@ -77,9 +78,11 @@ async def wait_up(web: int, proc: subprocess.Popen[bytes], log: Path) -> None:
     raise AssertionError("daemon did not come up")
 
 
-async def send_many(port: int, mails: list[tuple[bytes, str]], clients: int = 6) -> list[str]:
-    """Send over several connections; return the Message-IDs that got 250."""
-    acked: list[str] = []
+async def send_many(
+    port: int, mails: list[tuple[bytes, str]], acked: list[str], clients: int = 6
+) -> list[str]:
+    """Send over several connections; the Message-IDs that got 250 go into
+    ``acked`` as they do (and are returned)."""
     queue: asyncio.Queue[tuple[bytes, str]] = asyncio.Queue()
     for m in mails:
         queue.put_nowait(m)
@@ -125,31 +128,48 @@ async def stored(store_url: str) -> dict[str, Any]:
         await store.close()
 
 
+@pytest.mark.parametrize("processes", [0, 2], ids=["in-daemon", "processes"])
 async def test_sigkill_while_sending_loses_no_250_and_stores_none_twice(
-    tmp_path: Path, store_url: str
+    tmp_path: Path, store_url: str, processes: int
 ) -> None:
     log = tmp_path / "daemon.log"
     web, smtp = free_port(), free_port()
-    proc = start(write_config(tmp_path, store_url, web, smtp), log)
+    proc = start(write_config(tmp_path, store_url, web, smtp, processes), log)
+    helpers: list[int] = []
     mails = [mail(f"order {i} question", f"Where is order {i}?") for i in range(1000)]
     try:
         await wait_up(web, proc, log)
-        sender = asyncio.create_task(send_many(smtp, mails))
-        await asyncio.sleep(1.0)  # mid-load: intake commits and the pipeline busy
+        so_far: list[str] = []
+        sender = asyncio.create_task(send_many(smtp, mails, so_far))
+        # Mid-load (intake commits and the pipeline busy), whatever this
+        # machine's speed: a fixed sleep once let all 1,000 through first.
+        deadline = time.monotonic() + 30
+        while len(so_far) < 200 and time.monotonic() < deadline and not sender.done():
+            await asyncio.sleep(0.005)
+        # The pipeline processes and their parse processes, if any.
+        helpers = [p for p in children_of(proc.pid) if is_python(p)]
+        helpers += [g for p in helpers for g in children_of(p) if is_python(g)]
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+    if processes:
+        assert helpers, "the daemon runs its pipeline in processes"
+        # With the daemon gone they stop by themselves (their wake pipe closed).
+        deadline = time.monotonic() + 15
+        while not all(process_gone(p) for p in helpers):
+            assert time.monotonic() < deadline, "pipeline processes outlived the daemon"
+            await asyncio.sleep(0.05)
     acked = await sender
     assert 0 < len(acked) < len(mails), f"the kill should land mid-load ({len(acked)} acked)"
     after_kill = await stored(store_url)
     assert set(acked) <= set(after_kill["inbound"]), "every 250 was on disk"
 
     web, smtp = free_port(), free_port()
-    proc = start(write_config(tmp_path, store_url, web, smtp), log)
+    proc = start(write_config(tmp_path, store_url, web, smtp, processes), log)
     try:
         await wait_up(web, proc, log)
         # The sending MTA retries everything it holds, acknowledged or not.
-        again = await send_many(smtp, mails)
+        again = await send_many(smtp, mails, [])
         assert len(again) == len(mails)
         deadline = time.monotonic() + 60
         while True:
