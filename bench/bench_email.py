@@ -4,25 +4,31 @@ the listener, and IMAP pull + pipeline messages per second from Dovecot.
 Baselines measured in the same run, on the same machine:
 
 * SMTP: a bare aiosmtpd server whose handler only counts (the protocol cost
-  and nothing else), driven by the same client: aiosmtplib in a separate
-  process, ``--connections`` concurrent sessions (an MTA's
-  ``default_destination_concurrency_limit`` is 20).
+  and nothing else), driven by the same client: a plain SMTP client on
+  asyncio streams in a separate process (every reply read and checked),
+  ``--connections`` concurrent sessions (an MTA's
+  ``default_destination_concurrency_limit`` is 20). The client makes its
+  mails before the clock starts.
 * IMAP: aioimaplib fetching the same mailbox in chunks of 100 and doing
   nothing with the bytes (the pull cost and nothing else).
 * The peer: django-helpdesk turns about 60 e-mails/s into tickets (50 over
-  IMAP) on this kind of machine; the target is 20x that, 1,200/s.
+  IMAP) on this kind of machine; the target is 20x that, 1,200/s (1,000/s).
 
 Messages are 3-4 KB multipart/alternative mails (text + HTML) from a few
 hundred customers, in English and Chinese, some replies to earlier ones.
 
     python bench/bench_email.py [--messages 2000] [--connections 20] [--repeat 3] [--pg]
 
-SMTP rows: "accepted/s" is the client's view (every 250 means committed to
-disk); "stored/s" runs until the pipeline has classified, routed and stored
-the last one. With PostgreSQL available (OMNIDESK_TEST_PG, as for the
-tests) a second setup runs the listener in an accept-only instance and the
-pipeline in two worker processes on the same database, the multi-instance
-layout of docs/email.md.
+Setups: the pipeline in the daemon's process (the default), and
+``[pipeline] processes`` = 1 (a pipeline process) and 2 (SQLite: a pipeline
+process that writes and a parse process preparing mail for it). SMTP rows: "accepted/s" is the client's
+view (every 250 means committed to disk); "stored/s" runs until the pipeline
+has classified, routed and stored the last one. IMAP rows time from the
+mailbox's first login (the daemon and its pipeline processes already
+started) until the last message is stored. With PostgreSQL available
+(OMNIDESK_TEST_PG, as for the tests) and ``--pg``, a further setup runs the
+listener in an accept-only instance and the pipeline in two worker
+processes on the same database, the multi-instance layout of docs/email.md.
 """
 
 from __future__ import annotations
@@ -521,7 +527,7 @@ async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--messages", type=int, default=2000)
     ap.add_argument("--connections", type=int, default=20)
-    ap.add_argument("--repeat", type=int, default=3, help="SMTP runs per setup (best kept)")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per setup (best kept)")
     ap.add_argument(
         "--pg", action="store_true", help="also run the PostgreSQL multi-instance layout"
     )
@@ -541,13 +547,17 @@ async def main() -> None:
             runs.setdefault("bare", []).append((await bare_aiosmtpd(n, c), None))
             runs.setdefault("only", []).append(await omnidesk_smtp(tmp / f"a{i}", n, c, workers=0))
             runs.setdefault("big", []).append(await omnidesk_smtp(tmp / f"b{i}", n, c, batch=64))
-            runs.setdefault("proc", []).append(
-                await omnidesk_smtp(tmp / f"c{i}", n, c, processes=1)
-            )
+            for p in (1, 2):
+                runs.setdefault(f"proc{p}", []).append(
+                    await omnidesk_smtp(tmp / f"c{p}-{i}", n, c, processes=p)
+                )
         bare = min(r[0] for r in runs["bare"])
         only = min(r[0] for r in runs["only"])
         big = (min(r[0] for r in runs["big"]), min(r[1] or 0 for r in runs["big"]))
-        proc = (min(r[0] for r in runs["proc"]), min(r[1] or 0 for r in runs["proc"]))
+        procs = {
+            p: (min(r[0] for r in runs[f"proc{p}"]), min(r[1] or 0 for r in runs[f"proc{p}"]))
+            for p in (1, 2)
+        }
         pg = _pg_url() if args.pg else None
         pg_res = await omnidesk_smtp_pg(tmp / "d", pg, n, c) if pg else None
 
@@ -557,7 +567,9 @@ async def main() -> None:
         row(t, "bare aiosmtpd, the handler only counts", n, bare, bare, None, PEER)
         row(t, "omnidesk smtp, accept only (pipeline elsewhere)", n, only, bare, None, PEER)
         row(t, "omnidesk smtp + pipeline in the daemon (default)", n, big[0], bare, big[1], PEER)
-        row(t, "omnidesk smtp + pipeline process (processes = 1)", n, proc[0], bare, proc[1], PEER)
+        for p, (acc, tot) in procs.items():
+            what = f"omnidesk smtp + pipeline processes (processes = {p})"
+            row(t, what, n, acc, bare, tot, PEER)
         if pg_res is not None:
             row(
                 t,
@@ -577,16 +589,31 @@ async def main() -> None:
             )
         else:
             try:
-                console.print(f"[bold]IMAP[/]: {n} messages in a Dovecot Maildir ...")
+                console.print(
+                    f"[bold]IMAP[/]: {n} messages in a Dovecot Maildir, best of {args.repeat} ..."
+                )
                 mails = make_mails(n, seed=11)
-                users = [dovecot.add_user() for _ in range(4)]
-                for u in users:
-                    fill_maildir(dovecot, u, mails)
-                    await index_mailbox(dovecot, u)
-                fetch = await imap_fetch_only(dovecot, users[0], n)
-                pulled_only = await omnidesk_imap(tmp / "e", dovecot, users[1], n, workers=0)
-                pulled = await omnidesk_imap(tmp / "f", dovecot, users[2], n)
-                pulled_proc = await omnidesk_imap(tmp / "g", dovecot, users[3], n, processes=1)
+                best: dict[str, float] = {}
+
+                def keep(what: str, secs: float) -> None:
+                    best[what] = min(secs, best.get(what, secs))
+
+                for i in range(args.repeat):
+                    users = [dovecot.add_user() for _ in range(5)]  # a fresh mailbox each
+                    for u in users:
+                        fill_maildir(dovecot, u, mails)
+                        await index_mailbox(dovecot, u)
+                    keep("fetch", await imap_fetch_only(dovecot, users[0], n))
+                    keep("only", await omnidesk_imap(tmp / f"e{i}", dovecot, users[1], n, 0))
+                    keep("big", await omnidesk_imap(tmp / f"f{i}", dovecot, users[2], n))
+                    for p in (1, 2):
+                        keep(
+                            f"proc{p}",
+                            await omnidesk_imap(
+                                tmp / f"g{p}-{i}", dovecot, users[2 + p], n, processes=p
+                            ),
+                        )
+                fetch, pulled_only, pulled = best["fetch"], best["only"], best["big"]
             finally:
                 dovecot.stop()
                 shutil.rmtree(dovecot.root, ignore_errors=True)
@@ -602,7 +629,8 @@ async def main() -> None:
             )
             for what, secs in (
                 ("omnidesk imap + pipeline in the daemon (classified, routed, stored)", pulled),
-                ("omnidesk imap + pipeline process (processes = 1)", pulled_proc),
+                ("omnidesk imap + pipeline processes (processes = 1)", best["proc1"]),
+                ("omnidesk imap + pipeline processes (processes = 2)", best["proc2"]),
             ):
                 t.add_row(
                     what, rate(n, secs), f"{fetch / secs:.2f}x", f"{n / secs / PEER_IMAP:.1f}x"

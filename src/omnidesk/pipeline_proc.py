@@ -97,6 +97,7 @@ class PipelineProcesses:
         self._children = [_Child(i) for i in range(n)]
         self._stopping = False
         self.batches = 0  # results received (tests and metrics)
+        self.restarts = 0  # children started again after they died
 
     @property
     def pids(self) -> list[int | None]:
@@ -104,6 +105,17 @@ class PipelineProcesses:
 
     def alive(self) -> int:
         return sum(1 for c in self._children if c.process is not None and c.process.is_alive())
+
+    def status(self) -> dict[str, Any]:
+        """For /healthz: ok when every child is up and ready."""
+        ready = sum(1 for c in self._children if c.ready and c.process is not None)
+        return {
+            "ok": ready == self.n,
+            "processes": self.n,
+            "parse_processes": self.parsers,
+            "ready": ready,
+            "restarts": self.restarts,
+        }
 
     async def wait_ready(self, timeout: float = 60.0) -> None:
         """Until every child has opened the store and loaded its models."""
@@ -182,6 +194,7 @@ class PipelineProcesses:
             child.restarts = 0  # it had been running fine: not a crash loop
         delay = min(RESTART_MAX, RESTART_MIN * 2**child.restarts)
         child.restarts += 1
+        self.restarts += 1
         log.error(
             "pipeline_process_exited",
             index=child.index,

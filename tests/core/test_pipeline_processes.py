@@ -79,6 +79,8 @@ async def test_child_process_classifies_stores_and_reports_back(
             seen.append(await asyncio.wait_for(live.get(), 10))
     assert counts == {"pending": 0, "messages": 3, "distinct": 3}
     assert d.pipeline.processed == 0, "nothing ran in the daemon's own process"
+    async with client_for(d) as c:
+        assert (await c.get("/healthz")).json()["pipeline"]["ready"] == 1
     assert procs.batches >= 1
 
     def categories(db: Any) -> dict[str, str]:
@@ -116,8 +118,18 @@ async def test_killed_child_is_started_again_and_the_queue_loses_nothing(
         await asyncio.gather(*(post(i) for i in range(150, 300)))
         await wait_for(lambda: _async(procs.pids[0] not in (None, first)), 15)
         counts = await all_stored(d, 300)
+        await procs.wait_ready()
+        health = (await c.get("/healthz")).json()
     assert counts == {"pending": 0, "messages": 300, "distinct": 300}
     assert procs.alive() == 1
+    assert health["status"] == "ok"
+    assert health["pipeline"] == {
+        "ok": True,
+        "processes": 1,
+        "parse_processes": 0,
+        "ready": 1,
+        "restarts": 1,
+    }
 
 
 async def _async(value: bool) -> bool:

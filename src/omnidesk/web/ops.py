@@ -32,6 +32,11 @@ async def healthz(daemon: Daemon = Depends(get_daemon)) -> JSONResponse:
         pending, store_ok = None, False
     daemon.metrics.pending.set(pending or 0)
     ok = store_ok and all(h["ok"] for h in channels.values())
+    extra = {}
+    if daemon.pipeline_processes is not None:
+        # A pipeline process that keeps dying leaves mail pending: say so.
+        extra["pipeline"] = daemon.pipeline_processes.status()
+        ok = ok and extra["pipeline"]["ok"]
     body = {
         "status": "ok" if ok else "degraded",
         "version": __version__,
@@ -42,6 +47,7 @@ async def healthz(daemon: Daemon = Depends(get_daemon)) -> JSONResponse:
             "error": str(rules_error) if rules_error else None,
         },
         "channels": channels,
+        **extra,
     }
     return JSONResponse(body, status_code=200 if store_ok else 503)
 
