@@ -900,8 +900,10 @@ class PipelineRunner:
             try:
                 fut = self.parser.submit(chunk)
             except Exception:
-                # No parse process to be had: the transaction normalizes.
-                log.exception("parse_process_unavailable")
+                # No parse process to be had: parse here from now on (the
+                # transaction normalizes what is not prepared).
+                log.exception("parse_processes_unavailable")
+                self.parser = None
                 break
             for r in chunk:
                 self._parsing[r.id] = fut

@@ -35,7 +35,7 @@ import multiprocessing as mp
 import os
 import signal
 from collections.abc import Callable, Sequence
-from concurrent.futures import BrokenExecutor, ProcessPoolExecutor
+from concurrent.futures import BrokenExecutor, Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
@@ -394,11 +394,16 @@ class ParsePool:
     HTML to text, language) for a SQLite pipeline process, which meanwhile
     writes the batch before. Results are plain data (NormalizeFailed carries
     strings). A pool that breaks (a parse process killed) is replaced; the
-    rows it had are normalized in the transaction instead."""
+    rows it had are normalized in the transaction instead. One that breaks
+    MAX_BREAKS times in a row without finishing a job (it cannot start, say)
+    is given up: ``submit`` raises and the pipeline parses by itself."""
+
+    MAX_BREAKS = 3
 
     def __init__(self, config: Config, n: int) -> None:
         self.config = config
         self.n = n
+        self.breaks = 0
         self._executor = self._start()
 
     def _start(self) -> ProcessPoolExecutor:
@@ -413,11 +418,21 @@ class ParsePool:
         try:
             fut = self._executor.submit(_parse_rows, rows)
         except BrokenExecutor:
-            log.error("parse_processes_broken", restarting=self.n)
+            self.breaks += 1
             self._executor.shutdown(wait=False, cancel_futures=True)
+            if self.breaks >= self.MAX_BREAKS:
+                raise RuntimeError(
+                    f"parse processes failed {self.breaks} times in a row: given up"
+                ) from None
+            log.error("parse_processes_broken", restarting=self.n)
             self._executor = self._start()
             fut = self._executor.submit(_parse_rows, rows)
+        fut.add_done_callback(self._done)
         return asyncio.wrap_future(fut)
+
+    def _done(self, fut: Future[Any]) -> None:
+        if not fut.cancelled() and fut.exception() is None:
+            self.breaks = 0
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -13,12 +13,14 @@ import signal
 import sqlite3
 import threading
 import time
+from concurrent.futures import BrokenExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from omnidesk.config import ConfigError
+from omnidesk.model import Envelope
 from omnidesk.pipeline import NormalizeFailed, PipelineRunner, process_batch
 from omnidesk.pipeline_proc import PipelineProcesses
 from omnidesk.store import sqlite as sqlite_store
@@ -352,3 +354,55 @@ def client_for() -> Any:
         return httpx.AsyncClient(base_url=f"http://127.0.0.1:{d.web_port}", timeout=10)
 
     return make
+
+
+class _GoneParser:
+    def submit(self, rows: list[Any]) -> Any:
+        raise RuntimeError("parse processes failed 3 times in a row: given up")
+
+
+async def test_runner_parses_by_itself_once_the_parse_processes_are_given_up(
+    tmp_path: Path,
+) -> None:
+    from omnidesk.store import open_store
+
+    st = open_store(f"sqlite:///{tmp_path / 'g.db'}")
+    await st.open()
+    try:
+        ctx = await pipeline_with(st, 20)
+        runner = PipelineRunner(st, ctx, batch_size=8, prenormalize=True, parser=_GoneParser())
+        assert await runner.drain() == 20
+        assert runner.parser is None, "not asked again"
+    finally:
+        await st.close()
+
+
+async def test_a_parse_pool_that_cannot_start_is_given_up(tmp_path: Path) -> None:
+    from omnidesk.pipeline_proc import ParsePool
+    from omnidesk.store.inbound import InboundRow
+
+    # A channel type nobody provides: the parse process fails to initialise.
+    cfg = make_config(
+        tmp_path,
+        f"sqlite:///{tmp_path / 'x.db'}",
+        channels=[{"name": "odd", "type": "no-such-type"}],
+    )
+    pool = ParsePool(cfg, 1)
+    row = InboundRow(1, Envelope("odd", "e-1", b"{}"), 0, False)
+    outcomes = []
+    try:
+        for _ in range(ParsePool.MAX_BREAKS + 1):
+            try:
+                fut = pool.submit([row])
+            except RuntimeError:
+                outcomes.append("given up")
+                break
+            try:
+                await fut
+                outcomes.append("ok")
+            except BrokenExecutor:  # the job of a pool that could not start
+                outcomes.append("broken")
+    finally:
+        pool.close()
+    assert outcomes == ["broken"] * ParsePool.MAX_BREAKS + ["given up"]
+    assert pool.breaks == ParsePool.MAX_BREAKS
