@@ -21,9 +21,10 @@ hundred customers, in English and Chinese, some replies to earlier ones.
 
 Setups: the pipeline in the daemon's process (the default), and
 ``[pipeline] processes`` = 1 (a pipeline process) and 2 (SQLite: a pipeline
-process that writes and a parse process preparing mail for it). SMTP rows: "accepted/s" is the client's
-view (every 250 means committed to disk); "stored/s" runs until the pipeline
-has classified, routed and stored the last one. IMAP rows time from the
+process that writes and a parse process preparing mail for it). SMTP rows:
+"accepted/s" is the client's view (every 250 means committed to disk);
+"stored/s" runs until the pipeline has classified, routed and stored the
+last one. IMAP rows time from the
 mailbox's first login (the daemon and its pipeline processes already
 started) until the last message is stored. With PostgreSQL available
 (OMNIDESK_TEST_PG, as for the tests) and ``--pg``, a further setup runs the
