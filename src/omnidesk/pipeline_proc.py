@@ -34,6 +34,8 @@ import json
 import multiprocessing as mp
 import os
 import signal
+import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import BrokenExecutor, Future, ProcessPoolExecutor
 from dataclasses import dataclass
@@ -435,7 +437,15 @@ class ParsePool:
             self.breaks = 0
 
     def close(self) -> None:
+        # shutdown() alone can leave a worker waiting for a job forever (its
+        # stop sentinel never arrives once this process is exiting), and the
+        # exit then waits for that worker: end the workers outright. Nothing
+        # of theirs needs keeping; unfinished jobs are parsed again.
+        workers = list(getattr(self._executor, "_processes", {}).values())
         self._executor.shutdown(wait=False, cancel_futures=True)
+        for w in workers:
+            with contextlib.suppress(Exception):
+                w.terminate()
 
 
 _PARSE_CTX: PipelineContext | None = None
@@ -447,12 +457,27 @@ def _parser_init(config: Config) -> None:
     from .rules import detect_language, load_language_model
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _exit_with_parent()
     load_language_model()
     # Adapters only normalize here; they have no intake and no store.
     adapters, _ = build_adapters(config, _NoIntake(), None)
     _PARSE_CTX = PipelineContext(
         adapters=adapters, rules=_no_rules, detect_language=detect_language
     )
+
+
+def _exit_with_parent(every: float = 0.5) -> None:
+    """A parse process waits for jobs on a queue whose both ends it holds
+    itself, so its pipeline process dying (SIGKILL, say) would never reach
+    it: watch the parent and leave when it is gone."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def _parse_rows(rows: list[InboundRow]) -> list[tuple[int, Normalized]]:

@@ -25,7 +25,15 @@ from omnidesk.pipeline import NormalizeFailed, PipelineRunner, process_batch
 from omnidesk.pipeline_proc import PipelineProcesses
 from omnidesk.store import sqlite as sqlite_store
 from omnidesk.store.inbound import count_pending
-from tests.conftest import children_of, is_python, make_config, message, post_inbound, wait_for
+from tests.conftest import (
+    children_of,
+    is_python,
+    make_config,
+    message,
+    post_inbound,
+    process_gone,
+    wait_for,
+)
 from tests.core.test_pipeline_budget import pipeline_with
 
 pytestmark = pytest.mark.slow
@@ -198,6 +206,9 @@ async def test_sqlite_takes_one_writer_and_parse_processes(
     assert counts == {"pending": 0, "messages": 240, "distinct": 240}
     replacement = [p for p in children_of(procs.pids[0]) if is_python(p)]
     assert replacement and parser not in replacement
+    # The writer killed: its parse process leaves with it, not orphaned.
+    os.kill(procs.pids[0], signal.SIGKILL)
+    await wait_for(lambda: _async(all(process_gone(p) for p in replacement)), 10)
 
 
 class _ThreadParser:

@@ -157,7 +157,8 @@ async def test_sigkill_while_sending_loses_no_250_and_stores_none_twice(
         # With the daemon gone they stop by themselves (their wake pipe closed).
         deadline = time.monotonic() + 15
         while not all(process_gone(p) for p in helpers):
-            assert time.monotonic() < deadline, "pipeline processes outlived the daemon"
+            left = [p for p in helpers if not process_gone(p)]
+            assert time.monotonic() < deadline, f"pipeline processes outlived the daemon: {left}"
             await asyncio.sleep(0.05)
     acked = await sender
     assert 0 < len(acked) < len(mails), f"the kill should land mid-load ({len(acked)} acked)"
