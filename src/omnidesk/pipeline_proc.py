@@ -441,7 +441,7 @@ class ParsePool:
         # stop sentinel never arrives once this process is exiting), and the
         # exit then waits for that worker: end the workers outright. Nothing
         # of theirs needs keeping; unfinished jobs are parsed again.
-        workers = list(getattr(self._executor, "_processes", {}).values())
+        workers = list((getattr(self._executor, "_processes", None) or {}).values())
         self._executor.shutdown(wait=False, cancel_futures=True)
         for w in workers:
             with contextlib.suppress(Exception):
