@@ -443,8 +443,12 @@ def _decide(
     adapter: ChannelAdapter,
     msg: Message,
     contact_id: int,
+    arrived: float,
     new_contact: bool = False,
 ) -> Decision:
+    """``arrived``: when the envelope reached us (time, weekday and
+    business-hours rules look at that, not at when a backlog or a quarantine
+    retry got round to it)."""
     language = msg.language
     if language is None and ctx.detect_language is not None:
         language = ctx.detect_language(msg.text or msg.subject or "")
@@ -459,7 +463,7 @@ def _decide(
         language=language,
         # A contact created by this very message has no attributes yet.
         contact={} if new_contact else contact_attributes(db, contact_id),
-        received_at=datetime.fromtimestamp(now_ts(), UTC),
+        received_at=datetime.fromtimestamp(arrived, UTC),
     )
     return ctx.rules().evaluate(inp)
 
@@ -500,7 +504,7 @@ def _persist_message(
 
     events: list[Event] = []
     if conv is None:
-        decision = _decide(db, ctx, adapter, msg, contact_id, new_contact)
+        decision = _decide(db, ctx, adapter, msg, contact_id, row.envelope.received_at, new_contact)
         team = decision.team or ctx.default_team
         # A rule may name the agent; otherwise one is chosen at the end of the
         # batch (_assign_new).
@@ -549,7 +553,7 @@ def _persist_message(
     else:
         conv_id = int(conv["id"])
         if not msg.auto and msg.kind != MessageKind.EDIT:
-            _follow_up(db, ctx, adapter, conv, msg, contact_id, now)
+            _follow_up(db, ctx, adapter, conv, msg, contact_id, now, row.envelope.received_at)
     mid = convs.insert_message(
         db,
         convs.NewMessage(
@@ -703,6 +707,7 @@ def _follow_up(
     msg: Message,
     contact_id: int,
     now: float,
+    arrived: float,
 ) -> None:
     """A customer wrote again: reopen a closed conversation, and escalate (never
     downgrade) category and priority if the new message calls for it."""
@@ -720,7 +725,7 @@ def _follow_up(
             reason=f"customer wrote while the conversation was {conv['status']}",
             at=now,
         )
-    decision = _decide(db, ctx, adapter, msg, contact_id)
+    decision = _decide(db, ctx, adapter, msg, contact_id, arrived)
     if decision.category == Category.COMPLAINT and conv["category"] != Category.COMPLAINT:
         changes.update(category=str(Category.COMPLAINT), confidence=decision.confidence)
         add_audit(
