@@ -144,8 +144,9 @@ def process_batch(
     for another instance's lock (TransientError) and be deferred alone.
 
     ``prepared``: envelopes already normalized outside the transaction
-    (``normalize_rows``), by inbound id; each is taken out of the map as it is
-    used, so a batch run again after a failure normalizes afresh."""
+    (``prepare_envelope``, see ``PipelineRunner``), by inbound id; each is
+    taken out of the map as it is used, so a batch run again after a failure
+    normalizes afresh."""
     if db.dialect == "sqlite":
         try:
             with db.savepoint():
@@ -191,9 +192,15 @@ def prepare_envelope(ctx: PipelineContext, row: InboundRow) -> Normalized:
     """What can be done for an envelope before its transaction: normalize,
     and detect the language the rules will look at."""
     item = normalize_envelope(ctx, row)
-    if isinstance(item, Message) and item.language is None and ctx.detect_language is not None:
-        item.language = ctx.detect_language(item.text or item.subject or "")
+    if isinstance(item, Message) and item.language is None:
+        item.language = _detect_language(ctx, item)
     return item
+
+
+def _detect_language(ctx: PipelineContext, msg: Message) -> str | None:
+    if ctx.detect_language is None:
+        return None
+    return ctx.detect_language(msg.text or msg.subject or "")
 
 
 class _Isolate(Exception):
@@ -450,8 +457,8 @@ def _decide(
     business-hours rules look at that, not at when a backlog or a quarantine
     retry got round to it)."""
     language = msg.language
-    if language is None and ctx.detect_language is not None:
-        language = ctx.detect_language(msg.text or msg.subject or "")
+    if language is None:
+        language = _detect_language(ctx, msg)
         msg.language = language
     inp = RuleInput(
         channel=msg.channel,
