@@ -357,11 +357,10 @@ def cmd_quarantine_show(args: argparse.Namespace) -> int:
 def cmd_quarantine_retry(args: argparse.Namespace) -> int:
     """Requeue, then run the pipeline here so the outcome is printed now (a
     running daemon would pick the entries up too: claims are transactional)."""
-    from .daemon import build_adapters
+    from .daemon import build_adapters, pipeline_context
     from .intake import Intake
-    from .pipeline import PipelineContext, PipelineRunner
-    from .rules import detect_language, load_rules
-    from .sla import SlaPolicy
+    from .pipeline import PipelineRunner
+    from .rules import load_rules
     from .store.inbound import get_quarantine, retry_quarantine
     from .store.users import seed_teams
 
@@ -377,20 +376,10 @@ def cmd_quarantine_retry(args: argparse.Namespace) -> int:
             return 1
         adapters, acks = build_adapters(config, Intake(store), store)
         await store.write(seed_teams, config.teams)  # as the daemon does at start
+        rules = load_rules(config.rules_dir)
         runner = PipelineRunner(
             store,
-            PipelineContext(
-                adapters=adapters,
-                rules=(lambda rs: lambda: rs)(load_rules(config.rules_dir)),
-                teams={t.name: t for t in config.teams},
-                teams_in_db=True,
-                sla=SlaPolicy.from_minutes(config.sla_minutes),
-                default_team=config.default_team,
-                chat_session_seconds=config.chat_session_hours * 3600,
-                reopen_seconds=config.reopen_days * 86400,
-                detect_language=detect_language,
-                auto_ack=acks,
-            ),
+            pipeline_context(config, adapters, lambda: rules, acks),
             batch_size=config.pipeline_batch,
         )
         await runner.drain()

@@ -22,7 +22,7 @@ from .metrics import Metrics
 from .outbox import OutboxWorker
 from .pipeline import BatchResult, PipelineContext, PipelineRunner
 from .pipeline_proc import PipelineProcesses
-from .rules import RulesHolder, detect_language, load_language_model, load_rules
+from .rules import RuleSet, RulesHolder, detect_language, load_language_model, load_rules
 from .sla import SlaPolicy
 from .snooze import snooze_waker
 from .store import Store, open_store
@@ -69,13 +69,17 @@ def build_adapters(
 
 
 def pipeline_context(
-    config: Config, adapters: dict[str, ChannelAdapter], rules: RulesHolder, acks: dict[str, str]
+    config: Config,
+    adapters: dict[str, ChannelAdapter],
+    rules: Callable[[], RuleSet],
+    acks: dict[str, str],
 ) -> PipelineContext:
     """What the pipeline needs, from the configuration (the daemon's own
-    pipeline and a pipeline process build it alike)."""
+    pipeline, a pipeline process and ``quarantine retry`` build it alike).
+    ``rules`` gives the current rules (a reload shows at the next message)."""
     return PipelineContext(
         adapters=adapters,
-        rules=lambda: rules.current,
+        rules=rules,
         teams={t.name: t for t in config.teams},
         teams_in_db=True,
         sla=SlaPolicy.from_minutes(config.sla_minutes),
@@ -111,7 +115,7 @@ class Daemon:
         self.adapters, acks = build_adapters(config, self.intake, self.store, self.spawn)
         self.pipeline = PipelineRunner(
             self.store,
-            pipeline_context(config, self.adapters, self.rules, acks),
+            pipeline_context(config, self.adapters, lambda: self.rules.current, acks),
             batch_size=config.pipeline_batch,
             on_result=self._on_batch,
         )

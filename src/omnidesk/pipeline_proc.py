@@ -350,7 +350,7 @@ async def _serve(
     pool = ParsePool(config, parsers) if parsers else None
     runner = PipelineRunner(
         store,
-        pipeline_context(config, adapters, rules, acks),
+        pipeline_context(config, adapters, lambda: rules.current, acks),
         batch_size=config.pipeline_batch,
         on_result=send,
         prenormalize=True,
