@@ -317,3 +317,13 @@ def process_gone(pid: int) -> bool:
     except OSError:
         return True
     return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+@pytest.fixture
+async def sqlite_file_store(tmp_path: Path) -> AsyncIterator[Store]:
+    """An open SQLite store in a file of its own (for what only SQLite has:
+    its write lock, its writer thread, its shared write counters)."""
+    s = open_store(f"sqlite:///{tmp_path / 'own.db'}")
+    await s.open()
+    yield s
+    await s.close()

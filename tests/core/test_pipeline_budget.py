@@ -58,32 +58,26 @@ async def test_budget_ends_a_batch_only_when_a_write_waits(store: Any) -> None:
 
 
 async def test_writes_waiting_counts_writes_queued_behind_the_running_one(
-    tmp_path: Any,
+    sqlite_file_store: Any,
 ) -> None:
-    from omnidesk.store import open_store
+    s = sqlite_file_store
+    release = threading.Event()
+    seen: list[int] = []
 
-    s = open_store(f"sqlite:///{tmp_path / 'w.db'}")
-    await s.open()
-    try:
-        release = threading.Event()
-        seen: list[int] = []
+    def blocking(db: Any) -> None:
+        seen.append(s.writes_waiting())  # type: ignore[attr-defined]
+        release.wait(10)
+        seen.append(s.writes_waiting())  # type: ignore[attr-defined]
 
-        def blocking(db: Any) -> None:
-            seen.append(s.writes_waiting())  # type: ignore[attr-defined]
-            release.wait(10)
-            seen.append(s.writes_waiting())  # type: ignore[attr-defined]
-
-        first = asyncio.create_task(s.write(blocking))
-        await asyncio.sleep(0.05)
-        queued = [asyncio.create_task(s.write(lambda db: db.val("SELECT 1"))) for _ in range(3)]
-        await asyncio.sleep(0.05)
-        release.set()
-        await first
-        assert [await t for t in queued] == [1, 1, 1]
-        assert seen == [0, 3]
-        assert s.writes_waiting() == 0  # type: ignore[attr-defined]
-    finally:
-        await s.close()
+    first = asyncio.create_task(s.write(blocking))
+    await asyncio.sleep(0.05)
+    queued = [asyncio.create_task(s.write(lambda db: db.val("SELECT 1"))) for _ in range(3)]
+    await asyncio.sleep(0.05)
+    release.set()
+    await first
+    assert [await t for t in queued] == [1, 1, 1]
+    assert seen == [0, 3]
+    assert s.writes_waiting() == 0  # type: ignore[attr-defined]
 
 
 async def test_a_failing_message_is_quarantined_alone_and_rolled_back(

@@ -232,29 +232,23 @@ class _ThreadParser:
 
 
 async def test_runner_parses_the_next_batch_ahead_and_survives_a_failed_job(
-    tmp_path: Path,
+    sqlite_file_store: Any,
 ) -> None:
-    from omnidesk.store import open_store
+    st = sqlite_file_store
+    ctx = await pipeline_with(st, 40)
+    parser = _ThreadParser(ctx)
+    runner = PipelineRunner(st, ctx, batch_size=16, prenormalize=True, parser=parser)
+    res = await runner.run_once()
+    assert res.stored == 16
+    assert sum(len(j) for j in parser.jobs) == 32, "this batch and the next one"
+    await runner.run_once()
+    assert sum(len(j) for j in parser.jobs) == 40, "nothing parsed twice"
+    assert await st.read(count_pending) == 8
 
-    st = open_store(f"sqlite:///{tmp_path / 'a.db'}")
-    await st.open()
-    try:
-        ctx = await pipeline_with(st, 40)
-        parser = _ThreadParser(ctx)
-        runner = PipelineRunner(st, ctx, batch_size=16, prenormalize=True, parser=parser)
-        res = await runner.run_once()
-        assert res.stored == 16
-        assert sum(len(j) for j in parser.jobs) == 32, "this batch and the next one"
-        await runner.run_once()
-        assert sum(len(j) for j in parser.jobs) == 40, "nothing parsed twice"
-        assert await st.read(count_pending) == 8
-
-        broken = PipelineRunner(st, ctx, batch_size=16, prenormalize=True)
-        broken.parser = _ThreadParser(ctx, fail=True)
-        assert await broken.drain() == 8, "normalized in the transaction instead"
-        assert await st.read(count_pending) == 0
-    finally:
-        await st.close()
+    broken = PipelineRunner(st, ctx, batch_size=16, prenormalize=True)
+    broken.parser = _ThreadParser(ctx, fail=True)
+    assert await broken.drain() == 8, "normalized in the transaction instead"
+    assert await st.read(count_pending) == 0
 
 
 # -- the pieces -----------------------------------------------------------------
@@ -272,89 +266,72 @@ async def test_prepared_items_are_used_once_and_failures_quarantined(store: Any)
     assert await runner.drain() == 0
 
 
-async def test_sqlite_runner_normalizes_before_its_transaction(tmp_path: Path) -> None:
-    from omnidesk.store import open_store
+async def test_sqlite_runner_normalizes_before_its_transaction(sqlite_file_store: Any) -> None:
+    st = sqlite_file_store
+    ctx = await pipeline_with(st, 4)
+    calls: list[int] = []
+    api = ctx.adapters["api"]
+    original = api.normalize
 
-    st = open_store(f"sqlite:///{tmp_path / 'p.db'}")
-    await st.open()
-    try:
-        ctx = await pipeline_with(st, 4)
-        calls: list[int] = []
-        api = ctx.adapters["api"]
-        original = api.normalize
+    def counting(env: Any) -> Any:
+        calls.append(threading.get_ident())
+        return original(env)
 
-        def counting(env: Any) -> Any:
-            calls.append(threading.get_ident())
-            return original(env)
-
-        api.normalize = counting  # type: ignore[method-assign]
-        runner = PipelineRunner(st, ctx, prenormalize=True)
-        assert await runner.drain() == 4
-        assert len(calls) == 4, "each envelope normalized once"
-        assert set(calls) == {threading.get_ident()}, "outside the writer thread"
-        assert await st.read(count_pending) == 0
-    finally:
-        await st.close()
+    api.normalize = counting  # type: ignore[method-assign]
+    runner = PipelineRunner(st, ctx, prenormalize=True)
+    assert await runner.drain() == 4
+    assert len(calls) == 4, "each envelope normalized once"
+    assert set(calls) == {threading.get_ident()}, "outside the writer thread"
+    assert await st.read(count_pending) == 0
 
 
-async def test_writer_waits_for_another_connections_lock(tmp_path: Path, monkeypatch: Any) -> None:
-    from omnidesk.store import open_store
+async def test_writer_waits_for_another_connections_lock(
+    sqlite_file_store: Any, monkeypatch: Any
+) -> None:
+    st = sqlite_file_store
+    other = sqlite3.connect(st.path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # another process's batch, say
+    release = threading.Timer(0.2, lambda: other.execute("COMMIT"))
+    t0 = time.monotonic()
+    release.start()
+    assert await st.write(lambda db: db.val("SELECT 1")) == 1
+    waited = time.monotonic() - t0
+    assert 0.15 < waited < 2.0, waited
+    release.join()
 
-    path = tmp_path / "l.db"
-    st = open_store(f"sqlite:///{path}")
-    await st.open()
-    try:
-        other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        other.execute("BEGIN IMMEDIATE")  # another process's batch, say
-        release = threading.Timer(0.2, lambda: other.execute("COMMIT"))
-        t0 = time.monotonic()
-        release.start()
-        assert await st.write(lambda db: db.val("SELECT 1")) == 1
-        waited = time.monotonic() - t0
-        assert 0.15 < waited < 2.0, waited
-        release.join()
-
-        monkeypatch.setattr(sqlite_store, "LOCK_TIMEOUT", 0.1)
-        other.execute("BEGIN IMMEDIATE")
-        with pytest.raises(sqlite3.OperationalError, match="locked"):
-            await st.write(lambda db: db.val("SELECT 1"))
-        other.execute("COMMIT")
-        assert st.writes_waiting() == 0, "a write that gave up is not counted as waiting"
-        other.close()
-    finally:
-        await st.close()
+    monkeypatch.setattr(sqlite_store, "LOCK_TIMEOUT", 0.1)
+    other.execute("BEGIN IMMEDIATE")
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        await st.write(lambda db: db.val("SELECT 1"))
+    other.execute("COMMIT")
+    assert st.writes_waiting() == 0, "a write that gave up is not counted as waiting"
+    other.close()
 
 
-async def test_shared_counters_tell_another_process_a_write_waits(tmp_path: Path) -> None:
+async def test_shared_counters_tell_another_process_a_write_waits(sqlite_file_store: Any) -> None:
     import multiprocessing
 
-    from omnidesk.store import open_store
+    st = sqlite_file_store
+    counters = multiprocessing.RawArray("q", 2)
+    st.share_waiting(counters)
+    assert sqlite_store.shared_writes_waiting(counters) == 0
+    gate = threading.Event()
+    seen: list[int] = []
 
-    st = open_store(f"sqlite:///{tmp_path / 's.db'}")
-    await st.open()
-    try:
-        counters = multiprocessing.RawArray("q", 2)
-        st.share_waiting(counters)
-        assert sqlite_store.shared_writes_waiting(counters) == 0
-        gate = threading.Event()
-        seen: list[int] = []
+    def slow(db: Any) -> None:
+        gate.wait(5)
 
-        def slow(db: Any) -> None:
-            gate.wait(5)
+    def look(db: Any) -> None:
+        seen.append(sqlite_store.shared_writes_waiting(counters))
 
-        def look(db: Any) -> None:
-            seen.append(sqlite_store.shared_writes_waiting(counters))
-
-        first = asyncio.ensure_future(st.write(slow))
-        await asyncio.sleep(0.05)
-        second = asyncio.ensure_future(st.write(look))
-        await asyncio.sleep(0.05)
-        assert sqlite_store.shared_writes_waiting(counters) == 1, "one queued behind"
-        gate.set()
-        await asyncio.gather(first, second)
-        assert seen == [0] and sqlite_store.shared_writes_waiting(counters) == 0
-    finally:
-        await st.close()
+    first = asyncio.ensure_future(st.write(slow))
+    await asyncio.sleep(0.05)
+    second = asyncio.ensure_future(st.write(look))
+    await asyncio.sleep(0.05)
+    assert sqlite_store.shared_writes_waiting(counters) == 1, "one queued behind"
+    gate.set()
+    await asyncio.gather(first, second)
+    assert seen == [0] and sqlite_store.shared_writes_waiting(counters) == 0
 
 
 @pytest.fixture
@@ -373,19 +350,13 @@ class _GoneParser:
 
 
 async def test_runner_parses_by_itself_once_the_parse_processes_are_given_up(
-    tmp_path: Path,
+    sqlite_file_store: Any,
 ) -> None:
-    from omnidesk.store import open_store
-
-    st = open_store(f"sqlite:///{tmp_path / 'g.db'}")
-    await st.open()
-    try:
-        ctx = await pipeline_with(st, 20)
-        runner = PipelineRunner(st, ctx, batch_size=8, prenormalize=True, parser=_GoneParser())
-        assert await runner.drain() == 20
-        assert runner.parser is None, "not asked again"
-    finally:
-        await st.close()
+    st = sqlite_file_store
+    ctx = await pipeline_with(st, 20)
+    runner = PipelineRunner(st, ctx, batch_size=8, prenormalize=True, parser=_GoneParser())
+    assert await runner.drain() == 20
+    assert runner.parser is None, "not asked again"
 
 
 async def test_a_parse_pool_that_cannot_start_is_given_up(tmp_path: Path) -> None:
