@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from omnidesk.channels.base import ChannelContext
-from omnidesk.channels.mailout import envelope_id
+from omnidesk.channels.mailout import _plain_message_id, envelope_id
 from omnidesk.channels.smtp import SmtpChannel
 from omnidesk.config import parse_config
 from omnidesk.email import parse_email
@@ -99,6 +99,67 @@ def test_envelope_id_matches_the_parsed_message_id() -> None:
     assert envelope_id(bare).endswith("@omnidesk.invalid")
     huge = b"Message-ID: <" + b"x" * 5000 + b"@example.org>\r\n\r\nhi"
     assert len(envelope_id(huge)) < 100
+
+
+def _slow_envelope_id(raw: bytes) -> str:
+    """envelope_id with its header-only shortcut turned off."""
+    import omnidesk.channels.mailout as mailout
+
+    saved = mailout._plain_message_id
+    mailout._plain_message_id = lambda head: None
+    try:
+        return envelope_id(raw)
+    finally:
+        mailout._plain_message_id = saved
+
+
+def test_envelope_id_shortcut_agrees_with_the_parser() -> None:
+    """The listener reads a plain Message-ID without the stdlib parser; every
+    header block it takes must give the parser's answer, and the cases the
+    parser reads differently (or not at all) must be left to it."""
+    taken = {
+        b"From: a@b.c\r\nMessage-ID: <x1@example.org>\r\n\r\nhi": "x1@example.org",
+        b"message-id:<X2@Example.ORG>\nSubject: s\n\nhi": "X2@Example.ORG",
+        b"From: a@b.c\r\nMessage-ID:\r\n <x3@example.org>\r\nTo: d@e.f\r\n\r\n": "x3@example.org",
+        b"Subject: =?utf-8?q?caf=C3=A9?=\r\n\tfolded\r\nMessage-Id: <a.b-c+d@[1.2.3.4]>\r\n\r\n": (
+            "a.b-c+d@[1.2.3.4]"
+        ),
+    }
+    left = [
+        b"From a@b.c Sat Jan  1 00:00:00 2000\r\nMessage-ID: <m1@example.org>\r\n\r\n",
+        b"Message-ID: <m2@example.org>\r\nMessage-ID: <m3@example.org>\r\n\r\n",
+        b"Message-ID: <m4@example.org> (a comment)\r\n\r\n",
+        b"Message-ID: m5@example.org\r\n\r\n",
+        b"Message-ID : <m6@example.org>\r\n\r\n",
+        b"From: a@b.c\r\nnot a header line\r\nMessage-ID: <m7@example.org>\r\n\r\n",
+        b"Subject: x\rMessage-ID: <m8@example.org>\r\n\r\n",
+        b"Message-ID: <m9 @ example.org>\r\n\r\n",
+        b"Message-ID: <\xc3\xa9@example.org>\r\n\r\n",
+        b" folded first line\r\nMessage-ID: <m10@example.org>\r\n\r\n",
+    ]
+    for raw, expected in taken.items():
+        head = raw.split(b"\r\n\r\n")[0].split(b"\n\n")[0]
+        assert _plain_message_id(head) == expected, raw
+        assert envelope_id(raw) == expected == _slow_envelope_id(raw)
+        assert parse_email(raw, channel="e").external_id == expected
+    for raw in left:
+        head = raw.split(b"\r\n\r\n")[0]
+        assert _plain_message_id(head) is None, raw
+        assert envelope_id(raw) == _slow_envelope_id(raw)
+
+
+def test_envelope_id_shortcut_over_the_corpus() -> None:
+    require_service(
+        EMAIL_CORPUS.is_dir(),
+        f"email corpus at {EMAIL_CORPUS}",
+        "set OMNIDESK_CORPORA to the shared corpora folder",
+    )
+    shortcut = 0
+    for name, data in corpus():
+        assert envelope_id(data) == _slow_envelope_id(data), name
+        head = data.lstrip(b"\r\n").split(b"\r\n\r\n")[0].split(b"\n\n")[0]
+        shortcut += _plain_message_id(head) is not None
+    assert shortcut > 100  # the ordinary mail in it does take the shortcut
 
 
 def test_our_own_outbound_message_coming_back_is_skipped(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ bounce of the reply both find their way back.
 
 from __future__ import annotations
 
+import re
 import ssl
 from dataclasses import dataclass
 from email.parser import BytesHeaderParser
@@ -50,6 +51,11 @@ DEFAULT_PORTS = {"none": 25, "starttls": 587, "tls": 465}
 MAX_ID_LENGTH = 512
 
 _HEADER_END = (b"\r\n\r\n", b"\n\n")
+# A header block the stdlib reads as it is: every line a field (a name, a
+# colon) or a continuation, nothing else (no mbox "From " line, no stray CR).
+_PLAIN_HEAD = re.compile(rb"[!-9;-~]+:[^\r\n]*(?:\r?\n(?:[!-9;-~]+:|[ \t])[^\r\n]*)*(?:\r?\n)?")
+_MESSAGE_ID = re.compile(rb"^message-id:([^\r\n]*(?:\r?\n[ \t][^\r\n]*)*)", re.I | re.M)
+_PLAIN_ID = re.compile(rb"\s*<([!-;=?-~]+)>\s*")
 
 
 def envelope_id(raw: bytes) -> str:
@@ -61,6 +67,9 @@ def envelope_id(raw: bytes) -> str:
     data = data.lstrip(b"\r\n")
     ends = [i for i in (data.find(sep) for sep in _HEADER_END) if i >= 0]
     head = data[: min(ends)] if ends else data[:65536]
+    plain = _plain_message_id(head)
+    if plain is not None:
+        return plain
     try:
         parsed = BytesHeaderParser(policy=RAW_POLICY).parsebytes(head)
         ids = extract_msgids(get_header(HeaderMap(parsed), "message-id"))
@@ -77,6 +86,21 @@ def envelope_id(raw: bytes) -> str:
     if len(ident) > MAX_ID_LENGTH:
         ident = synthetic_message_id(ident.encode("utf-8", "surrogateescape"))
     return ident
+
+
+def _plain_message_id(head: bytes) -> str | None:
+    """The id of one well-formed ``Message-ID: <...>`` in a well-formed header
+    block, found without the stdlib parser (a tenth of the SMTP listener's CPU
+    per mail went to it); None sends every other case to the parser."""
+    if _PLAIN_HEAD.fullmatch(head) is None:
+        return None
+    found = _MESSAGE_ID.findall(head)
+    if len(found) != 1:
+        return None
+    m = _PLAIN_ID.fullmatch(found[0])
+    if m is None or len(m.group(1)) > MAX_ID_LENGTH:
+        return None
+    return m.group(1).decode("ascii")
 
 
 @dataclass(frozen=True, slots=True)
