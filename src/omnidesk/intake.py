@@ -46,24 +46,29 @@ class Intake(Accept):
         self.duplicates = 0
 
     async def accept(self, envelope: Envelope) -> bool:
-        return (await self.accept_many([envelope]))[0]
+        # shield: a caller that gives up (client hung up) must not cancel the
+        # commit other callers share.
+        return await asyncio.shield(self._enqueue([envelope])[0])
 
     async def accept_many(self, envelopes: Sequence[Envelope]) -> list[bool]:
-        loop = asyncio.get_running_loop()
-        futures: list[asyncio.Future[bool]] = []
+        futures = self._enqueue(envelopes)
+        return list(await asyncio.shield(asyncio.gather(*futures)))
+
+    def _enqueue(self, envelopes: Sequence[Envelope]) -> list[asyncio.Future[bool]]:
         for env in envelopes:
             if not env.external_id:
                 raise IntakeError("envelope without external_id")
             if len(env.payload) > self._max_payload:
                 raise IntakeError(f"payload of {len(env.payload)} bytes exceeds the limit")
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[bool]] = []
+        for env in envelopes:
             fut = loop.create_future()
             self._queue.append((env, fut))
             futures.append(fut)
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(), name="intake-flush")
-        # shield: a caller that gives up (client hung up) must not cancel the
-        # commit other callers share.
-        return list(await asyncio.shield(asyncio.gather(*futures)))
+        return futures
 
     async def _flush(self) -> None:
         while self._queue:
