@@ -22,7 +22,7 @@ import pytest
 from omnidesk.config import ConfigError
 from omnidesk.model import Envelope
 from omnidesk.pipeline import NormalizeFailed, PipelineRunner, process_batch
-from omnidesk.pipeline_proc import PipelineProcesses
+from omnidesk.pipeline_proc import CHILD_NICE, PipelineProcesses
 from omnidesk.store import sqlite as sqlite_store
 from omnidesk.store.inbound import count_pending
 from tests.conftest import (
@@ -197,9 +197,19 @@ async def test_sqlite_takes_one_writer_and_parse_processes(
         assert counts == {"pending": 0, "messages": 120, "distinct": 120}
         if not procs.parsers:
             return
+        # Below the daemon's CPU priority, except the writer's store threads:
+        # the one holding the write lock (which the daemon's intake may wait
+        # for) keeps the daemon's.
+        base = os.getpriority(os.PRIO_PROCESS, 0)
+        writer = procs.pids[0]
+        assert writer is not None
+        threads = {t: _nice(writer, t) for t in _threads(writer)}
+        assert threads.pop(writer) == base + CHILD_NICE
+        assert sorted(set(threads.values())) == [base, base + CHILD_NICE]
+        (parser,) = [p for p in children_of(writer) if is_python(p)]
+        assert _nice(parser, parser) == base + CHILD_NICE
         # The writer's parse process: kill it, and the pool is replaced; mail
         # keeps being stored once each.
-        (parser,) = [p for p in children_of(procs.pids[0]) if is_python(p)]
         os.kill(parser, signal.SIGKILL)
         await asyncio.gather(*(post(i) for i in range(120, 240)))
         counts = await all_stored(d, 240)
@@ -209,6 +219,16 @@ async def test_sqlite_takes_one_writer_and_parse_processes(
     # The writer killed: its parse process leaves with it, not orphaned.
     os.kill(procs.pids[0], signal.SIGKILL)
     await wait_for(lambda: _async(all(process_gone(p) for p in replacement)), 10)
+
+
+def _threads(pid: int) -> list[int]:
+    return [int(t.name) for t in Path(f"/proc/{pid}/task").iterdir()]
+
+
+def _nice(pid: int, tid: int) -> int:
+    """A thread's niceness (Linux keeps one per thread): field 19 of its stat."""
+    stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[16])
 
 
 class _ThreadParser:
