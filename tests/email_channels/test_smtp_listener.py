@@ -458,3 +458,101 @@ def test_plain_path_gives_aiosmtpd_s_answers() -> None:
             assert mine == stock(arg), arg
             agreed += 1
     assert agreed > 1000  # the shortcut was taken, and agreed, that often
+
+
+def _data_by_lines(stream: bytes, size_limit: int | None) -> tuple[bytes | str, bytes]:
+    """RFC 5321 4.5.2 the plain way (what aiosmtpd 1.4 does line by line):
+    the DATA section and what follows it."""
+    lines, rest, size = [], stream, 0
+    while True:
+        line, sep, rest = rest.partition(b"\r\n")
+        assert sep, "stream ended inside DATA"
+        if line == b".":
+            break
+        size += len(line) + 2
+        lines.append(line[1:] if line.startswith(b".") else line)
+    if size_limit and size > size_limit:
+        return "552 Error: Too much mail data", rest
+    return b"".join(ln + b"\r\n" for ln in lines), rest
+
+
+async def test_data_section_read_in_blocks_matches_line_by_line() -> None:
+    """``read_data`` against the line-by-line reading, on random sections fed
+    in random pieces through readers with small limits (so that blocks end
+    anywhere, the limit path included), then what follows is left unread."""
+    import random
+
+    from omnidesk.channels.smtp import read_data
+
+    rnd = random.Random(11)
+    words = [b"a", b"hello", b".", b"..", b"x.", b".y", b"\r", b"\n", b"  ", b"\xe4\xbd\xa0"]
+    cases = [b"", b".\r\n", b"..\r\n", b"a.\r\n.\r\n"]
+    for _ in range(400):
+        lines = [
+            b"".join(rnd.choice(words) for _ in range(rnd.randrange(0, 12)))
+            for _ in range(rnd.randrange(0, 30))
+        ]
+        # dot-stuffed as a client sends it; stray CR/LF inside lines stay
+        section = b"".join((b"." + ln if ln.startswith(b".") else ln) + b"\r\n" for ln in lines)
+        cases.append(section.replace(b"\r\n.\r\n", b"\r\n..\r\n"))
+    for section in cases:
+        if section.startswith(b".\r\n"):
+            continue  # that is the end of an empty section, not a section
+        stream = section + b".\r\nQUIT\r\n"
+        limit = rnd.choice([None, 10, 10_000])
+        expected = _data_by_lines(stream, limit)
+        reader = asyncio.StreamReader(limit=rnd.choice([8, 16, 64, 2**20]))
+
+        async def feed(reader: asyncio.StreamReader = reader, stream: bytes = stream) -> None:
+            i = 0
+            while i < len(stream):
+                n = rnd.randrange(1, 40)
+                reader.feed_data(stream[i : i + n])
+                i += n
+                await asyncio.sleep(0)
+            reader.feed_eof()
+
+        feeding = asyncio.create_task(feed())
+        got = await read_data(reader, limit)
+        await feeding
+        assert (got, await reader.read()) == expected, section
+
+
+async def test_data_section_errors_keep_the_session() -> None:
+    """Past the size limit, and a line past the line limit: the whole section
+    is read (the next command is intact) and the error reply returned."""
+    from omnidesk.channels.smtp import LINE_LIMIT, read_data
+
+    for section, limit, reply in [
+        (b"x" * 100 + b"\r\n", 50, "552 Error: Too much mail data"),
+        (b"ok\r\n" + b"y" * (LINE_LIMIT + 5) + b"\r\nok\r\n", None, "500 Line too long"),
+    ]:
+        reader = asyncio.StreamReader(limit=LINE_LIMIT)
+        reader.feed_data(section + b".\r\nRSET\r\n")
+        got = await read_data(reader, limit)
+        assert isinstance(got, str) and got.startswith(reply)
+        assert await reader.readuntil(b"\r\n") == b"RSET\r\n"
+
+
+async def test_empty_message_and_help_for_data(email_daemon: Any) -> None:
+    """The listener's own DATA: an empty message is refused by nobody (it is
+    stored and quarantined later), a DATA before RCPT gets 503, HELP DATA
+    still answers."""
+    daemon = await email_daemon(smtp_channel(), pipeline={"workers": 0}, web=False)
+    port = smtp_port(daemon)
+
+    def session() -> list[tuple[int, bytes]]:
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as c:
+            c.ehlo()
+            out = [c.docmd("HELP", "DATA"), c.docmd("DATA")]
+            c.mail("a@example.org")
+            c.rcpt(SUPPORT)
+            out += [c.docmd("DATA"), c.docmd(".")]
+            return out
+
+    help_, early, go, done = await asyncio.to_thread(session)
+    assert help_[0] == 250 and b"DATA" in help_[1]
+    assert early[0] == 503
+    assert go[0] == 354
+    assert done[0] == 250, done
+    assert len(await inbound(daemon)) == 1
