@@ -58,12 +58,6 @@ RESTART_MAX = 30.0
 STABLE_AFTER = 60.0  # a child that ran this long before dying restarts after RESTART_MIN again
 STOP_TIMEOUT = 10.0  # seconds a child gets to finish its batch at shutdown
 CHILD_NICE = 10  # added to the daemon's niceness (lower CPU priority)
-# A pipeline process's batch ends after this many seconds once the daemon has
-# a write queued (its intake, which a sending MTA waits on for its 250): the
-# in-process pipeline's 15 ms kept SMTP commits waiting 13-17 ms at p90
-# behind a batch; with 2 ms, 4-5 ms, and 20-35 % more mails accepted per
-# second with the pipeline behind (bench/bench_email.py, processes = 1).
-PROCESS_BUDGET = 0.002
 
 
 @dataclass
@@ -364,7 +358,6 @@ async def _serve(
         prenormalize=True,
         others_waiting=(lambda: shared_writes_waiting(counters)) if counters is not None else None,
         parser=pool,
-        budget=PROCESS_BUDGET,
     )
 
     def on_wake() -> None:
