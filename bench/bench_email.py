@@ -218,9 +218,7 @@ async def bare_aiosmtpd(n: int, connections: int, ours: bool = False) -> float:
             return "250 OK"
 
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(
-        protocol, "127.0.0.1", 0
-    )
+    server = await loop.create_server(protocol, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     secs, ok, _ = await drive(port, n, connections)
     server.close()
