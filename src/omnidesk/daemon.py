@@ -20,7 +20,7 @@ from .events import Event, EventBus
 from .intake import Intake
 from .metrics import Metrics
 from .outbox import OutboxWorker
-from .pipeline import BatchResult, PipelineContext, PipelineRunner
+from .pipeline import BatchResult, PipelineContext, PipelineRunner, quarantine_pending
 from .pipeline_proc import PipelineProcesses
 from .rules import RuleSet, RulesHolder, detect_language, load_language_model, load_rules
 from .sla import SlaPolicy
@@ -129,6 +129,7 @@ class Daemon:
                 config.pipeline_processes,
                 self._on_batch,
                 share_waiting=getattr(self.store, "share_waiting", None),
+                quarantine=self._quarantine_poison,
             )
         self.outbox = OutboxWorker(
             self.store,
@@ -176,6 +177,10 @@ class Daemon:
         if res.outbox_queued:
             self.outbox.wake()
         self.publish(res.events)
+
+    async def _quarantine_poison(self, ids: list[int], reason: str) -> None:
+        """A pipeline process died on these rows (pipeline_proc.py)."""
+        self._on_batch(await self.store.write(quarantine_pending, ids, reason))
 
     # -- tasks --------------------------------------------------------------
     def spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:

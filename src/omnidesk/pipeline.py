@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -61,7 +61,14 @@ from .store import conversations as convs
 from .store.audit import add_audit
 from .store.base import TransientError
 from .store.contacts import contact_attributes, link_identity, resolve_contact
-from .store.inbound import InboundRow, claim_pending, mark_done, peek_pending, quarantine
+from .store.inbound import (
+    InboundRow,
+    claim_pending,
+    get_pending,
+    mark_done,
+    peek_pending,
+    quarantine,
+)
 from .store.locks import TEAM, xact_lock
 from .store.outbox import enqueue
 from .store.users import load_team
@@ -128,6 +135,7 @@ def process_batch(
     budget: float | None = None,
     waiting: Callable[[], int] | None = None,
     prepared: dict[int, Normalized] | None = None,
+    in_flight: Any = None,
 ) -> BatchResult:
     """Up to ``limit`` pending envelopes in one transaction. ``budget``
     (seconds) ends the batch early once spent, if ``waiting`` (when given)
@@ -146,14 +154,23 @@ def process_batch(
     ``prepared``: envelopes already normalized outside the transaction
     (``prepare_envelope``, see ``PipelineRunner``), by inbound id; each is
     taken out of the map as it is used, so a batch run again after a failure
-    normalizes afresh."""
-    if db.dialect == "sqlite":
-        try:
-            with db.savepoint():
-                return _process(db, ctx, limit, budget, waiting, prepared, isolate=False)
-        except _Isolate:
-            pass
-    return _process(db, ctx, limit, budget, waiting, prepared, isolate=True)
+    normalizes afresh.
+
+    ``in_flight``: a pipeline process's shared ids (see ``PipelineRunner``);
+    slot 1 holds the inbound id being processed, 0 between batches."""
+    try:
+        if db.dialect == "sqlite":
+            try:
+                with db.savepoint():
+                    return _process(
+                        db, ctx, limit, budget, waiting, prepared, in_flight, isolate=False
+                    )
+            except _Isolate:
+                pass
+        return _process(db, ctx, limit, budget, waiting, prepared, in_flight, isolate=True)
+    finally:
+        if in_flight is not None:
+            in_flight[1] = 0
 
 
 @dataclass(slots=True)
@@ -214,6 +231,7 @@ def _process(
     budget: float | None,
     waiting: Callable[[], int] | None,
     prepared: dict[int, Normalized] | None,
+    in_flight: Any,
     *,
     isolate: bool,
 ) -> BatchResult:
@@ -229,6 +247,8 @@ def _process(
             result.cut = True
             break
         result.claimed += 1
+        if in_flight is not None:
+            in_flight[1] = row.id
         item = prepared.pop(row.id, None) if prepared else None
         if item is None:
             item = normalize_envelope(ctx, row)
@@ -361,6 +381,17 @@ def _routed(
         detail={"team": team, "assignee": assignee},
         at=at,
     )
+
+
+def quarantine_pending(db: Db, ids: Sequence[int], error: str) -> BatchResult:
+    """Quarantine these rows if still pending (the daemon, for a message
+    its pipeline process died on; see pipeline_proc.py)."""
+    res = BatchResult()
+    for inbound_id in ids:
+        row = get_pending(db, inbound_id)
+        if row is not None:
+            _quarantine(db, row, error, None, res)
+    return res
 
 
 def _quarantine(db: Db, row: InboundRow, error: str, detail: str | None, res: BatchResult) -> None:
@@ -846,8 +877,14 @@ class PipelineRunner:
         prenormalize: bool = False,
         others_waiting: Callable[[], int] | None = None,
         parser: Parser | None = None,
+        in_flight: Any = None,
     ) -> None:
         self.store = store
+        # A pipeline process's two shared ids (``multiprocessing.RawArray``):
+        # the inbound row being prepared (slot 0) and the one being processed
+        # (slot 1). If the process dies of a signal, the daemon knows which
+        # message it was handling (pipeline_proc.py: a poison message).
+        self.in_flight = in_flight
         self.ctx = ctx
         self.batch_size = batch_size
         # The budget frees SQLite's single write lock for webhook commits (and
@@ -911,7 +948,11 @@ class PipelineRunner:
         todo = [r for r in rows if r.id not in self._prepared]
         if self.parser is None:
             for r in todo:
+                if self.in_flight is not None:
+                    self.in_flight[0] = r.id
                 self._prepared[r.id] = prepare_envelope(self.ctx, r)
+            if self.in_flight is not None:
+                self.in_flight[0] = 0
             return self._prepared
         fresh = [r for r in todo if r.id not in self._parsing]
         for i in range(0, len(fresh), PARSE_CHUNK):
@@ -953,7 +994,13 @@ class PipelineRunner:
             if self._others_waiting is not None:
                 await self._let_others_write()
             res = await self.store.write(
-                process_batch, self.ctx, self.batch_size, self.budget, self._waiting, prepared
+                process_batch,
+                self.ctx,
+                self.batch_size,
+                self.budget,
+                self._waiting,
+                prepared,
+                self.in_flight,
             )
         finally:
             self._running -= 1

@@ -22,7 +22,13 @@ Between the daemon and each child:
   the daemon has a write queued, so an intake commit (an SMTP ``250``, a
   webhook's ``200``) never waits for a whole batch. A SQLite child also
   normalizes envelopes before taking the write lock (it is the queue's only
-  consumer), which keeps the lock for the database work only.
+  consumer), which keeps the lock for the database work only;
+* two shared ids per child: the inbound row it is preparing and the one it
+  is processing. A child killed by a signal (a crash of the interpreter or
+  of a library it calls, the kernel's out-of-memory killer) while the same
+  row was in flight twice has met a poison message: the daemon quarantines
+  that row (its raw bytes stay) before it starts the next child, so one
+  message cannot stop the queue.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import BrokenExecutor, Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -58,6 +64,12 @@ RESTART_MAX = 30.0
 STABLE_AFTER = 60.0  # a child that ran this long before dying restarts after RESTART_MIN again
 STOP_TIMEOUT = 10.0  # seconds a child gets to finish its batch at shutdown
 CHILD_NICE = 10  # added to the daemon's niceness (lower CPU priority)
+POISON_AFTER = 2  # deaths with the same row in flight before it is quarantined
+# Deaths that a message can cause; a child that exits with a status instead
+# failed by itself (its store, its configuration), not on a message.
+FATAL_SIGNALS = frozenset(
+    {signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT, signal.SIGKILL}
+)
 
 
 @dataclass
@@ -70,6 +82,8 @@ class _Child:
     restart_handle: asyncio.TimerHandle | None = None
     ready: bool = False  # said so after opening the store and loading the models
     started_at: float = 0.0
+    in_flight: Any = None  # RawArray("q", 2): the rows it prepares / processes, 0 = none
+    recovering: asyncio.Task[None] | None = None  # quarantining a poison row, then restart
 
 
 class PipelineProcesses:
@@ -81,8 +95,11 @@ class PipelineProcesses:
         n: int,
         on_result: Callable[[BatchResult], None],
         share_waiting: Callable[[Any], None] | None = None,
+        quarantine: Callable[[list[int], str], Awaitable[None]] | None = None,
     ) -> None:
         self.config = config
+        self.quarantine = quarantine
+        self._deaths: dict[int, int] = {}  # inbound id -> deaths while it was in flight
         # SQLite writes one transaction at a time: one pipeline process
         # writes, and the others parse for it (ParsePool) instead of waiting
         # for the write lock. PostgreSQL: N pipeline processes.
@@ -100,6 +117,7 @@ class PipelineProcesses:
         self._stopping = False
         self.batches = 0  # results received (tests and metrics)
         self.restarts = 0  # children started again after they died
+        self.poisoned = 0  # rows quarantined because children died on them
 
     @property
     def pids(self) -> list[int | None]:
@@ -142,9 +160,20 @@ class PipelineProcesses:
         loop = asyncio.get_running_loop()
         wake_r, wake_w = self._ctx.Pipe(duplex=False)
         res_r, res_w = self._ctx.Pipe(duplex=False)
+        if child.in_flight is None:
+            child.in_flight = self._ctx.RawArray("q", 2)
+        child.in_flight[0] = child.in_flight[1] = 0
         proc = self._ctx.Process(
             target=child_main,
-            args=(self.config, child.index, wake_r, res_w, self._counters, self.parsers),
+            args=(
+                self.config,
+                child.index,
+                wake_r,
+                res_w,
+                self._counters,
+                self.parsers,
+                child.in_flight,
+            ),
             name=f"omnidesk-pipeline-{child.index}",
             # Not daemonic: it starts parse processes of its own. It ends
             # when its wake pipe closes (the daemon is gone, however it went),
@@ -189,7 +218,9 @@ class PipelineProcesses:
         self._read_results(child)  # what it sent before it went
         self._close(child)
         child.ready = False
-        proc.join(0)
+        # Its sentinel closed as it exited; the exit status (which signal)
+        # may take a moment more to be there.
+        proc.join(1.0)
         if self._stopping:
             return
         if loop.time() - child.started_at > STABLE_AFTER:
@@ -197,14 +228,58 @@ class PipelineProcesses:
         delay = min(RESTART_MAX, RESTART_MIN * 2**child.restarts)
         child.restarts += 1
         self.restarts += 1
+        suspects = self._suspects(child, proc.exitcode)
         log.error(
             "pipeline_process_exited",
             index=child.index,
             pid=proc.pid,
             exitcode=proc.exitcode,
             restart_in=delay,
+            in_flight=suspects or None,
         )
+        poison = [i for i in suspects if self._deaths[i] >= POISON_AFTER]
+        if poison and self.quarantine is not None:
+            how = signal.Signals(-(proc.exitcode or 0)).name
+            reason = (
+                f"the pipeline process died ({how}) while handling this message"
+                f" {POISON_AFTER} times: the interpreter or a library it calls crashed on it,"
+                " or it took more memory than the machine has"
+            )
+            child.recovering = asyncio.create_task(
+                self._recover(child, poison, reason, delay), name="pipeline-poison"
+            )
+            return
         child.restart_handle = loop.call_later(delay, self._respawn, child)
+
+    def _suspects(self, child: _Child, exitcode: int | None) -> list[int]:
+        """The rows in flight when a child died of a signal, each counted."""
+        if child.in_flight is None or exitcode is None or exitcode >= 0:
+            return []
+        if -exitcode not in FATAL_SIGNALS:
+            return []
+        ids = sorted({int(i) for i in child.in_flight if i})
+        for i in ids:
+            self._deaths[i] = self._deaths.get(i, 0) + 1
+        return ids
+
+    async def _recover(self, child: _Child, poison: list[int], reason: str, delay: float) -> None:
+        assert self.quarantine is not None
+        try:
+            await self.quarantine(poison, reason)
+        except Exception:
+            # The next child meets it again; a later death tries again.
+            log.exception("pipeline_poison_quarantine_failed", inbound_ids=poison)
+        else:
+            self.poisoned += len(poison)
+            log.error("pipeline_poison_quarantined", inbound_ids=poison, reason=reason)
+            for i in poison:
+                self._deaths.pop(i, None)
+        finally:
+            child.recovering = None
+        if not self._stopping:
+            child.restart_handle = asyncio.get_running_loop().call_later(
+                delay, self._respawn, child
+            )
 
     def _respawn(self, child: _Child) -> None:
         child.restart_handle = None
@@ -245,6 +320,8 @@ class PipelineProcesses:
         self._stopping = True
         procs = []
         for child in self._children:
+            if child.recovering is not None:
+                await asyncio.wait([child.recovering], timeout=STOP_TIMEOUT)
             if child.restart_handle is not None:
                 child.restart_handle.cancel()
             proc = child.process
@@ -302,6 +379,7 @@ def child_main(
     results: Connection,
     counters: Any,
     parsers: int = 0,
+    in_flight: Any = None,
 ) -> None:
     """A pipeline process's entry point (spawned, so it imports afresh)."""
     from . import logging as odlog
@@ -312,14 +390,19 @@ def child_main(
     # its children itself, in order.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        asyncio.run(_serve(config, wake, results, counters, parsers))
+        asyncio.run(_serve(config, wake, results, counters, parsers, in_flight))
     except Exception:
         log.exception("pipeline_process_failed")
         raise SystemExit(1) from None
 
 
 async def _serve(
-    config: Config, wake: Connection, results: Connection, counters: Any, parsers: int
+    config: Config,
+    wake: Connection,
+    results: Connection,
+    counters: Any,
+    parsers: int,
+    in_flight: Any = None,
 ) -> None:
     from .daemon import build_adapters, pipeline_context
     from .pipeline import PipelineRunner
@@ -358,6 +441,7 @@ async def _serve(
         prenormalize=True,
         others_waiting=(lambda: shared_writes_waiting(counters)) if counters is not None else None,
         parser=pool,
+        in_flight=in_flight,
     )
 
     def on_wake() -> None:

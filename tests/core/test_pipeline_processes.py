@@ -131,7 +131,7 @@ async def test_killed_child_is_started_again_and_the_queue_loses_nothing(
         await procs.wait_ready()
         health = (await c.get("/healthz")).json()
     assert counts == {"pending": 0, "messages": 300, "distinct": 300}
-    assert procs.alive() == 1
+    assert procs.alive() == 1 and procs.poisoned == 0  # one death quarantines nothing
     assert health["status"] == "ok"
     assert health["pipeline"] == {
         "ok": True,
@@ -408,3 +408,87 @@ async def test_a_parse_pool_that_cannot_start_is_given_up(tmp_path: Path) -> Non
         pool.close()
     assert outcomes == ["broken"] * ParsePool.MAX_BREAKS + ["given up"]
     assert pool.breaks == ParsePool.MAX_BREAKS
+
+
+POISON_CHANNEL = '''
+"""A test channel whose parser crashes the interpreter on one message."""
+import os
+
+from omnidesk.channels.base import ChannelAdapter
+from omnidesk.identity import normalize_identity
+from omnidesk.model import Message
+
+
+class PoisonAdapter(ChannelAdapter):
+    type = "poison"
+
+    async def start(self) -> None:
+        self.set_health(True, "running")
+
+    async def stop(self) -> None:
+        pass
+
+    async def send(self, message):
+        raise NotImplementedError
+
+    def normalize(self, envelope):
+        if envelope.payload == b"POISON":
+            os.abort()  # as a crashing C extension would: SIGABRT, no exception
+        return Message(
+            channel=self.name,
+            external_id=envelope.external_id,
+            sender=normalize_identity("email", envelope.external_id + "@example.com"),
+            text=envelope.payload.decode(),
+        )
+'''
+
+
+async def test_a_message_that_kills_the_pipeline_process_is_quarantined(
+    tmp_path: Path, store_url: str, daemon_factory: Any
+) -> None:
+    """A message on which the pipeline process dies of a signal (here
+    SIGABRT, as a crash in a C extension): after the second death with it in
+    flight the daemon quarantines it, raw bytes kept, and the queue goes on;
+    the messages around it are stored once each."""
+    from omnidesk.model import Envelope
+
+    dropins = tmp_path / "dropins"
+    dropins.mkdir()
+    (dropins / "poison.py").write_text(POISON_CHANNEL)
+    cfg = make_config(
+        tmp_path,
+        store_url,
+        daemon={"data_dir": str(tmp_path / "data"), "channels_dir": str(dropins)},
+        pipeline={"processes": 1, "batch_size": 4},
+        channels=[{"name": "p", "type": "poison"}],
+    )
+    d = await daemon_factory(cfg, web=False)
+    procs = d.pipeline_processes
+    await procs.wait_ready()
+    payloads = [b"Where is order 1?", b"Where is order 2?", b"POISON", b"Where is order 3?"]
+    envs = [
+        Envelope(channel="p", external_id=f"m{i}", payload=p, content_type="text/plain")
+        for i, p in enumerate(payloads)
+    ]
+    assert await d.intake.accept_many(envs) == [True] * 4
+
+    async def settled() -> bool:
+        got = await stored(d)
+        return got["pending"] == 0 and got["messages"] == 3
+
+    await wait_for(settled, 60)
+    assert procs.restarts == 2 and procs.poisoned == 1
+
+    def quarantined(db: Any) -> list[Any]:
+        return db.all(
+            "SELECT i.external_id, i.payload, q.error FROM quarantine q"
+            " JOIN inbound i ON i.id = q.inbound_id"
+        )
+
+    (row,) = await d.store.read(quarantined)
+    assert row[0] == "m2" and bytes(row[1]) == b"POISON"
+    assert "died (SIGABRT)" in row[2]
+    assert (await stored(d))["distinct"] == 3
+    assert d.metrics.processed.labels("quarantined")._value.get() == 1
+    await procs.wait_ready()  # the third child runs
+    assert procs.alive() == 1

@@ -135,6 +135,17 @@ def peek_pending(db: Db, limit: int) -> list[InboundRow]:
     return [_row_to_inbound(r) for r in db.all(_CLAIM, (0, limit))]
 
 
+def get_pending(db: Db, inbound_id: int) -> InboundRow | None:
+    """One row, if it is still pending."""
+    r = db.one(
+        "SELECT i.id, i.channel, i.external_id, i.received_at, i.content_type, i.payload, i.meta,"
+        " i.attempts, q.id AS qid FROM inbound i LEFT JOIN quarantine q ON q.inbound_id = i.id"
+        " WHERE i.id = ? AND i.state = 'pending'",
+        (inbound_id,),
+    )
+    return None if r is None else _row_to_inbound(r)
+
+
 def count_pending(db: Db) -> int:
     return int(db.val("SELECT COUNT(*) FROM inbound WHERE state = 'pending'") or 0)
 
