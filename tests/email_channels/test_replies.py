@@ -173,6 +173,58 @@ async def test_reply_goes_to_the_reply_to_the_customer_asked_for(
     assert last.rcpt_tos == ["kari@example.no"] and last.message["To"] == "kari@example.no"
 
 
+async def test_mail_a_listed_system_sends_for_a_customer_is_filed_under_the_customer(
+    email_daemon: Any, relay: Relay
+) -> None:
+    """``customer_from_reply_to``: a shop's form relay writes From itself with
+    the customer in Reply-To. Each customer becomes their own contact (not one
+    contact for every form), is acknowledged and answered; a person who is
+    not listed stays the contact whatever their Reply-To says."""
+    daemon = await email_daemon(
+        smtp_channel(
+            auto_acknowledge=ACK,
+            customer_from_reply_to=["forms@shop.example", "crm.example"],
+            **relay_options(relay),
+        ),
+        outbox=FAST_OUTBOX,
+    )
+    sent = [
+        ("Shop Forms <forms@shop.example>", "Bo Li <bo@example.net>", "order 77"),
+        ("Shop Forms <forms@shop.example>", "ana@example.org", "order 78"),
+        ("CRM <noreply@crm.example>", "Chen Wei <chen@example.cn>", "order 79"),
+        ("Kari <kari@example.no>", "Kari at home <kari@home.example>", "Norway"),
+    ]
+    for sender, reply_to, about in sent:
+        raw, _ = mail(
+            f"About {about}", f"Message: {about}?", sender=sender, headers={"Reply-To": reply_to}
+        )
+        await customer_writes(daemon, raw, mail_from=sender.split("<")[1].rstrip(">"))
+    convs = await conversations(daemon)
+    assert len(convs) == 4 and len({c["contact_id"] for c in convs}) == 4
+    found = await rows(
+        daemon,
+        "SELECT m.subject, m.sender_address, m.sender_name, m.meta FROM messages m"
+        " WHERE m.direction = 'in' ORDER BY m.id",
+    )
+    assert [(m["sender_address"], m["sender_name"]) for m in found] == [
+        ("bo@example.net", "Bo Li"),
+        ("ana@example.org", None),
+        ("chen@example.cn", "Chen Wei"),
+        ("kari@example.no", "Kari"),
+    ]
+    relayed = [json.loads(m["meta"]).get("relayed_by") for m in found]
+    assert relayed == ["forms@shop.example", "forms@shop.example", "noreply@crm.example", None]
+    acks = await relay.wait(4)
+    assert sorted(a.rcpt_tos[0] for a in acks) == [
+        "ana@example.org",
+        "bo@example.net",
+        "chen@example.cn",
+        "kari@example.no",
+    ]
+    await agent_replies(daemon, convs[0]["id"], "It left our warehouse today.")
+    assert (await relay.wait(5))[4].rcpt_tos == ["bo@example.net"]
+
+
 async def test_token_threads_a_reply_without_headers_and_a_new_subject_opens_a_new_conversation(
     email_daemon: Any, relay: Relay
 ) -> None:

@@ -357,6 +357,9 @@ async def test_null_sender_bounce_is_accepted_not_opened(email_daemon: Any) -> N
         ({"accept": ["*"], "tls_cert": "/nonexistent.pem"}, "tls_key", "both"),
         ({"accept": ["*"], "relay": {"host": "x"}}, "from_address", "required"),
         ({"accept": ["*"], "from_address": "nobody"}, "from_address", "e-mail address"),
+        ({"accept": ["*"], "customer_from_reply_to": ["a b@c.d"]}, "customer_from_reply_to", "not"),
+        ({"accept": ["*"], "customer_from_reply_to": [""]}, "customer_from_reply_to", "not"),
+        ({"accept": ["*"], "customer_from_reply_to": 3}, "customer_from_reply_to", "strings"),
         (
             {
                 "accept": ["*"],

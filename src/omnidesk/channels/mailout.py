@@ -14,6 +14,15 @@ Settings both read from their ``[[channels]]`` table::
     bounce_address = "bounces@example.com" # SMTP MAIL FROM, default from_address
     relay = { host = "smtp.example.com", port = 587, tls = "starttls",
               username = "support@example.com", password = "env:RELAY_PASSWORD" }
+    customer_from_reply_to = ["forms@shop.example", "crm.example"]  # or true
+
+``customer_from_reply_to``: mail that a system sends on a customer's behalf
+(a shop's contact form, a CRM) comes From the system, with the customer in
+``Reply-To``. From the addresses or domains listed (``true``: from anyone),
+the Reply-To address is the contact, so each customer gets their own
+history; the system's address is kept in ``meta["relayed_by"]``. Off by
+default: a person's own Reply-To (a shared mailbox, another address of
+theirs) is where replies go, but they are still the sender.
 
 Every reply carries our own ``Message-ID``; its key (``mid:<id>``) is the
 ``SendResult.provider_id`` and a thread key, so the customer's answer and a
@@ -24,6 +33,7 @@ from __future__ import annotations
 
 import re
 import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass
 from email.parser import BytesHeaderParser
 from pathlib import Path
@@ -35,6 +45,7 @@ from ..email.headers import RAW_POLICY, HeaderMap, extract_msgids, get_header
 from ..email.parse import SYNTHETIC_DOMAIN
 from ..model import (
     Envelope,
+    Identity,
     Message,
     NormalizeError,
     OutboundMessage,
@@ -231,7 +242,8 @@ class EmailChannel(ChannelAdapter):
         self._relay_problem: str | None = None
 
     def read_sending_options(self, o: Options, *, default_from: str | None = None) -> None:
-        """Read the settings every e-mail channel shares (see module doc)."""
+        """Read the settings every e-mail channel shares (see module doc),
+        ``customer_from_reply_to`` included."""
         # The daemon reads auto_acknowledge itself; mark it known here too so a
         # channel built outside the daemon (the backfill command) validates alike.
         o.string("auto_acknowledge", None)
@@ -246,6 +258,15 @@ class EmailChannel(ChannelAdapter):
         self.relay = MailRelay(self.relay_settings) if self.relay_settings else None
         if self.relay is not None and not self.from_address:
             raise o.error("from_address", "is required to send replies through the relay")
+        relays = o.raw("customer_from_reply_to", False)
+        if isinstance(relays, bool):
+            self.customer_from_reply_to: bool | frozenset[str] = relays
+        else:
+            entries = o.strings("customer_from_reply_to")
+            bad = [e for e in entries if not e.strip("@ ") or any(c.isspace() for c in e)]
+            if bad:
+                raise o.error("customer_from_reply_to", f"not an address or domain: {bad[0]!r}")
+            self.customer_from_reply_to = frozenset(e.lower().lstrip("@") for e in entries)
 
     # -- inbound -----------------------------------------------------------
     def normalize(self, envelope: Envelope) -> Message | Skip:
@@ -269,7 +290,28 @@ class EmailChannel(ChannelAdapter):
             # Old mail fetched in bulk: threaded and classified like any other,
             # but nobody is auto-acknowledged for last month's messages.
             msg.meta["backfill"] = True
+        self._customer_from_reply_to(msg)
         return msg
+
+    def _customer_from_reply_to(self, msg: Message) -> None:
+        """The Reply-To address as the contact, for mail a listed system
+        sent on a customer's behalf (``customer_from_reply_to``)."""
+        relays = self.customer_from_reply_to
+        sender = msg.sender.address
+        if not relays or msg.auto or not sender:
+            return
+        if relays is not True and not (
+            isinstance(relays, frozenset)
+            and (sender in relays or sender.rpartition("@")[2] in relays)
+        ):
+            return
+        asked = [a for a in self._asked_reply_to(msg.meta) if a != sender]
+        if not asked:
+            return
+        first = msg.meta["reply_to"][0] == asked[0]
+        name = msg.meta.get("reply_to_name") if first else None
+        msg.meta["relayed_by"] = sender
+        msg.sender = Identity(kind="email", address=asked[0], display_name=name or None)
 
     # -- outbound ----------------------------------------------------------
     async def send(self, message: OutboundMessage) -> SendResult:
@@ -324,19 +366,19 @@ class EmailChannel(ChannelAdapter):
         else the sender. Not for automatic mail (an acknowledgement goes to
         whoever sent the message, RFC 3834), and never to our own addresses."""
         if not message.automatic:
-            own = {
-                a.lower()
-                for a in (self.from_address, self.reply_to, self.bounce_address)
-                if a is not None
-            }
-            asked = [
-                a
-                for a in message.meta.get("reply_to", [])
-                if isinstance(a, str) and "@" in a and a.lower() not in own
-            ]
+            asked = self._asked_reply_to(message.meta)
             if asked:
                 return list(dict.fromkeys(asked))
         return [message.recipient.address]
+
+    def _asked_reply_to(self, meta: Mapping[str, Any]) -> list[str]:
+        """The addresses of a message's Reply-To, without our own."""
+        own = {a.lower() for a in (self.from_address, self.reply_to, self.bounce_address) if a}
+        return [
+            a
+            for a in meta.get("reply_to", [])
+            if isinstance(a, str) and "@" in a and a.lower() not in own
+        ]
 
     def health(self) -> Health:
         h = super().health()

@@ -390,6 +390,8 @@ def _meta(
     reply_to = parse_addresses(get_all(headers, "reply-to"), hint)
     if reply_to:
         meta["reply_to"] = [a for _, a in reply_to]
+        if reply_to[0][0]:
+            meta["reply_to_name"] = reply_to[0][0]
     if to:
         meta["to"] = [a for _, a in to]
     if cc:
