@@ -21,7 +21,7 @@ from .intake import Intake
 from .metrics import Metrics
 from .outbox import OutboxWorker
 from .pipeline import BatchResult, PipelineContext, PipelineRunner, quarantine_pending
-from .pipeline_proc import PipelineProcesses
+from .pipeline_proc import POISON_AFTER, InFlightFile, PipelineProcesses
 from .rules import RuleSet, RulesHolder, detect_language, load_language_model, load_rules
 from .sla import SlaPolicy
 from .snooze import snooze_waker
@@ -123,6 +123,7 @@ class Daemon:
         # of this one (pipeline_proc.py); ``self.pipeline`` then only serves
         # callers that drain the queue themselves (the CLI, tests).
         self.pipeline_processes: PipelineProcesses | None = None
+        self._in_flight: InFlightFile | None = None  # the in-process pipeline's, see start()
         if config.pipeline_workers and config.pipeline_processes:
             self.pipeline_processes = PipelineProcesses(
                 config,
@@ -178,6 +179,31 @@ class Daemon:
             self.outbox.wake()
         self.publish(res.events)
 
+    async def _watch_in_flight(self) -> None:
+        """A message that crashes the interpreter (or a C extension, or makes
+        the OOM killer step in) takes the daemon down with the pipeline in
+        its process, and a supervisor restarts it into the same message. The
+        pipeline's in-flight slots live in a file (``InFlightFile``): a row
+        in flight at two ends without a clean stop is quarantined here, before
+        the pipeline starts. Not with concurrent batches on PostgreSQL
+        (``workers`` > 1), which one pair of slots cannot tell apart."""
+        if self.store.dialect != "sqlite" and self.config.pipeline_workers > 1:
+            return
+        name = "pipeline-in-flight" + (
+            f"-{self.config.instance_name}" if self.config.instance_name else ""
+        )
+        self._in_flight = InFlightFile(self.config.data_dir / name)
+        ids, poison = self._in_flight.interrupted()
+        if ids:
+            log.error("pipeline_interrupted", in_flight=ids, quarantine=poison or None)
+        if poison:
+            await self._quarantine_poison(
+                poison,
+                f"omnidesk stopped without shutting down (a crash, the out-of-memory killer,"
+                f" kill -9) while its pipeline handled this message {POISON_AFTER} times",
+            )
+        self.pipeline.in_flight = self._in_flight.slots
+
     async def _quarantine_poison(self, ids: list[int], reason: str) -> None:
         """A pipeline process died on these rows (pipeline_proc.py)."""
         self._on_batch(await self.store.write(quarantine_pending, ids, reason))
@@ -230,6 +256,7 @@ class Daemon:
             await self.pipeline_processes.start()
         elif self.config.pipeline_workers:
             await asyncio.to_thread(load_language_model)
+            await self._watch_in_flight()
             for i in range(self.config.pipeline_workers):
                 self.spawn(self.pipeline.run(), f"pipeline-{i}")
         self.spawn(self.outbox.run(), "outbox")
@@ -370,6 +397,10 @@ class Daemon:
                     task.print_stack(limit=12, file=where)
                     log.error("task_did_not_stop", task=name, where=where.getvalue())
         await self.store.close()
+        if self._in_flight is not None:
+            self.pipeline.in_flight = None
+            self._in_flight.close()  # nothing in flight: a clean stop
+            self._in_flight = None
         log.info("daemon_stopped")
 
     async def run_forever(

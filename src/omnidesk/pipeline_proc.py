@@ -37,6 +37,7 @@ import asyncio
 import atexit
 import contextlib
 import json
+import mmap
 import multiprocessing as mp
 import os
 import signal
@@ -46,6 +47,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import BrokenExecutor, Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -70,6 +72,58 @@ POISON_AFTER = 2  # deaths with the same row in flight before it is quarantined
 FATAL_SIGNALS = frozenset(
     {signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT, signal.SIGKILL}
 )
+
+
+class InFlightFile:
+    """The pipeline's two in-flight slots (see ``PipelineRunner.in_flight``)
+    for a pipeline in the daemon's own process: a small file mapped into
+    memory, so what the slots held when the process died (a crash, the OOM
+    killer, kill -9) is there for the next start to read, at the cost of a
+    memory store per message. Deaths per inbound id are counted in a JSON
+    file beside it; a row in flight at ``POISON_AFTER`` unclean ends is
+    returned by ``poisoned`` for quarantine."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.deaths_path = path.with_name(path.name + ".deaths.json")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            if os.fstat(fd).st_size < 16:
+                os.ftruncate(fd, 16)
+            self._map = mmap.mmap(fd, 16)
+        finally:
+            os.close(fd)
+        self.slots = memoryview(self._map).cast("q")
+
+    def interrupted(self) -> tuple[list[int], list[int]]:
+        """(the rows in flight when the last run ended without a clean stop,
+        those of them in flight at ``POISON_AFTER`` such ends); counts the
+        deaths and clears the slots."""
+        ids = sorted({int(i) for i in self.slots if i})
+        if not ids:
+            return [], []
+        try:
+            deaths = {int(k): int(v) for k, v in json.loads(self.deaths_path.read_text()).items()}
+        except (OSError, ValueError, AttributeError):
+            deaths = {}
+        for i in ids:
+            deaths[i] = deaths.get(i, 0) + 1
+        poison = [i for i in ids if deaths[i] >= POISON_AFTER]
+        # Only the rows of this end are remembered: an earlier one's rows that
+        # were then processed are not suspects any more.
+        kept = {str(i): deaths[i] for i in ids if i not in poison}
+        self.deaths_path.write_text(json.dumps(kept))
+        self.clear()
+        return ids, poison
+
+    def clear(self) -> None:
+        self.slots[0] = self.slots[1] = 0
+
+    def close(self) -> None:
+        """After a clean stop: nothing was in flight."""
+        self.clear()
+        self.slots.release()
+        self._map.close()
 
 
 @dataclass

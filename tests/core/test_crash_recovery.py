@@ -209,3 +209,62 @@ async def test_sigkill_during_load_loses_no_acknowledged_message(
     assert set(acked) <= set(stored), "every acknowledged message is stored"
     assert len(stored) == len(set(stored)), "none is stored twice"
     assert final["pending"] == 0
+
+
+async def test_message_that_crashes_the_daemon_is_quarantined_on_the_third_start(
+    tmp_path: Path, store_url: str
+) -> None:
+    """With the pipeline in the daemon's process a message that aborts the
+    interpreter takes the daemon down; a supervisor (here the test) starts it
+    again into the same message. The second start still tries it (one end
+    without a clean stop may be a kill -9), the third quarantines it with its
+    bytes and stores the rest once each."""
+    from omnidesk.model import Envelope
+    from omnidesk.store.inbound import insert_envelopes
+    from tests.core.test_pipeline_processes import POISON_CHANNEL
+
+    dropins = tmp_path / "dropins"
+    dropins.mkdir()
+    (dropins / "poison.py").write_text(POISON_CHANNEL)
+    cfg = write_config(tmp_path, store_url, free_port(), workers=1)
+    cfg.write_text(
+        cfg.read_text().replace("[storage]", f'channels_dir = "{dropins}"\n[storage]')
+        + '[[channels]]\nname = "p"\ntype = "poison"\n'
+    )
+    store = open_store(store_url)
+    await store.open()
+    payloads = [b"Where is order 1?", b"Where is order 2?", b"POISON", b"Where is order 3?"]
+    envs = [
+        Envelope(channel="p", external_id=f"m{i}", payload=p, content_type="text/plain")
+        for i, p in enumerate(payloads)
+    ]
+    try:
+        assert await store.write(insert_envelopes, envs) == [True] * 4
+    finally:
+        await store.close()
+    log = tmp_path / "daemon.log"
+    for attempt in (1, 2):
+        proc = start(cfg, log)
+        assert proc.wait(60) == -signal.SIGABRT, f"start {attempt}: {log.read_text()[-2000:]}"
+    proc = start(cfg, log)
+    try:
+        got = await wait_processed(store_url, 3)
+        assert proc.poll() is None, log.read_text()[-3000:]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    assert got["pending"] == 0 and got["messages"] == got["distinct"] == 3
+    store = open_store(store_url)
+    await store.open()
+    try:
+        rows = await store.read(
+            lambda db: db.all(
+                "SELECT i.external_id, i.payload, q.error FROM quarantine q"
+                " JOIN inbound i ON i.id = q.inbound_id"
+            )
+        )
+    finally:
+        await store.close()
+    assert [(r[0], bytes(r[1])) for r in rows] == [("m2", b"POISON")]
+    assert "stopped without shutting down" in rows[0][2]
+    assert "pipeline_interrupted" in log.read_text()
