@@ -199,13 +199,14 @@ class Daemon:
         if poison:
             await self._quarantine_poison(
                 poison,
-                f"omnidesk stopped without shutting down (a crash, the out-of-memory killer,"
+                "omnidesk stopped without shutting down (a crash, the out-of-memory killer,"
                 f" kill -9) while its pipeline handled this message {POISON_AFTER} times",
             )
         self.pipeline.in_flight = self._in_flight.slots
 
     async def _quarantine_poison(self, ids: list[int], reason: str) -> None:
-        """A pipeline process died on these rows (pipeline_proc.py)."""
+        """The pipeline died on these rows (a pipeline process, or this
+        process before its last start: pipeline_proc.py)."""
         self._on_batch(await self.store.write(quarantine_pending, ids, reason))
 
     # -- tasks --------------------------------------------------------------

@@ -18,8 +18,11 @@ from typing import Any
 import httpx
 import pytest
 
+from omnidesk.model import Envelope
 from omnidesk.store import open_store
+from omnidesk.store.inbound import insert_envelopes
 from tests.conftest import API_SECRET, RULES, message, signed
+from tests.core.test_pipeline_processes import POISON_CHANNEL
 
 pytestmark = pytest.mark.slow
 
@@ -219,10 +222,6 @@ async def test_message_that_crashes_the_daemon_is_quarantined_on_the_third_start
     again into the same message. The second start still tries it (one end
     without a clean stop may be a kill -9), the third quarantines it with its
     bytes and stores the rest once each."""
-    from omnidesk.model import Envelope
-    from omnidesk.store.inbound import insert_envelopes
-    from tests.core.test_pipeline_processes import POISON_CHANNEL
-
     dropins = tmp_path / "dropins"
     dropins.mkdir()
     (dropins / "poison.py").write_text(POISON_CHANNEL)

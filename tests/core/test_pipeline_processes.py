@@ -450,8 +450,6 @@ async def test_a_message_that_kills_the_pipeline_process_is_quarantined(
     SIGABRT, as a crash in a C extension): after the second death with it in
     flight the daemon quarantines it, raw bytes kept, and the queue goes on;
     the messages around it are stored once each."""
-    from omnidesk.model import Envelope
-
     dropins = tmp_path / "dropins"
     dropins.mkdir()
     (dropins / "poison.py").write_text(POISON_CHANNEL)
