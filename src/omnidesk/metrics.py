@@ -32,3 +32,13 @@ class Metrics:
         self.rules_reload = Counter(
             "omnidesk_rules_reloads", "Rules reloads", ["result"], registry=r
         )
+        self.pipeline_ready = Gauge(
+            "omnidesk_pipeline_processes_ready",
+            "Pipeline processes up and ready ([pipeline] processes)",
+            registry=r,
+        )
+        self.pipeline_restarts = Gauge(
+            "omnidesk_pipeline_process_restarts",
+            "Pipeline processes started again after they died",
+            registry=r,
+        )

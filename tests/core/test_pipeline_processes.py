@@ -26,6 +26,7 @@ from omnidesk.pipeline_proc import CHILD_NICE, PipelineProcesses
 from omnidesk.store import sqlite as sqlite_store
 from omnidesk.store.inbound import count_pending
 from tests.conftest import (
+    admin_token,
     children_of,
     is_python,
     make_config,
@@ -129,7 +130,10 @@ async def test_killed_child_is_started_again_and_the_queue_loses_nothing(
         await wait_for(lambda: _async(procs.pids[0] not in (None, first)), 15)
         counts = await all_stored(d, 300)
         await procs.wait_ready()
+        scraped = (await c.get("/metrics", headers=await admin_token(d))).text
         health = (await c.get("/healthz")).json()
+    assert "omnidesk_pipeline_processes_ready 1.0" in scraped
+    assert "omnidesk_pipeline_process_restarts 1.0" in scraped
     assert counts == {"pending": 0, "messages": 300, "distinct": 300}
     assert procs.alive() == 1 and procs.poisoned == 0  # one death quarantines nothing
     assert health["status"] == "ok"

@@ -16,7 +16,7 @@ from omnidesk.config import ConfigError, parse_config
 from omnidesk.daemon import Daemon, build_adapters
 from omnidesk.intake import Intake
 from omnidesk.store import open_store
-from tests.conftest import settle
+from tests.conftest import admin_token, settle
 
 from .conftest import (
     Dovecot,
@@ -265,7 +265,11 @@ async def test_login_failing_marks_unhealthy_without_spinning(
 
     assert await eventually(failing, 10)
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{daemon.web_port}") as c:
+        # A Prometheus that scrapes only /metrics sees it too (before any
+        # /healthz call has refreshed the gauge).
+        scraped = (await c.get("/metrics", headers=await admin_token(daemon))).text
         body = (await c.get("/healthz")).json()
+    assert 'omnidesk_channel_healthy{channel="inbox"} 0.0' in scraped
     assert body["status"] == "degraded"
     assert body["channels"]["inbox"]["ok"] is False
     assert "refused" in body["channels"]["inbox"]["detail"]

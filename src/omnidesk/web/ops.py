@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -18,24 +18,40 @@ if TYPE_CHECKING:
 router = APIRouter(tags=["ops"])
 
 
-@router.get("/healthz")
-async def healthz(daemon: Daemon = Depends(get_daemon)) -> JSONResponse:
-    """Liveness, store, rules and channel health. No authentication."""
+async def _observe(daemon: Daemon) -> dict[str, Any]:
+    """Channel, queue and pipeline process health, read now and written
+    into the gauges: for /healthz and for /metrics alike (a Prometheus that
+    only scrapes /metrics must not see the state of the last health check)."""
+    m = daemon.metrics
     channels = {n: a.health().to_dict() for n, a in daemon.adapters.items()}
     for n, h in channels.items():
-        daemon.metrics.channel_up.labels(n).set(1 if h["ok"] else 0)
-    rules_error = daemon.rules.last_error
+        m.channel_up.labels(n).set(1 if h["ok"] else 0)
     try:
         pending = await daemon.store.read(count_pending)
         store_ok = True
     except Exception:
         pending, store_ok = None, False
-    daemon.metrics.pending.set(pending or 0)
+    m.pending.set(pending or 0)
+    seen: dict[str, Any] = {"channels": channels, "pending": pending, "store_ok": store_ok}
+    if daemon.pipeline_processes is not None:
+        status = daemon.pipeline_processes.status()
+        m.pipeline_ready.set(status["ready"])
+        m.pipeline_restarts.set(status["restarts"])
+        seen["pipeline"] = status
+    return seen
+
+
+@router.get("/healthz")
+async def healthz(daemon: Daemon = Depends(get_daemon)) -> JSONResponse:
+    """Liveness, store, rules and channel health. No authentication."""
+    seen = await _observe(daemon)
+    channels, pending, store_ok = seen["channels"], seen["pending"], seen["store_ok"]
+    rules_error = daemon.rules.last_error
     ok = store_ok and all(h["ok"] for h in channels.values())
     extra = {}
-    if daemon.pipeline_processes is not None:
+    if "pipeline" in seen:
         # A pipeline process that keeps dying leaves mail pending: say so.
-        extra["pipeline"] = daemon.pipeline_processes.status()
+        extra["pipeline"] = seen["pipeline"]
         ok = ok and extra["pipeline"]["ok"]
     body = {
         "status": "ok" if ok else "degraded",
@@ -59,4 +75,5 @@ async def metrics(
     """Prometheus metrics (any valid token)."""
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+    await _observe(daemon)
     return Response(generate_latest(daemon.metrics.registry), media_type=CONTENT_TYPE_LATEST)
