@@ -74,6 +74,15 @@ FATAL_SIGNALS = frozenset(
 )
 
 
+def count_deaths(deaths: dict[int, int], slots: Any) -> tuple[list[int], list[int]]:
+    """A pipeline died with these in-flight ``slots``: count a death for
+    each row in them. Returns (the rows, those now at ``POISON_AFTER``)."""
+    ids = sorted({int(i) for i in slots if i})
+    for i in ids:
+        deaths[i] = deaths.get(i, 0) + 1
+    return ids, [i for i in ids if deaths[i] >= POISON_AFTER]
+
+
 class InFlightFile:
     """The pipeline's two in-flight slots (see ``PipelineRunner.in_flight``)
     for a pipeline in the daemon's own process: a small file mapped into
@@ -81,10 +90,9 @@ class InFlightFile:
     killer, kill -9) is there for the next start to read, at the cost of a
     memory store per message. Deaths per inbound id are counted in a JSON
     file beside it; a row in flight at ``POISON_AFTER`` unclean ends is
-    returned by ``poisoned`` for quarantine."""
+    returned by ``interrupted`` for quarantine."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
         self.deaths_path = path.with_name(path.name + ".deaths.json")
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -99,16 +107,13 @@ class InFlightFile:
         """(the rows in flight when the last run ended without a clean stop,
         those of them in flight at ``POISON_AFTER`` such ends); counts the
         deaths and clears the slots."""
-        ids = sorted({int(i) for i in self.slots if i})
-        if not ids:
+        if not any(self.slots):
             return [], []
         try:
             deaths = {int(k): int(v) for k, v in json.loads(self.deaths_path.read_text()).items()}
         except (OSError, ValueError, AttributeError):
             deaths = {}
-        for i in ids:
-            deaths[i] = deaths.get(i, 0) + 1
-        poison = [i for i in ids if deaths[i] >= POISON_AFTER]
+        ids, poison = count_deaths(deaths, self.slots)
         # Only the rows of this end are remembered: an earlier one's rows that
         # were then processed are not suspects any more.
         kept = {str(i): deaths[i] for i in ids if i not in poison}
@@ -282,7 +287,7 @@ class PipelineProcesses:
         delay = min(RESTART_MAX, RESTART_MIN * 2**child.restarts)
         child.restarts += 1
         self.restarts += 1
-        suspects = self._suspects(child, proc.exitcode)
+        suspects, poison = self._suspects(child, proc.exitcode)
         log.error(
             "pipeline_process_exited",
             index=child.index,
@@ -291,7 +296,6 @@ class PipelineProcesses:
             restart_in=delay,
             in_flight=suspects or None,
         )
-        poison = [i for i in suspects if self._deaths[i] >= POISON_AFTER]
         if poison and self.quarantine is not None:
             how = signal.Signals(-(proc.exitcode or 0)).name
             reason = (
@@ -305,16 +309,14 @@ class PipelineProcesses:
             return
         child.restart_handle = loop.call_later(delay, self._respawn, child)
 
-    def _suspects(self, child: _Child, exitcode: int | None) -> list[int]:
-        """The rows in flight when a child died of a signal, each counted."""
+    def _suspects(self, child: _Child, exitcode: int | None) -> tuple[list[int], list[int]]:
+        """The rows in flight when a child died of a signal, each counted,
+        and those of them to quarantine (``count_deaths``)."""
         if child.in_flight is None or exitcode is None or exitcode >= 0:
-            return []
+            return [], []
         if -exitcode not in FATAL_SIGNALS:
-            return []
-        ids = sorted({int(i) for i in child.in_flight if i})
-        for i in ids:
-            self._deaths[i] = self._deaths.get(i, 0) + 1
-        return ids
+            return [], []
+        return count_deaths(self._deaths, child.in_flight)
 
     async def _recover(self, child: _Child, poison: list[int], reason: str, delay: float) -> None:
         assert self.quarantine is not None

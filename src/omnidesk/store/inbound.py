@@ -93,11 +93,11 @@ def _row_to_inbound(r: Row) -> InboundRow:
     )
 
 
-_CLAIM = (
+_ROWS = (
     "SELECT i.id, i.channel, i.external_id, i.received_at, i.content_type, i.payload, i.meta,"
     " i.attempts, q.id AS qid FROM inbound i LEFT JOIN quarantine q ON q.inbound_id = i.id"
-    " WHERE i.state = 'pending' AND i.id > ? ORDER BY i.id LIMIT ?"
 )
+_CLAIM = _ROWS + " WHERE i.state = 'pending' AND i.id > ? ORDER BY i.id LIMIT ?"
 # SQLite reads pending rows this many at a time: a batch cut short by its
 # time budget then has not read (payloads included) rows it will not process.
 CLAIM_CHUNK = 16
@@ -137,12 +137,7 @@ def peek_pending(db: Db, limit: int) -> list[InboundRow]:
 
 def get_pending(db: Db, inbound_id: int) -> InboundRow | None:
     """One row, if it is still pending."""
-    r = db.one(
-        "SELECT i.id, i.channel, i.external_id, i.received_at, i.content_type, i.payload, i.meta,"
-        " i.attempts, q.id AS qid FROM inbound i LEFT JOIN quarantine q ON q.inbound_id = i.id"
-        " WHERE i.id = ? AND i.state = 'pending'",
-        (inbound_id,),
-    )
+    r = db.one(_ROWS + " WHERE i.id = ? AND i.state = 'pending'", (inbound_id,))
     return None if r is None else _row_to_inbound(r)
 
 
