@@ -939,13 +939,15 @@ class PipelineRunner:
 
     async def _prepare(self) -> dict[int, Normalized]:
         ahead = 2 if self.parser is not None else 1
-        rows = await self.store.read(peek_pending, self.batch_size * ahead)
-        ids = {r.id for r in rows}
+        # Only rows not prepared or parsing already are read in full: most of
+        # those ahead were read by the batch before.
+        known = frozenset(self._prepared.keys() | self._parsing.keys())
+        pending, todo = await self.store.read(peek_pending, self.batch_size * ahead, known)
+        ids = set(pending)
         for stale in [k for k in self._prepared if k not in ids]:
             del self._prepared[stale]
         for stale in [k for k in self._parsing if k not in ids]:
             del self._parsing[stale]
-        todo = [r for r in rows if r.id not in self._prepared]
         if self.parser is None:
             for r in todo:
                 if self.in_flight is not None:
@@ -954,9 +956,8 @@ class PipelineRunner:
             if self.in_flight is not None:
                 self.in_flight[0] = 0
             return self._prepared
-        fresh = [r for r in todo if r.id not in self._parsing]
-        for i in range(0, len(fresh), PARSE_CHUNK):
-            chunk = fresh[i : i + PARSE_CHUNK]
+        for i in range(0, len(todo), PARSE_CHUNK):
+            chunk = todo[i : i + PARSE_CHUNK]
             try:
                 fut = self.parser.submit(chunk)
             except Exception:
@@ -968,9 +969,9 @@ class PipelineRunner:
             for r in chunk:
                 self._parsing[r.id] = fut
         # Wait for this batch's rows; the next batch's go on parsing meanwhile.
-        for r in rows[: self.batch_size]:
-            fut_ = self._parsing.get(r.id)
-            if fut_ is None or r.id in self._prepared:
+        for row_id in pending[: self.batch_size]:
+            fut_ = self._parsing.get(row_id)
+            if fut_ is None or row_id in self._prepared:
                 continue
             try:
                 items = await asyncio.shield(fut_)

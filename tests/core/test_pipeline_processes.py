@@ -24,7 +24,7 @@ from omnidesk.model import Envelope
 from omnidesk.pipeline import NormalizeFailed, PipelineRunner, process_batch
 from omnidesk.pipeline_proc import CHILD_NICE, PipelineProcesses
 from omnidesk.store import sqlite as sqlite_store
-from omnidesk.store.inbound import count_pending
+from omnidesk.store.inbound import count_pending, peek_pending
 from tests.conftest import (
     admin_token,
     children_of,
@@ -273,6 +273,23 @@ async def test_runner_parses_the_next_batch_ahead_and_survives_a_failed_job(
     broken.parser = _ThreadParser(ctx, fail=True)
     assert await broken.drain() == 8, "normalized in the transaction instead"
     assert await st.read(count_pending) == 0
+
+
+async def test_reading_ahead_reads_in_full_only_rows_not_known(sqlite_file_store: Any) -> None:
+    st = sqlite_file_store
+    await pipeline_with(st, 6)
+    ids, rows = await st.read(peek_pending, 4)
+    assert len(ids) == 4 and ids == sorted(ids)
+    assert [r.id for r in rows] == ids and all(r.envelope.payload for r in rows)
+    # The next look ahead knows the first three: only the rest is read.
+    more, rows = await st.read(peek_pending, 6, frozenset(ids[:3]))
+    assert more[:4] == ids and len(more) == 6
+    assert [r.id for r in rows] == more[3:]
+    # A row done meanwhile is neither listed nor read.
+    await st.write(lambda db: db.run("UPDATE inbound SET state = 'done' WHERE id = ?", (more[4],)))
+    left, rows = await st.read(peek_pending, 6, frozenset(more[:4]))
+    assert left == more[:4] + more[5:]
+    assert [r.id for r in rows] == [more[5]]
 
 
 # -- the pieces -----------------------------------------------------------------

@@ -8,7 +8,7 @@ so a crash at any point leaves a row pending and it is simply redone.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,6 +98,7 @@ _ROWS = (
     " i.attempts, q.id AS qid FROM inbound i LEFT JOIN quarantine q ON q.inbound_id = i.id"
 )
 _CLAIM = _ROWS + " WHERE i.state = 'pending' AND i.id > ? ORDER BY i.id LIMIT ?"
+_PENDING_IDS = "SELECT id FROM inbound WHERE state = 'pending' ORDER BY id LIMIT ?"
 # SQLite reads pending rows this many at a time: a batch cut short by its
 # time budget then has not read (payloads included) rows it will not process.
 CLAIM_CHUNK = 16
@@ -129,10 +130,20 @@ def claim_pending(db: Db, limit: int) -> Iterator[InboundRow]:
         after = int(chunk[-1]["id"])
 
 
-def peek_pending(db: Db, limit: int) -> list[InboundRow]:
-    """The oldest pending rows, read without claiming them (SQLite: a
-    pipeline that is the queue's only consumer reads ahead with this)."""
-    return [_row_to_inbound(r) for r in db.all(_CLAIM, (0, limit))]
+def peek_pending(
+    db: Db, limit: int, known: Collection[int] = ()
+) -> tuple[list[int], list[InboundRow]]:
+    """The ids of the oldest ``limit`` pending rows, and those rows, payloads
+    included, but for the ``known`` ones; nothing is claimed (SQLite: a
+    pipeline that is the queue's only consumer reads ahead with this, and
+    knows most of what it reads ahead from the time before)."""
+    ids = [int(r["id"]) for r in db.all(_PENDING_IDS, (limit,))]
+    new = [i for i in ids if i not in known]
+    if not new:
+        return ids, []
+    marks = ", ".join("?" * len(new))
+    rows = db.all(_ROWS + f" WHERE i.id IN ({marks}) AND i.state = 'pending' ORDER BY i.id", new)
+    return ids, [_row_to_inbound(r) for r in rows]
 
 
 def get_pending(db: Db, inbound_id: int) -> InboundRow | None:
