@@ -188,6 +188,11 @@ async def test_sqlite_takes_one_writer_and_parse_processes(
     await procs.wait_ready()
     if store_url.startswith("sqlite"):
         assert (len(procs.pids), procs.parsers) == (1, 1)
+        # Ready means the parse process runs already: the first mail does
+        # not wait for it to start.
+        writer = procs.pids[0]
+        assert writer is not None
+        assert len([p for p in children_of(writer) if is_python(p)]) == 1
     else:
         assert (len(procs.pids), procs.parsers) == (2, 0)
     async with client_for(d) as c:
