@@ -514,14 +514,23 @@ async def _serve(
 
     os.set_blocking(wake.fileno(), False)
     loop.add_reader(wake.fileno(), on_wake)
-    if pool is not None:
-        await pool.warm()
-    tasks = [asyncio.create_task(runner.run(), name="pipeline")]
-    if config.rules_watch:
-        tasks.append(asyncio.create_task(rules.watch(), name="rules-watch"))
-    results.send_bytes(b'{"ready": true}')
-    log.info("pipeline_process_ready", pid=os.getpid(), store=store.dialect)
+    tasks: list[asyncio.Task[None]] = []
+    # Whatever ends this process from here (the daemon gone while the parse
+    # processes start, say) ends its parse processes too: a pool left
+    # running keeps the interpreter from exiting.
     try:
+        if pool is not None:
+            await pool.warm()
+        if stop.is_set():
+            return  # the daemon went away meanwhile
+        tasks.append(asyncio.create_task(runner.run(), name="pipeline"))
+        if config.rules_watch:
+            tasks.append(asyncio.create_task(rules.watch(), name="rules-watch"))
+        try:
+            results.send_bytes(b'{"ready": true}')
+        except BrokenPipeError:
+            return  # the daemon is gone
+        log.info("pipeline_process_ready", pid=os.getpid(), store=store.dialect)
         await stop.wait()
     finally:
         loop.remove_reader(wake.fileno())

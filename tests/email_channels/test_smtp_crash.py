@@ -184,3 +184,34 @@ async def test_sigkill_while_sending_loses_no_250_and_stores_none_twice(
         proc.wait(timeout=30)
     assert len(final["inbound"]) == len(set(final["inbound"])) == len(mails)
     assert len(final["messages"]) == len(set(final["messages"])) == len(mails)
+
+
+async def test_daemon_killed_while_parse_processes_start_leaves_no_process(
+    tmp_path: Path,
+) -> None:
+    """SIGKILL lands while the pipeline process waits for its parse process
+    to start (before it reports ready): both end by themselves. (Parse
+    processes serve a SQLite pipeline process only.)"""
+    store_url = f"sqlite:///{tmp_path / 'omnidesk.db'}"
+    web, smtp = free_port(), free_port()
+    proc = start(write_config(tmp_path, store_url, web, smtp, 2), tmp_path / "daemon.log")
+    helpers: list[int] = []
+    try:
+        deadline = time.monotonic() + 30
+        # The parse process exists from its spawn on; it is ready only once
+        # it has imported omnidesk and loaded the language model.
+        while time.monotonic() < deadline and proc.poll() is None:
+            helpers = [p for p in children_of(proc.pid) if is_python(p)]
+            helpers += [g for p in helpers for g in children_of(p) if is_python(g)]
+            if len(helpers) >= 3:  # resource tracker, pipeline process, parse process
+                break
+            await asyncio.sleep(0.002)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert len(helpers) >= 3, helpers
+    deadline = time.monotonic() + 15
+    while not all(process_gone(p) for p in helpers):
+        left = [p for p in helpers if not process_gone(p)]
+        assert time.monotonic() < deadline, f"processes outlived the daemon: {left}"
+        await asyncio.sleep(0.05)
