@@ -128,6 +128,22 @@ async def stored(store_url: str) -> dict[str, Any]:
         await store.close()
 
 
+def python_helpers(pid: int) -> list[int]:
+    """The daemon's Python children (pipeline processes, the resource
+    tracker) and theirs (parse processes)."""
+    helpers = [p for p in children_of(pid) if is_python(p)]
+    return helpers + [g for p in helpers for g in children_of(p) if is_python(g)]
+
+
+async def all_gone(pids: list[int], within: float = 15) -> None:
+    """Wait until every one of ``pids`` has exited, at most ``within`` s."""
+    deadline = time.monotonic() + within
+    while not all(process_gone(p) for p in pids):
+        left = [p for p in pids if not process_gone(p)]
+        assert time.monotonic() < deadline, f"processes outlived the daemon: {left}"
+        await asyncio.sleep(0.05)
+
+
 @pytest.mark.parametrize("processes", [0, 2], ids=["in-daemon", "processes"])
 async def test_sigkill_while_sending_loses_no_250_and_stores_none_twice(
     tmp_path: Path, store_url: str, processes: int
@@ -147,19 +163,14 @@ async def test_sigkill_while_sending_loses_no_250_and_stores_none_twice(
         while len(so_far) < 200 and time.monotonic() < deadline and not sender.done():
             await asyncio.sleep(0.005)
         # The pipeline processes and their parse processes, if any.
-        helpers = [p for p in children_of(proc.pid) if is_python(p)]
-        helpers += [g for p in helpers for g in children_of(p) if is_python(g)]
+        helpers = python_helpers(proc.pid)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     if processes:
         assert helpers, "the daemon runs its pipeline in processes"
         # With the daemon gone they stop by themselves (their wake pipe closed).
-        deadline = time.monotonic() + 15
-        while not all(process_gone(p) for p in helpers):
-            left = [p for p in helpers if not process_gone(p)]
-            assert time.monotonic() < deadline, f"pipeline processes outlived the daemon: {left}"
-            await asyncio.sleep(0.05)
+        await all_gone(helpers)
     acked = await sender
     assert 0 < len(acked) < len(mails), f"the kill should land mid-load ({len(acked)} acked)"
     after_kill = await stored(store_url)
@@ -201,8 +212,7 @@ async def test_daemon_killed_while_parse_processes_start_leaves_no_process(
         # The parse process exists from its spawn on; it is ready only once
         # it has imported omnidesk and loaded the language model.
         while time.monotonic() < deadline and proc.poll() is None:
-            helpers = [p for p in children_of(proc.pid) if is_python(p)]
-            helpers += [g for p in helpers for g in children_of(p) if is_python(g)]
+            helpers = python_helpers(proc.pid)
             if len(helpers) >= 3:  # resource tracker, pipeline process, parse process
                 break
             await asyncio.sleep(0.002)
@@ -210,8 +220,4 @@ async def test_daemon_killed_while_parse_processes_start_leaves_no_process(
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     assert len(helpers) >= 3, helpers
-    deadline = time.monotonic() + 15
-    while not all(process_gone(p) for p in helpers):
-        left = [p for p in helpers if not process_gone(p)]
-        assert time.monotonic() < deadline, f"processes outlived the daemon: {left}"
-        await asyncio.sleep(0.05)
+    await all_gone(helpers)
