@@ -6,11 +6,19 @@ from __future__ import annotations
 import mailbox
 import os
 import re
+from email import message_from_bytes
 from pathlib import Path
 
 import pytest
 
 from omnidesk.email import parse_email
+from omnidesk.email.headers import (
+    RAW_POLICY,
+    _plain_addresses,
+    _stdlib_addresses,
+    decode_raw,
+    unfold,
+)
 from omnidesk.model import Message, NormalizeError
 from tests.conftest import require_service
 
@@ -144,6 +152,66 @@ def test_traps_group_addresses_in_dsns_parse(rel: str) -> None:
     assert msg.auto in ("bounce", "delivery-report")
     # The group itself is no recipient; its (empty) member list adds nobody.
     assert all("@" in r.address for r in msg.recipients)
+
+
+_ADDRESS_HEADERS = ("from", "sender", "reply-to", "to", "cc", "bcc", "delivered-to")
+
+
+def test_plain_address_reading_agrees_with_the_stdlib_on_the_corpus() -> None:
+    """The pattern reading of common address headers (a fast path) gives
+    exactly the pairs the stdlib's parser gives, on every address header of
+    the corpus it takes; the others fall through to the stdlib."""
+    require_service(bool(FILES), f"email corpus at {EMAIL_CORPUS}", "set OMNIDESK_CORPORA")
+    taken = refused = 0
+    for rel in FILES:
+        for _name, raw in _messages(rel):
+            parsed = message_from_bytes(raw, policy=RAW_POLICY)
+            for header in _ADDRESS_HEADERS:
+                values = [str(v) for v in parsed.get_all(header) or ()]
+                if not values:
+                    continue
+                texts = [decode_raw(unfold(v)) for v in values]
+                plain = _plain_addresses(texts)
+                if plain is None:
+                    refused += 1
+                    continue
+                taken += 1
+                assert plain == _stdlib_addresses(texts), (rel, header, texts)
+    # Most headers are of the plain kinds; the rest exercise the stdlib.
+    assert taken > 400 and refused > 100, (taken, refused)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "Customer 5 <customer5@Example.ORG>",
+        "a@b.example, Two  Spaces\t<x.y+z@sub.example.com> ,, c@d.example",
+        "=?utf-8?b?5byg5LiJ?= <zhang@example.cn>",
+        "Name<tight@example.org>",
+        "O'Brien <ob@example.ie>",
+        "  padded@example.org  ",
+    ],
+)
+def test_plain_address_shapes_read_as_the_stdlib_reads_them(value: str) -> None:
+    plain = _plain_addresses([value])
+    assert plain is not None and plain == _stdlib_addresses([value])
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        '"Doe, John" <jd@example.org>',
+        "J. Doe <jd@example.org>",
+        "undisclosed-recipients:;",
+        "jd@example.org (John Doe)",
+        "a@b.example c@d.example",
+        "<bare@example.org>",
+        "Jörg <j@example.de>",
+        "x..y@example.org",
+    ],
+)
+def test_other_address_shapes_are_left_to_the_stdlib(value: str) -> None:
+    assert _plain_addresses([value]) is None
 
 
 # (file, expected in subject, expected in text) for labelled charsets.

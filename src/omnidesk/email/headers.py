@@ -209,8 +209,48 @@ _COMMENT = re.compile(r"\([^()]*\)")
 _ADDR_SPEC = re.compile(r"[^\s<>()\[\]\",;:@]+@[^\s<>()\[\]\",;:@]+")
 
 
+# The common shapes, read without the stdlib's character-by-character parser
+# (a fifth of the parse of a typical mail went there): ``addr@example.org``
+# and ``Plain Name <addr@example.org>`` with a dot-atom address and a name of
+# atoms (RFC 2047 words included), comma-separated. Anything else (quotes,
+# comments, groups, routes, dots or backslashes in the name) goes to the stdlib.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_DOT_ATOM_ADDR = rf"{_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+_PLAIN_ADDRESS = re.compile(
+    rf"[ \t]*(?:({_ATEXT}(?:[ \t]+{_ATEXT})*)[ \t]*<({_DOT_ATOM_ADDR})>|({_DOT_ATOM_ADDR}))[ \t]*"
+)
+_NOT_PLAIN = frozenset('"()\\:;[]\r\n')
+
+
+def _plain_addresses(texts: list[str]) -> list[tuple[str, str]] | None:
+    """``_getaddresses`` for headers of the common shapes only (None for any
+    other); the same pairs the stdlib's reading gives for them."""
+    out: list[tuple[str, str]] = []
+    for text in texts:
+        if not _NOT_PLAIN.isdisjoint(text):
+            return None
+        for item in text.split(","):
+            if not item or item.isspace():
+                continue
+            m = _PLAIN_ADDRESS.fullmatch(item)
+            if m is None:
+                return None
+            name, addr, bare = m.groups()
+            if bare is not None:
+                out.append(("", bare.lower()))
+            else:
+                out.append((" ".join(name.split()), addr.lower()))
+    return out or None
+
+
 def _getaddresses(texts: list[str]) -> list[tuple[str, str]] | None:
-    """The stdlib's reading, or None when it is implausible."""
+    """(name, lower-cased address) pairs as the stdlib reads them, or None
+    when its reading is implausible."""
+    plain = _plain_addresses(texts)
+    return plain if plain is not None else _stdlib_addresses(texts)
+
+
+def _stdlib_addresses(texts: list[str]) -> list[tuple[str, str]] | None:
     try:
         pairs = email_utils.getaddresses(texts)
     except (RecursionError, ValueError, IndexError):
