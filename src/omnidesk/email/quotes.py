@@ -72,7 +72,6 @@ _MOBILE_TRAILER = re.compile(
     re.I,
 )
 _BLANKS = re.compile(r"\n{3,}")
-_MARKER_CHARS = frozenset(":：-_=*")
 
 # A header block's lines come together; Outlook wraps long To:/Cc: lists.
 _HEADER_WINDOW = 6
@@ -95,19 +94,34 @@ def _next_nonblank(lines: list[str], i: int) -> str | None:
     return None
 
 
-def _find_cut(lines: list[str]) -> tuple[int | None, set[int]]:
+# Lines holding a marker character: every marker holds one (or ends a line
+# that wraps onto one that does); most lines of a body hold none, so the line
+# tests run on these and the lines before them only.
+_MARKED_LINE = re.compile(r"^.*[:：\-_=*].*$", re.M)
+
+
+def _candidates(body: str) -> list[int]:
+    """Indexes of the lines of ``body`` that hold a marker character, and of
+    the lines just before them, in order."""
+    out: list[int] = []
+    line = pos = 0
+    for m in _MARKED_LINE.finditer(body):
+        line += body.count("\n", pos, m.start())
+        pos = m.start()
+        if line and (not out or out[-1] < line - 1):
+            out.append(line - 1)
+        out.append(line)
+    return out
+
+
+def _find_cut(lines: list[str], candidates: list[int]) -> tuple[int | None, set[int]]:
     """Index where quoted history starts (None: none), and attribution lines
     that merely introduce a ``>`` block (dropped, not cut at)."""
     drop: set[int] = set()
     n = len(lines)
-    for i, line in enumerate(lines):
+    for i in candidates:
+        line = lines[i]
         if _is_quoted(line) or not line.strip():
-            continue
-        # Every marker holds one of these characters (or ends a line that
-        # wraps onto one that does); most lines of a body hold none.
-        if not _MARKER_CHARS.intersection(line) and not (
-            i + 1 < n and _MARKER_CHARS.intersection(lines[i + 1])
-        ):
             continue
         if _SEPARATOR.match(line):
             return i, drop
@@ -139,16 +153,15 @@ def split_reply(body: str) -> str:
     if not body:
         return ""
     lines = body.split("\n")
-    cut, drop = _find_cut(lines)
-    kept = [
-        line
-        for i, line in enumerate(lines[:cut] if cut is not None else lines)
-        if i not in drop and not _is_quoted(line)
-    ]
-    for i, line in enumerate(kept):
-        if _SIGNATURE.match(line):
-            kept = kept[:i]
-            break
+    cut, drop = _find_cut(lines, _candidates(body))
+    kept = lines[:cut] if cut is not None else lines
+    if drop or ">" in body:
+        kept = [line for i, line in enumerate(kept) if i not in drop and not _is_quoted(line)]
+    if "--" in body:
+        for i, line in enumerate(kept):
+            if _SIGNATURE.match(line):
+                kept = kept[:i]
+                break
     while kept and not kept[-1].strip():
         kept.pop()
     if kept and _MOBILE_TRAILER.match(kept[-1]) and len(kept[-1]) < 80:
