@@ -93,6 +93,12 @@ def _params(part: MimeMessage, header: str) -> dict[str, Any]:
     return found
 
 
+def content_params(part: MimeMessage) -> dict[str, Any]:
+    """Content-Type's parameters as ``Message.get_params`` reads them (RFC
+    2231 values as tuples), parsed once per part."""
+    return _params(part, "content-type")
+
+
 def _param(part: MimeMessage, name: str, header: str = "content-type") -> str | None:
     value = _params(part, header).get(name)
     if value is None or value == "":

@@ -18,6 +18,7 @@ from typing import Any
 
 from omnidesk.email import auto
 from omnidesk.email.charsets import decode_bytes
+from omnidesk.email.fastparse import message_from_bytes as fast_message_from_bytes
 from omnidesk.email.headers import (
     RAW_POLICY,
     HeaderMap,
@@ -30,7 +31,7 @@ from omnidesk.email.headers import (
     parse_date,
     unfold,
 )
-from omnidesk.email.mime import MimeBody, walk
+from omnidesk.email.mime import MimeBody, content_params, walk
 from omnidesk.email.quotes import split_reply
 from omnidesk.email.tokens import clean_subject, parse_conversation_token
 from omnidesk.htmltext import html_to_text, sanitize_html
@@ -153,9 +154,11 @@ def _parse(
     renamed: dict[bytes, bytes] = {}
     if canonical:
         parsed, renamed = _canonical_boundaries(data)
-        msg = message_from_bytes(parsed, policy=RAW_POLICY)
     else:
-        msg = message_from_bytes(data, policy=RAW_POLICY)
+        parsed = data
+    msg = fast_message_from_bytes(parsed, RAW_POLICY) or message_from_bytes(
+        parsed, policy=RAW_POLICY
+    )
     if not msg.keys() or any(
         isinstance(d, email_errors.MissingHeaderBodySeparatorDefect) for d in msg.defects
     ):
@@ -312,7 +315,8 @@ def _charset_hint(msg: MimeMessage) -> str | None:
     headers written by clients that forgot RFC 2047."""
     for part in msg.walk():
         if part.get_content_maintype() == "text":
-            charset = part.get_param("charset")
+            # Parsed once per part: the body's decoding asks again.
+            charset = content_params(part).get("charset")
             if isinstance(charset, str) and charset:
                 return charset
             return None
