@@ -210,7 +210,7 @@ _ADDR_SPEC = re.compile(r"[^\s<>()\[\]\",;:@]+@[^\s<>()\[\]\",;:@]+")
 
 
 # The common shapes, read without the stdlib's character-by-character parser
-# (a fifth of the parse of a typical mail went there): ``addr@example.org``
+# (about a tenth of the parse of a typical mail went there): ``addr@example.org``
 # and ``Plain Name <addr@example.org>`` with a dot-atom address and a name of
 # atoms (RFC 2047 words included), comma-separated. Anything else (quotes,
 # comments, groups, routes, dots or backslashes in the name) goes to the stdlib.
