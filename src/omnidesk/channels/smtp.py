@@ -127,56 +127,99 @@ class _Handler:
         return "451 4.3.0 Temporary local problem, please try again later"
 
 
-_END = b"\r\n.\r\n"
+class _DataReader:
+    """The bookkeeping of ``read_data``: what is kept, the section's size and
+    the longest line seen."""
+
+    __slots__ = ("chunks", "error", "line", "size", "size_limit")
+
+    def __init__(self, size_limit: int | None) -> None:
+        self.chunks: list[bytes] = []
+        self.size = 0  # bytes as sent (dot-stuffing included), without the final "."
+        self.line = 0  # length of the line being read so far
+        self.error = ""
+        self.size_limit = size_limit
+
+    def take(self, piece: bytes, sent: int) -> None:
+        """``piece`` is kept (if no error so far); ``sent`` bytes of the
+        section it stands for (one more than the piece after a dropped dot)."""
+        self.size += sent
+        first_end = piece.find(b"\r\n")
+        if first_end < 0:
+            longest = self.line = self.line + sent
+        else:
+            longest = self.line + first_end + 2 + (sent - len(piece))
+            if len(piece) > LINE_LIMIT:  # only then can a line inside it be too long
+                longest = max(longest, *(len(x) + 2 for x in piece[first_end:].split(b"\r\n")))
+            self.line = len(piece) - piece.rfind(b"\r\n") - 2
+        if longest > LINE_LIMIT:
+            self.error = self.error or "500 Line too long (see RFC5321 4.5.3.1.6)"
+        if self.size_limit and self.size > self.size_limit:
+            self.error = self.error or "552 Error: Too much mail data"
+        if self.error:
+            self.chunks.clear()  # read on to the end, keeping nothing
+        else:
+            self.chunks.append(piece)
+
+
+async def _until(reader: asyncio.StreamReader, separator: bytes) -> tuple[bytes, bool]:
+    """(bytes up to and with ``separator``, True), or, where the reader's
+    limit comes first, (as much as can be taken without splitting a
+    separator, False); the reader keeps the rest."""
+    try:
+        return await reader.readuntil(separator), True
+    except asyncio.LimitOverrunError as exc:
+        return await reader.readexactly(exc.consumed), False
 
 
 async def read_data(reader: asyncio.StreamReader, size_limit: int | None) -> bytes | str:
-    """The DATA section after the 354, read up to the lone dot in blocks
-    rather than line by line (aiosmtpd 1.4 reads each line with its own
-    ``readuntil`` and Python work around it: most of its CPU per mail), and
-    dot-unstuffed. Returns the message, or the error reply once everything up
-    to the dot is read: 552 past ``size_limit``, 500 for a line longer than
-    ``LINE_LIMIT``. The reader's limit (``LINE_LIMIT``) bounds each block."""
-    chunks: list[bytes] = []
-    size = 0
-    line = 0  # length of the line being read so far
-    error = ""
-    last = b"\r\n"  # the DATA command's line end: "." right away ends an empty message
+    """The DATA section after the 354, up to the lone dot, dot-unstuffed.
+    Returns the message, or the error reply once everything up to the dot is
+    read: 552 past ``size_limit``, 500 for a line longer than ``LINE_LIMIT``.
+
+    Read in blocks that end only where a line starts with a dot (the end, or
+    a dot the client doubled), rather than line by line: aiosmtpd 1.4 reads
+    each line with its own ``readuntil`` and Python work around it, most of
+    its CPU per mail, and even a search for ``.<CRLF>`` stops at every line
+    that ends a sentence. A line-start dot is always dropped (RFC 5321
+    4.5.2), which is the unstuffing. The reader's limit (``LINE_LIMIT``)
+    bounds each block."""
+    data = _DataReader(size_limit)
+    at_line_start = True  # where the DATA command's line ended
     while True:
-        try:
-            piece = await reader.readuntil(b".\r\n")
-            ended = (last + piece[-5:])[-5:] == _END
-        except asyncio.LimitOverrunError as exc:
-            # No line ending in "." within the limit: take what can be taken
-            # without splitting one (the reader keeps the rest).
-            piece = await reader.readexactly(exc.consumed)
-            ended = False
-        last = piece[-2:] if len(piece) >= 2 else last[-1:] + piece
-        first_end = piece.find(b"\r\n")
-        if first_end < 0:
-            longest = line = line + len(piece)
+        if at_line_start:
+            byte = await reader.readexactly(1)
+            if byte != b".":
+                # A line that starts with a dot can only follow a CRLF that the
+                # block search below sees: past an empty line (or CRs before
+                # a CRLF) byte by byte, to be at a line start again.
+                data.take(byte, 1)
+                crs = 0
+                while byte == b"\r":
+                    crs += 1
+                    byte = await reader.readexactly(1)
+                    data.take(byte, 1)
+                at_line_start = crs > 0 and byte == b"\n"
+                if at_line_start:
+                    data.line = 0  # that CRLF came a byte at a time
+                continue
         else:
-            longest = line + first_end + 2
-            if len(piece) > LINE_LIMIT:  # only then can a line inside it be too long
-                longest = max(longest, *(len(x) + 2 for x in piece[first_end:].split(b"\r\n")))
-            line = len(piece) - piece.rfind(b"\r\n") - 2
-        if longest > LINE_LIMIT:
-            error = error or "500 Line too long (see RFC5321 4.5.3.1.6)"
-        size += len(piece)
-        if size_limit and size - (3 if ended else 0) > size_limit:
-            error = error or "552 Error: Too much mail data"
-        if error:
-            chunks.clear()  # read on to the end, keeping nothing
-        else:
-            chunks.append(piece)
-        if ended:
+            # Up to the next dot that starts a line, which is then dropped.
+            piece, found = await _until(reader, b"\r\n.")
+            if not found:
+                data.take(piece, len(piece))
+                continue
+            data.take(piece[:-1], len(piece) - 1)
+        # Just after a line-start dot: alone on its line, it ends the section.
+        rest, found = await _until(reader, b"\r\n")
+        if rest == b"\r\n":
             break
-    if error:
-        return error
-    data = b"".join(chunks)[:-3]  # without the ".\r\n"
-    if data.startswith(b"."):
-        data = data[1:]
-    return data.replace(b"\r\n.", b"\r\n")
+        data.take(rest, len(rest) + 1)
+        while not found:  # a dotted line longer than the reader's limit
+            rest, found = await _until(reader, b"\r\n")
+            data.take(rest, len(rest))
+        at_line_start = True
+    return data.error or b"".join(data.chunks)
 
 
 @functools.cache
