@@ -173,6 +173,9 @@ class Message:
     # business, ``recipients[0]`` the customer; it joins the conversation with
     # the same ``thread_key`` as a sent reply and is never classified or routed.
     direction: Direction = Direction.INBOUND
+    # The rules' work on subject and text done before the write transaction
+    # (``RuleSet.preview``, opaque here); the rules use it only if it is theirs.
+    rules_preview: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(slots=True)

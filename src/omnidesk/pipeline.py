@@ -77,7 +77,11 @@ log = structlog.get_logger(__name__)
 
 
 class Evaluator(Protocol):
-    def evaluate(self, inp: RuleInput) -> Decision: ...
+    def preview(self, subject: str, text: str) -> Any:
+        """The part of ``evaluate`` that reads only subject and text, done ahead."""
+        ...
+
+    def evaluate(self, inp: RuleInput, preview: Any = None) -> Decision: ...
 
 
 @dataclass(slots=True)
@@ -205,12 +209,19 @@ def normalize_envelope(ctx: PipelineContext, row: InboundRow) -> Normalized:
     return item
 
 
-def prepare_envelope(ctx: PipelineContext, row: InboundRow) -> Normalized:
+def prepare_envelope(
+    ctx: PipelineContext, row: InboundRow, rules: Evaluator | None = None
+) -> Normalized:
     """What can be done for an envelope before its transaction: normalize,
-    and detect the language the rules will look at."""
+    detect the language the rules will look at and, given ``rules``, their
+    work on subject and text (``Evaluator.preview``; the transaction's
+    evaluation uses it if the rules are still the same)."""
     item = normalize_envelope(ctx, row)
-    if isinstance(item, Message) and item.language is None:
-        item.language = _detect_language(ctx, item)
+    if isinstance(item, Message):
+        if item.language is None:
+            item.language = _detect_language(ctx, item)
+        if rules is not None and item.direction == Direction.INBOUND:
+            item.rules_preview = rules.preview(item.subject or "", item.text)
     return item
 
 
@@ -503,7 +514,7 @@ def _decide(
         contact={} if new_contact else contact_attributes(db, contact_id),
         received_at=datetime.fromtimestamp(arrived, UTC),
     )
-    return ctx.rules().evaluate(inp)
+    return ctx.rules().evaluate(inp, msg.rules_preview)
 
 
 def _persist_message(
@@ -949,10 +960,11 @@ class PipelineRunner:
         for stale in [k for k in self._parsing if k not in ids]:
             del self._parsing[stale]
         if self.parser is None:
+            rules = self.ctx.rules()
             for r in todo:
                 if self.in_flight is not None:
                     self.in_flight[0] = r.id
-                self._prepared[r.id] = prepare_envelope(self.ctx, r)
+                self._prepared[r.id] = prepare_envelope(self.ctx, r, rules)
             if self.in_flight is not None:
                 self.in_flight[0] = 0
             return self._prepared

@@ -57,6 +57,7 @@ from .config import Config
 from .events import Event
 from .model import Envelope
 from .pipeline import BatchResult, Normalized, PipelineContext, prepare_envelope
+from .rules import RuleSet
 from .store.inbound import InboundRow
 
 log = structlog.get_logger(__name__)
@@ -488,7 +489,7 @@ async def _serve(
     def send(res: BatchResult) -> None:
         results.send_bytes(_result_to(res))
 
-    pool = ParsePool(config, parsers) if parsers else None
+    pool = ParsePool(config, parsers, lambda: rules.current.fingerprint) if parsers else None
     runner = PipelineRunner(
         store,
         pipeline_context(config, adapters, lambda: rules.current, acks),
@@ -546,18 +547,24 @@ async def _serve(
 # -- parse processes ---------------------------------------------------------
 class ParsePool:
     """Processes that prepare envelopes (``prepare_envelope``: MIME parsing,
-    HTML to text, language) for a SQLite pipeline process, which meanwhile
-    writes the batch before. Results are plain data (NormalizeFailed carries
-    strings). A pool that breaks (a parse process killed) is replaced; the
+    HTML to text, language, the rules' work on subject and text) for a SQLite
+    pipeline process, which meanwhile writes the batch before. Results are
+    plain data (NormalizeFailed carries strings). ``rules_fingerprint`` gives
+    the fingerprint of the rules the pipeline process runs; a parse process
+    previews with the rules it loads from the same directory only while they
+    are the same (``ParseRules``). A pool that breaks (a parse process killed) is replaced; the
     rows it had are normalized in the transaction instead. One that breaks
     MAX_BREAKS times in a row without finishing a job (it cannot start, say)
     is given up: ``submit`` raises and the pipeline parses by itself."""
 
     MAX_BREAKS = 3
 
-    def __init__(self, config: Config, n: int) -> None:
+    def __init__(
+        self, config: Config, n: int, rules_fingerprint: Callable[[], str] | None = None
+    ) -> None:
         self.config = config
         self.n = n
+        self.rules_fingerprint = rules_fingerprint
         self.breaks = 0
         self._executor = self._start()
 
@@ -570,8 +577,9 @@ class ParsePool:
         )
 
     def submit(self, rows: list[InboundRow]) -> asyncio.Future[list[tuple[int, Normalized]]]:
+        fp = self.rules_fingerprint() if self.rules_fingerprint is not None else None
         try:
-            fut = self._executor.submit(_parse_rows, rows)
+            fut = self._executor.submit(_parse_rows, rows, fp)
         except BrokenExecutor:
             self.breaks += 1
             self._executor.shutdown(wait=False, cancel_futures=True)
@@ -581,7 +589,7 @@ class ParsePool:
                 ) from None
             log.error("parse_processes_broken", restarting=self.n)
             self._executor = self._start()
-            fut = self._executor.submit(_parse_rows, rows)
+            fut = self._executor.submit(_parse_rows, rows, fp)
         fut.add_done_callback(self._done)
         return asyncio.wrap_future(fut)
 
@@ -616,10 +624,51 @@ class ParsePool:
 
 
 _PARSE_CTX: PipelineContext | None = None
+_PARSE_RULES: ParseRules | None = None
+
+
+class ParseRules:
+    """A parse process's copy of the rules, for ``RuleSet.preview``: loaded
+    from the rules directory, and loaded again when the pipeline process
+    asks for a fingerprint it does not have (the files changed and the
+    pipeline process reloaded). None while the two differ (files saved but
+    refused by validation, an edit not yet reloaded): the transaction then
+    evaluates in full. The directory is read again only when its files'
+    fingerprint changed since the last try."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.ruleset: RuleSet | None = None
+        self.loads = 0
+        self._tried: tuple[str, str] | None = None  # (asked for, on disk) of the last miss
+        self._load()  # at the start, not at the first mail
+
+    def _load(self) -> None:
+        from .rules import RulesError, load_rules
+
+        self.loads += 1
+        try:
+            self.ruleset = load_rules(self.directory)
+        except (RulesError, OSError) as exc:
+            log.warning("parse_process_rules_unloadable", error=str(exc)[:300])
+
+    def matching(self, wanted: str) -> RuleSet | None:
+        from .rules.loader import fingerprint
+
+        if self.ruleset is not None and self.ruleset.fingerprint == wanted:
+            return self.ruleset
+        on_disk = fingerprint(self.directory)
+        if on_disk != wanted or self._tried == (wanted, on_disk):
+            return None
+        self._tried = (wanted, on_disk)
+        self._load()
+        if self.ruleset is not None and self.ruleset.fingerprint == wanted:
+            return self.ruleset
+        return None
 
 
 def _parser_init(config: Config) -> None:
-    global _PARSE_CTX
+    global _PARSE_CTX, _PARSE_RULES
     from .daemon import build_adapters
     from .rules import detect_language, load_language_model
 
@@ -631,6 +680,7 @@ def _parser_init(config: Config) -> None:
     _PARSE_CTX = PipelineContext(
         adapters=adapters, rules=_no_rules, detect_language=detect_language
     )
+    _PARSE_RULES = ParseRules(config.rules_dir)
 
 
 def _exit_with_parent(every: float = 0.5) -> None:
@@ -647,13 +697,16 @@ def _exit_with_parent(every: float = 0.5) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def _parse_rows(rows: list[InboundRow]) -> list[tuple[int, Normalized]]:
-    assert _PARSE_CTX is not None, "parse process not initialised"
-    return [(r.id, prepare_envelope(_PARSE_CTX, r)) for r in rows]
+def _parse_rows(
+    rows: list[InboundRow], rules_fingerprint: str | None = None
+) -> list[tuple[int, Normalized]]:
+    assert _PARSE_CTX is not None and _PARSE_RULES is not None, "parse process not initialised"
+    rules = _PARSE_RULES.matching(rules_fingerprint) if rules_fingerprint else None
+    return [(r.id, prepare_envelope(_PARSE_CTX, r, rules)) for r in rows]
 
 
 def _no_rules() -> Any:
-    raise RuntimeError("a parse process does not classify")
+    raise RuntimeError("a parse process does not classify (it previews, see ParseRules)")
 
 
 class _NoIntake(Accept):

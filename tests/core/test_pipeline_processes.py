@@ -8,6 +8,7 @@ loses nothing, a rules reload reaches it, and a stop ends it."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sqlite3
@@ -20,9 +21,10 @@ from typing import Any
 import pytest
 
 from omnidesk.config import ConfigError
-from omnidesk.model import Envelope
+from omnidesk.model import Category, Envelope
 from omnidesk.pipeline import NormalizeFailed, PipelineRunner, process_batch
 from omnidesk.pipeline_proc import CHILD_NICE, PipelineProcesses
+from omnidesk.rules.classifier import Classifier
 from omnidesk.store import sqlite as sqlite_store
 from omnidesk.store.inbound import count_pending, peek_pending
 from tests.conftest import (
@@ -312,7 +314,9 @@ async def test_prepared_items_are_used_once_and_failures_quarantined(store: Any)
     assert await runner.drain() == 0
 
 
-async def test_sqlite_runner_normalizes_before_its_transaction(sqlite_file_store: Any) -> None:
+async def test_sqlite_runner_normalizes_before_its_transaction(
+    sqlite_file_store: Any, monkeypatch: Any
+) -> None:
     st = sqlite_file_store
     ctx = await pipeline_with(st, 4)
     calls: list[int] = []
@@ -324,11 +328,24 @@ async def test_sqlite_runner_normalizes_before_its_transaction(sqlite_file_store
         return original(env)
 
     api.normalize = counting  # type: ignore[method-assign]
+    # The classifier's keyword pass too (RuleSet.preview): the transaction
+    # only runs the rules that look at the contact.
+    classified: list[int] = []
+    classify = Classifier.classify
+
+    def counting_classify(self: Classifier, c: Any) -> Any:
+        classified.append(threading.get_ident())
+        return classify(self, c)
+
+    monkeypatch.setattr(Classifier, "classify", counting_classify)
     runner = PipelineRunner(st, ctx, prenormalize=True)
     assert await runner.drain() == 4
     assert len(calls) == 4, "each envelope normalized once"
     assert set(calls) == {threading.get_ident()}, "outside the writer thread"
+    assert classified and set(classified) == {threading.get_ident()}
     assert await st.read(count_pending) == 0
+    decisions = await st.read(lambda db: db.all("SELECT decision FROM conversations"))
+    assert len(decisions) == 4 and all("classifier:" in r[0] for r in decisions)
 
 
 async def test_writer_waits_for_another_connections_lock(
@@ -434,6 +451,32 @@ async def test_a_parse_pool_that_cannot_start_is_given_up(tmp_path: Path) -> Non
         pool.close()
     assert outcomes == ["broken"] * ParsePool.MAX_BREAKS + ["given up"]
     assert pool.breaks == ParsePool.MAX_BREAKS
+
+
+async def test_parse_processes_preview_with_the_writer_s_rules_only(tmp_path: Path) -> None:
+    """A parse process does the rules' keyword work for the rules the writer
+    names, and none for rules it does not have."""
+    from omnidesk.pipeline_proc import ParsePool
+    from omnidesk.rules import load_rules
+    from omnidesk.store.inbound import InboundRow
+
+    cfg = make_config(tmp_path, f"sqlite:///{tmp_path / 'x.db'}")
+    writers = load_rules(cfg.rules_dir)
+    asked = [writers.fingerprint]
+    pool = ParsePool(cfg, 1, lambda: asked[0])
+    body = json.dumps(message("p-1", "This is unacceptable, I want a refund")).encode()
+    row = InboundRow(1, Envelope("api", "p-1", body), 0, False)
+    try:
+        [(_, item)] = await pool.submit([row])
+        asked[0] = "rules the parse process does not have"
+        [(_, unknown)] = await pool.submit([row])
+    finally:
+        pool.close()
+    preview = item.rules_preview
+    assert preview is not None and preview.fingerprint == writers.fingerprint
+    assert preview.category == Category.COMPLAINT
+    assert "refund*" in preview.hit_ids["text"]
+    assert unknown.rules_preview is None and unknown.text == item.text
 
 
 POISON_CHANNEL = '''

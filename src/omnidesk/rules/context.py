@@ -60,6 +60,16 @@ class Context:
         self.confidence: float = 0.0
         self.tags: list[str] = sorted(inp.tags)
 
+    def seed(self, folded: dict[str, list[str]], hit_ids: dict[str, frozenset[str]]) -> None:
+        """Take folded values and the keywords found, worked out ahead
+        (``RuleSet.preview``)."""
+        self._folded.update(folded)
+        self._hit_ids.update(hit_ids)
+
+    def scans(self) -> tuple[dict[str, list[str]], dict[str, frozenset[str]]]:
+        """The folded values and keywords found so far, for :meth:`seed`."""
+        return dict(self._folded), dict(self._hit_ids)
+
     def values(self, name: str, getter: Getter) -> list[Any]:
         cached = self._values.get(name)
         if cached is None:
