@@ -863,13 +863,28 @@ class Parser(Protocol):
         """(inbound id, prepared item) for each row."""
         ...
 
+    def restart(self) -> None:
+        """End the processes (one is stuck on a job) and start new ones."""
+        ...
+
 
 PARSE_CHUNK = 16  # envelopes per job handed to a parse process
+# How long a job may take in a parse process (16 envelopes take a few ms; a
+# 25 MB mail well under a second). Beyond it the processes are replaced and
+# the job's rows parsed again one at a time; a row that still takes too
+# long on its own goes to quarantine rather than stalling the queue.
+PARSE_TIMEOUT = 30.0
 
 # How long a pipeline process lets the other process's queued writes go
 # first before it starts a batch: at most YIELD_STEPS x YIELD_STEP seconds.
 YIELD_STEPS = 40
 YIELD_STEP = 0.0005
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    """Take a dropped future's outcome (asyncio logs one never retrieved)."""
+    if not fut.cancelled():
+        fut.exception()
 
 
 class PipelineRunner:
@@ -889,6 +904,7 @@ class PipelineRunner:
         others_waiting: Callable[[], int] | None = None,
         parser: Parser | None = None,
         in_flight: Any = None,
+        parse_timeout: float = PARSE_TIMEOUT,
     ) -> None:
         self.store = store
         # A pipeline process's two shared ids (``multiprocessing.RawArray``):
@@ -930,6 +946,9 @@ class PipelineRunner:
         # rows ahead of the batch being written, in parallel with it.
         self.parser = parser if self.prenormalize else None
         self._parsing: dict[int, asyncio.Future[list[tuple[int, Normalized]]]] = {}
+        self.parse_timeout = parse_timeout
+        # Rows of a job that took too long: parsed again one per job.
+        self._suspects: set[int] = set()
         self.poll = poll
         self.on_result = on_result
         self._wake = asyncio.Event()
@@ -949,6 +968,14 @@ class PipelineRunner:
             await asyncio.sleep(YIELD_STEP)
 
     async def _prepare(self) -> dict[int, Normalized]:
+        while True:
+            prepared = await self._prepare_once()
+            if prepared is not None:
+                return prepared
+
+    async def _prepare_once(self) -> dict[int, Normalized] | None:
+        """The rows of the next batch prepared, or None after a job took
+        too long (the parse processes were replaced: read and submit again)."""
         ahead = 2 if self.parser is not None else 1
         # Only rows not prepared or parsing already are read in full: most of
         # those ahead were read by the batch before.
@@ -968,6 +995,10 @@ class PipelineRunner:
             if self.in_flight is not None:
                 self.in_flight[0] = 0
             return self._prepared
+        self._suspects &= ids - known  # so each is in todo
+        if self._suspects:
+            await self._parse_suspect(next(r for r in todo if r.id in self._suspects))
+            return None
         for i in range(0, len(todo), PARSE_CHUNK):
             chunk = todo[i : i + PARSE_CHUNK]
             try:
@@ -986,9 +1017,15 @@ class PipelineRunner:
             if fut_ is None or row_id in self._prepared:
                 continue
             try:
-                items = await asyncio.shield(fut_)
+                items = await asyncio.wait_for(asyncio.shield(fut_), self.parse_timeout)
             except asyncio.CancelledError:
                 raise
+            except TimeoutError:
+                # A parse process is stuck (a mail that sends a parser into
+                # a loop, say), or the job waits behind one that is.
+                self._suspects.update(k for k, f in self._parsing.items() if f is fut_)
+                self._restart_parser(len(self._suspects))
+                return None
             except Exception:
                 # Normalized in the transaction instead.
                 log.exception("parse_process_failed")
@@ -997,6 +1034,38 @@ class PipelineRunner:
                 del self._parsing[k]
             self._prepared.update(items)
         return self._prepared
+
+    async def _parse_suspect(self, row: InboundRow) -> None:
+        """Parse one row of a job that took too long, alone in new parse
+        processes with nothing queued before it: if it still takes longer
+        than ``parse_timeout`` it is the one, and goes to quarantine (raw
+        bytes kept) rather than stalling the queue behind it."""
+        assert self.parser is not None
+        self._suspects.discard(row.id)
+        try:
+            fut = self.parser.submit([row])
+        except Exception:
+            log.exception("parse_processes_unavailable")
+            self.parser = None
+            return
+        try:
+            self._prepared.update(await asyncio.wait_for(fut, self.parse_timeout))
+        except TimeoutError:
+            self._prepared[row.id] = NormalizeFailed(
+                f"parsing took longer than {self.parse_timeout:g} s (parse process restarted)"
+            )
+            self._restart_parser(1)
+        except Exception:
+            log.exception("parse_process_failed")  # normalized in the transaction
+
+    def _restart_parser(self, rows: int) -> None:
+        log.error("parse_job_timed_out", rows=rows, timeout=self.parse_timeout)
+        # The old processes' jobs are dropped; their rows are submitted again.
+        for f in set(self._parsing.values()):
+            f.add_done_callback(_retrieve)
+        self._parsing.clear()
+        assert self.parser is not None
+        self.parser.restart()
 
     async def run_once(self) -> BatchResult:
         t0 = time.perf_counter()

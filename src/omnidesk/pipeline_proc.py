@@ -593,16 +593,23 @@ class ParsePool:
         fut.add_done_callback(self._done)
         return asyncio.wrap_future(fut)
 
-    async def warm(self) -> None:
+    def restart(self) -> None:
+        """Replace the processes (one is stuck on a job: the runner's
+        ``parse_timeout``); the jobs they had are dropped."""
+        self.close()
+        self._executor = self._start()
+
+    async def warm(self, timeout: float = 60.0) -> None:
         """Start the parse processes now rather than at the first mail: a
         process imports omnidesk and loads the language model first (about
         0.3 s), which the first mail after a start would otherwise wait for,
         with the queue behind it. One job per process (the executor starts
         one for each job no idle process can take)."""
         try:
-            await asyncio.gather(
-                *(asyncio.wrap_future(self._executor.submit(os.getpid)) for _ in range(self.n))
-            )
+            async with asyncio.timeout(timeout):
+                await asyncio.gather(
+                    *(asyncio.wrap_future(self._executor.submit(os.getpid)) for _ in range(self.n))
+                )
         except Exception:
             # Submitting mail replaces a broken pool, or gives it up.
             log.exception("parse_processes_not_started")

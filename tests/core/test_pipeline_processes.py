@@ -453,6 +453,71 @@ async def test_a_parse_pool_that_cannot_start_is_given_up(tmp_path: Path) -> Non
     assert pool.breaks == ParsePool.MAX_BREAKS
 
 
+async def test_a_mail_that_hangs_its_parse_process_is_quarantined(
+    tmp_path: Path, sqlite_file_store: Any
+) -> None:
+    """A message on which a parse process never finishes (a parser in an
+    endless loop): the job times out, the processes are replaced, the job's
+    rows are parsed again one at a time, and the one that hangs on its own
+    goes to quarantine with its raw bytes; the rest are stored, once each."""
+    from omnidesk.daemon import build_adapters
+    from omnidesk.intake import Intake
+    from omnidesk.pipeline import PipelineContext
+    from omnidesk.pipeline_proc import ParsePool
+    from omnidesk.rules import load_rules
+
+    dropins = tmp_path / "dropins"
+    dropins.mkdir()
+    (dropins / "hanging.py").write_text(HANGING_CHANNEL)
+    cfg = make_config(
+        tmp_path,
+        f"sqlite:///{tmp_path / 'own.db'}",
+        daemon={"data_dir": str(tmp_path / "data"), "channels_dir": str(dropins)},
+        channels=[{"name": "h", "type": "hanging"}],
+    )
+    st = sqlite_file_store
+    intake = Intake(st)
+    adapters, _ = build_adapters(cfg, intake, st)
+    rules = load_rules(cfg.rules_dir)
+    ctx = PipelineContext(adapters=adapters, rules=lambda: rules)
+    payloads = [f"Where is order {i}?".encode() for i in range(6)]
+    payloads[3] = b"HANG"
+    envs = [Envelope("h", f"m{i}", p, content_type="text/plain") for i, p in enumerate(payloads)]
+    assert await intake.accept_many(envs) == [True] * 6
+    pool = ParsePool(cfg, 1)
+    pids = []
+    restart = pool.restart
+
+    def restarted() -> None:
+        pids.extend(p.pid for p in (pool._executor._processes or {}).values())
+        restart()
+
+    pool.restart = restarted  # type: ignore[method-assign]
+    runner = PipelineRunner(
+        st, ctx, batch_size=4, prenormalize=True, parser=pool, parse_timeout=2.0
+    )
+    try:
+        assert await asyncio.wait_for(runner.drain(), 60) == 6
+    finally:
+        pool.close()
+    assert len(pids) == 2, "replaced after the job of six, then after the one alone"
+    assert runner.parser is pool and not runner._suspects
+
+    def outcome(db: Any) -> tuple[list[Any], list[Any]]:
+        q = db.all(
+            "SELECT i.external_id, i.payload, q.error FROM quarantine q"
+            " JOIN inbound i ON i.id = q.inbound_id"
+        )
+        return q, db.all("SELECT external_id FROM messages ORDER BY external_id")
+
+    quarantined, messages = await st.read(outcome)
+    assert [(r[0], bytes(r[1])) for r in quarantined] == [("m3", b"HANG")]
+    assert "parsing took longer than 2 s" in quarantined[0][2]
+    assert [m[0] for m in messages] == ["m0", "m1", "m2", "m4", "m5"]
+    for pid in pids:
+        await wait_for(lambda pid=pid: _async(process_gone(pid)), 10)
+
+
 async def test_parse_processes_preview_with_the_writer_s_rules_only(tmp_path: Path) -> None:
     """A parse process does the rules' keyword work for the rules the writer
     names, and none for rules it does not have."""
@@ -510,6 +575,13 @@ class PoisonAdapter(ChannelAdapter):
             text=envelope.payload.decode(),
         )
 '''
+
+# The same, hanging instead: a parser in an endless loop on one message.
+HANGING_CHANNEL = (
+    POISON_CHANNEL.replace('"poison"', '"hanging"')
+    .replace("POISON", "HANG")
+    .replace("os.abort()  # as a crashing C extension would", "while True: pass  #")
+)
 
 
 async def test_a_message_that_kills_the_pipeline_process_is_quarantined(
