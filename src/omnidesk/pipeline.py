@@ -996,11 +996,16 @@ class PipelineRunner:
                 self.in_flight[0] = 0
             return self._prepared
         self._suspects &= ids - known  # so each is in todo
-        if self._suspects:
-            await self._parse_suspect(next(r for r in todo if r.id in self._suspects))
-            return None
-        for i in range(0, len(todo), PARSE_CHUNK):
-            chunk = todo[i : i + PARSE_CHUNK]
+        # After a job took too long: its rows one at a time, in new parse
+        # processes with nothing queued before them, until none is left.
+        suspect = next((r for r in todo if r.id in self._suspects), None)
+        if suspect is not None:
+            self._suspects.discard(suspect.id)
+            jobs, awaited = [[suspect]], [suspect.id]
+        else:
+            jobs = [todo[i : i + PARSE_CHUNK] for i in range(0, len(todo), PARSE_CHUNK)]
+            awaited = pending[: self.batch_size]
+        for chunk in jobs:
             try:
                 fut = self.parser.submit(chunk)
             except Exception:
@@ -1012,19 +1017,38 @@ class PipelineRunner:
             for r in chunk:
                 self._parsing[r.id] = fut
         # Wait for this batch's rows; the next batch's go on parsing meanwhile.
-        for row_id in pending[: self.batch_size]:
+        for row_id in awaited:
             fut_ = self._parsing.get(row_id)
             if fut_ is None or row_id in self._prepared:
                 continue
             try:
-                items = await asyncio.wait_for(asyncio.shield(fut_), self.parse_timeout)
+                # asyncio.timeout, not wait_for (see run): a stop must not be swallowed.
+                async with asyncio.timeout(self.parse_timeout):
+                    items = await asyncio.shield(fut_)
             except asyncio.CancelledError:
                 raise
             except TimeoutError:
                 # A parse process is stuck (a mail that sends a parser into
-                # a loop, say), or the job waits behind one that is.
-                self._suspects.update(k for k, f in self._parsing.items() if f is fut_)
-                self._restart_parser(len(self._suspects))
+                # a loop, say), or the job waits behind one that is. A
+                # suspect alone with nothing before it is the one: it goes
+                # to quarantine (raw bytes kept) rather than stall the queue.
+                if suspect is not None:
+                    self._prepared[suspect.id] = NormalizeFailed(
+                        f"parsing took longer than {self.parse_timeout:g} s"
+                        " (parse process restarted)"
+                    )
+                else:
+                    self._suspects.update(k for k, f in self._parsing.items() if f is fut_)
+                log.error(
+                    "parse_job_timed_out", alone=suspect is not None, timeout=self.parse_timeout
+                )
+                # The old processes' jobs are dropped; their rows are
+                # submitted again to the new ones.
+                for f in set(self._parsing.values()):
+                    f.add_done_callback(_retrieve)
+                self._parsing.clear()
+                if self.parser is not None:  # not given up meanwhile
+                    self.parser.restart()
                 return None
             except Exception:
                 # Normalized in the transaction instead.
@@ -1033,39 +1057,7 @@ class PipelineRunner:
             for k in [k for k, f in self._parsing.items() if f is fut_]:
                 del self._parsing[k]
             self._prepared.update(items)
-        return self._prepared
-
-    async def _parse_suspect(self, row: InboundRow) -> None:
-        """Parse one row of a job that took too long, alone in new parse
-        processes with nothing queued before it: if it still takes longer
-        than ``parse_timeout`` it is the one, and goes to quarantine (raw
-        bytes kept) rather than stalling the queue behind it."""
-        assert self.parser is not None
-        self._suspects.discard(row.id)
-        try:
-            fut = self.parser.submit([row])
-        except Exception:
-            log.exception("parse_processes_unavailable")
-            self.parser = None
-            return
-        try:
-            self._prepared.update(await asyncio.wait_for(fut, self.parse_timeout))
-        except TimeoutError:
-            self._prepared[row.id] = NormalizeFailed(
-                f"parsing took longer than {self.parse_timeout:g} s (parse process restarted)"
-            )
-            self._restart_parser(1)
-        except Exception:
-            log.exception("parse_process_failed")  # normalized in the transaction
-
-    def _restart_parser(self, rows: int) -> None:
-        log.error("parse_job_timed_out", rows=rows, timeout=self.parse_timeout)
-        # The old processes' jobs are dropped; their rows are submitted again.
-        for f in set(self._parsing.values()):
-            f.add_done_callback(_retrieve)
-        self._parsing.clear()
-        assert self.parser is not None
-        self.parser.restart()
+        return None if suspect is not None else self._prepared
 
     async def run_once(self) -> BatchResult:
         t0 = time.perf_counter()
