@@ -3,12 +3,26 @@ dates, Message-IDs and threading keys."""
 
 from __future__ import annotations
 
+import email
+from email.message import Message
+
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from omnidesk.email import message_id_key, parse_email
-from omnidesk.email.headers import decode_words, extract_msgids, parse_addresses, parse_date
+from omnidesk.email.fastparse import _boundary as fastparse_boundary
+from omnidesk.email.headers import (
+    RAW_POLICY,
+    decode_words,
+    extract_msgids,
+    header_params,
+    parse_addresses,
+    parse_date,
+)
 
 from .conftest import corpus_file, mail
+from .test_corpus import FILES, _messages
 
 
 def test_rfc2047_sender_name_is_decoded_and_address_lower_cased() -> None:
@@ -215,3 +229,59 @@ def test_empty_in_reply_to_is_ignored() -> None:
 def test_parse_addresses_survives_pathological_headers() -> None:
     value = "x <a@b.c>, " + "=?utf-8?Q?date=3E2017?=\r\n\t" * 3000
     assert parse_addresses([value])[0][1] == "a@b.c"
+
+
+# --- header_params: the quick split of plain parameter lists ------------------
+
+
+def _all_parts(msg: Message) -> list[Message]:
+    parts = [msg]
+    payload = msg.get_payload()
+    if isinstance(payload, list):
+        for p in payload:
+            if isinstance(p, Message):
+                parts.extend(_all_parts(p))
+    return parts
+
+
+def _params_and_boundary_match(msg: Message) -> int:
+    """Compare header_params with get_params (and the quick reader's
+    boundary with get_boundary) on every part; the number of headers seen."""
+    seen = 0
+    for part in _all_parts(msg):
+        for header in ("content-type", "content-disposition"):
+            assert header_params(part, header) == part.get_params(header=header), (
+                header,
+                part.get(header),
+            )
+            seen += part.get(header) is not None
+        assert fastparse_boundary(part) == part.get_boundary(), part.get("content-type")
+    return seen
+
+
+def test_header_params_read_the_corpus_as_the_stdlib_does() -> None:
+    seen = 0
+    for rel in FILES:
+        for _name, raw in _messages(rel):
+            seen += _params_and_boundary_match(email.message_from_bytes(raw, policy=RAW_POLICY))
+    assert seen > 500  # the corpus has its thousand or so typed parts
+
+
+_PARAM_PIECES = st.sampled_from(
+    [";", " ", "\t", "\r\n ", "=", '"', "\\", "*", "*0", "*0*", "'", "<", ">", "(", ")",
+     "text/plain", "multipart/mixed", "charset", "boundary", "name", "filename",
+     "utf-8", "us-ascii''%E2%82%AC", "a b", "==_x==", "é", "\udce9", ","]
+)  # fmt: skip
+
+
+@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_PARAM_PIECES, max_size=16).map("".join))
+def test_header_params_read_any_value_as_the_stdlib_does(value: str) -> None:
+    msg = Message(policy=RAW_POLICY)
+    msg.set_raw("Content-Type", value)
+    msg.set_raw("Content-Disposition", value)
+    _params_and_boundary_match(msg)
+
+
+def test_header_params_of_a_missing_header_is_none() -> None:
+    assert header_params(Message(policy=RAW_POLICY), "content-disposition") is None

@@ -21,7 +21,10 @@ from __future__ import annotations
 import re
 from email.message import Message
 from email.policy import Policy
+from email.utils import collapse_rfc2231_value
 from itertools import pairwise
+
+from omnidesk.email.headers import header_params
 
 # A header field: name, colon, value, and its continuation lines. (Without a
 # lone CR, which ``message_from_bytes`` refuses first, a line ends in \n.)
@@ -70,7 +73,7 @@ def _message(text: str, policy: Policy, outer: tuple[str, ...]) -> Message | Non
         return msg
     if ctype == "multipart/digest":
         return None  # its parts default to message/rfc822
-    boundary = msg.get_boundary()
+    boundary = _boundary(msg)
     if not boundary or any(b.startswith(boundary) or boundary.startswith(b) for b in outer):
         return None
     cte = msg.get("content-transfer-encoding", "8bit")
@@ -113,6 +116,16 @@ def _multipart(
         msg.attach(part)
     msg.epilogue = body[lines[-1][1] :]
     return msg
+
+
+def _boundary(msg: Message) -> str | None:
+    """``msg.get_boundary()`` (its first ``boundary`` parameter, unquoted
+    once more and right-stripped), with the parameters split by
+    ``header_params``."""
+    for name, value in header_params(msg, "content-type") or ():
+        if name.lower() == "boundary":
+            return collapse_rfc2231_value(value).rstrip()
+    return None
 
 
 def _next_line_at(text: str, start: str, after: int) -> int:

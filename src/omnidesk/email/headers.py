@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from email import utils as email_utils
 from email.message import Message as MimeMessage
 from email.policy import Compat32
+from typing import Any
 
 from omnidesk.email.charsets import decode_bytes, decoders_for
 
@@ -170,6 +171,48 @@ def get_header(msg: Headers, name: str) -> str | None:
 
 def get_all(msg: Headers, name: str) -> list[str]:
     return [str(v) for v in msg.get_all(name) or ()]
+
+
+# --- parameters (Content-Type, Content-Disposition) --------------------------
+
+# What makes the stdlib read a parameter list specially: RFC 2231 names
+# (``name*0*=``), backslash escapes inside quotes, ``<...>`` values.
+_SPECIAL_PARAMS = frozenset("*\\<")
+
+
+def header_params(msg: MimeMessage, header: str) -> list[tuple[str, Any]] | None:
+    """``msg.get_params(header=header)``: the parameters of the header's
+    first value, unquoted, the first pair being the value itself (the type);
+    None when the header is missing.
+
+    Most values are plain (``text/plain; charset="utf-8"``); those are split
+    here, the same way ``email.message._parseparam`` splits them, in a
+    fraction of its time (it re-scans the value for quotes at every
+    semicolon and goes through ``decode_params``, about 8 us a part).
+    Anything with RFC 2231 names, backslashes, angle brackets or a semicolon
+    inside quotes goes to the stdlib. tests/email/test_headers.py compares
+    both over the corpus and over generated values."""
+    value = msg.get(header)
+    if value is None:
+        return None
+    text = str(value)
+    if not _SPECIAL_PARAMS.isdisjoint(text):
+        return msg.get_params(header=header)
+    pieces = text.split(";")
+    if '"' in text and any(piece.count('"') % 2 for piece in pieces):
+        return msg.get_params(header=header)  # a semicolon inside quotes
+    out: list[tuple[str, Any]] = []
+    for piece in pieces:
+        name, eq, val = piece.partition("=")
+        if eq:
+            name = name.strip().lower()
+            val = val.strip()
+            if len(val) > 1 and val[0] == '"' and val[-1] == '"':
+                val = val[1:-1]
+        else:
+            name, val = piece.strip(), ""
+        out.append((name, val))
+    return out
 
 
 # --- addresses --------------------------------------------------------------

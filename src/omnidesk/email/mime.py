@@ -24,6 +24,7 @@ from omnidesk.email.headers import (
     decode_raw,
     decode_words,
     get_header,
+    header_params,
     header_text,
     raw_to_bytes,
     unfold,
@@ -85,7 +86,7 @@ def _params(part: MimeMessage, header: str) -> dict[str, Any]:
     found = cache.get(header)
     if found is None:
         try:
-            pairs = part.get_params(header=header) or []
+            pairs = header_params(part, header) or []
         except Exception:  # malformed parameters: treat as absent
             pairs = []
         found = {str(k).lower(): v for k, v in pairs}
