@@ -9,10 +9,12 @@ import pickle
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from omnidesk.model import Category
 from omnidesk.pipeline_proc import ParseRules
 from omnidesk.rules import RuleSet, load_rules
+from omnidesk.rules.conditions import Matches
 
 from .conftest import SHIPPED_RULES, inp, write
 from .test_corpora import twitter, waimai
@@ -117,3 +119,35 @@ PARCEL_RULE = """
     [rule.then]
     tags = ["parcel"]
 """
+
+
+def test_regular_expressions_on_subject_and_text_are_searched_in_the_preview(
+    shipped: RuleSet, monkeypatch: Any
+) -> None:
+    # The shipped rules: /card number/ on the text, /auto-reply/ on the subject.
+    both = {
+        "card": inp("My card 4111 1111 1111 1111 was charged twice", subject="Automatic reply: x"),
+        "plain": inp("Where is my order?", subject="Order"),
+    }
+    previews = {
+        k: pickle.loads(pickle.dumps(shipped.preview(m.subject, m.text))) for k, m in both.items()
+    }
+    full = {k: shipped.evaluate(m) for k, m in both.items()}
+    assert "auto-reply" in full["card"].tags and "auto-reply" not in full["plain"].tags
+    assert any(found is not None for found in previews["card"].matched.values())
+    assert previews["plain"].matched and not any(previews["plain"].matched.values())
+
+    searched: list[str] = []
+    real = Matches._search
+
+    def counting(self: Matches, ctx: Any) -> Any:
+        searched.append(self.key)
+        return real(self, ctx)
+
+    monkeypatch.setattr(Matches, "_search", counting)
+    for k, m in both.items():
+        assert shipped.evaluate(m, previews[k]) == full[k]
+    assert searched == [], "the transaction searched again"
+    # Without a preview each condition is searched once, explained or not.
+    shipped.evaluate(both["card"])
+    assert searched and len(searched) == len(set(searched))

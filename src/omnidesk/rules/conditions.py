@@ -55,6 +55,10 @@ class Node:
     def keywords(self) -> Iterable[Keyword]:
         return ()
 
+    def regexes(self) -> Iterable[Matches]:
+        """The ``matches`` conditions in this one (see ``RuleSet.preview``)."""
+        return ()
+
 
 def _show(values: Iterable[Any]) -> str:
     return ", ".join(str(v) for v in values)
@@ -123,16 +127,32 @@ class Contains(Node):
 
 
 class Matches(Node):
-    __slots__ = ("field", "patterns")
+    """``matches``: the first of ``patterns`` found in any of the field's values.
+    On a static field the answer is kept in the evaluation's context under
+    ``key`` (a rule that tests it and then explains it searches once; two
+    rules with the same condition search once), and one on subject or text
+    can be worked out ahead, by ``RuleSet.preview``."""
+
+    __slots__ = ("field", "key", "patterns")
 
     def __init__(self, field: Field, patterns: list[regex.Pattern[str]]) -> None:
         self.field, self.patterns = field, patterns
+        self.key = "\n".join((field.name, *(p.pattern for p in patterns)))
 
     def _first(self, ctx: Context) -> tuple[regex.Pattern[str], str] | None:
+        if not self.field.static:
+            return self._search(ctx)
+        if self.key in ctx.matched:
+            found = ctx.matched[self.key]
+        else:
+            found = ctx.matched[self.key] = self._search(ctx)
+        return None if found is None else (self.patterns[found[0]], found[1])
+
+    def _search(self, ctx: Context) -> tuple[int, str] | None:
         for value in self.field.values(ctx):
             if not isinstance(value, str):
                 continue
-            for pattern in self.patterns:
+            for i, pattern in enumerate(self.patterns):
                 try:
                     m = pattern.search(value[:MAX_TEXT], timeout=REGEX_TIMEOUT)
                 except TimeoutError:
@@ -141,7 +161,7 @@ class Matches(Node):
                     )
                     continue
                 if m is not None:
-                    return pattern, m.group(0)
+                    return i, m.group(0)
         return None
 
     def test(self, ctx: Context) -> bool:
@@ -155,6 +175,9 @@ class Matches(Node):
         if found is None:
             return [self.describe()]
         return [f"{self.field.name} matches /{found[0].pattern}/ ({found[1][:60]!r})"]
+
+    def regexes(self) -> Iterable[Matches]:
+        return (self,)
 
 
 class Affix(Node):
@@ -337,6 +360,9 @@ class All(Node):
     def keywords(self) -> Iterable[Keyword]:
         return [k for c in self.children for k in c.keywords()]
 
+    def regexes(self) -> Iterable[Matches]:
+        return [m for c in self.children for m in c.regexes()]
+
 
 class AnyOf(Node):
     __slots__ = ("children",)
@@ -368,6 +394,9 @@ class AnyOf(Node):
     def keywords(self) -> Iterable[Keyword]:
         return [k for c in self.children for k in c.keywords()]
 
+    def regexes(self) -> Iterable[Matches]:
+        return [m for c in self.children for m in c.regexes()]
+
 
 class Not(Node):
     __slots__ = ("child",)
@@ -383,6 +412,9 @@ class Not(Node):
 
     def keywords(self) -> Iterable[Keyword]:
         return self.child.keywords()
+
+    def regexes(self) -> Iterable[Matches]:
+        return self.child.regexes()
 
 
 class Always(Node):

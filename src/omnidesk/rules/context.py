@@ -43,6 +43,7 @@ class Context:
         "category",
         "confidence",
         "inp",
+        "matched",
         "tags",
     )
 
@@ -55,20 +56,32 @@ class Context:
         self._hit_ids: dict[str, frozenset[str]] = {}
         self._language: tuple[str | None] | None = None
         self._local: dict[tzinfo, datetime] = {}
+        # ``matches`` conditions on static fields, by their key: (which pattern, the
+        # text it matched) or None (see ``conditions.Matches``).
+        self.matched: dict[str, tuple[int, str] | None] = {}
         # Mutable state of the evaluation: what earlier rules (or the classifier) decided.
         self.category: Category = Category.INQUIRY
         self.confidence: float = 0.0
         self.tags: list[str] = sorted(inp.tags)
 
-    def seed(self, folded: dict[str, list[str]], hit_ids: dict[str, frozenset[str]]) -> None:
-        """Take folded values and the keywords found, worked out ahead
-        (``RuleSet.preview``)."""
+    def seed(
+        self,
+        folded: dict[str, list[str]],
+        hit_ids: dict[str, frozenset[str]],
+        matched: dict[str, tuple[int, str] | None],
+    ) -> None:
+        """Take folded values, the keywords found and regular expressions'
+        answers, worked out ahead (``RuleSet.preview``)."""
         self._folded.update(folded)
         self._hit_ids.update(hit_ids)
+        self.matched.update(matched)
 
-    def scans(self) -> tuple[dict[str, list[str]], dict[str, frozenset[str]]]:
-        """The folded values and keywords found so far, for :meth:`seed`."""
-        return dict(self._folded), dict(self._hit_ids)
+    def scans(
+        self,
+    ) -> tuple[dict[str, list[str]], dict[str, frozenset[str]], dict[str, tuple[int, str] | None]]:
+        """The folded values, keywords found and regular expressions' answers so far,
+        for :meth:`seed`."""
+        return dict(self._folded), dict(self._hit_ids), dict(self.matched)
 
     def values(self, name: str, getter: Getter) -> list[Any]:
         cached = self._values.get(name)

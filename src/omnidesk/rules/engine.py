@@ -76,17 +76,20 @@ class Example:
 @dataclass(frozen=True, slots=True)
 class Preview:
     """The part of an evaluation that reads only a message's subject and text (folding,
-    the keyword pass, the classifier), done ahead of :meth:`RuleSet.evaluate`: a pipeline
-    does it before its write transaction, or in a parse process, so the database's write
-    lock is held for less. Plain data, so it crosses processes. ``evaluate`` uses it only
-    for the rule set it came from (``fingerprint``) and the same subject and text;
-    otherwise it does the work itself."""
+    the keyword pass, the classifier, regular expressions on the two), done ahead of
+    :meth:`RuleSet.evaluate`: a pipeline does it before its write transaction, or in a
+    parse process, so the database's write lock is held for less. Plain data, so it
+    crosses processes. ``evaluate`` uses it only for the rule set it came from
+    (``fingerprint``) and the same subject and text; otherwise it does the work itself."""
 
     fingerprint: str
     subject: str
     text: str
     folded: dict[str, list[str]]
     hit_ids: dict[str, frozenset[str]]  # the keywords found: all that rules look at
+    # ``matches`` conditions on subject and text: (which pattern, the text matched) or
+    # None, by the condition's key.
+    matched: dict[str, tuple[int, str] | None]
     # The classifier's verdict, and its explanation already written out.
     category: Category
     confidence: float
@@ -103,6 +106,7 @@ class Preview:
                 self.text,
                 self.folded,
                 self.hit_ids,
+                self.matched,
                 self.category.value,
                 self.confidence,
                 self.because,
@@ -114,8 +118,10 @@ _CATEGORY = {c.value: c for c in Category}
 
 
 def _unpack_preview(*packed: Any) -> Preview:
-    fp, subject, text, folded, hit_ids, category, confidence, because = packed
-    return Preview(fp, subject, text, folded, hit_ids, _CATEGORY[category], confidence, because)
+    fp, subject, text, folded, hit_ids, matched, category, confidence, because = packed
+    return Preview(
+        fp, subject, text, folded, hit_ids, matched, _CATEGORY[category], confidence, because
+    )
 
 
 def _field_for(name: str) -> Field:
@@ -163,6 +169,14 @@ class RuleSet:
                 else:
                     eq_index.setdefault(field, {}).setdefault(key, []).append(i)
         self._matcher = KeywordMatcher(keywords)
+        # What preview can search ahead: regular expressions on subject and text.
+        previewed = {"subject", "text", "subject_or_text"}
+        self._previewed = {
+            m.key: m
+            for rule in self.rules
+            for m in rule.condition.regexes()
+            if m.field.name in previewed
+        }
         self._always = frozenset(always)
         self._kw_index = [
             (_field_for(f), {k: tuple(v) for k, v in t.items()}) for f, t in kw_index.items()
@@ -195,13 +209,16 @@ class RuleSet:
         guess = self.classifier.classify(ctx)
         for name in ("subject", "text"):  # what rules on these fields look up
             ctx.hit_ids(name, FIELDS[name].getter)
-        folded, hit_ids = ctx.scans()
+        for m in self._previewed.values():
+            m.test(ctx)
+        folded, hit_ids, matched = ctx.scans()
         return Preview(
             self.fingerprint,
             subject,
             text,
             folded,
             hit_ids,
+            matched,
             guess.category,
             guess.confidence,
             guess.explanation(),
@@ -217,7 +234,7 @@ class RuleSet:
             and preview.text == inp.text
             and preview.subject == inp.subject
         ):
-            ctx.seed(preview.folded, preview.hit_ids)
+            ctx.seed(preview.folded, preview.hit_ids, preview.matched)
             ctx.category, ctx.confidence = preview.category, preview.confidence
             because = preview.because
         else:
