@@ -137,7 +137,8 @@ class Matches(Node):
 
     def __init__(self, field: Field, patterns: list[regex.Pattern[str]]) -> None:
         self.field, self.patterns = field, patterns
-        self.key = "\n".join((field.name, *(p.pattern for p in patterns)))
+        # repr: unambiguous whatever the patterns hold (a newline, say).
+        self.key = repr((field.name, *(p.pattern for p in patterns)))
 
     def _first(self, ctx: Context) -> tuple[regex.Pattern[str], str] | None:
         if not self.field.static:
