@@ -234,21 +234,11 @@ def test_parse_addresses_survives_pathological_headers() -> None:
 # --- header_params: the quick split of plain parameter lists ------------------
 
 
-def _all_parts(msg: Message) -> list[Message]:
-    parts = [msg]
-    payload = msg.get_payload()
-    if isinstance(payload, list):
-        for p in payload:
-            if isinstance(p, Message):
-                parts.extend(_all_parts(p))
-    return parts
-
-
 def _params_and_boundary_match(msg: Message) -> int:
     """Compare header_params with get_params (and the quick reader's
     boundary with get_boundary) on every part; the number of headers seen."""
     seen = 0
-    for part in _all_parts(msg):
+    for part in msg.walk():
         for header in ("content-type", "content-disposition"):
             assert header_params(part, header) == part.get_params(header=header), (
                 header,
