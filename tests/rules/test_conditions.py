@@ -324,6 +324,10 @@ def test_not(decide: Decide) -> None:
     when = '{ not = [{ channel = "mail" }, { channel = "chat" }] }'
     assert hits(decide, when, channel="sms")
     assert not hits(decide, when, channel="chat")
+    # Keywords and patterns under not are still looked for.
+    when = '{ not = { text.contains = "zebrafish" } }'
+    assert hits(decide, when, "where is my order")
+    assert not hits(decide, when, "my zebrafish arrived dead")
 
 
 def test_all_any_not_nest(decide: Decide) -> None:

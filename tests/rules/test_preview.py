@@ -151,3 +151,29 @@ def test_regular_expressions_on_subject_and_text_are_searched_in_the_preview(
     # Without a preview each condition is searched once, explained or not.
     shipped.evaluate(both["card"])
     assert searched and len(searched) == len(set(searched))
+
+
+def test_nested_regular_expressions_are_searched_in_the_preview(
+    rules_dir: Callable[..., Path],
+) -> None:
+    rs = load_rules(
+        rules_dir(
+            {
+                "10-nested.toml": """
+                [[rule]]
+                name = "nested"
+                when = { any = [
+                    { not = { subject.matches = "^ticket" } },
+                    { all = [{ channel = "chat" }, { text.matches = "order \\\\d+" }] },
+                ] }
+                then = { tags = ["hit"] }
+                """
+            }
+        )
+    )
+    preview = rs.preview("Ticket 1", "my order 42 is late")
+    # Both patterns, one under not and one under all inside any, were searched.
+    assert sorted(v for v in preview.matched.values() if v is not None) == [
+        (0, "Ticket"),
+        (0, "order 42"),
+    ]

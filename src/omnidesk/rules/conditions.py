@@ -15,7 +15,7 @@ triggers: an earlier rule may change them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import tzinfo
 from typing import Any
@@ -53,11 +53,13 @@ class Node:
         return None
 
     def keywords(self) -> Iterable[Keyword]:
+        """The keywords this node itself looks for (not those of the nodes
+        inside it: see ``walk``)."""
         return ()
 
-    def regexes(self) -> Iterable[Matches]:
-        """The ``matches`` conditions in this one (see ``RuleSet.preview``)."""
-        return ()
+    def walk(self) -> Iterator[Node]:
+        """This condition and every condition inside it."""
+        yield self
 
 
 def _show(values: Iterable[Any]) -> str:
@@ -176,9 +178,6 @@ class Matches(Node):
         if found is None:
             return [self.describe()]
         return [f"{self.field.name} matches /{found[0].pattern}/ ({found[1][:60]!r})"]
-
-    def regexes(self) -> Iterable[Matches]:
-        return (self,)
 
 
 class Affix(Node):
@@ -358,11 +357,10 @@ class All(Node):
         options = [t for t in (c.triggers() for c in self.children) if t is not None]
         return min(options, key=_selectivity) if options else None
 
-    def keywords(self) -> Iterable[Keyword]:
-        return [k for c in self.children for k in c.keywords()]
-
-    def regexes(self) -> Iterable[Matches]:
-        return [m for c in self.children for m in c.regexes()]
+    def walk(self) -> Iterator[Node]:
+        yield self
+        for c in self.children:
+            yield from c.walk()
 
 
 class AnyOf(Node):
@@ -392,11 +390,10 @@ class AnyOf(Node):
             found |= t
         return frozenset(found)
 
-    def keywords(self) -> Iterable[Keyword]:
-        return [k for c in self.children for k in c.keywords()]
-
-    def regexes(self) -> Iterable[Matches]:
-        return [m for c in self.children for m in c.regexes()]
+    def walk(self) -> Iterator[Node]:
+        yield self
+        for c in self.children:
+            yield from c.walk()
 
 
 class Not(Node):
@@ -411,11 +408,9 @@ class Not(Node):
     def describe(self) -> str:
         return f"not ({self.child.describe()})"
 
-    def keywords(self) -> Iterable[Keyword]:
-        return self.child.keywords()
-
-    def regexes(self) -> Iterable[Matches]:
-        return self.child.regexes()
+    def walk(self) -> Iterator[Node]:
+        yield self
+        yield from self.child.walk()
 
 
 class Always(Node):

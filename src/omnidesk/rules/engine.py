@@ -27,7 +27,7 @@ from omnidesk.model import Category, Decision, Priority, RuleInput
 
 from .actions import Actions
 from .classifier import Classifier, ClassifierConfig
-from .conditions import Node
+from .conditions import Matches, Node
 from .context import Context
 from .fields import FIELDS, Field, contact_field
 from .keywords import Keyword, KeywordMatcher
@@ -115,6 +115,7 @@ class Preview:
 
 
 _CATEGORY = {c.value: c for c in Category}
+_PREVIEWED_FIELDS = frozenset({"subject", "text", "subject_or_text"})
 
 
 def _unpack_preview(*packed: Any) -> Preview:
@@ -157,8 +158,13 @@ class RuleSet:
         always: list[int] = []
         kw_index: dict[str, dict[str, list[int]]] = {}
         eq_index: dict[str, dict[Hashable, list[int]]] = {}
+        # What preview can search ahead: regular expressions on subject and text.
+        self._previewed: dict[str, Matches] = {}
         for i, rule in enumerate(self.rules):
-            keywords.extend(rule.condition.keywords())
+            for node in rule.condition.walk():
+                keywords.extend(node.keywords())
+                if isinstance(node, Matches) and node.field.name in _PREVIEWED_FIELDS:
+                    self._previewed[node.key] = node
             triggers = rule.condition.triggers() if index else None
             if triggers is None:
                 always.append(i)
@@ -169,14 +175,6 @@ class RuleSet:
                 else:
                     eq_index.setdefault(field, {}).setdefault(key, []).append(i)
         self._matcher = KeywordMatcher(keywords)
-        # What preview can search ahead: regular expressions on subject and text.
-        previewed = {"subject", "text", "subject_or_text"}
-        self._previewed = {
-            m.key: m
-            for rule in self.rules
-            for m in rule.condition.regexes()
-            if m.field.name in previewed
-        }
         self._always = frozenset(always)
         self._kw_index = [
             (_field_for(f), {k: tuple(v) for k, v in t.items()}) for f, t in kw_index.items()
