@@ -72,6 +72,10 @@ class ClassifierConfig:
     # means, so phrases after a contrast word weigh ``contrast_weight`` times as much.
     contrast: tuple[Keyword, ...] = ()
     contrast_weight: float = 1.0
+    # A trained model (``decide.py``) decides alone from this probability up; below
+    # it its probabilities and the phrases' are combined, the model's weighing this.
+    model_threshold: float = 0.6
+    model_weight: float = 0.5
 
 
 @dataclass(frozen=True, slots=True)
