@@ -17,6 +17,7 @@ in the file. Each rule that matches applies its actions on top of what earlier o
 from __future__ import annotations
 
 import copy
+import dataclasses
 import uuid
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
@@ -204,14 +205,19 @@ class RuleSet:
     def __len__(self) -> int:
         return len(self.rules)
 
-    def with_model(self, model: TrainedModel | None) -> RuleSet:
+    def with_model(self, model: TrainedModel | None, *, threshold: float | None = None) -> RuleSet:
         """The same compiled rules deciding with ``model`` (None: phrases only). The
         fingerprint names the model's version, so a preview made with another model
-        is not taken for this one's."""
-        if model is self.model:
+        is not taken for this one's. ``threshold`` replaces the rules'
+        ``model_threshold`` (0: the model always decides; for measuring)."""
+        if model is self.model and threshold is None:
             return self
         out = copy.copy(self)
         out.model = model
+        if threshold is not None:
+            out.classifier = Classifier(
+                dataclasses.replace(self.classifier.config, model_threshold=threshold)
+            )
         base = self.fingerprint.split("+model-", 1)[0]
         out.fingerprint = base if model is None else f"{base}+model-{model.version}"
         return out
