@@ -75,7 +75,7 @@ class ClassifierConfig:
     # A trained model (``decide.py``) decides alone from this probability up; below
     # it its probabilities and the phrases' are combined, the model's weighing this.
     model_threshold: float = 0.6
-    model_weight: float = 0.5
+    model_weight: float = 0.6
 
 
 @dataclass(frozen=True, slots=True)

@@ -557,7 +557,7 @@ class _Loader:
             contrast=tuple(self.contrast),
             contrast_weight=self.classifier.get("contrast_weight", 1.0),
             model_threshold=self.classifier.get("model_threshold", 0.6),
-            model_weight=self.classifier.get("model_weight", 0.5),
+            model_weight=self.classifier.get("model_weight", 0.6),
             phrases=tuple(p for p, _ in self.phrases.values()),
         )
 
