@@ -20,10 +20,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from omnidesk.model import RuleInput  # noqa: E402
-from omnidesk.rules import load_rules  # noqa: E402
-from omnidesk.rules.trained import Example, ModelStore, feature_names, train  # noqa: E402
-from tests.rules import corpus_sets  # noqa: E402
+from omnidesk.model import RuleInput
+from omnidesk.rules import load_rules
+from omnidesk.rules.trained import Example, ModelStore, feature_names, train
+from tests.rules import corpus_sets
 
 
 def rss_mb() -> float:
@@ -65,7 +65,8 @@ def main() -> None:
             "def rss():\n"
             "    for l in Path('/proc/self/status').read_text().splitlines():\n"
             "        if l.startswith('VmRSS:'): return int(l.split()[1]) / 1024\n"
-            f"r = load_rules('rules'); a = rss(); m = ModelStore(Path({d!r})).load(); print(a, rss())"
+            "r = load_rules('rules'); a = rss()\n"
+            f"m = ModelStore(Path({d!r})).load(); print(a, rss())"
         )
         out = subprocess.run(
             [sys.executable, "-c", probe],
