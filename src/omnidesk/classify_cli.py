@@ -311,8 +311,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         runs.append(("model and phrases" if model else "phrases", ruleset.with_model(model)))
     reports = [(name, evaluate_labelled(rs, records)) for name, rs in runs]
-    if args.json:
-        print(json.dumps({name: r.to_dict() for name, r in reports}, ensure_ascii=False))
+    if args.json:  # one report as one object; --compare: one per way of deciding
+        out = (
+            {name: r.to_dict() for name, r in reports} if args.compare else reports[0][1].to_dict()
+        )
+        print(json.dumps(out, ensure_ascii=False))
         return 0
     if len(reports) > 1:
         print(f"{'':44}{'macro-F1':>10}{'accuracy':>10}")
