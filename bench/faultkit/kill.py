@@ -1,0 +1,148 @@
+"""SIGKILL at random moments under SMTP, IMAP, API and webhook load.
+
+One pipeline layout (``processes`` = 0, 1 or 2) on a fresh SQLite database:
+the senders run all along; the daemon is started, killed with SIGKILL at a
+random moment (most cycles a random time after it serves, one in four while
+it is still starting: migrations, the in-flight check, the pipeline
+processes), ``cycles`` times, then started for good. The senders retry what
+was refused, a tenth of what was acknowledged is delivered again, and when
+the queue is empty every channel is counted: each acknowledged message
+stored, none twice. The IMAP acknowledgement is the ``\\Seen`` flag, read
+from Dovecot after every kill."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from pathlib import Path
+from typing import Any
+
+from .daemon import (
+    DaemonProc,
+    Ports,
+    api_channel,
+    imap_channel,
+    logged,
+    smtp_channel,
+    whatsapp_channel,
+    write_config,
+)
+from .load import ApiSender, ImapFeeder, Sender, SmtpSender, WebhookSender, run_senders
+from .tally import Account, account, store_counts, stored_key
+
+REDELIVER_SHARE = 0.1
+
+
+async def wait_stored(
+    store_url: str, senders: list[Sender], timeout: float = 180
+) -> dict[str, int]:
+    """Until nothing is pending and every offered message is in (or the
+    timeout); what is still missing per channel."""
+    from .tally import STORE_CHANNEL
+
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        missing = {}
+        for s in senders:
+            got = await store_counts(store_url, STORE_CHANNEL[s.channel])
+            absent = sum(
+                1
+                for i in s.offered
+                if stored_key(s, i) not in got["messages"]
+                and stored_key(s, i) not in got["quarantined"]
+            )
+            if absent or got["pending"]:
+                missing[s.channel] = absent + got["pending"]
+        if not missing or asyncio.get_running_loop().time() > deadline:
+            return missing
+        await asyncio.sleep(0.5)
+
+
+async def run(
+    tmp: Path, dovecot: Any, *, processes: int, cycles: int, seed: int, say: Any
+) -> tuple[list[Account], dict[str, Any]]:
+    rnd = random.Random(seed)
+    tmp.mkdir(parents=True, exist_ok=True)
+    ports = Ports()
+    store_url = f"sqlite:///{tmp / 'omnidesk.db'}"
+    tag = f"k{processes}s{seed}"
+    channels = [
+        api_channel(),
+        smtp_channel(ports.smtp),
+        whatsapp_channel(),
+    ]
+    senders: list[Sender] = [
+        SmtpSender(tag, ports.smtp, workers=3),
+        ApiSender(tag, f"http://127.0.0.1:{ports.web}", workers=3),
+        WebhookSender(tag, f"http://127.0.0.1:{ports.web}", workers=2),
+    ]
+    feeder: ImapFeeder | None = None
+    if dovecot is not None:
+        user = dovecot.add_user()
+        channels.append(imap_channel(dovecot.port, user.name, user.password))
+        feeder = ImapFeeder(tag, dovecot.port, user.name, user.password, rate=15)
+        senders.append(feeder)
+    cfg = write_config(
+        tmp / "config.toml",
+        data_dir=tmp / "data",
+        store_url=store_url,
+        web_port=ports.web,
+        channels=channels,
+        processes=processes,
+    )
+    log = tmp / "daemon.log"
+    daemon = DaemonProc(cfg, log, ports.web)
+    seen: set[str] = set()
+    kills: list[str] = []
+    startup = 3.0
+
+    async def cycles_then_up() -> None:
+        nonlocal startup
+        for c in range(cycles):
+            daemon.start()
+            if c % 4 == 3:
+                # While it starts: a random moment of the last start-up.
+                await asyncio.sleep(rnd.uniform(0.1, startup))
+                when = "starting"
+            else:
+                startup = await daemon.wait_up(channels=("email",))
+                await asyncio.sleep(rnd.uniform(0.3, 2.5))
+                when = "serving"
+            daemon.kill()
+            kills.append(when)
+            if feeder is not None:
+                seen.update(await asyncio.to_thread(feeder.read_seen))
+            say(
+                f"  processes={processes} kill {c + 1}/{cycles} ({when}):"
+                f" acked so far "
+                + ", ".join(f"{s.channel} {len(s.acked)}" for s in senders if s is not feeder)
+                + (f", imap seen {len(seen)}" if feeder else "")
+            )
+        daemon.start()
+        await daemon.wait_up(channels=("email",))
+        await asyncio.sleep(1.0)
+        for s in senders:
+            if s is not feeder:
+                s.redeliver(REDELIVER_SHARE)
+
+    done = await run_senders(senders, cycles_then_up)
+    missing = await wait_stored(store_url, senders)
+    if feeder is not None:
+        seen.update(await asyncio.to_thread(feeder.read_seen))
+    status = daemon.stop()
+    scenario = f"kill/processes={processes}"
+    accounts = []
+    for s in senders:
+        a = await account(scenario, s, store_url, acked=seen if s is feeder else None)
+        if not done[s.channel]:
+            a.extra["unacknowledged"] = s.outstanding()
+        if missing.get(s.channel):
+            a.extra["missing"] = missing[s.channel]
+        accounts.append(a)
+    info = {
+        "kills": len(kills),
+        "while_starting": kills.count("starting"),
+        "clean_stop_status": status,
+        "errors_logged": logged(log),
+    }
+    return accounts, info

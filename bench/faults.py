@@ -1,0 +1,214 @@
+"""The fault suite: one command that breaks a running daemon in the ways
+production does and counts what happened to every acknowledged message.
+
+    python bench/faults.py --short     # a few minutes; CI runs this (tests/faults/)
+    python bench/faults.py --long      # on demand: 20 kill cycles per pipeline layout
+    python bench/faults.py --only kill,disk-full [--seed N] [--keep]
+
+Scenarios (each against ``omnidesk run`` in a child process, real clients):
+
+* ``kill``: SIGKILL at random moments under SMTP, IMAP (Dovecot), API and
+  webhook load, for every pipeline layout (``processes`` = 0, 1, 2); 2 cycles
+  each in the short run, 20 in the long one (faultkit/kill.py).
+* ``outbound``: the SMTP relay, a provider API (the Graph API stand-in) and
+  an API channel's callback down while agents reply, then back: every queued
+  reply delivered exactly once (faultkit/outbound.py).
+* ``postgres``: a PostgreSQL cluster of the suite's own (initdb, pg_ctl, a
+  temporary directory; never the machine's server) restarted under load
+  (faultkit/postgres.py).
+* ``disk-full``: the SQLite database on a filesystem that fills up: a clear
+  refusal (SMTP 451, HTTP 503 with Retry-After), no corruption, everything
+  taken once space returns (faultkit/diskfull.py).
+* ``crowd``: 500 concurrent SMTP connections; slow-loris clients on SMTP and
+  HTTP while others are served; the daemon's memory (faultkit/crowd.py).
+
+Output: an ``ACCOUNT`` line per scenario and channel (offered, acked,
+stored, quarantined, lost, duplicated), a ``RESULT`` line for the crowd
+checks, and a last ``TOTAL`` line. Exit status 1 when any acknowledged
+message was lost or stored twice, or a check failed. Figures depend on the
+machine; the accounting does not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import platform
+import random
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+sys.path[:0] = [str(BENCH), str(REPO)]
+
+from faultkit.daemon import raise_fd_limit  # noqa: E402
+from faultkit.tally import Account  # noqa: E402
+
+SCENARIOS = ("kill", "outbound", "postgres", "disk-full", "crowd")
+LAYOUTS = (0, 1, 2)
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = 0.0
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        mem = int(Path("/proc/meminfo").read_text().split()[1]) / 1024 / 1024
+    return f"{os.cpu_count()} CPUs ({cpu}), {mem:.0f} GB RAM, Python {platform.python_version()}"
+
+
+@contextlib.contextmanager
+def dovecot_server(tmp: Path) -> Iterator[Any]:
+    """Dovecot for the IMAP load (None where it is not installed)."""
+    from bench_email import start_dovecot
+
+    d = start_dovecot(tmp)
+    try:
+        yield d
+    finally:
+        if d is not None:
+            d.stop()
+            shutil.rmtree(d.root, ignore_errors=True)
+
+
+class Report:
+    def __init__(self) -> None:
+        self.accounts: list[Account] = []
+        self.results: list[dict[str, Any]] = []
+
+    def add(self, accounts: list[Account]) -> None:
+        for a in accounts:
+            self.accounts.append(a)
+            say(a.line())
+
+    def result(self, scenario: str, ok: bool, **fields: Any) -> None:
+        self.results.append({"scenario": scenario, "ok": ok, **fields})
+        say(
+            f"RESULT scenario={scenario} ok={'yes' if ok else 'NO'} "
+            + " ".join(f"{k}={v}" for k, v in fields.items())
+        )
+
+    def failed(self) -> list[str]:
+        bad = [f"{a.scenario}/{a.channel}" for a in self.accounts if not a.ok()]
+        return bad + [r["scenario"] for r in self.results if not r["ok"]]
+
+    def total(self) -> str:
+        acked = sum(a.acked for a in self.accounts)
+        lost = sum(a.lost for a in self.accounts)
+        dup = sum(a.duplicated for a in self.accounts)
+        return (
+            f"TOTAL acked={acked} lost={lost} duplicated={dup}"
+            f" checks={len(self.accounts) + len(self.results)} failed={len(self.failed())}"
+        )
+
+
+async def main(args: argparse.Namespace) -> int:
+    import structlog
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
+    raise_fd_limit()
+    long = args.long
+    cycles = args.cycles or (20 if long else 2)
+    only = set(args.only.split(",")) if args.only else set(SCENARIOS)
+    unknown = only - set(SCENARIOS)
+    if unknown:
+        say(f"faults.py: unknown scenario {', '.join(sorted(unknown))} (one of {SCENARIOS})")
+        return 2
+    seed = args.seed if args.seed is not None else random.randrange(1_000_000)
+    random.seed(seed)
+    started = time.monotonic()
+    say(
+        f"fault suite, {'long' if long else 'short'} run, seed {seed},"
+        f" {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {machine()}"
+    )
+    report = Report()
+    tmp = Path(tempfile.mkdtemp(prefix="omnidesk-faults-"))
+    try:
+        if "kill" in only:
+            from faultkit import kill
+
+            with dovecot_server(tmp) as dovecot:
+                if dovecot is None:
+                    say("note: Dovecot not installed (dovecot-imapd): no IMAP load")
+                for p in LAYOUTS:
+                    say(f"kill: processes={p}, {cycles} SIGKILL cycles under load ...")
+                    accounts, info = await kill.run(
+                        tmp / f"kill-{p}",
+                        dovecot,
+                        processes=p,
+                        cycles=cycles,
+                        seed=seed + p,
+                        say=say,
+                    )
+                    report.add(accounts)
+                    report.result(
+                        f"kill/processes={p}",
+                        info["clean_stop_status"] == 0,
+                        kills=info["kills"],
+                        while_starting=info["while_starting"],
+                        clean_stop_status=info["clean_stop_status"],
+                        errors_logged=_events(info["errors_logged"]),
+                    )
+        if "outbound" in only:
+            from faultkit import outbound
+
+            say("outbound: relay, Graph API and API callback down while agents reply ...")
+            accounts, info = await outbound.run(
+                tmp / "outbound", per_channel=10 if long else 4, down_for=15 if long else 4, say=say
+            )
+            report.add(accounts)
+            report.result(
+                "outbound",
+                info["clean_stop_status"] == 0 and not info["refused"],
+                replies_refused=_events(info["refused"]),
+                clean_stop_status=info["clean_stop_status"],
+                errors_logged=_events(info["errors_logged"]),
+            )
+    finally:
+        if args.keep:
+            say(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    say(f"took {time.monotonic() - started:.0f} s")
+    failed = report.failed()
+    if failed:
+        say("FAILED: " + ", ".join(failed))
+    say(report.total())
+    return 1 if failed else 0
+
+
+def _events(counts: dict[str, int]) -> str:
+    return ",".join(f"{k}:{v}" for k, v in sorted(counts.items())) or "none"
+
+
+def cli() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--short", action="store_true", help="the CI run (the default)")
+    mode.add_argument("--long", action="store_true", help="20 kill cycles per layout and more")
+    ap.add_argument("--only", help=f"comma-separated scenarios of {', '.join(SCENARIOS)}")
+    ap.add_argument("--cycles", type=int, help="SIGKILL cycles per layout")
+    ap.add_argument("--seed", type=int, help="random seed (printed; reuse to repeat a run)")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    sys.exit(asyncio.run(main(ap.parse_args())))
+
+
+if __name__ == "__main__":
+    cli()
