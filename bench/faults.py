@@ -181,6 +181,57 @@ async def main(args: argparse.Namespace) -> int:
                 clean_stop_status=info["clean_stop_status"],
                 errors_logged=_events(info["errors_logged"]),
             )
+        if "postgres" in only:
+            from faultkit import postgres
+
+            say("postgres: a cluster of the suite's own restarted under load ...")
+            got = await postgres.run(
+                tmp / "postgres", restarts=6 if long else 2, seed=seed, say=say
+            )
+            if got is None:
+                say("note: no PostgreSQL server binaries (initdb, pg_ctl): scenario skipped")
+                report.result("postgres-restart", not os.environ.get("CI"), skipped="no-initdb")
+            else:
+                accounts, info = got
+                report.add(accounts)
+                report.result(
+                    "postgres-restart",
+                    info["daemon_survived"] and info["clean_stop_status"] == 0,
+                    restarts=info["restarts"],
+                    daemon_survived="yes" if info["daemon_survived"] else "NO",
+                    clean_stop_status=info["clean_stop_status"],
+                    errors_logged=_events(info["errors_logged"]),
+                )
+        if "disk-full" in only:
+            from faultkit import diskfull
+
+            say("disk-full: the SQLite database's filesystem fills up under load ...")
+            got = await diskfull.run(tmp / "diskfull", full_for=8 if long else 3, say=say)
+            if got is None:
+                say("note: mounting a small tmpfs needs root: disk-full scenario skipped")
+                report.result("disk-full", True, skipped="not-root")
+            else:
+                accounts, info = got
+                report.add(accounts)
+                refusals = info.get("refusals_full", {})
+                report.result(
+                    "disk-full",
+                    info.get("alive_while_full", False)
+                    and info["integrity"] == "ok"
+                    and info["clean_stop_status"] == 0
+                    and all(refusals.get(ch) for ch in ("smtp", "api"))
+                    and "503" in refusals.get("api", {})
+                    and info["api_retry_after"] != "none"
+                    and not any(a.quarantined for a in accounts),
+                    integrity=info["integrity"],
+                    refused_while_full=";".join(
+                        f"{ch}:{_events(r)}" for ch, r in sorted(refusals.items())
+                    ),
+                    api_retry_after=info["api_retry_after"],
+                    healthz_while_full=info.get("health_while_full"),
+                    clean_stop_status=info["clean_stop_status"],
+                    errors_logged=_events(info["errors_logged"]),
+                )
     finally:
         if args.keep:
             say(f"kept {tmp}")
