@@ -232,6 +232,47 @@ async def main(args: argparse.Namespace) -> int:
                     clean_stop_status=info["clean_stop_status"],
                     errors_logged=_events(info["errors_logged"]),
                 )
+        if "crowd" in only:
+            from faultkit import crowd
+
+            say("crowd: 500 SMTP connections at once, then slow-loris on SMTP and HTTP ...")
+            out = await crowd.run(
+                tmp / "crowd",
+                connections=500,
+                loris=300 if long else 150,
+                seconds=10 if long else 4,
+                say=say,
+            )
+            report.add(out["accounts"])
+            burst = out["burst"]
+            report.result(
+                "crowd/smtp-500",
+                len(burst["acked"]) == 500 and not burst["errors"],
+                greeted=burst["greeted"],
+                got_250=len(burst["acked"]),
+                seconds=f"{burst['secs']:.1f}",
+                client_errors=_events(burst["errors"]),
+                rss_idle_mb=f"{out['rss_idle_mb']:.0f}",
+                rss_after_mb=f"{out['rss_after_burst_mb']:.0f}",
+            )
+            growth = out["peak_during_loris_mb"] - out["rss_idle_mb"]
+            report.result(
+                "crowd/slow-loris",
+                out["alive"]
+                and out["clean_stop_status"] == 0
+                and all(v["done"] and not v["refusals"] for v in out["senders"].values())
+                and all(out["during"].values())
+                and growth < crowd.MEMORY_BOUND_MB,
+                slow_connections=out["loris_open"],
+                still_open_at_end=out["loris_open_at_end"],
+                others_per_s_before=_rates(out["baseline"]),
+                others_per_s_during=_rates(out["during"]),
+                rss_idle_mb=f"{out['rss_idle_mb']:.0f}",
+                rss_peak_mb=f"{out['peak_rss_mb']:.0f}",
+                growth_during_loris_mb=f"{growth:.0f}",
+                bound_mb=crowd.MEMORY_BOUND_MB,
+                errors_logged=_events(out["errors_logged"]),
+            )
     finally:
         if args.keep:
             say(f"kept {tmp}")
@@ -243,6 +284,10 @@ async def main(args: argparse.Namespace) -> int:
         say("FAILED: " + ", ".join(failed))
     say(report.total())
     return 1 if failed else 0
+
+
+def _rates(rates: dict[str, float]) -> str:
+    return ",".join(f"{k}:{v:.0f}" for k, v in sorted(rates.items()))
 
 
 def _events(counts: dict[str, int]) -> str:

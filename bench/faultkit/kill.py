@@ -36,8 +36,8 @@ REDELIVER_SHARE = 0.1
 async def wait_stored(
     store_url: str, senders: list[Sender], timeout: float = 180
 ) -> dict[str, int]:
-    """Until nothing is pending and every offered message is in (or the
-    timeout); what is still missing per channel."""
+    """Until nothing is pending and every acknowledged message is in (or
+    quarantined), or the timeout; what is still missing per channel."""
     from .tally import STORE_CHANNEL
 
     deadline = asyncio.get_running_loop().time() + timeout
@@ -47,7 +47,7 @@ async def wait_stored(
             got = await store_counts(store_url, STORE_CHANNEL[s.channel])
             absent = sum(
                 1
-                for i in s.offered
+                for i in s.acked
                 if stored_key(s, i) not in got["messages"]
                 and stored_key(s, i) not in got["quarantined"]
             )
