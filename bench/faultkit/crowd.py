@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .daemon import DaemonProc, Ports, api_channel, logged, smtp_channel, write_config
+from .daemon import DaemonProc, Ports, api_channel, logged, smtp_channel
 from .kill import wait_stored
 from .load import ApiSender, Sender, SmtpSender, expect, mail, run_senders, transaction
 from .tally import account
@@ -121,19 +121,10 @@ async def rate_of(senders: list[Sender], seconds: float) -> dict[str, float]:
 async def run(
     tmp: Path, *, connections: int, loris: int, seconds: float, say: Any
 ) -> dict[str, Any]:
-    tmp.mkdir(parents=True, exist_ok=True)
     ports = Ports()
-    base = f"http://127.0.0.1:{ports.web}"
-    store_url = f"sqlite:///{tmp / 'omnidesk.db'}"
-    cfg = write_config(
-        tmp / "config.toml",
-        data_dir=tmp / "data",
-        store_url=store_url,
-        web_port=ports.web,
-        channels=[api_channel(), smtp_channel(ports.smtp, max_connections=MAX_CONNECTIONS)],
-        processes=1,
-    )
-    daemon = DaemonProc(cfg, tmp / "daemon.log", ports.web)
+    channels = [api_channel(), smtp_channel(ports.smtp, max_connections=MAX_CONNECTIONS)]
+    daemon = DaemonProc(tmp, ports, channels, processes=1)
+    base, store_url = daemon.url, daemon.store_url
     out: dict[str, Any] = {}
     try:
         daemon.start()

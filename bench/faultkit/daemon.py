@@ -49,6 +49,11 @@ class Ports:
     web: int = field(default_factory=free_port)
     smtp: int = field(default_factory=free_port)
 
+    @property
+    def url(self) -> str:
+        """The daemon's web server."""
+        return f"http://127.0.0.1:{self.web}"
+
 
 def api_channel(callback_url: str | None = None) -> dict[str, Any]:
     ch: dict[str, Any] = {"name": "api", "type": "api", "secret": "env:FAULTS_API_SECRET"}
@@ -160,12 +165,34 @@ def rss_mb(pid: int) -> float:
 
 
 class DaemonProc:
-    """One ``omnidesk run -c CONFIG``; its output goes to ``log``."""
+    """One ``omnidesk run -c tmp/config.toml`` with ``channels``; its output
+    goes to ``tmp/daemon.log``, its data to ``data_dir`` (``tmp/data``), its
+    store is ``store_url`` (SQLite in ``tmp/omnidesk.db``)."""
 
-    def __init__(self, config: Path, log: Path, web_port: int) -> None:
-        self.config = config
-        self.log = log
-        self.web_port = web_port
+    def __init__(
+        self,
+        tmp: Path,
+        ports: Ports,
+        channels: list[dict[str, Any]],
+        *,
+        store_url: str | None = None,
+        processes: int = 0,
+        outbox: dict[str, Any] | None = None,
+        data_dir: Path | None = None,
+    ) -> None:
+        tmp.mkdir(parents=True, exist_ok=True)
+        self.store_url = store_url or f"sqlite:///{tmp / 'omnidesk.db'}"
+        self.config = write_config(
+            tmp / "config.toml",
+            data_dir=data_dir or tmp / "data",
+            store_url=self.store_url,
+            web_port=ports.web,
+            channels=channels,
+            processes=processes,
+            outbox=outbox,
+        )
+        self.log = tmp / "daemon.log"
+        self.web_port = ports.web
         self.proc: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
         self.peak_rss = 0.0

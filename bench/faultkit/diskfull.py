@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from .daemon import DaemonProc, Ports, api_channel, logged, smtp_channel, write_config
+from .daemon import DaemonProc, Ports, api_channel, logged, smtp_channel
 from .kill import wait_stored
 from .load import ApiSender, Sender, SmtpSender, run_senders
 from .tally import Account, account
@@ -84,17 +84,16 @@ async def run(
     mnt = tmp / "mnt"
     mount_tmpfs(mnt)
     ports = Ports()
-    base = f"http://127.0.0.1:{ports.web}"
+    base = ports.url
     db_file = mnt / "omnidesk.db"
-    cfg = write_config(
-        tmp / "config.toml",
-        data_dir=mnt / "data",
+    daemon = DaemonProc(
+        tmp,
+        ports,
+        [api_channel(), smtp_channel(ports.smtp)],
         store_url=f"sqlite:///{db_file}",
-        web_port=ports.web,
-        channels=[api_channel(), smtp_channel(ports.smtp)],
+        data_dir=mnt / "data",
         processes=1,
     )
-    daemon = DaemonProc(cfg, tmp / "daemon.log", ports.web)
     smtp = SmtpSender("full", ports.smtp, workers=3)
     smtp.padding = 8000  # fills the disk in fewer messages
     senders: list[Sender] = [smtp, ApiSender("full", base, workers=3)]
@@ -130,12 +129,12 @@ async def run(
         daemon.start()
         await daemon.wait_up(channels=("email",))
         await run_senders(senders, full_then_space)
-        missing = await wait_stored(f"sqlite:///{db_file}", senders)
+        missing = await wait_stored(daemon.store_url, senders)
         status = daemon.stop()
         integrity = await asyncio.to_thread(check, db_file)
         accounts = []
         for s in senders:
-            a = await account("disk-full", s, f"sqlite:///{db_file}")
+            a = await account("disk-full", s, daemon.store_url)
             if missing.get(s.channel):
                 a.extra["missing"] = missing[s.channel]
             accounts.append(a)

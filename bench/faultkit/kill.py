@@ -2,9 +2,9 @@
 
 One pipeline layout (``processes`` = 0, 1 or 2) on a fresh SQLite database:
 the senders run all along; the daemon is started, killed with SIGKILL at a
-random moment (most cycles a random time after it serves, one in four while
-it is still starting: migrations, the in-flight check, the pipeline
-processes), ``cycles`` times, then started for good. The senders retry what
+random moment (three cycles in four a random time after it serves, the
+second of every four while it is still starting: migrations, the in-flight
+check, the pipeline processes), ``cycles`` times, then started for good. The senders retry what
 was refused, a tenth of what was acknowledged is delivered again, and when
 the queue is empty every channel is counted: each acknowledged message
 stored, none twice. The IMAP acknowledgement is the ``\\Seen`` flag, read
@@ -25,7 +25,6 @@ from .daemon import (
     logged,
     smtp_channel,
     whatsapp_channel,
-    write_config,
 )
 from .load import ApiSender, ImapFeeder, Sender, SmtpSender, WebhookSender, run_senders
 from .tally import Account, account, store_counts, stored_key
@@ -62,9 +61,7 @@ async def run(
     tmp: Path, dovecot: Any, *, processes: int, cycles: int, seed: int, say: Any
 ) -> tuple[list[Account], dict[str, Any]]:
     rnd = random.Random(seed)
-    tmp.mkdir(parents=True, exist_ok=True)
     ports = Ports()
-    store_url = f"sqlite:///{tmp / 'omnidesk.db'}"
     tag = f"k{processes}s{seed}"
     channels = [
         api_channel(),
@@ -73,8 +70,8 @@ async def run(
     ]
     senders: list[Sender] = [
         SmtpSender(tag, ports.smtp, workers=3),
-        ApiSender(tag, f"http://127.0.0.1:{ports.web}", workers=3),
-        WebhookSender(tag, f"http://127.0.0.1:{ports.web}", workers=2),
+        ApiSender(tag, ports.url, workers=3),
+        WebhookSender(tag, ports.url, workers=2),
     ]
     feeder: ImapFeeder | None = None
     if dovecot is not None:
@@ -82,16 +79,8 @@ async def run(
         channels.append(imap_channel(dovecot.port, user.name, user.password))
         feeder = ImapFeeder(tag, dovecot.port, user.name, user.password, rate=15)
         senders.append(feeder)
-    cfg = write_config(
-        tmp / "config.toml",
-        data_dir=tmp / "data",
-        store_url=store_url,
-        web_port=ports.web,
-        channels=channels,
-        processes=processes,
-    )
-    log = tmp / "daemon.log"
-    daemon = DaemonProc(cfg, log, ports.web)
+    daemon = DaemonProc(tmp, ports, channels, processes=processes)
+    store_url = daemon.store_url
     seen: set[str] = set()
     kills: list[str] = []
     startup = 3.0
@@ -100,7 +89,7 @@ async def run(
         nonlocal startup
         for c in range(cycles):
             daemon.start()
-            if c % 4 == 3:
+            if c % 4 == 1:
                 # While it starts: a random moment of the last start-up.
                 await asyncio.sleep(rnd.uniform(0.1, startup))
                 when = "starting"
@@ -143,6 +132,6 @@ async def run(
         "kills": len(kills),
         "while_starting": kills.count("starting"),
         "clean_stop_status": status,
-        "errors_logged": logged(log),
+        "errors_logged": logged(daemon.log),
     }
     return accounts, info

@@ -31,7 +31,6 @@ from .daemon import (
     logged,
     smtp_channel,
     whatsapp_channel,
-    write_config,
 )
 from .load import ApiSender, SmtpSender, WebhookSender, run_senders
 from .tally import Account, ReplyAccount
@@ -178,7 +177,6 @@ async def run(
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     from tests.standins.graph_api import GraphApiStandIn
 
-    tmp.mkdir(parents=True, exist_ok=True)
     relay, graph, callback = Relay(), GraphApiStandIn(), Callback()
     await relay.start()
     await graph.start()
@@ -188,13 +186,10 @@ async def run(
     for g in gates.values():
         await g.up()
     ports = Ports()
-    store_url = f"sqlite:///{tmp / 'omnidesk.db'}"
-    cfg = write_config(
-        tmp / "config.toml",
-        data_dir=tmp / "data",
-        store_url=store_url,
-        web_port=ports.web,
-        channels=[
+    daemon = DaemonProc(
+        tmp,
+        ports,
+        [
             api_channel(f"http://127.0.0.1:{gates['api'].port}/replies"),
             smtp_channel(ports.smtp, relay_port=gates["email"].port),
             whatsapp_channel(f"http://127.0.0.1:{gates['wa'].port}"),
@@ -202,21 +197,21 @@ async def run(
         processes=1,
         outbox={"max_attempts": 100, "backoff_base": 0.2, "backoff_max": 2.0},
     )
-    daemon = DaemonProc(cfg, tmp / "daemon.log", ports.web)
+    store_url = daemon.store_url
     daemon.start()
     queued: dict[str, list[str]] = collections.defaultdict(list)
     refused: collections.Counter[str] = collections.Counter()
     try:
         await daemon.wait_up(channels=("email",))
         # Customers write first: one conversation each.
-        base = f"http://127.0.0.1:{ports.web}"
+        base = daemon.url
         senders = [
             SmtpSender("out", ports.smtp, workers=1, limit=per_channel),
             ApiSender("out", base, workers=1, limit=per_channel),
             WebhookSender("out", base, workers=1, limit=per_channel),
         ]
         await run_senders(senders, nothing)
-        token = admin_token(cfg)
+        token = admin_token(daemon.config)
         headers = {"Authorization": f"Bearer {token}"}
         async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as c:
             convs = await conversations(c, 3 * per_channel)

@@ -34,7 +34,6 @@ from .daemon import (
     logged,
     smtp_channel,
     whatsapp_channel,
-    write_config,
 )
 from .kill import wait_stored
 from .load import ApiSender, Sender, SmtpSender, WebhookSender, run_senders
@@ -132,20 +131,12 @@ async def run(
     if bindir is None:
         return None
     rnd = random.Random(seed)
-    tmp.mkdir(parents=True, exist_ok=True)
     cluster = Cluster(bindir)
     cluster.start()
     ports = Ports()
-    base = f"http://127.0.0.1:{ports.web}"
-    cfg = write_config(
-        tmp / "config.toml",
-        data_dir=tmp / "data",
-        store_url=cluster.url,
-        web_port=ports.web,
-        channels=[api_channel(), smtp_channel(ports.smtp), whatsapp_channel()],
-        processes=1,
-    )
-    daemon = DaemonProc(cfg, tmp / "daemon.log", ports.web)
+    base = ports.url
+    channels = [api_channel(), smtp_channel(ports.smtp), whatsapp_channel()]
+    daemon = DaemonProc(tmp, ports, channels, store_url=cluster.url, processes=1)
     senders: list[Sender] = [
         SmtpSender("pg", ports.smtp, workers=3),
         ApiSender("pg", base, workers=3),
