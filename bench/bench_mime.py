@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
             baseline="bare stdlib parse (compat32)",
             baseline_value=base,
             ratio=base / ours,
-            ratio_means="baseline / parse_email (cost of full normalization)",
+            ratio_means="baseline / parse_email: what the full normalization costs",
         )
     print("-" * 78)
     print(

@@ -202,7 +202,7 @@ def main() -> None:
         baseline=f"{first[0]} rules",
         baseline_value=first[2] * 1e6,
         ratio=ratio,
-        ratio_means=f"cost ratio (target at most {TARGET_RATIO:g}x)",
+        ratio_means=f"cost ratio, target at most {TARGET_RATIO:g}x",
     )
     print(
         f"\ncost of {last[0]:,} rules / cost of {first[0]} rules: compiled {ratio:.2f}x "

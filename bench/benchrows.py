@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 ENV = "OMNIDESK_BENCH_ROWS"
+DEFAULT_RATIO = "value / baseline"
 
 
 def record(
@@ -24,7 +25,7 @@ def record(
     baseline: str,
     baseline_value: float | None,
     ratio: float | None,
-    ratio_means: str = "value / baseline",
+    ratio_means: str = DEFAULT_RATIO,
 ) -> None:
     path = os.environ.get(ENV)
     if not path:

@@ -34,7 +34,7 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path[:0] = [str(BENCH), str(REPO)]
 
-from benchrows import ENV, record  # noqa: E402
+from benchrows import DEFAULT_RATIO, ENV, record  # noqa: E402
 
 # name: (script, quick arguments); the full run uses each bench's defaults.
 BENCHES: dict[str, tuple[str, list[str]]] = {
@@ -129,8 +129,10 @@ def markdown(rows: list[dict[str, Any]], header: str, failed: dict[str, int]) ->
         "|---|---|---|---|---|",
     ]
     for r in rows:
-        base = f"{r['baseline']}: {fmt(r['baseline_value'])}" if r["baseline"] else "-"
-        ratio = f"{r['ratio']:.2f}x ({r['ratio_means']})" if r["ratio"] is not None else "-"
+        base = f"{r['baseline']}: {fmt(r['baseline_value'])} {r['unit']}"
+        ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}x"
+        if r["ratio"] is not None and r["ratio_means"] != DEFAULT_RATIO:
+            ratio += f" ({r['ratio_means']})"
         out.append(
             f"| {r['bench']} | {r['what']} | {fmt(r['value'])} {r['unit']} | {base} | {ratio} |"
         )
@@ -202,7 +204,7 @@ def main() -> int:
             r["bench"],
             r["what"],
             f"{fmt(r['value'])} {r['unit']}",
-            f"{r['baseline']}: {fmt(r['baseline_value'])}",
+            f"{r['baseline']}: {fmt(r['baseline_value'])} {r['unit']}",
             f"{r['ratio']:.2f}x" if r["ratio"] is not None else "-",
         )
     for name, status in failed.items():

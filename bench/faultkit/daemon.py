@@ -5,6 +5,7 @@ pipeline and parse processes)."""
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
 import signal
 import socket
@@ -164,6 +165,17 @@ def rss_mb(pid: int) -> float:
     return total / 1024
 
 
+# Loaded here, not in the child: between fork and exec only the call is safe.
+_LIBC = ctypes.CDLL(None, use_errno=True)
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the suite itself ends, even by
+    SIGKILL (a CI time limit), so no daemon outlives it (Linux prctl)."""
+    _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 class DaemonProc:
     """One ``omnidesk run -c tmp/config.toml`` with ``channels``; its output
     goes to ``tmp/daemon.log``, its data to ``data_dir`` (``tmp/data``), its
@@ -208,7 +220,7 @@ class DaemonProc:
         return self.proc.pid
 
     def start(self) -> None:
-        env = {**os.environ, **SECRETS_ENV, "PYTHONPATH": str(REPO / "src")}
+        env = {**os.environ, **SECRETS_ENV}
         self.started_at = time.monotonic()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "omnidesk.cli", "run", "-c", str(self.config)],
@@ -216,6 +228,7 @@ class DaemonProc:
             stderr=subprocess.STDOUT,
             env=env,
             cwd=str(REPO),
+            preexec_fn=_die_with_parent,
         )
 
     def alive(self) -> bool:

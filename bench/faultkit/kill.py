@@ -114,11 +114,14 @@ async def run(
             if s is not feeder:
                 s.redeliver(REDELIVER_SHARE)
 
-    done = await run_senders(senders, cycles_then_up)
-    missing = await wait_stored(store_url, senders)
-    if feeder is not None:
-        seen.update(await asyncio.to_thread(feeder.read_seen))
-    status = daemon.stop()
+    try:
+        done = await run_senders(senders, cycles_then_up)
+        missing = await wait_stored(store_url, senders)
+        if feeder is not None:
+            seen.update(await asyncio.to_thread(feeder.read_seen))
+        status = daemon.stop()
+    finally:
+        daemon.kill()  # only if still running (a failed scenario)
     scenario = f"kill/processes={processes}"
     accounts = []
     for s in senders:

@@ -146,6 +146,13 @@ class Sender:
         await self.close()
         return not pending
 
+    async def abort(self) -> None:
+        """Stop at once (the scenario failed)."""
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.close()
+
     def redeliver(self, share: float) -> list[str]:
         """Offer again a share of what was acknowledged (a sender that lost
         the acknowledgement, a provider's retry): each must change nothing."""
@@ -389,8 +396,11 @@ async def run_senders(
         await s.start()
     try:
         await during()
-    finally:
+    except BaseException:
         for s in senders:
-            s.finish()
+            await s.abort()
+        raise
+    for s in senders:
+        s.finish()
     done = await asyncio.gather(*(s.done(drain) for s in senders))
     return {s.channel: ok for s, ok in zip(senders, done, strict=True)}
