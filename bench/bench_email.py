@@ -63,6 +63,7 @@ from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 
+from benchrows import record
 from rich.console import Console
 from rich.table import Table
 
@@ -587,6 +588,25 @@ def row(
         rate(n, total) if total else "-",
         f"{n / total / peer:.1f}x" if total else "-",
     )
+    record(
+        "email",
+        f"SMTP accepted: {what}",
+        n / secs,
+        "msgs/s",
+        baseline="bare aiosmtpd, the handler only counts",
+        baseline_value=n / base,
+        ratio=base / secs,
+    )
+    if total:
+        record(
+            "email",
+            f"SMTP stored end to end: {what}",
+            n / total,
+            "msgs/s",
+            baseline="django-helpdesk get_email (with --no-peer: the issue's 60/s)",
+            baseline_value=peer,
+            ratio=n / total / peer,
+        )
 
 
 async def main() -> None:
@@ -725,6 +745,15 @@ async def main() -> None:
                 f"{fetch / pulled_only:.2f}x",
                 "-",
             )
+            record(
+                "email",
+                "IMAP: omnidesk imap, accept only (sizes, ids, fetch, accept, mark)",
+                n / pulled_only,
+                "msgs/s",
+                baseline="aioimaplib UID FETCH only, bytes discarded",
+                baseline_value=n / fetch,
+                ratio=fetch / pulled_only,
+            )
             for what, secs in (
                 ("omnidesk imap + pipeline in the daemon (classified, routed, stored)", pulled),
                 ("omnidesk imap + pipeline processes (processes = 1)", best["proc1"]),
@@ -732,6 +761,15 @@ async def main() -> None:
             ):
                 t.add_row(
                     what, rate(n, secs), f"{fetch / secs:.2f}x", f"{n / secs / peer_imap:.1f}x"
+                )
+                record(
+                    "email",
+                    f"IMAP: {what}",
+                    n / secs,
+                    "msgs/s",
+                    baseline="django-helpdesk over IMAP (with --no-peer: the issue's 50/s)",
+                    baseline_value=peer_imap,
+                    ratio=n / secs / peer_imap,
                 )
             console.print(t)
             what = "measured" if py is not None else "the issue's figure"

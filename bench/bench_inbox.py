@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from benchrows import record
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
@@ -407,6 +408,16 @@ def main() -> None:
             f"{p99:.1f} ms",
             f"{p99 / pct(base, 99):.2f}x" if base else "-",
             ok,
+        )
+        record(
+            "inbox",
+            f"{name}, p99, {args.messages:,} messages",
+            p99,
+            "ms",
+            baseline="the same request on an empty store, p99",
+            baseline_value=pct(base, 99) if base else None,
+            ratio=p99 / pct(base, 99) if base else None,
+            ratio_means="latency / baseline latency",
         )
     Console(width=150).print(table)
 

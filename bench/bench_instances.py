@@ -42,6 +42,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+from benchrows import record
 from rich.console import Console
 from rich.table import Table
 
@@ -416,6 +417,16 @@ async def main() -> None:
             f"{r['e2e'] / base['e2e']:.2f}x",
             f"{r['e2e'] / sqlite['e2e']:.2f}x",
         )
+        for key, label in (("pipeline", "pipeline"), ("e2e", "end to end")):
+            record(
+                "instances",
+                f"{engine}, {k} instance(s), {label}",
+                r[key],
+                "msgs/s",
+                baseline=f"PostgreSQL, 1 instance, {label}",
+                baseline_value=base[key],
+                ratio=r[key] / base[key],
+            )
         parts = [r["cpu_instances_e2e"], r["cpu_pg_e2e"] if engine == "PostgreSQL" else 0.0,
                  r["cpu_client_e2e"]]  # fmt: skip
         cpu.add_row(

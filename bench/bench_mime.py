@@ -29,6 +29,8 @@ from collections.abc import Callable
 from email.policy import compat32
 from pathlib import Path
 
+from benchrows import record
+
 from omnidesk.email import parse_email
 from omnidesk.model import NormalizeError
 
@@ -178,6 +180,16 @@ def main(argv: list[str] | None = None) -> int:
         ours = rate(normalize, messages, args.seconds)
         worst = min(worst, ours)
         print(f"{name:34} {avg / 1024:7.1f}KB {base:11,.0f} {ours:14,.0f} {base / ours:5.1f}x")
+        record(
+            "mime",
+            f"parse_email, {name}",
+            ours,
+            "msgs/s",
+            baseline="bare stdlib parse (compat32)",
+            baseline_value=base,
+            ratio=base / ours,
+            ratio_means="baseline / parse_email: what the full normalization costs",
+        )
     print("-" * 78)
     print(
         f"ratio = baseline / parse_email (how much the full normalization costs over a bare "

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
+from benchrows import record
 from rich.console import Console
 from rich.table import Table
 
@@ -180,6 +181,15 @@ async def main() -> None:
         rate = n / secs
         table.add_row(
             what, f"{secs:.2f}", f"{rate:,.0f}", f"{rate / base_rate:.2f}x", f"{n / best(key):,.0f}"
+        )
+        record(
+            "pipeline",
+            what,
+            rate,
+            "msgs/s",
+            baseline=rows[0][0],
+            baseline_value=base_rate,
+            ratio=rate / base_rate,
         )
     Console().print(table)
     rate = n / median("total_s")

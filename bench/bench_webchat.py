@@ -35,6 +35,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from benchrows import record
 from rich.console import Console
 from rich.table import Table
 
@@ -300,6 +301,15 @@ async def main(args: argparse.Namespace) -> None:
             f"{pct(lat, 0.99) * 1000:.1f}",
             f"{base_secs / secs:.2f}x",
         )
+        record(
+            "webchat",
+            what,
+            n / secs,
+            "msgs/s",
+            baseline=results[i - i % 2][0],
+            baseline_value=n / base_secs,
+            ratio=base_secs / secs,
+        )
     Console().print(t)
 
     t = Table(title=f"agent reply to the visitor's open stream, {args.replies} replies")
@@ -316,6 +326,16 @@ async def main(args: argparse.Namespace) -> None:
             f"{pct(lat, 0.99) * 1000:.1f}",
             f"{statistics.mean(lat) * 1000:.1f}",
             f"{pct(lat, 0.5) / pct(request, 0.5):.2f}x",
+        )
+        record(
+            "webchat",
+            what + ", p50",
+            pct(lat, 0.5) * 1000,
+            "ms",
+            baseline="the agent's POST until 201, p50",
+            baseline_value=pct(request, 0.5) * 1000,
+            ratio=pct(lat, 0.5) / pct(request, 0.5),
+            ratio_means="latency / baseline latency",
         )
     Console().print(t)
 

@@ -298,6 +298,7 @@ def main() -> None:
         serve(args.serve, args.workdir)
         return
 
+    from benchrows import record
     from rich.console import Console
     from rich.progress import Progress
     from rich.table import Table
@@ -344,6 +345,15 @@ def main() -> None:
             f"{r['max']:.1f}",
             str(r["errors"]),
             stored,
+        )
+        record(
+            "webhooks",
+            f"{LABELS[r['mode']]}, p99 {r['p99']:.1f} ms",
+            r["rate"],
+            "deliveries/s",
+            baseline=LABELS[base["mode"]],
+            baseline_value=base["rate"],
+            ratio=r["rate"] / base["rate"],
         )
     console.print(table)
     accept = next((r for r in results if r["mode"] == "accept"), None)

@@ -102,6 +102,33 @@ async def test_malformed_body_gets_clear_400(
     assert await stored_count(daemon) == 0
 
 
+async def test_store_that_cannot_take_the_message_answers_503_with_retry_after(
+    daemon: Daemon, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk or a restarting database: nothing stored, and the sender
+    is told to come back (bench/faults.py meets the real thing)."""
+    import sqlite3
+
+    from omnidesk.store.inbound import insert_envelopes
+
+    write = daemon.store.write
+
+    async def full(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        if fn is insert_envelopes:
+            raise sqlite3.OperationalError("database or disk is full")
+        return await write(fn, *args, **kwargs)
+
+    monkeypatch.setattr(daemon.store, "write", full)
+    r = await post_inbound(client, message("full-1", "Where is my order?"))
+    assert r.status_code == 503
+    assert int(r.headers["Retry-After"]) > 0
+    assert "try again" in r.json()["detail"]
+    monkeypatch.setattr(daemon.store, "write", write)  # space is back: the retry is taken
+    r = await post_inbound(client, message("full-1", "Where is my order?"))
+    assert r.status_code == 202 and r.json()["duplicate"] is False
+    assert await stored_count(daemon) == 1
+
+
 async def test_unknown_channel_is_404(client: httpx.AsyncClient) -> None:
     r = await post_inbound(client, message("x", "hi"), channel="nope")
     assert r.status_code == 404

@@ -559,3 +559,30 @@ async def test_empty_message_and_help_for_data(email_daemon: Any) -> None:
     assert go[0] == 354
     assert done[0] == 250, done
     assert len(await inbound(daemon)) == 1
+
+
+async def test_a_burst_of_connections_is_queued_not_dropped(email_daemon: Any) -> None:
+    """300 clients connecting in the same instant, before the listener
+    accepts any (the event loop is held here): the kernel queues them all.
+    With asyncio's default backlog of 100 the rest of the SYNs are dropped
+    and those clients wait for the retransmit, a second and more (the fault
+    suite's 500 concurrent connections found it)."""
+    import select
+    import socket
+
+    daemon = await email_daemon(smtp_channel(max_connections=400))
+    port = smtp_port(daemon)
+    socks = []
+    try:
+        for _ in range(300):
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", port))
+            socks.append(s)
+        # The loop is not running: nothing is accepted while we look.
+        _, writable, _ = select.select([], socks, [], 0.9)
+        connected = [s for s in writable if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0]
+    finally:
+        for s in socks:
+            s.close()
+    assert len(connected) == 300

@@ -51,6 +51,7 @@ from .mailout import EmailChannel, envelope_id
 # customer's message. Keep a bound so one client cannot buffer without end.
 LINE_LIMIT = 1024 * 1024
 ACCEPT_TIMEOUT = 120.0  # seconds; an MTA waits up to 10 minutes after DATA
+BACKLOG = 2048  # connections the kernel queues before the listener accepts them
 
 # ``<local@domain>`` as nearly every MTA writes it in MAIL FROM and RCPT TO: a
 # dot-atom local part and a host name, then parameters or nothing.
@@ -399,6 +400,10 @@ class SmtpChannel(EmailChannel):
                 self.port,
                 ssl=self.tls_context if implicit else None,
                 reuse_address=True,
+                # asyncio's default of 100 pending connections drops the SYNs
+                # of a burst beyond it (clients then wait seconds for the
+                # retransmit): uvicorn's 2048, capped by net.core.somaxconn.
+                backlog=BACKLOG,
             )
         except OSError as exc:
             self.set_health(False, "failing", f"cannot listen on {self.host}:{self.port}: {exc}")

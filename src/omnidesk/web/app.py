@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from starlette.routing import Mount
 
 from .. import __version__
+from ..intake import IntakeError
 from . import (
     accounts,
     admin,
@@ -36,6 +37,7 @@ def create_app(daemon: Daemon) -> FastAPI:
         "webhooks. Authenticate with `Authorization: Bearer <token>`.",
     )
     app.state.daemon = daemon
+    app.add_exception_handler(IntakeError, inbound.intake_unavailable)
     for module in (ops, inbound, inbox, admin):
         app.include_router(module.router)
     app.include_router(search_router)

@@ -14,6 +14,19 @@ if TYPE_CHECKING:
     from ..daemon import Daemon
 
 router = APIRouter(tags=["channels"])
+RETRY_AFTER = 5  # seconds a sender is asked to wait when the store cannot take its message
+
+
+async def intake_unavailable(request: Request, exc: Exception) -> Response:
+    """An ``IntakeError`` from any channel's endpoint: the store could not
+    take the message (disk full, database restarting), nothing was stored and
+    the sender must try again, so 503 with Retry-After rather than a 500
+    that reads like a bug in the request. The intake has logged the cause."""
+    return JSONResponse(
+        {"detail": "could not store the message now, please try again later"},
+        status_code=503,
+        headers={"Retry-After": str(RETRY_AFTER)},
+    )
 
 
 @router.post("/api/v1/inbound/{channel}", status_code=202)
