@@ -68,6 +68,16 @@ async def healthz(daemon: Daemon = Depends(get_daemon)) -> JSONResponse:
     return JSONResponse(body, status_code=200 if store_ok else 503)
 
 
+@router.get("/readyz")
+async def readyz(daemon: Daemon = Depends(get_daemon)) -> JSONResponse:
+    """Readiness: 200 when this instance does its work, 503 with the list of
+    problems (store, pipeline, channels past their [health] thresholds) when
+    it does not; ``warnings`` name what is wrong but not yet a problem. No
+    authentication, for load balancers and orchestrators."""
+    seen = await daemon.health.check()
+    return JSONResponse(seen.to_dict(), status_code=200 if seen.ready else 503)
+
+
 @router.get("/metrics", response_class=PlainTextResponse)
 async def metrics(
     _: Principal = Depends(current_principal), daemon: Daemon = Depends(get_daemon)
@@ -76,4 +86,5 @@ async def metrics(
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
     await _observe(daemon)
+    await daemon.health.check()
     return Response(generate_latest(daemon.metrics.registry), media_type=CONTENT_TYPE_LATEST)
