@@ -309,22 +309,12 @@ class HealthMonitor:
         current = {p.key: p for p in problems}
         appeared = [p for k, p in current.items() if k not in self._known]
         cleared = [p for k, p in self._known.items() if k not in current]
-        for p in appeared:
-            log.error(
-                "health_problem",
-                component=p.component,
-                channel=p.channel,
-                direction=p.direction,
-                problem=p.message,
-            )
-        for p in cleared:
-            log.info(
-                "health_recovered",
-                component=p.component,
-                channel=p.channel,
-                direction=p.direction,
-                after_seconds=round(now - p.since, 1),
-            )
+        for p in appeared + cleared:
+            where = {"component": p.component, "channel": p.channel, "direction": p.direction}
+            if p.key in current:
+                log.error("health_problem", problem=p.message, **where)
+            else:
+                log.info("health_recovered", after_seconds=round(now - p.since, 1), **where)
         self._known = current
         if (appeared or cleared) and self.notifier is not None:
             self.notifier.send(problems, appeared, cleared, now)
