@@ -957,9 +957,9 @@ async function checkHealth() {
   banner.hidden = problems.length + warnings.length === 0;
   banner.className = problems.length ? 'banner bad' : 'banner';
   banner.dataset.ready = r.ready ? 'yes' : 'no';
-  clear(banner).append(h('strong', {}, problems.length ? 'Not working: ' : 'Attention: '),
-    [...problems, ...warnings].map((text, i) => [i ? ' · ' : '', h('span', { class: 'health-item' }, text)]),
-    ME.role === 'admin' ? h('span', {}, ' ', h('a', { href: '/admin/channels' }, 'details')) : null);
+  const items = [...problems, ...warnings].map((text, i) => [i ? ' · ' : '', h('span', { class: 'health-item' }, text)]);
+  clear(banner).append(h('span', {}, h('strong', {}, problems.length ? 'Not working: ' : 'Attention: '), items,
+    ME.role === 'admin' ? [' ', h('a', { href: '/admin/channels' }, 'details')] : null));
 }
 checkHealth();
 setInterval(checkHealth, 20000);
