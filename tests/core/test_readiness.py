@@ -185,3 +185,48 @@ async def test_readyz_503_while_the_store_does_not_answer(
         proxy.refuse = False
         with contextlib.suppress(Exception):
             await proxy.stop()
+
+
+def test_health_settings_errors_name_the_key(tmp_path: Path) -> None:
+    """A mistake in [health] is one ConfigError naming the key, at load time
+    or, for what needs the channels built, when the daemon is built."""
+    from omnidesk.config import ConfigError
+
+    url = f"sqlite:///{tmp_path / 'omnidesk.db'}"
+    cases = [
+        ({"channels": {"nope": {"failure_seconds": 5}}}, "health.channels.nope"),
+        ({"channels": {"api": {"failure": 5}}}, "health.channels.api.failure"),
+        ({"channels": {"api": {}}}, "health.channels.api.failure_seconds"),
+        ({"pipeline_stall_seconds": 0}, "health.pipeline_stall_seconds"),
+        ({"notify_webhook": "ops.example.com/hook"}, "health.notify_webhook"),
+        ({"notify_email": ["not an address"]}, "health.notify_email"),
+        ({"notify_email_channel": "mail"}, "health.notify_email_channel"),
+        ({"check_interval": "often"}, "health.check_interval"),
+    ]
+    for section, key in cases:
+        with pytest.raises(ConfigError) as err:
+            make_config(tmp_path, url, health=section)
+        assert err.value.key == key, (section, str(err.value))
+    # Alerts by e-mail need an e-mail channel with a relay; this config has
+    # only the API channel.
+    cfg = make_config(tmp_path, url, health={"notify_email": ["ops@example.com"]})
+    with pytest.raises(ConfigError) as err:
+        Daemon(cfg)
+    assert err.value.key == "health.notify_email"
+    assert "e-mail channel" in err.value.reason
+    cfg = make_config(
+        tmp_path, url, health={"notify_email": ["ops@example.com"], "notify_email_channel": "api"}
+    )
+    with pytest.raises(ConfigError) as err:
+        Daemon(cfg)
+    assert err.value.key == "health.notify_email_channel"
+
+
+def test_reasons_carry_no_addresses_and_stay_short() -> None:
+    """What goes to logs, /readyz and alerts: a relay's refusal names the
+    customer; the reason keeps the code and loses the address."""
+    from omnidesk.health import scrub
+
+    reason = "relay refused the recipient: ann.lee+x@example.org: 450 mailbox busy <bob@ex.net>"
+    assert scrub(reason) == "relay refused the recipient: <address>: 450 mailbox busy <<address>>"
+    assert len(scrub("x" * 5000)) == 300
