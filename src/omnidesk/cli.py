@@ -82,12 +82,15 @@ def cmd_rules_check(args: argparse.Namespace) -> int:
 
 
 def cmd_rules_test(args: argparse.Namespace) -> int:
+    from .classify_cli import UsageError, _maybe_config, _model
     from .model import RuleInput
     from .rules import RulesError, detect_language, load_rules
 
     try:
         ruleset = load_rules(_rules_dir(args))
-    except RulesError as exc:
+        # The trained model installed in the data directory decides too (--model none: not)
+        ruleset = ruleset.with_model(_model(args, _maybe_config(args)))
+    except (RulesError, UsageError) as exc:
         print(str(exc), file=sys.stderr)
         return 1
     text = Path(args.file).read_text(encoding="utf-8") if args.file else args.text
@@ -110,37 +113,6 @@ def cmd_rules_test(args: argparse.Namespace) -> int:
     )
     decision = ruleset.evaluate(inp)
     print(json.dumps(decision.to_dict(), ensure_ascii=False, indent=2))
-    return 0
-
-
-# -- classify --------------------------------------------------------------
-def cmd_classify_eval(args: argparse.Namespace) -> int:
-    from .rules import RulesError, evaluate_labelled, load_rules
-
-    try:
-        ruleset = load_rules(_rules_dir(args))
-    except RulesError as exc:
-        print(str(exc), file=sys.stderr)
-        return 1
-    records = []
-    with open(args.file, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                print(f"{args.file}:{n}: not JSON: {exc}", file=sys.stderr)
-                return 2
-            if not isinstance(rec, dict) or "text" not in rec or "label" not in rec:
-                print(f"{args.file}:{n}: needs 'text' and 'label'", file=sys.stderr)
-                return 2
-            records.append(rec)
-    report = evaluate_labelled(ruleset, records)
-    if args.json:
-        print(json.dumps(report.to_dict(), ensure_ascii=False))
-    else:
-        print(report.format())
     return 0
 
 
@@ -508,19 +480,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="contact attribute, e.g. tier=gold (repeatable)",
     )
     test.add_argument("--at", help="received time, ISO 8601 (default: now)")
+    test.add_argument("--model", help="a trained model file or folder, or 'none'")
     src = test.add_mutually_exclusive_group(required=True)
     src.add_argument("--text")
     src.add_argument("--file")
     test.set_defaults(func=cmd_rules_test)
-
-    classify = sub.add_parser("classify", help="measure the classification")
-    csub = classify.add_subparsers(dest="classify_command", required=True)
-    ev = csub.add_parser("eval", help="score against labelled messages (JSON Lines)")
-    ev.add_argument("file")
-    ev.add_argument("--json", action="store_true")
-    ev.add_argument("--rules")
-    ev.add_argument("-c", "--config", default=None)
-    ev.set_defaults(func=cmd_classify_eval)
 
     tokens = sub.add_parser("tokens", help="API tokens")
     tsub = tokens.add_subparsers(dest="tokens_command", required=True)
@@ -614,6 +578,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .channels.imap import register_cli as register_imap
 
     register_imap(sub, _add_config)  # omnidesk imap backfill CHANNEL --since DATE
+    from .classify_cli import register_cli as register_classify
+
+    # omnidesk classify eval|train|retrain|models, omnidesk rules replay
+    register_classify(sub, rsub, _add_config)
     return p
 
 

@@ -9,6 +9,7 @@ import inspect
 import io
 import signal
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -24,6 +25,7 @@ from .outbox import OutboxWorker
 from .pipeline import BatchResult, PipelineContext, PipelineRunner, quarantine_pending
 from .pipeline_proc import POISON_AFTER, InFlightFile, PipelineProcesses
 from .rules import RuleSet, RulesHolder, detect_language, load_language_model, load_rules
+from .rules.holder import MODEL_FOLDER
 from .sla import SlaPolicy
 from .snooze import snooze_waker
 from .store import Store, open_store
@@ -69,6 +71,11 @@ def build_adapters(
     return adapters, acks
 
 
+def model_dir(config: Config) -> Path:
+    """Where trained classifier models live (``omnidesk classify train``)."""
+    return config.data_dir / MODEL_FOLDER
+
+
 def pipeline_context(
     config: Config,
     adapters: dict[str, ChannelAdapter],
@@ -105,7 +112,9 @@ class Daemon:
                 else {}
             ),
         )
-        self.rules = RulesHolder(config.rules_dir, load_rules(config.rules_dir))
+        self.rules = RulesHolder(
+            config.rules_dir, load_rules(config.rules_dir), model_dir=model_dir(config)
+        )
         unknown = self.rules.current.teams - {t.name for t in config.teams}
         if unknown:
             # Not fatal (the conversations wait, visible, in that team's queue), but

@@ -238,6 +238,10 @@ class Decision:
     rule: str | None = None  # the rule (or "classifier") that set the category
     rules_fired: list[str] = field(default_factory=list)
     explanation: list[str] = field(default_factory=list)
+    # Who chose the category: "rule", "model" (the trained one), "phrases" or
+    # "combined" (model and phrases); and the model's top features with their weights.
+    decided_by: str | None = None
+    features: list[tuple[str, float]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -250,6 +254,8 @@ class Decision:
             "rule": self.rule,
             "rules_fired": list(self.rules_fired),
             "explanation": list(self.explanation),
+            "decided_by": self.decided_by,
+            "features": [[name, round(w, 3)] for name, w in self.features],
         }
 
     @classmethod
@@ -264,6 +270,8 @@ class Decision:
             rule=d.get("rule"),
             rules_fired=list(d.get("rules_fired", [])),
             explanation=list(d.get("explanation", [])),
+            decided_by=d.get("decided_by"),
+            features=[(str(n), float(w)) for n, w in d.get("features", [])],
         )
 
 

@@ -469,7 +469,7 @@ async def _serve(
     parsers: int,
     in_flight: Any = None,
 ) -> None:
-    from .daemon import build_adapters, pipeline_context
+    from .daemon import build_adapters, model_dir, pipeline_context
     from .pipeline import PipelineRunner
     from .rules import RulesHolder, load_language_model, load_rules
     from .store import open_store
@@ -488,7 +488,7 @@ async def _serve(
     # daemon's intake may be waiting for) is not the one left without CPU.
     with contextlib.suppress(OSError):
         os.nice(CHILD_NICE)
-    rules = RulesHolder(config.rules_dir, load_rules(config.rules_dir))
+    rules = RulesHolder(config.rules_dir, load_rules(config.rules_dir), model_dir=model_dir(config))
     # The adapters normalize here; they are never started (the daemon runs
     # the channels).
     adapters, acks = build_adapters(config, _NoIntake(), store)
@@ -649,10 +649,12 @@ class ParseRules:
     pipeline process reloaded). None while the two differ (files saved but
     refused by validation, an edit not yet reloaded): the transaction then
     evaluates in full. The directory is read again only when its files'
-    fingerprint changed since the last try."""
+    fingerprint changed since the last try. A fingerprint that names a trained
+    model (``+model-N``) gets that version from ``model_dir``."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, model_dir: Path | None = None) -> None:
         self.directory = directory
+        self.model_dir = model_dir
         self.ruleset: RuleSet | None = None
         self.loads = 0
         self._tried: tuple[str, str] | None = None  # (asked for, on disk) of the last miss
@@ -672,19 +674,43 @@ class ParseRules:
 
         if self.ruleset is not None and self.ruleset.fingerprint == wanted:
             return self.ruleset
-        on_disk = fingerprint(self.directory)
-        if on_disk != wanted or self._tried == (wanted, on_disk):
-            return None
-        self._tried = (wanted, on_disk)
-        self._load()
+        rules_wanted, _, model = wanted.partition("+model-")
+        if self.ruleset is None or self.ruleset.fingerprint.partition("+model-")[0] != (
+            rules_wanted
+        ):
+            on_disk = fingerprint(self.directory)
+            if on_disk != rules_wanted or self._tried == (wanted, on_disk):
+                return None
+            self._tried = (wanted, on_disk)
+            self._load()
+            if self.ruleset is None:
+                return None
+        if model and self.model_dir is not None:
+            self._with_model(int(model))
+        elif not model:
+            self.ruleset = self.ruleset.with_model(None) if self.ruleset else None
         if self.ruleset is not None and self.ruleset.fingerprint == wanted:
             return self.ruleset
         return None
 
+    def _with_model(self, version: int) -> None:
+        from .rules.trained import ModelStore
+
+        assert self.ruleset is not None and self.model_dir is not None
+        current = self.ruleset.model
+        if current is not None and current.version == version:
+            return
+        try:
+            model = ModelStore(self.model_dir).load(version)
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("parse_process_model_unloadable", version=version, error=str(exc)[:300])
+            return
+        self.ruleset = self.ruleset.with_model(model)
+
 
 def _parser_init(config: Config) -> None:
     global _PARSE_CTX, _PARSE_RULES
-    from .daemon import build_adapters
+    from .daemon import build_adapters, model_dir
     from .rules import detect_language, load_language_model
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -695,7 +721,7 @@ def _parser_init(config: Config) -> None:
     _PARSE_CTX = PipelineContext(
         adapters=adapters, rules=_no_rules, detect_language=detect_language
     )
-    _PARSE_RULES = ParseRules(config.rules_dir)
+    _PARSE_RULES = ParseRules(config.rules_dir, model_dir(config))
 
 
 def _exit_with_parent(every: float = 0.5) -> None:

@@ -8,7 +8,8 @@ It reads ``[classifier]`` and ``[[classifier.phrases]]`` from the rule files (sh
 2. A phrase inside a longer listed phrase does not count on its own: ``不满意`` wins over
    ``满意``, ``not happy`` over ``happy``.
 3. A phrase preceded by a negator (``not``, ``never``, ``*n't``, ``不``, ``没``...) within
-   ``negation_window`` words (Chinese: characters), with no punctuation in between, counts
+   ``negation_window`` words (Chinese too: cut into words, ``words.py``), with no
+   punctuation in between, counts
    for the group's ``negated`` category instead ("not very helpful" is a complaint), or not
    at all if the group has none ("no problem" is not a complaint).
 4. After a contrast word ("but", "但是"), complaint and feedback phrases weigh
@@ -32,6 +33,7 @@ from . import context
 from .context import Context
 from .keywords import Hit, Keyword
 from .text import is_spaceless, is_word_char
+from .words import has_han, words_between
 
 _OPINIONS = frozenset({Category.COMPLAINT, Category.FEEDBACK})
 _TIE_ORDER = {Category.COMPLAINT: 0, Category.INQUIRY: 1, Category.FEEDBACK: 2}
@@ -70,6 +72,10 @@ class ClassifierConfig:
     # means, so phrases after a contrast word weigh ``contrast_weight`` times as much.
     contrast: tuple[Keyword, ...] = ()
     contrast_weight: float = 1.0
+    # A trained model (``decide.py``) decides alone from this probability up; below
+    # it its probabilities and the phrases' are combined, the model's weighing this.
+    model_threshold: float = 0.6
+    model_weight: float = 0.6
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,9 +215,12 @@ class Classifier:
         gap = text[best.end : hit.start]
         if any(ch in _STOPS for ch in gap):
             return None
-        units = sum(1 for ch in gap if is_spaceless(ch)) + len(
-            [w for w in gap.split() if not all(is_spaceless(c) for c in w)]
-        )
+        if has_han(gap):  # Chinese: counted in words, as the segmenter cut them
+            units = words_between(text, best.end, hit.start)
+        else:
+            units = sum(1 for ch in gap if is_spaceless(ch)) + len(
+                [w for w in gap.split() if not all(is_spaceless(c) for c in w)]
+            )
         return best.keyword if units <= window else None
 
     def _decide(

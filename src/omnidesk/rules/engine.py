@@ -16,6 +16,8 @@ in the file. Each rule that matches applies its actions on top of what earlier o
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import uuid
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
@@ -29,8 +31,10 @@ from .actions import Actions
 from .classifier import Classifier, ClassifierConfig
 from .conditions import Matches, Node
 from .context import Context
+from .decide import Guess, decide
 from .fields import FIELDS, Field, contact_field
 from .keywords import Keyword, KeywordMatcher
+from .trained import TrainedModel
 
 log = structlog.get_logger(__name__)
 
@@ -94,6 +98,8 @@ class Preview:
     category: Category
     confidence: float
     because: str
+    decided_by: str = "phrases"
+    features: tuple[tuple[str, float], ...] = ()
 
     def __reduce__(self) -> tuple[Any, ...]:
         # pickle restores a dataclass with slots (or an enum) through Python code,
@@ -110,6 +116,8 @@ class Preview:
                 self.category.value,
                 self.confidence,
                 self.because,
+                self.decided_by,
+                self.features,
             ),
         )
 
@@ -119,9 +127,19 @@ _PREVIEWED_FIELDS = frozenset({"subject", "text", "subject_or_text"})
 
 
 def _unpack_preview(*packed: Any) -> Preview:
-    fp, subject, text, folded, hit_ids, matched, category, confidence, because = packed
+    fp, subject, text, folded, hit_ids, matched, category, confidence, because, by, top = packed
     return Preview(
-        fp, subject, text, folded, hit_ids, matched, _CATEGORY[category], confidence, because
+        fp,
+        subject,
+        text,
+        folded,
+        hit_ids,
+        matched,
+        _CATEGORY[category],
+        confidence,
+        because,
+        by,
+        top,
     )
 
 
@@ -151,6 +169,7 @@ class RuleSet:
         # A rule set built in code has no files to digest: a token of its own, so that
         # a Preview made by another such set is never taken for one of its own.
         self.fingerprint = fingerprint or f"unsaved-{uuid.uuid4().hex}"
+        self.model: TrainedModel | None = None  # see with_model
         self.teams: set[str] = {r.actions.team for r in self.rules if r.actions.team}
         self.agents: set[str] = {r.actions.agent for r in self.rules if r.actions.agent}
 
@@ -186,6 +205,28 @@ class RuleSet:
     def __len__(self) -> int:
         return len(self.rules)
 
+    def with_model(self, model: TrainedModel | None, *, threshold: float | None = None) -> RuleSet:
+        """The same compiled rules deciding with ``model`` (None: phrases only). The
+        fingerprint names the model's version, so a preview made with another model
+        is not taken for this one's. ``threshold`` replaces the rules'
+        ``model_threshold`` (0: the model always decides; for measuring)."""
+        if model is self.model and threshold is None:
+            return self
+        out = copy.copy(self)
+        out.model = model
+        if threshold is not None:
+            out.classifier = Classifier(
+                dataclasses.replace(self.classifier.config, model_threshold=threshold)
+            )
+        base = self.fingerprint.split("+model-", 1)[0]
+        out.fingerprint = base if model is None else f"{base}+model-{model.version}"
+        return out
+
+    def guess(self, ctx: Context) -> Guess:
+        """The classifier's verdict (phrases, trained model, or both: ``decide.py``)."""
+        phrases = self.classifier.classify(ctx)
+        return decide(phrases, self.model, self.classifier.config, ctx.inp.subject, ctx.inp.text)
+
     def _candidates(self, ctx: Context) -> list[int]:
         found = set(self._always)
         for field, kw_table in self._kw_index:
@@ -204,7 +245,7 @@ class RuleSet:
         """What :meth:`evaluate` would work out from ``subject`` and ``text`` alone."""
         inp = RuleInput(channel="", channel_type="", sender="", subject=subject, text=text)
         ctx = Context(inp, self._matcher)
-        guess = self.classifier.classify(ctx)
+        guess = self.guess(ctx)
         for name in ("subject", "text"):  # what rules on these fields look up
             ctx.hit_ids(name, FIELDS[name].getter)
         for m in self._previewed.values():
@@ -219,7 +260,9 @@ class RuleSet:
             matched,
             guess.category,
             guess.confidence,
-            guess.explanation(),
+            guess.because,
+            guess.decided_by,
+            tuple(guess.features),
         )
 
     def evaluate(self, inp: RuleInput, preview: Preview | None = None) -> Decision:
@@ -235,10 +278,12 @@ class RuleSet:
             ctx.seed(preview.folded, preview.hit_ids, preview.matched)
             ctx.category, ctx.confidence = preview.category, preview.confidence
             because = preview.because
+            decided_by, features = preview.decided_by, list(preview.features)
         else:
-            guess = self.classifier.classify(ctx)
+            guess = self.guess(ctx)
             ctx.category, ctx.confidence = guess.category, guess.confidence
-            because = guess.explanation()
+            because = guess.because
+            decided_by, features = guess.decided_by, guess.features
         set_by = "classifier"
         priority = Priority.NORMAL
         team: str | None = None
@@ -260,6 +305,7 @@ class RuleSet:
                 ctx.category = a.category
                 ctx.confidence = 1.0 if a.confidence is None else a.confidence
                 set_by = rule.name
+                decided_by = "rule"
             priority = a.priority or priority
             team = a.team or team
             agent = a.agent or agent
@@ -281,6 +327,8 @@ class RuleSet:
             rule=set_by,
             rules_fired=fired,
             explanation=explanation,
+            decided_by=decided_by,
+            features=features if decided_by != "rule" else [],
         )
 
     def describe(self) -> list[str]:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
+import time
 from pathlib import Path
 
 import structlog
@@ -12,6 +14,12 @@ from .check import run_examples
 from .engine import RuleSet
 from .loader import fingerprint, load_rules
 from .problems import RulesError
+from .trained import ModelStore, TrainedModel
+
+# The trained models' folder inside the data directory.
+MODEL_FOLDER = "classifier"
+# How often ``current`` looks whether another model was installed (one stat call).
+MODEL_CHECK_SECONDS = 1.0
 
 log = structlog.get_logger(__name__)
 
@@ -28,9 +36,21 @@ class RulesHolder:
     assignment, so a message is evaluated entirely by the old rules or entirely by the new.
     Rules that fail validation never replace rules that work: the old set keeps running
     and ``last_error`` says why the new one was refused.
+
+    With ``model_dir``, the trained model installed there (``ModelStore``) decides with
+    the rules, and a newly installed one replaces it within ``MODEL_CHECK_SECONDS``:
+    every process that holds rules (the daemon, each pipeline process, each instance
+    sharing the data directory) follows ``CURRENT`` by itself, without a restart. A
+    model file that cannot be read is logged and the model in use stays.
     """
 
-    def __init__(self, directory: str | Path, ruleset: RuleSet | None = None) -> None:
+    def __init__(
+        self,
+        directory: str | Path,
+        ruleset: RuleSet | None = None,
+        *,
+        model_dir: str | Path | None = None,
+    ) -> None:
         self.directory = Path(directory)
         # Without rules given, load now: with nothing to fall back on, a RulesError
         # here is the caller's to report (the daemon should not start).
@@ -38,10 +58,46 @@ class RulesHolder:
         self.last_error: RulesError | None = None
         self.version = 1
         self._lock = threading.Lock()  # a watcher and an admin's reload must not interleave
+        self.models = ModelStore(Path(model_dir)) if model_dir is not None else None
+        self.model: TrainedModel | None = None
+        self._model_stamp: tuple[int, int] | None = None
+        self._model_checked = 0.0
+        if self.models is not None:
+            self.check_model()
 
     @property
     def current(self) -> RuleSet:
+        if self.models is not None and time.monotonic() - self._model_checked >= (
+            MODEL_CHECK_SECONDS
+        ):
+            self.check_model()
         return self._current
+
+    def check_model(self) -> bool:
+        """Load the installed model if it is not the one in use; True if it changed."""
+        assert self.models is not None
+        self._model_checked = time.monotonic()
+        try:
+            st = os.stat(self.models.directory / "CURRENT")
+            stamp: tuple[int, int] | None = (st.st_mtime_ns, st.st_size)
+        except OSError:
+            stamp = None
+        if stamp == self._model_stamp:
+            return False
+        with self._lock:
+            self._model_stamp = stamp
+            version = self.models.current_version()
+            if version == (self.model.version if self.model is not None else None):
+                return False
+            try:
+                model = self.models.load(version) if version is not None else None
+            except (OSError, ValueError, KeyError) as e:
+                log.error("classifier.model_unloadable", version=version, error=str(e)[:300])
+                return False
+            self.model = model
+            self._current = self._current.with_model(model)
+        log.info("classifier.model_loaded", version=version)
+        return True
 
     def reload(self) -> bool:
         with self._lock:
@@ -56,7 +112,7 @@ class RulesHolder:
                     keeping_version=self.version,
                 )
                 return False
-            self._current = ruleset
+            self._current = ruleset.with_model(self.model)
             self.last_error = None
             self.version += 1
         log.info(

