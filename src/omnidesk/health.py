@@ -177,6 +177,20 @@ class HealthMonitor:
         else:
             side.failed(self.clock(), error)
 
+    def outbound(self, channel: str) -> dict[str, Any] | None:
+        """The channel's deliveries as /healthz shows them (None before the
+        first one)."""
+        side = self._sides.get((channel, OUTBOUND))
+        if side is None:
+            return None
+        return {
+            "ok": side.failing_since is None,
+            "last_success": side.last_success,
+            "last_failure": side.last_failure,
+            "failing_since": side.failing_since,
+            "detail": side.reason,
+        }
+
     def batch_done(self) -> None:
         """This instance's pipeline got through envelopes."""
         self._last_batch = self.clock()

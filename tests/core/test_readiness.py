@@ -77,7 +77,7 @@ async def test_readyz_503_for_a_stopped_pipeline_process_and_back(
                 try:
                     # Stopped between two batches, not inside SQLite's write
                     # transaction (which would hold the intake too): try again.
-                    async with asyncio.timeout(3):
+                    async with asyncio.timeout(5):
                         r = await post_inbound(c, message(f"stall-{attempt}", "Where is my order?"))
                     break
                 except TimeoutError:
@@ -94,7 +94,7 @@ async def test_readyz_503_for_a_stopped_pipeline_process_and_back(
             async def stalled() -> bool:
                 return (await readiness(c))[0] == 503
 
-            await wait_for(stalled, timeout=15)
+            await wait_for(stalled, timeout=30)
             status, body = await readiness(c)
             assert body["ready"] is False
             [problem] = body["problems"]
@@ -111,7 +111,7 @@ async def test_readyz_503_for_a_stopped_pipeline_process_and_back(
         async def ready_again() -> bool:
             return (await readiness(c))[0] == 200
 
-        await wait_for(ready_again, timeout=15)
+        await wait_for(ready_again, timeout=30)
         assert await all_processed(daemon)
         seen = await metrics(daemon, c)
         assert seen[("omnidesk_ready", ())] == 1

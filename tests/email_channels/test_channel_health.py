@@ -90,6 +90,17 @@ async def channel_metrics(api: httpx.AsyncClient, channel: str) -> dict[tuple[st
     }
 
 
+async def channel_healthy(api: httpx.AsyncClient, channel: str) -> float:
+    text = (await api.get("/metrics")).text
+    [value] = [
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "omnidesk_channel_healthy" and s.labels == {"channel": channel}
+    ]
+    return value
+
+
 async def test_refusing_relay_turns_readyz_503_naming_the_channel_and_back(
     email_daemon: Any, relay: Relay
 ) -> None:
@@ -148,6 +159,11 @@ async def _refusing_relay(email_daemon: Any, relay: Relay, hook: Hook) -> None:
         assert seen[("omnidesk_channel_failing_seconds", "outbound")] >= 0.5
         assert seen[("omnidesk_channel_failing", "inbound")] == 0  # the listener is fine
         assert ("omnidesk_channel_last_success_timestamp", "outbound") not in seen
+        # /healthz (still 200: the process lives) shows the failing replies too.
+        health = (await c.get("/healthz")).json()
+        assert health["status"] == "degraded"
+        assert health["channels"]["email"]["outbound"]["ok"] is False
+        assert await channel_healthy(api, "email") == 0
 
         async def alerted(n: int) -> bool:
             return len(hook.received) >= n
@@ -168,6 +184,8 @@ async def _refusing_relay(email_daemon: Any, relay: Relay, hook: Hook) -> None:
         seen = await channel_metrics(api, "email")
         assert seen[("omnidesk_channel_failing", "outbound")] == 0
         assert seen[("omnidesk_channel_last_success_timestamp", "outbound")] > down["at"]
+        assert (await c.get("/healthz")).json()["channels"]["email"]["outbound"]["ok"] is True
+        assert await channel_healthy(api, "email") == 1
 
         await wait_for(lambda: alerted(2))
         up = hook.received[1]
