@@ -64,6 +64,13 @@ async def test_readyz_503_for_a_stopped_pipeline_process_and_back(
     assert procs is not None
     await procs.wait_ready()
     async with client_for(daemon) as c:
+
+        async def ready_again() -> bool:
+            return (await readiness(c))[0] == 200
+
+        # Ready once the pipeline process is (a start slower than the 1 s
+        # threshold is itself a problem until then).
+        await wait_for(ready_again, timeout=30)
         status, body = await readiness(c)
         assert (status, body["ready"], body["problems"]) == (200, True, [])
 
@@ -107,9 +114,6 @@ async def test_readyz_503_for_a_stopped_pipeline_process_and_back(
         finally:
             if stopped:
                 os.kill(pid, signal.SIGCONT)
-
-        async def ready_again() -> bool:
-            return (await readiness(c))[0] == 200
 
         await wait_for(ready_again, timeout=30)
         assert await all_processed(daemon)
