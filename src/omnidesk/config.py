@@ -209,6 +209,62 @@ class TeamConfig:
 
 
 @dataclass(slots=True)
+class HealthConfig:
+    """``[health]``: when /readyz turns 503, and whom to tell (see health.py)."""
+
+    pipeline_stall_seconds: float = 60.0
+    channel_failure_seconds: float = 120.0
+    # per channel name: its own channel_failure_seconds ([health.channels.NAME])
+    channel_seconds: dict[str, float] = field(default_factory=dict)
+    check_interval: float = 5.0
+    notify_webhook: Secret | None = None
+    notify_webhook_secret: Secret | None = None
+    notify_email: list[str] = field(default_factory=list)
+    notify_email_channel: str | None = None
+
+    def failure_seconds(self, channel: str) -> float:
+        return self.channel_seconds.get(channel, self.channel_failure_seconds)
+
+
+def parse_health(top: Options, channels: list[ChannelConfig]) -> HealthConfig:
+    h = top.table("health")
+    per: dict[str, float] = {}
+    tables = h.table("channels")
+    for name in list(tables.keys()):
+        if not any(c.name == name for c in channels):
+            raise tables.error(name, "no [[channels]] entry has this name")
+        o = tables.table(name)
+        seconds = o.number("failure_seconds", None, min=0)
+        o.check_unused()
+        if seconds is None:
+            raise o.error("failure_seconds", "is required")
+        per[name] = seconds
+    tables.check_unused()
+    cfg = HealthConfig(
+        pipeline_stall_seconds=h.number("pipeline_stall_seconds", 60.0, min=0.1),
+        channel_failure_seconds=h.number("channel_failure_seconds", 120.0, min=0),
+        channel_seconds=per,
+        check_interval=h.number("check_interval", 5.0, min=0.05),
+        notify_webhook=h.secret("notify_webhook", None),
+        notify_webhook_secret=h.secret("notify_webhook_secret", None),
+        notify_email=h.strings("notify_email", []),
+        notify_email_channel=h.string("notify_email_channel", None),
+    )
+    if cfg.notify_webhook is not None and not cfg.notify_webhook.reveal().startswith(
+        ("http://", "https://")
+    ):
+        raise h.error("notify_webhook", "must be an http:// or https:// URL")
+    for address in cfg.notify_email:
+        if "@" not in address or any(c.isspace() for c in address):
+            raise h.error("notify_email", f"not an e-mail address: {address!r}")
+    via = cfg.notify_email_channel
+    if via is not None and not any(c.name == via for c in channels):
+        raise h.error("notify_email_channel", f"no [[channels]] entry named {via!r}")
+    h.check_unused()
+    return cfg
+
+
+@dataclass(slots=True)
 class Config:
     file: Path | None
     base_dir: Path
@@ -243,6 +299,7 @@ class Config:
     sla_minutes: dict[str, float] = field(default_factory=dict)
     teams: list[TeamConfig] = field(default_factory=list)
     channels: list[ChannelConfig] = field(default_factory=list)
+    health: HealthConfig = field(default_factory=HealthConfig)
 
     def channel(self, name: str) -> ChannelConfig:
         for ch in self.channels:
@@ -390,6 +447,7 @@ def parse_config(
             "processes", "workers = 0 makes an accept-only instance: it runs no pipeline"
         )
 
+    health = parse_health(top, channels)
     top.check_unused()
     return Config(
         file=file,
@@ -424,4 +482,5 @@ def parse_config(
         sla_minutes=sla_minutes,
         teams=teams,
         channels=channels,
+        health=health,
     )

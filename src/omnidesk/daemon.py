@@ -18,6 +18,7 @@ from .channels.base import Accept, ChannelAdapter, ChannelContext
 from .channels.registry import UnknownChannelType, adapter_class, dropin_adapters
 from .config import Config, ConfigError
 from .events import Event, EventBus
+from .health import HealthMonitor
 from .intake import Intake
 from .metrics import Metrics
 from .outbox import OutboxWorker
@@ -141,6 +142,18 @@ class Daemon:
                 share_waiting=getattr(self.store, "share_waiting", None),
                 quarantine=self._quarantine_poison,
             )
+        # Readiness (/readyz): what is wrong, as metrics, log lines and alerts.
+        self.health = HealthMonitor(
+            config,
+            self.store,
+            self.adapters,
+            self.metrics,
+            pipeline_status=lambda: (
+                self.pipeline_processes.status() if self.pipeline_processes else None
+            ),
+            rules_error=lambda: str(self.rules.last_error) if self.rules.last_error else None,
+            spawn=self.spawn,
+        )
         self.outbox = OutboxWorker(
             self.store,
             self.adapters,
@@ -149,6 +162,7 @@ class Daemon:
             backoff_max=config.outbox_backoff_max,
             on_events=self.publish,
             on_result=lambda ch, r: self.metrics.outbox.labels(ch, r).inc(),
+            on_channel=self.health.delivery,
         )
         self.web_server: Any = None
         self.started = asyncio.Event()
@@ -184,6 +198,10 @@ class Daemon:
         m.processed.labels("stored").inc(res.stored)
         m.processed.labels("quarantined").inc(res.quarantined)
         m.processed.labels("skipped").inc(res.skipped)
+        if res.seconds:  # a batch of a pipeline, here or in a pipeline process
+            m.batch_seconds.observe(res.seconds)
+        if res.claimed > res.deferred:
+            self.health.batch_done()
         if res.outbox_queued:
             self.outbox.wake()
         self.publish(res.events)
@@ -270,6 +288,7 @@ class Daemon:
             for i in range(self.config.pipeline_workers):
                 self.spawn(self.pipeline.run(), f"pipeline-{i}")
         self.spawn(self.outbox.run(), "outbox")
+        self.spawn(self.health.run(), "health")
         self.spawn(snooze_waker(self.store, self.publish), "snooze-waker")
         if self.config.rules_watch:
             self.spawn(self.rules.watch(), "rules-watch")

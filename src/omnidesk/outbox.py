@@ -297,6 +297,7 @@ class OutboxWorker:
         concurrency: int = 16,
         on_events: Callable[[list[Event]], None] | None = None,
         on_result: Callable[[str, str], None] | None = None,
+        on_channel: Callable[[str, str | None], None] | None = None,
     ) -> None:
         self.store = store
         self.adapters = adapters
@@ -307,6 +308,11 @@ class OutboxWorker:
         self.concurrency = concurrency
         self.on_events = on_events
         self.on_result = on_result
+        # (channel, None) after a delivery, (channel, reason) after a failure
+        # that says the channel is not getting through (health.py). A refusal
+        # of the message itself (an unknown recipient, a closed 24-hour
+        # window) fails that reply, visibly, and says nothing of the channel.
+        self.on_channel = on_channel
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -331,6 +337,8 @@ class OutboxWorker:
             log.exception("send_crashed", channel=channel, outbox_id=item["id"])
             await self._failed(item, f"{type(exc).__name__}: {exc}", True, None)
             return
+        if self.on_channel:
+            self.on_channel(channel, None)
         events = await self.store.write(_record_sent, item, result)
         adapter.touch()
         if self.on_result:
@@ -341,6 +349,8 @@ class OutboxWorker:
     async def _failed(
         self, item: dict[str, Any], reason: str, retry: bool, retry_after: float | None
     ) -> None:
+        if retry and self.on_channel:
+            self.on_channel(item["channel"], reason)
         retry_at = None
         if retry and item["attempts"] < self.max_attempts:
             retry_at = now_ts() + backoff(

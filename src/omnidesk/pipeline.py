@@ -120,6 +120,8 @@ class BatchResult:
     outbox_queued: int = 0
     # New conversations whose assignee is chosen at the end of the batch.
     to_assign: list[_Unassigned] = field(default_factory=list)
+    # Wall time of the batch (PipelineRunner.run_once), for the metrics.
+    seconds: float = 0.0
 
 
 @dataclass(slots=True)
@@ -1082,13 +1084,14 @@ class PipelineRunner:
                 self._idle.set()
         if res.claimed:
             self.processed += res.claimed - res.deferred
+            res.seconds = time.perf_counter() - t0
             log.debug(
                 "batch",
                 claimed=res.claimed,
                 stored=res.stored,
                 quarantined=res.quarantined,
                 deferred=res.deferred,
-                seconds=round(time.perf_counter() - t0, 4),
+                seconds=round(res.seconds, 4),
             )
             if self.on_result is not None:
                 self.on_result(res)

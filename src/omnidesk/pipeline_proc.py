@@ -14,7 +14,7 @@ Between the daemon and each child:
   a quarantine retry, ``r`` after the rules were reloaded through the web
   API; end of file (the daemon is gone) stops the child;
 * a results pipe (child -> daemon): one JSON object per batch (counts,
-  auto-acknowledgements queued, live events), which the daemon turns into
+  its duration, auto-acknowledgements queued, live events), which the daemon turns into
   metrics, an outbox wake-up and events for the web UI, as for a batch of
   its own;
 * with SQLite, two shared counters of the daemon's writes (queued, begun):
@@ -415,6 +415,7 @@ def _result_from(data: dict[str, Any]) -> BatchResult:
         deferred=data["deferred"],
         outbox_queued=data["outbox_queued"],
         events=data["events"],
+        seconds=data.get("seconds", 0.0),
     )
 
 
@@ -429,6 +430,7 @@ def _result_to(res: BatchResult) -> bytes:
             "deferred": res.deferred,
             "outbox_queued": res.outbox_queued,
             "events": events,
+            "seconds": res.seconds,
         },
         default=str,
     ).encode()

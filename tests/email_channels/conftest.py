@@ -321,8 +321,9 @@ def _has_user(name: str) -> bool:
         return False
 
 
-@pytest.fixture(scope="session")
-def dovecot(tls: Tls) -> Iterator[Dovecot]:
+def new_dovecot(tls: Tls) -> Dovecot:
+    """A Dovecot of its own (not started): its folder, config and ports.
+    Remove ``root`` when done."""
     require_service(
         Path(DOVECOT).exists() and Path(DOVEADM).exists(),
         "Dovecot",
@@ -342,13 +343,18 @@ def dovecot(tls: Tls) -> Iterator[Dovecot]:
     for f in (tls.cert_file, tls.key_file):
         f.chmod(0o644)
     tls.cert_file.parent.chmod(0o755)
-    d = Dovecot(root=root, port=port, tls_port=tls_port, mail_owner=owner)
+    return Dovecot(root=root, port=port, tls_port=tls_port, mail_owner=owner)
+
+
+@pytest.fixture(scope="session")
+def dovecot(tls: Tls) -> Iterator[Dovecot]:
+    d = new_dovecot(tls)
     d.start()
     try:
         yield d
     finally:
         d.stop()
-        shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(d.root, ignore_errors=True)
 
 
 # -- a TCP proxy that can cut connections ------------------------------------------

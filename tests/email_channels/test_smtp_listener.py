@@ -166,6 +166,54 @@ async def test_oversized_mail_gets_552(email_daemon: Any) -> None:
     assert await inbound(daemon) == []
 
 
+async def test_bare_lf_mail_of_1_5_mb_is_stored_whole(email_daemon: Any) -> None:
+    """Many clients and scripts end lines with a bare LF. A 1.5 MB mail so
+    written is 30,000 lines, not one line over the 1 MiB limit: smtplib
+    delivers it, and the stored bytes are the sent ones (plus the CRLF that
+    smtplib puts before the ending dot). A real over-long line, 1.5 MB
+    without any line break, is refused with a 500 that says why, and the
+    session goes on."""
+    from omnidesk.channels.smtp import LINE_LIMIT
+
+    daemon = await email_daemon(smtp_channel(), pipeline={"workers": 0}, web=False)
+    port = smtp_port(daemon)
+    head = (
+        b"From: Ann <ann@example.org>\nTo: support@example.com\nSubject: big export\n"
+        b"Message-ID: <bare-lf-1@example.org>\nContent-Type: text/plain\n\n"
+    )
+    body = b"".join(b"row %05d: " % i + b"x" * 40 + b"\n" for i in range(30_000))
+    raw = head + body
+    assert 1_500_000 < len(raw) and b"\r" not in raw
+    assert await asyncio.to_thread(send_smtp, port, raw) == {}
+    stored = await rows(daemon, "SELECT external_id, payload FROM inbound WHERE channel = 'email'")
+    assert [r["external_id"] for r in stored] == ["bare-lf-1@example.org"]
+    assert bytes(stored[0]["payload"]) == raw + b"\r\n"
+
+    one_line = head.replace(b"bare-lf-1", b"one-line") + b"y" * (LINE_LIMIT + 500_000)
+
+    def over_long() -> tuple[int, bytes, dict[str, Any]]:
+        with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
+            s.ehlo()
+            try:
+                s.sendmail("ann@example.org", [SUPPORT], one_line)
+            except smtplib.SMTPDataError as exc:
+                refused = (exc.smtp_code, exc.smtp_error)
+            else:
+                raise AssertionError("an over-long line was accepted")
+            # the same session delivers the next mail
+            return (*refused, s.sendmail("ann@example.org", [SUPPORT], raw.replace(b"-1@", b"-2@")))
+
+    code, text, after = await asyncio.to_thread(over_long)
+    assert code == 500
+    assert text.decode() == (
+        f"5.5.2 Line too long: more than {LINE_LIMIT} bytes without a line break"
+        " (RFC 5321 4.5.3.1.6)"
+    )
+    assert after == {}
+    ids = {r["external_id"] for r in await inbound(daemon)}
+    assert ids == {"bare-lf-1@example.org", "bare-lf-2@example.org"}
+
+
 async def test_store_failure_answers_451_then_retry_stores_once(
     email_daemon: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -528,7 +576,7 @@ async def test_data_section_errors_keep_the_session() -> None:
 
     for section, limit, reply in [
         (b"x" * 100 + b"\r\n", 50, "552 Error: Too much mail data"),
-        (b"ok\r\n" + b"y" * (LINE_LIMIT + 5) + b"\r\nok\r\n", None, "500 Line too long"),
+        (b"ok\r\n" + b"y" * (LINE_LIMIT + 5) + b"\r\nok\r\n", None, "500 5.5.2 Line too long"),
     ]:
         reader = asyncio.StreamReader(limit=LINE_LIMIT)
         reader.feed_data(section + b".\r\nRSET\r\n")

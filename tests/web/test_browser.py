@@ -228,7 +228,9 @@ async def test_collision_presence_and_admin_pages_in_chromium(env: Env, browser:
     admin_watch = Watch(page)
     try:
         await log_in(page, env, "root")
-        await page.wait_for_selector("#banner >> text=channel shop is failing")
+        await page.wait_for_selector(
+            "#banner >> text=channel shop: inbound (connection or poll) failing"
+        )
         await page.screenshot(path=screenshot_path("11-banner-channel-failing"))
     finally:
         shop.set_health(True, "running", "accepting signed messages")

@@ -20,12 +20,12 @@ from tests.web.conftest import Env, login
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 COMPLAINT = "This is unacceptable. Terrible service, the worst experience ever."
-# Public by design: health, the API schema and its docs, inbound channel
+# Public by design: health and readiness, the API schema and its docs, inbound channel
 # endpoints (each checks its provider's signature), the login form and the
 # password login API, logout (it only ever ends the caller's own session),
 # static assets.
 PUBLIC = re.compile(
-    r"^/(healthz|openapi\.json|docs.*|redoc|login|logout|static.*|webhooks/.*"
+    r"^/(healthz|readyz|openapi\.json|docs.*|redoc|login|logout|static.*|webhooks/.*"
     r"|api/v1/inbound/.*|api/v1/session)$"
 )
 

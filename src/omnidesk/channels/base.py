@@ -12,7 +12,8 @@ An adapter talks one protocol and nothing else:
   pipeline's database transaction, possibly in another thread: it must be pure
   (no I/O, no event loop).
 * ``send(outbound)`` delivers a reply; raise ``SendError(retry=...)`` on failure.
-* ``health()`` says whether it works; ``stop()`` releases everything.
+* ``health()`` says whether it works (``set_health`` records a change);
+  ``stop()`` releases everything.
 
 Webhook adapters also implement ``handle_webhook(request)``, served at
 ``/webhooks/{channel name}`` (Starlette request/response). An adapter that
@@ -75,6 +76,9 @@ class Health:
     detail: str = ""
     since: float = field(default_factory=time.time)
     last_activity: float | None = None
+    # Since when ok has been False, through changes of state and detail (a
+    # retry counter in the detail must not restart the clock of /readyz).
+    failing_since: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -83,6 +87,7 @@ class Health:
             "detail": self.detail,
             "since": self.since,
             "last_activity": self.last_activity,
+            "failing_since": self.failing_since,
         }
 
 
@@ -153,7 +158,22 @@ class ChannelAdapter(abc.ABC):
         if (h.ok, h.state, h.detail) != (ok, state, detail):
             log = self.log.info if ok else self.log.warning
             log("channel_health", ok=ok, state=state, detail=detail)
-            self._health = Health(ok=ok, state=state, detail=detail, last_activity=h.last_activity)
+            now = time.time()
+            failing = None if ok else (h.failing_since if not h.ok else None) or now
+            self._health = Health(
+                ok=ok,
+                state=state,
+                detail=detail,
+                since=now,
+                last_activity=h.last_activity,
+                failing_since=failing,
+            )
+
+    def inbound_health(self) -> Health:
+        """The receiving side as the adapter last set it (its listener,
+        connection or poll). ``health()`` may add what it knows of sending;
+        the health monitor takes sending from the outbox's results."""
+        return self._health
 
     def touch(self) -> None:
         """Note that something arrived or left (for staleness checks)."""

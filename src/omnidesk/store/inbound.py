@@ -156,6 +156,16 @@ def count_pending(db: Db) -> int:
     return int(db.val("SELECT COUNT(*) FROM inbound WHERE state = 'pending'") or 0)
 
 
+def pending_summary(db: Db) -> tuple[int, int | None]:
+    """(envelopes pending, the oldest one's id): the pipeline works in id
+    order, so while the oldest stays the same no pipeline anywhere is
+    getting through the queue."""
+    row = db.one("SELECT COUNT(*) AS n, MIN(id) AS oldest FROM inbound WHERE state = 'pending'")
+    if row is None or not row["n"]:
+        return 0, None
+    return int(row["n"]), int(row["oldest"])
+
+
 def mark_done(db: Db, inbound_id: int, note: str | None = None, *, quarantined: bool) -> None:
     now = now_ts()
     db.run(

@@ -13,6 +13,7 @@ from ..intake import IntakeError
 from . import (
     accounts,
     admin,
+    apidocs,
     contacts,
     inbound,
     inbox,
@@ -35,10 +36,13 @@ def create_app(daemon: Daemon) -> FastAPI:
         version=__version__,
         description="Omnichannel customer-service daemon: inbox API, inbound API channel, "
         "webhooks. Authenticate with `Authorization: Bearer <token>`.",
+        # /docs is served from the package's files (apidocs.py), not a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.daemon = daemon
     app.add_exception_handler(IntakeError, inbound.intake_unavailable)
-    for module in (ops, inbound, inbox, admin):
+    for module in (ops, apidocs, inbound, inbox, admin):
         app.include_router(module.router)
     app.include_router(search_router)
     # The agent inbox: accounts, live feed, contacts, rules editing, the web UI.

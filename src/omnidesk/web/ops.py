@@ -25,7 +25,10 @@ async def _observe(daemon: Daemon) -> dict[str, Any]:
     m = daemon.metrics
     channels = {n: a.health().to_dict() for n, a in daemon.adapters.items()}
     for n, h in channels.items():
-        m.channel_up.labels(n).set(1 if h["ok"] else 0)
+        # Replies failing count too: the outbox's results (health.py).
+        if (out := daemon.health.outbound(n)) is not None:
+            h["outbound"] = out
+        m.channel_up.labels(n).set(1 if h["ok"] and (out is None or out["ok"]) else 0)
     try:
         pending = await daemon.store.read(count_pending)
         store_ok = True
@@ -47,7 +50,9 @@ async def healthz(daemon: Daemon = Depends(get_daemon)) -> JSONResponse:
     seen = await _observe(daemon)
     channels, pending, store_ok = seen["channels"], seen["pending"], seen["store_ok"]
     rules_error = daemon.rules.last_error
-    ok = store_ok and all(h["ok"] for h in channels.values())
+    ok = store_ok and all(
+        h["ok"] and h.get("outbound", {}).get("ok", True) for h in channels.values()
+    )
     extra = {}
     if "pipeline" in seen:
         # A pipeline process that keeps dying leaves mail pending: say so.
@@ -68,6 +73,16 @@ async def healthz(daemon: Daemon = Depends(get_daemon)) -> JSONResponse:
     return JSONResponse(body, status_code=200 if store_ok else 503)
 
 
+@router.get("/readyz")
+async def readyz(daemon: Daemon = Depends(get_daemon)) -> JSONResponse:
+    """Readiness: 200 when this instance does its work, 503 with the list of
+    problems (store, pipeline, channels past their [health] thresholds) when
+    it does not; ``warnings`` name what is wrong but not yet a problem. No
+    authentication, for load balancers and orchestrators."""
+    seen = await daemon.health.check()
+    return JSONResponse(seen.to_dict(), status_code=200 if seen.ready else 503)
+
+
 @router.get("/metrics", response_class=PlainTextResponse)
 async def metrics(
     _: Principal = Depends(current_principal), daemon: Daemon = Depends(get_daemon)
@@ -76,4 +91,5 @@ async def metrics(
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
     await _observe(daemon)
+    await daemon.health.check()
     return Response(generate_latest(daemon.metrics.registry), media_type=CONTENT_TYPE_LATEST)

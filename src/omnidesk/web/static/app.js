@@ -944,21 +944,22 @@ function route() {
 }
 
 // A stalled channel, a failing store or refused rules must not go unnoticed:
-// a banner on every page, from /healthz, checked every 20 seconds.
+// a banner on every page, from /readyz, checked every 20 seconds. Problems
+// (what keeps this instance from its work: the store, a stalled pipeline, a
+// channel failing past its [health] threshold) in red; warnings (wrong, not
+// yet a problem) in yellow.
 async function checkHealth() {
   const banner = document.getElementById('banner');
   let r;
-  try { r = await fetch('/healthz', { credentials: 'same-origin' }).then(x => x.json()); } catch (_) { return; }
-  const problems = [];
-  if (!r.store || !r.store.ok) problems.push('the database is not answering');
-  if (r.rules && !r.rules.ok) problems.push('the last rules edit was refused (the previous rules keep running)');
-  for (const [name, c] of Object.entries(r.channels || {})) {
-    if (!c.ok) problems.push('channel ' + name + ' is ' + c.state + (c.detail ? ': ' + c.detail : ''));
-  }
-  banner.hidden = problems.length === 0;
-  banner.className = 'banner bad';
-  clear(banner).append(h('strong', {}, 'Attention: '), problems.join(' · '),
-    ME.role === 'admin' ? h('span', {}, ' ', h('a', { href: '/admin/channels' }, 'details')) : null);
+  try { r = await fetch('/readyz', { credentials: 'same-origin' }).then(x => x.json()); } catch (_) { return; }
+  const problems = (r.problems || []).map(p => p.message);
+  const warnings = r.warnings || [];
+  banner.hidden = problems.length + warnings.length === 0;
+  banner.className = problems.length ? 'banner bad' : 'banner';
+  banner.dataset.ready = r.ready ? 'yes' : 'no';
+  const items = [...problems, ...warnings].map((text, i) => [i ? ' · ' : '', h('span', { class: 'health-item' }, text)]);
+  clear(banner).append(h('span', {}, h('strong', {}, problems.length ? 'Not working: ' : 'Attention: '), items,
+    ME.role === 'admin' ? [' ', h('a', { href: '/admin/channels' }, 'details')] : null));
 }
 checkHealth();
 setInterval(checkHealth, 20000);
