@@ -22,10 +22,10 @@ from omnidesk.channels.api import SIGNATURE_HEADER, sign
 from omnidesk.config import Config, parse_config
 from omnidesk.daemon import Daemon
 from omnidesk.store import Store, open_store
+from tests import testdata
 
 REPO = Path(__file__).resolve().parents[1]
 RULES = REPO / "rules"
-CORPORA = Path(os.environ.get("OMNIDESK_CORPORA", REPO.parent / "shared" / "corpora"))
 API_SECRET = "test-secret-" + "x" * 16
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -40,6 +40,19 @@ def require_service(available: bool, what: str, how: str) -> None:
     if CI:
         pytest.fail(message)
     pytest.skip(message)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test of data kept outside the repository (the ``corpus`` mark) is
+    skipped or failed before its fixtures start (tests/testdata.py)."""
+    testdata.running = item
+    for mark in item.iter_markers("corpus"):
+        for name in mark.args:
+            testdata.require(name)
+
+
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    testdata.running = None
 
 
 _exit_status = 0
