@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import shutil
+import socket
 import sys
 import threading
 import time
@@ -28,6 +29,13 @@ REPO = Path(__file__).resolve().parents[1]
 RULES = REPO / "rules"
 API_SECRET = "test-secret-" + "x" * 16
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def require_service(available: bool, what: str, how: str) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,16 +20,10 @@ import pytest
 from omnidesk.model import Envelope
 from omnidesk.store import open_store
 from omnidesk.store.inbound import insert_envelopes
-from tests.conftest import API_SECRET, RULES, message, signed
+from tests.conftest import API_SECRET, RULES, free_port, message, signed
 from tests.core.test_pipeline_processes import POISON_CHANNEL
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def write_config(tmp: Path, store_url: str, port: int, workers: int) -> Path:

@@ -23,7 +23,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -37,7 +36,7 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.conftest import API_SECRET, RULES, signed
+from tests.conftest import API_SECRET, RULES, free_port, signed
 from tests.email_channels.conftest import Dovecot, dovecot, imap_channel, mail, tls  # noqa: F401
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -55,12 +54,6 @@ TEXTS = [
     "你好，请问订单{n}什么时候发货？",
     "Love the new app, checkout is much faster now",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def toml_value(v: Any) -> str:
