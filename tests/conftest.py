@@ -12,9 +12,9 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -270,6 +270,31 @@ async def wait_for(pred: Callable[[], Any], timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(0.05)
+
+
+S = TypeVar("S")
+
+
+async def until_done(
+    probe: Callable[[], Awaitable[S]],
+    done: Callable[[S], bool],
+    *,
+    stall: float = 30.0,
+    every: float = 0.2,
+) -> S:
+    """Poll ``probe`` until ``done`` holds for what it returns, and return that
+    state. Work that is moving is never cut off by a fixed deadline (a loaded
+    machine is slow, not stuck): this gives up, returning the last state for
+    the caller to assert on, only when the state has not changed for
+    ``stall`` seconds."""
+    state = await probe()
+    changed = time.monotonic()
+    while not done(state) and time.monotonic() - changed < stall:
+        await asyncio.sleep(every)
+        now = await probe()
+        if now != state:
+            state, changed = now, time.monotonic()
+    return state
 
 
 async def agent_api(daemon: Daemon) -> httpx.AsyncClient:
