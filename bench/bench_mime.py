@@ -2,9 +2,11 @@
 
     .venv/bin/python bench/bench_mime.py [--seconds 2] [--corpus PATH]
 
-Workloads: every message of the third-party corpus (corpora/email, mbox
-files split), and a synthetic 5 KB multipart reply (text + HTML
-alternative, quoted history, a small attachment), the typical support mail.
+Workloads: every message of the third-party e-mail corpus (by default the
+sets in the repository, tests/corpora/email; ``--corpus "$OMNIDESK_CORPORA"``
+for a fuller copy kept outside it; mbox files split), and a synthetic 5 KB
+multipart reply (text + HTML alternative, quoted history, a small
+attachment), the typical support mail.
 
 Baseline, measured in the same run: ``email.message_from_bytes(raw,
 policy=compat32)`` and walking every part (``get_payload(decode=True)``) -
@@ -22,7 +24,6 @@ import argparse
 import base64
 import email
 import mailbox
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -35,7 +36,7 @@ from omnidesk.email import parse_email
 from omnidesk.model import NormalizeError
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_CORPUS = Path(os.environ.get("OMNIDESK_CORPORA") or REPO.parent / "shared" / "corpora")
+DEFAULT_CORPUS = REPO / "tests" / "corpora"
 TARGET = 1200.0
 
 

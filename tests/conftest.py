@@ -7,13 +7,14 @@ import asyncio
 import json
 import os
 import shutil
+import socket
 import sys
 import threading
 import time
 import traceback
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -22,12 +23,19 @@ from omnidesk.channels.api import SIGNATURE_HEADER, sign
 from omnidesk.config import Config, parse_config
 from omnidesk.daemon import Daemon
 from omnidesk.store import Store, open_store
+from tests import testdata
 
 REPO = Path(__file__).resolve().parents[1]
 RULES = REPO / "rules"
-CORPORA = Path(os.environ.get("OMNIDESK_CORPORA", REPO.parent / "shared" / "corpora"))
 API_SECRET = "test-secret-" + "x" * 16
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def require_service(available: bool, what: str, how: str) -> None:
@@ -40,6 +48,19 @@ def require_service(available: bool, what: str, how: str) -> None:
     if CI:
         pytest.fail(message)
     pytest.skip(message)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test of data kept outside the repository (the ``corpus`` mark) is
+    skipped or failed before its fixtures start (tests/testdata.py)."""
+    testdata.running = item
+    for mark in item.iter_markers("corpus"):
+        for name in mark.args:
+            testdata.require(name)
+
+
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    testdata.running = None
 
 
 _exit_status = 0
@@ -249,6 +270,31 @@ async def wait_for(pred: Callable[[], Any], timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(0.05)
+
+
+S = TypeVar("S")
+
+
+async def until_done(
+    probe: Callable[[], Awaitable[S]],
+    done: Callable[[S], bool],
+    *,
+    stall: float = 30.0,
+    every: float = 0.2,
+) -> S:
+    """Poll ``probe`` until ``done`` holds for what it returns, and return that
+    state. Work that is moving is never cut off by a fixed deadline (a loaded
+    machine is slow, not stuck): this gives up, returning the last state for
+    the caller to assert on, only when the state has not changed for
+    ``stall`` seconds."""
+    state = await probe()
+    changed = time.monotonic()
+    while not done(state) and time.monotonic() - changed < stall:
+        await asyncio.sleep(every)
+        now = await probe()
+        if now != state:
+            state, changed = now, time.monotonic()
+    return state
 
 
 async def agent_api(daemon: Daemon) -> httpx.AsyncClient:

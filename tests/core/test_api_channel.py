@@ -12,7 +12,7 @@ import httpx
 import pytest
 from aiohttp import web
 
-from omnidesk.channels.api import SIGNATURE_HEADER, sign, verify
+from omnidesk.channels.api import SIGNATURE_HEADER, TOLERANCE, sign, verify
 from omnidesk.daemon import Daemon
 from omnidesk.store.inbound import count_pending
 from tests.conftest import API_SECRET, admin_token, message, post_inbound, settle, signed
@@ -53,9 +53,10 @@ async def test_bad_signature_is_refused_and_nothing_stored(
     elif mutate == "tampered-body":
         raw = raw.replace(b"hello", b"HELLO")
     elif mutate == "stale":
-        headers[SIGNATURE_HEADER] = sign(API_SECRET, raw, int(time.time()) - 301)
+        # An hour beyond the tolerance: a slow request cannot bring it back in.
+        headers[SIGNATURE_HEADER] = sign(API_SECRET, raw, int(time.time()) - TOLERANCE - 3600)
     elif mutate == "future":
-        headers[SIGNATURE_HEADER] = sign(API_SECRET, raw, int(time.time()) + 301)
+        headers[SIGNATURE_HEADER] = sign(API_SECRET, raw, int(time.time()) + TOLERANCE + 3600)
     else:
         headers[SIGNATURE_HEADER] = "v1=deadbeef"
     r = await client.post("/api/v1/inbound/api", content=raw, headers=headers)

@@ -3,24 +3,56 @@ a tiny builder for synthetic messages (bytes exactly as written)."""
 
 from __future__ import annotations
 
-from tests.conftest import CORPORA, require_service
+import mailbox
+from pathlib import Path
 
-EMAIL_CORPUS = CORPORA / "email"
+from tests.testdata import OUTSIDE_SETS, outside, present, vendored
+
+# The sets copied into the repository (tests/corpora/NOTICE); every clone has them.
+EMAIL_CORPUS = vendored("email")
+NOT_MESSAGES = {"SOURCE.md", "README.md", "TRAPS.md"}
+# Kept outside the repository (tests/testdata.py says why).
+HUNNYSOFT = "email/hunnysoft-mime-samples"
+
+
+def corpus_path(rel: str) -> Path:
+    """A corpus message by its path relative to ``corpora/email``: in the
+    repository, or in a set kept outside it (the test then carries that set's
+    ``corpus`` mark)."""
+    name = "email/" + rel.split("/", 1)[0]
+    if name in OUTSIDE_SETS:
+        return outside(name).parent / rel
+    return EMAIL_CORPUS / rel
 
 
 def corpus_file(rel: str) -> bytes:
-    """A corpus message by its path relative to ``corpora/email``.
+    return corpus_path(rel).read_bytes()
 
-    Missing corpus: skipped on a developer machine, a failure in CI (a
-    silently skipped corpus would hide every regression it guards).
-    """
-    path = EMAIL_CORPUS / rel
-    require_service(
-        path.is_file(),
-        f"email corpus file {path}",
-        "set OMNIDESK_CORPORA to the shared corpora folder",
+
+def message_files(name: str | None = None) -> list[str]:
+    """The files of the vendored sets (``name`` None), or of one outside set
+    when it is there, as paths relative to ``corpora/email``."""
+    root = EMAIL_CORPUS if name is None else present(name)
+    if root is None:
+        return []
+    top = root if name is None else root.parent
+    return sorted(
+        str(p.relative_to(top))
+        for p in root.rglob("*")
+        if p.is_file() and p.name not in NOT_MESSAGES
     )
-    return path.read_bytes()
+
+
+def corpus_messages(rel: str) -> list[tuple[str, bytes]]:
+    """The messages in a corpus file: one, or each message of an mbox."""
+    path = corpus_path(rel)
+    if rel.endswith((".mbox.txt", ".mbox")):
+        box = mailbox.mbox(str(path), create=False)
+        try:
+            return [(f"{rel}#{i}", m.as_bytes()) for i, m in enumerate(box)]
+        finally:
+            box.close()
+    return [(rel, path.read_bytes())]
 
 
 def mail(*headers: str, body: str | bytes = "Hello", crlf: bool = True) -> bytes:

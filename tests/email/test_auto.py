@@ -8,7 +8,7 @@ import pytest
 from omnidesk.email import parse_email
 from omnidesk.model import MessageKind
 
-from .conftest import corpus_file, mail
+from .conftest import HUNNYSOFT, corpus_file, mail
 
 
 @pytest.mark.parametrize(
@@ -49,7 +49,7 @@ def test_real_automatic_mail(rel: str, auto: str, refs: list[str]) -> None:
     "rel",
     [
         "ruby-mail/plain_emails/basic_email.eml",
-        "hunnysoft-mime-samples/m0001.txt",
+        pytest.param("hunnysoft-mime-samples/m0001.txt", marks=pytest.mark.corpus(HUNNYSOFT)),
         "stalwart-mail-parser/thirdparty/015.eml",
         "flanker/iphone.eml",
     ],

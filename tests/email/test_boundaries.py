@@ -6,8 +6,7 @@ from __future__ import annotations
 from omnidesk.email import parse as parse_mod
 from omnidesk.email.parse import parse_email
 
-from . import test_corpus as corpus
-from .conftest import mail
+from .conftest import corpus_messages, mail, message_files
 
 
 def _both(raw: bytes) -> tuple[object, object]:
@@ -21,10 +20,9 @@ def _both(raw: bytes) -> tuple[object, object]:
 
 
 def test_renaming_changes_nothing_over_the_whole_corpus() -> None:
-    corpus.test_corpus_is_present()
     renamed = 0
-    for rel in corpus.FILES:
-        for name, raw in corpus._messages(rel):
+    for rel in message_files():
+        for name, raw in corpus_messages(rel):
             fast, plain = _both(raw)
             assert fast == plain, name
             renamed += bool(parse_mod._canonical_boundaries(parse_mod._strip_preamble(raw))[1])

@@ -3,11 +3,8 @@ reason; the traps listed in corpora/email/TRAPS.md are handled."""
 
 from __future__ import annotations
 
-import mailbox
-import os
 import re
 from email import message_from_bytes
-from pathlib import Path
 
 import pytest
 
@@ -20,11 +17,9 @@ from omnidesk.email.headers import (
     unfold,
 )
 from omnidesk.model import Message, NormalizeError
-from tests.conftest import require_service
+from tests.testdata import corpus_params, present
 
-from .conftest import EMAIL_CORPUS, corpus_file
-
-_NOT_MESSAGES = {"SOURCE.md", "README.md", "TRAPS.md"}
+from .conftest import EMAIL_CORPUS, HUNNYSOFT, corpus_file, corpus_messages, message_files
 
 # Files that are not email messages at all; each must be refused with a reason.
 EXPECTED_REFUSALS = {
@@ -37,47 +32,38 @@ EXPECTED_REFUSALS = {
     "stalwart-mail-parser/thirdparty/COPYING": "no header",
 }
 
-
-def _corpus_files() -> list[str]:
-    if not EMAIL_CORPUS.is_dir():
-        return []
-    return sorted(
-        str(p.relative_to(EMAIL_CORPUS))
-        for p in EMAIL_CORPUS.rglob("*")
-        if p.is_file() and p.name not in _NOT_MESSAGES
-    )
+# The sets in the repository; the Hunny Software samples stay outside it.
+FILES = message_files()
 
 
-FILES = _corpus_files()
-
-
-def _messages(rel: str) -> list[tuple[str, bytes]]:
-    """The messages in a corpus file: one, or each message of an mbox."""
-    data = corpus_file(rel)
-    if rel.endswith(".mbox.txt") or rel.endswith(".mbox"):
-        box = mailbox.mbox(str(EMAIL_CORPUS / rel), create=False)
-        try:
-            return [(f"{rel}#{i}", m.as_bytes()) for i, m in enumerate(box)]
-        finally:
-            box.close()
-    return [(rel, data)]
-
-
-def _traps(section: str) -> list[str]:
-    """File paths listed under a ``## <section>`` heading of TRAPS.md."""
-    text = (EMAIL_CORPUS / "TRAPS.md").read_text(encoding="utf-8")
+def _traps(section: str, name: str | None = None) -> list[str]:
+    """File paths listed under a ``## <section>`` heading of TRAPS.md: the
+    vendored copy's, or (``name``) the outside corpus's entries of that set."""
+    if name is None:
+        traps = EMAIL_CORPUS / "TRAPS.md"
+    else:
+        folder = present(name)
+        if folder is None:
+            return []
+        traps = folder.parent / "TRAPS.md"
+    text = traps.read_text(encoding="utf-8")
     m = re.search(rf"^## {re.escape(section)}.*?$(.*?)(?=^## |\Z)", text, re.M | re.S)
-    assert m, f"TRAPS.md has no section {section!r}"
-    return re.findall(r"^- ([^\s:]+)", m.group(1), re.M)
+    assert m, f"{traps} has no section {section!r}"
+    found = re.findall(r"^- ([^\s:]+)", m.group(1), re.M)
+    return [f for f in found if name is None or f"email/{f}".startswith(name + "/")]
 
 
 def test_corpus_is_present() -> None:
-    require_service(
-        bool(FILES),
-        f"email corpus at {EMAIL_CORPUS}",
-        "set OMNIDESK_CORPORA to the shared corpora folder",
-    )
-    assert len(FILES) > 300
+    # Every vendored set is there (tests/corpora/NOTICE lists them).
+    sets = {rel.split("/", 1)[0] for rel in FILES}
+    assert sets == {
+        "cpython-test_email",
+        "flanker",
+        "mimekit",
+        "ruby-mail",
+        "stalwart-mail-parser",
+    }
+    assert len(FILES) > 280
 
 
 def _check_invariants(name: str, msg: Message) -> None:
@@ -100,9 +86,9 @@ def _check_invariants(name: str, msg: Message) -> None:
         assert msg.auto is None
 
 
-@pytest.mark.parametrize("rel", FILES)
+@pytest.mark.parametrize("rel", FILES + corpus_params(HUNNYSOFT, message_files(HUNNYSOFT)))
 def test_corpus_file_normalizes_or_is_refused_with_a_reason(rel: str) -> None:
-    for name, data in _messages(rel):
+    for name, data in corpus_messages(rel):
         try:
             msg = parse_email(data, channel="email", envelope={"source": "corpus"})
         except NormalizeError as exc:
@@ -125,7 +111,9 @@ def _no_fffd(msg: Message, raw: bytes = b"", *, headers: bool = True) -> None:
         assert "\ufffd" not in (value or ""), f"U+FFFD in {field}: {value!r}"
 
 
-@pytest.mark.parametrize("rel", _traps("U+FFFD") if FILES else [])
+@pytest.mark.parametrize(
+    "rel", _traps("U+FFFD") + corpus_params(HUNNYSOFT, _traps("U+FFFD", HUNNYSOFT))
+)
 def test_traps_mislabelled_text_decodes_without_replacement_chars(rel: str) -> None:
     msg = parse_email(corpus_file(rel), channel="email")
     _no_fffd(msg)
@@ -133,10 +121,10 @@ def test_traps_mislabelled_text_decodes_without_replacement_chars(rel: str) -> N
 
 @pytest.mark.parametrize(
     "rel",
-    (_traps("get_content() KeyError") + _traps("get_content() LookupError") if FILES else []),
+    _traps("get_content() KeyError") + _traps("get_content() LookupError"),
 )
 def test_traps_broken_multiparts_and_unknown_charsets_normalize(rel: str) -> None:
-    for name, data in _messages(rel):
+    for name, data in corpus_messages(rel):
         msg = parse_email(data, channel="email")
         # These traps are about bodies; flanker/mailformed-headers.eml also
         # has a truncated UTF-8 sequence in its From name, which no decoding
@@ -145,7 +133,7 @@ def test_traps_broken_multiparts_and_unknown_charsets_normalize(rel: str) -> Non
         assert msg.text or msg.attachments or msg.html is not None or msg.subject, name
 
 
-@pytest.mark.parametrize("rel", _traps("header to AttributeError") if FILES else [])
+@pytest.mark.parametrize("rel", _traps("header to AttributeError"))
 def test_traps_group_addresses_in_dsns_parse(rel: str) -> None:
     msg = parse_email(corpus_file(rel), channel="email")
     assert msg.kind == "auto"
@@ -161,10 +149,9 @@ def test_plain_address_reading_agrees_with_the_stdlib_on_the_corpus() -> None:
     """The pattern reading of common address headers (a fast path) gives
     exactly the pairs the stdlib's parser gives, on every address header of
     the corpus it takes; the others fall through to the stdlib."""
-    require_service(bool(FILES), f"email corpus at {EMAIL_CORPUS}", "set OMNIDESK_CORPORA")
     taken = refused = 0
     for rel in FILES:
-        for _name, raw in _messages(rel):
+        for _name, raw in corpus_messages(rel):
             parsed = message_from_bytes(raw, policy=RAW_POLICY)
             for header in _ADDRESS_HEADERS:
                 values = [str(v) for v in parsed.get_all(header) or ()]
@@ -226,7 +213,12 @@ KNOWN_CHARSETS = [
     ("stalwart-mail-parser/thirdparty/005.eml", None, "『世界人権宣言』"),
     ("stalwart-mail-parser/thirdparty/003.eml", None, "Move ♚ to ♛'s ♝"),
     ("ruby-mail/rfc6532/utf8_headers.eml", "Säying Hello", "body"),
-    ("hunnysoft-mime-samples/m1011.txt", "Die Hasen und die Frösche", "Die Hasen"),
+    pytest.param(
+        "hunnysoft-mime-samples/m1011.txt",
+        "Die Hasen und die Frösche",
+        "Die Hasen",
+        marks=pytest.mark.corpus(HUNNYSOFT),
+    ),
     ("flanker/8bitmime.eml", None, "Превел"),
     ("flanker/bilingual-simple.eml", "Как ты поживаешь", "А эта линия по-русски."),
     ("mimekit/tnef/ukr.eml", "rr test 7", "шостий"),
@@ -250,11 +242,3 @@ def test_japanese_attachment_names_decode() -> None:
         channel="email",
     )
     assert [a.filename for a in msg.attachments] == ["かきくけこ" * 5 + ".txt"]
-
-
-def test_corpus_path_default_is_relative_to_the_repo() -> None:
-    from . import conftest
-
-    expected = Path(conftest.__file__).resolve().parents[2].parent / "shared" / "corpora"
-    if not os.environ.get("OMNIDESK_CORPORA"):
-        assert expected == conftest.CORPORA

@@ -12,10 +12,8 @@ import pytest
 
 from omnidesk.email.fastparse import message_from_bytes
 from omnidesk.email.headers import RAW_POLICY
-from tests.conftest import require_service
 
-from .conftest import EMAIL_CORPUS, mail
-from .test_corpus import FILES, _messages
+from .conftest import corpus_messages, mail, message_files
 
 
 def _tree(msg: Message) -> Any:
@@ -40,17 +38,16 @@ def _same_as_stdlib(raw: bytes) -> bool | None:
 
 
 def test_the_corpus_reads_the_same_or_is_declined() -> None:
-    require_service(bool(FILES), f"email corpus at {EMAIL_CORPUS}", "set OMNIDESK_CORPORA")
     taken = declined = 0
-    for rel in FILES:
-        for _name, raw in _messages(rel):
+    for rel in message_files():
+        for _name, raw in corpus_messages(rel):
             for data in (raw, raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")):
                 if _same_as_stdlib(data):
                     taken += 1
                 else:
                     declined += 1
     # Both paths are exercised: most mail is plain, the corpus collects oddities.
-    assert taken > 300 and declined > 100, (taken, declined)
+    assert taken > 250 and declined > 100, (taken, declined)
 
 
 NESTED = (

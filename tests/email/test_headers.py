@@ -21,8 +21,7 @@ from omnidesk.email.headers import (
     parse_date,
 )
 
-from .conftest import corpus_file, mail
-from .test_corpus import FILES, _messages
+from .conftest import corpus_file, corpus_messages, mail, message_files
 
 
 def test_rfc2047_sender_name_is_decoded_and_address_lower_cased() -> None:
@@ -251,8 +250,8 @@ def _params_and_boundary_match(msg: Message) -> int:
 
 def test_header_params_read_the_corpus_as_the_stdlib_does() -> None:
     seen = 0
-    for rel in FILES:
-        for _name, raw in _messages(rel):
+    for rel in message_files():
+        for _name, raw in corpus_messages(rel):
             seen += _params_and_boundary_match(email.message_from_bytes(raw, policy=RAW_POLICY))
     assert seen > 500  # the corpus has its thousand or so typed parts
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import base64
 
+import pytest
+
 from omnidesk.email import parse_email
 
-from .conftest import corpus_file, mail
+from .conftest import HUNNYSOFT, corpus_file, mail
 
 BOUNDARY = "b1"
 
@@ -155,10 +157,30 @@ def test_tnef_body_is_used_when_the_mime_has_none() -> None:
     assert msg.html is not None and "шостий" in msg.html
 
 
-def test_unreadable_tnef_stays_an_attachment() -> None:
-    # m4006.txt calls a PNG "winmail.dat": keep it as it is.
-    msg = parse_email(corpus_file("hunnysoft-mime-samples/m4006.txt"), channel="email")
+def _png_called_winmail_dat() -> bytes:
+    png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(64))
+    return mail(
+        "Subject: Read: invitation",
+        "MIME-Version: 1.0",
+        'Content-Type: application/ms-tnef;\r\n name="winmail.dat"',
+        "Content-Transfer-Encoding: base64",
+        'Content-Disposition: attachment;\r\n filename="winmail.dat"',
+        body=base64.encodebytes(png).decode(),
+    )
+
+
+@pytest.mark.parametrize(
+    "rel",
+    [None, pytest.param("hunnysoft-mime-samples/m4006.txt", marks=pytest.mark.corpus(HUNNYSOFT))],
+)
+def test_unreadable_tnef_stays_an_attachment(rel: str | None) -> None:
+    # A PNG called "winmail.dat" (as m4006.txt of the Hunny Software samples
+    # has it): keep it as it is.
+    raw = corpus_file(rel) if rel else _png_called_winmail_dat()
+    msg = parse_email(raw, channel="email")
     assert [a.filename for a in msg.attachments] == ["winmail.dat"]
+    if rel is None:
+        assert (msg.attachments[0].data or b"").startswith(b"\x89PNG")
 
 
 def test_attached_message_is_an_eml_attachment() -> None:

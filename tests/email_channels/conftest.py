@@ -29,18 +29,12 @@ import trustme
 
 from omnidesk.channels.imap import quote_mailbox
 from omnidesk.daemon import Daemon
-from tests.conftest import make_config, require_service
+from tests.conftest import free_port, make_config, require_service
 
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
 DOVEADM = shutil.which("doveadm") or "/usr/bin/doveadm"
 SWAKS = shutil.which("swaks") or "/usr/bin/swaks"
 SUPPORT = "support@example.com"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def eventually(

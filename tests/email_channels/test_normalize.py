@@ -15,10 +15,9 @@ from omnidesk.email import parse_email
 from omnidesk.intake import Intake
 from omnidesk.model import Envelope, Message, NormalizeError, Skip
 from omnidesk.store import open_store
-from tests.conftest import require_service
 
 from .conftest import mail
-from .test_smtp_corpus import EMAIL_CORPUS, corpus
+from .test_smtp_corpus import corpus
 
 
 def channel(tmp_path: Path, **options: Any) -> SmtpChannel:
@@ -56,11 +55,6 @@ def test_every_corpus_message_gives_storable_text() -> None:
     PostgreSQL refuses them and the JSON meta column fails. Every field of
     every normalized corpus message must encode; and the intake key the
     listener computes from the header alone is the parsed Message-ID."""
-    require_service(
-        EMAIL_CORPUS.is_dir(),
-        f"email corpus at {EMAIL_CORPUS}",
-        "set OMNIDESK_CORPORA to the shared corpora folder",
-    )
     bad: list[str] = []
     for name, data in corpus():
         try:
@@ -149,11 +143,6 @@ def test_envelope_id_shortcut_agrees_with_the_parser() -> None:
 
 
 def test_envelope_id_shortcut_over_the_corpus() -> None:
-    require_service(
-        EMAIL_CORPUS.is_dir(),
-        f"email corpus at {EMAIL_CORPUS}",
-        "set OMNIDESK_CORPORA to the shared corpora folder",
-    )
     shortcut = 0
     for name, data in corpus():
         assert envelope_id(data) == _slow_envelope_id(data), name

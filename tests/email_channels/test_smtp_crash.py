@@ -18,9 +18,9 @@ import httpx
 import pytest
 
 from omnidesk.store import open_store
-from tests.conftest import RULES, children_of, is_python, process_gone
+from tests.conftest import RULES, children_of, free_port, is_python, process_gone
 
-from .conftest import SUPPORT, free_port, mail
+from .conftest import SUPPORT, mail
 
 pytestmark = pytest.mark.slow
 

@@ -1,9 +1,8 @@
 """Helpers for the rules tests: write rule files into a temporary directory, build
-inputs, and find the shipped rules and the shared corpora."""
+inputs, and find the shipped rules."""
 
 from __future__ import annotations
 
-import os
 import textwrap
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -17,7 +16,6 @@ from omnidesk.rules import RuleSet, load_rules
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED_RULES = REPO / "rules"
-CORPORA = Path(os.environ.get("OMNIDESK_CORPORA", REPO.parent / "shared" / "corpora"))
 
 # A Tuesday, inside the shipped business hours.
 TUESDAY_NOON = datetime(2024, 5, 7, 12, 0, tzinfo=UTC)

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import itertools
 import pickle
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from omnidesk.model import Category
 from omnidesk.pipeline_proc import ParseRules
@@ -17,15 +19,49 @@ from omnidesk.rules import RuleSet, load_rules
 from omnidesk.rules.conditions import Matches
 
 from .conftest import SHIPPED_RULES, inp, write
-from .test_corpora import twitter, waimai
+from .test_corpora import TWITTER, WAIMAI, banking77, clinc150, twitter, waimai
+
+# Chinese messages of our own (the Chinese review set stays outside the repository).
+CHINESE = [
+    "送餐太慢了，等了一个多小时，饭都凉了",
+    "态度很差，再也不点了",
+    "还没有退款，已经一个星期了",
+    "菜里有头发，太恶心了，要求退款",
+    "东西坏了，客服也不理人",
+    "味道不错，送得也快",
+    "很满意，下次还会再来",
+    "包装很好，谢谢骑手",
+    "分量足，好吃，推荐",
+    "服务很周到，点赞",
+    "请问可以开发票吗？",
+    "几点开始营业？",
+    "可以送到学校宿舍吗？",
+    "怎么修改收货地址？",
+    "我的订单什么时候到？",
+    "不好吃",
+    "很不满意",
+]
 
 
-def test_a_preview_gives_the_full_evaluation_s_decision(shipped: RuleSet) -> None:
-    records = itertools.chain(
+def _records(source: str) -> Iterator[dict[str, str]]:
+    if source == "vendored":
+        return itertools.chain(
+            itertools.islice(banking77(), 600),
+            itertools.islice(clinc150(), 600),
+            ({"text": text} for text in CHINESE),
+        )
+    return itertools.chain(
         itertools.islice(twitter(), 600), itertools.islice(waimai(binary=False), 600)
     )
+
+
+@pytest.mark.parametrize(
+    "source",
+    ["vendored", pytest.param("complaint sets", marks=pytest.mark.corpus(TWITTER, WAIMAI))],
+)
+def test_a_preview_gives_the_full_evaluation_s_decision(shipped: RuleSet, source: str) -> None:
     categories = set()
-    for n, record in enumerate(records):
+    for n, record in enumerate(_records(source)):
         # Subjects too, and contact attributes: the rules on them run in full.
         message = inp(
             record["text"],

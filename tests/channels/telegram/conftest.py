@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 
 from omnidesk.daemon import Daemon
-from tests.conftest import API_SECRET, wait_for
+from tests.conftest import API_SECRET, free_port, wait_for
 from tests.standins.telegram_api import TelegramStandIn
 
 SECRET = "webhook-secret_0123456789"
@@ -22,12 +21,6 @@ async def tg() -> AsyncIterator[TelegramStandIn]:
     await s.start()
     yield s
     await s.stop()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def channel(tg: TelegramStandIn, **options: Any) -> dict[str, Any]:
