@@ -35,7 +35,7 @@ def rss_mb() -> float:
 
 def main() -> None:
     if not corpus_sets.available():
-        sys.exit(f"needs the labelled corpora in {corpus_sets.LABELLED}")
+        sys.exit(f"needs OMNIDESK_CORPORA to name a folder holding {', '.join(corpus_sets.NEEDS)}")
     records = list(corpus_sets.waimai()) + list(corpus_sets.twitter())
     while len(records) < 10_000:
         records += records[: 10_000 - len(records)]

