@@ -869,6 +869,11 @@ class Parser(Protocol):
         """End the processes (one is stuck on a job) and start new ones."""
         ...
 
+    async def warm(self) -> None:
+        """Wait until the processes are up (so a timeout measures parsing,
+        not a process start)."""
+        ...
+
 
 PARSE_CHUNK = 16  # envelopes per job handed to a parse process
 # How long a job may take in a parse process (16 envelopes take a few ms; a
@@ -974,6 +979,10 @@ class PipelineRunner:
             prepared = await self._prepare_once()
             if prepared is not None:
                 return prepared
+            # The parse processes were replaced: the next job's timeout must
+            # not count their start (imports, language model) on a busy machine.
+            assert self.parser is not None
+            await self.parser.warm()
 
     async def _prepare_once(self) -> dict[int, Normalized] | None:
         """The rows of the next batch prepared, or None after a job took

@@ -494,6 +494,7 @@ async def test_a_mail_that_hangs_its_parse_process_is_quarantined(
         restart()
 
     pool.restart = restarted  # type: ignore[method-assign]
+    await pool.warm()  # the 2 s timeout measures parsing, not the processes' start
     runner = PipelineRunner(
         st, ctx, batch_size=4, prenormalize=True, parser=pool, parse_timeout=2.0
     )
