@@ -136,6 +136,12 @@ def rules_copy(tmp_path: Path) -> Path:
 
 def make_config(tmp_path: Path, store_url: str, **sections: Any) -> Config:
     """A config like config.example.toml, on a free port, with an API channel."""
+    return parse_config(config_data(tmp_path, store_url, **sections), base_dir=tmp_path)
+
+
+def config_data(tmp_path: Path, store_url: str, **sections: Any) -> dict[str, Any]:
+    """``make_config``'s settings as a TOML document's data (tables given in
+    ``sections`` are merged into the defaults, anything else replaces them)."""
     data: dict[str, Any] = {
         "daemon": {"data_dir": str(tmp_path / "data"), "log_level": "warning"},
         "storage": {"url": store_url},
@@ -157,7 +163,7 @@ def make_config(tmp_path: Path, store_url: str, **sections: Any) -> Config:
             data[key] = {**data[key], **value}
         else:
             data[key] = value
-    return parse_config(data, base_dir=tmp_path)
+    return data
 
 
 @pytest.fixture
