@@ -41,11 +41,14 @@ class CliError(Exception):
 def _read_text(path: str, what: str) -> str:
     """A file the user named, or a CliError saying why it cannot be read."""
     try:
-        return Path(path).read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise CliError(f"{path}: {what} is not UTF-8 text (byte {exc.start})") from None
+        raw = Path(path).read_bytes()
     except OSError as exc:
         raise CliError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise CliError(f"{path}:{line}: the {what} must be UTF-8 text") from None
 
 
 def _rules_error(exc: Exception, config: Config | None) -> CliError:
@@ -284,7 +287,7 @@ def _read_password(args: argparse.Namespace, username: str) -> str | None:
     if getattr(args, "no_password", False):
         return None
     if args.password_file:
-        text = Path(args.password_file).read_text(encoding="utf-8")
+        text = _read_text(args.password_file, "password file")
         password = text.splitlines()[0] if text.strip() else ""
     elif os.environ.get("OMNIDESK_PASSWORD"):
         password = os.environ["OMNIDESK_PASSWORD"]
