@@ -8,7 +8,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -54,13 +53,9 @@ def write_config(tmp_path: Path, rules: Path = RULES, name: str = "omnidesk.toml
     return cfg
 
 
-def broken_rules(tmp_path: Path) -> Path:
-    rules = tmp_path / "broken-rules"
-    shutil.copytree(RULES, rules)
-    (rules / "90-broken.toml").write_text(
-        '[[rule]]\nname = "x"\n[rule.when]\ntext.contains = "a"\n[rule.then]\npriority = "asap"\n'
-    )
-    return rules
+BROKEN_RULE = (
+    '[[rule]]\nname = "x"\n[rule.when]\ntext.contains = "a"\n[rule.then]\npriority = "asap"\n'
+)
 
 
 # -- classify eval ---------------------------------------------------------------------
@@ -130,8 +125,9 @@ def test_rules_test_bad_option_value(option: list[str], expected: str) -> None:
     assert one_line_error(proc, 2).startswith(f"omnidesk: {expected}")
 
 
-def test_rules_test_broken_rules(tmp_path: Path) -> None:
-    rules = broken_rules(tmp_path)
+def test_rules_test_broken_rules(tmp_path: Path, rules_copy: Path) -> None:
+    rules = rules_copy
+    (rules / "90-broken.toml").write_text(BROKEN_RULE)
     cfg = write_config(tmp_path, rules)
     line = one_line_error(run("rules", "test", "--text", "Hello", "-c", cfg, cwd=tmp_path), 2)
     assert line.startswith(f"omnidesk: rules: {rules / '90-broken.toml'}:6: rule 'x':")
@@ -151,8 +147,11 @@ def test_a_missing_config_fails(tmp_path: Path, command: list[str]) -> None:
     assert line == "configuration error: nope.toml: (file): cannot read: No such file or directory"
 
 
-def test_rules_check_checks_the_rules_dir_the_config_names(tmp_path: Path) -> None:
-    rules = broken_rules(tmp_path)
+def test_rules_check_checks_the_rules_dir_the_config_names(
+    tmp_path: Path, rules_copy: Path
+) -> None:
+    rules = rules_copy
+    (rules / "90-broken.toml").write_text(BROKEN_RULE)
     cfg = write_config(tmp_path, rules)
     proc = run("rules", "check", "-c", cfg, cwd=tmp_path)
     assert proc.returncode == 1
@@ -164,9 +163,10 @@ def test_rules_check_checks_the_rules_dir_the_config_names(tmp_path: Path) -> No
 
 
 # -- names the rules use that the config does not define ----------------------------------
-def test_rules_check_reports_undefined_teams_agents_and_channels(tmp_path: Path) -> None:
-    rules = tmp_path / "rules"
-    shutil.copytree(RULES, rules)
+def test_rules_check_reports_undefined_teams_agents_and_channels(
+    tmp_path: Path, rules_copy: Path
+) -> None:
+    rules = rules_copy
     (rules / "95-names.toml").write_text(
         '[[rule]]\nname = "typo"\n[rule.when]\nchannel = ["api", "shop-mail"]\n'
         '[rule.then]\nteam = "suport"\nagent = "zed"\n'

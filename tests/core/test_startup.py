@@ -24,7 +24,7 @@ import tomlkit
 from omnidesk.config import ConfigError
 from omnidesk.daemon import Daemon
 from omnidesk.startup import StartupError
-from tests.conftest import API_SECRET, RULES, config_data, make_config, require_service
+from tests.conftest import API_SECRET, config_data, make_config, require_service
 
 CLI = [sys.executable, "-m", "omnidesk.cli"]
 
@@ -164,9 +164,8 @@ def test_unreachable_postgresql(tmp_path: Path) -> None:
 
 
 # -- configuration: exit 2 ----------------------------------------------------------
-def test_broken_rules(tmp_path: Path) -> None:
-    rules = tmp_path / "rules"
-    shutil.copytree(RULES, rules)
+def test_broken_rules(tmp_path: Path, rules_copy: Path) -> None:
+    rules = rules_copy
     (rules / "90-broken.toml").write_text(
         '[[rule]]\nname = "x"\n[rule.when]\ntext.contains = "a"\n[rule.then]\ncategory = "angry"\n'
     )
