@@ -147,7 +147,9 @@ def config_data(tmp_path: Path, store_url: str, **sections: Any) -> dict[str, An
         "storage": {"url": store_url},
         "web": {"host": "127.0.0.1", "port": 0},
         "rules": {"dir": str(RULES), "watch": False},
-        "pipeline": {"default_team": "support"},
+        # The pipeline in the test's own process (the default "auto" runs it in
+        # child processes on a machine with two cores or more).
+        "pipeline": {"default_team": "support", "processes": 0},
         "teams": [
             {"name": "support", "members": ["alice", "bob"], "strategy": "round_robin"},
             {"name": "complaints", "members": ["carol"], "strategy": "least_loaded"},

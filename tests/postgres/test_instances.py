@@ -98,6 +98,7 @@ def write_config(
         "[pipeline]",
         'default_team = "support"',
         "workers = 2",
+        "processes = 0",
     ]
     for t in teams:
         lines.append("[[teams]]")
