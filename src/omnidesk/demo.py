@@ -80,6 +80,8 @@ async def run_demo(daemon: Daemon) -> None:
         print('--demo needs an API channel ([[channels]] type = "api")', file=sys.stderr)
         return
     secret = api.secret.reveal()  # type: ignore[attr-defined]
+    if daemon.pipeline_processes is not None:  # processes = "auto" on two cores or more
+        await daemon.pipeline_processes.wait_ready()
     base = f"http://{daemon.config.web_host}:{daemon.web_port}"
     run_id = int(time.time())
     async with httpx.AsyncClient(base_url=base, timeout=10) as client:
