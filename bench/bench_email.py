@@ -31,9 +31,12 @@ hundred customers, in English and Chinese, some replies to earlier ones.
     python bench/bench_email.py [--messages 2000] [--connections 20] [--repeat 3] [--pg]
                                 [--peer-messages 1000] [--no-peer]
 
-Setups: the pipeline in the daemon's process (the default), and
-``[pipeline] processes`` = 1 (a pipeline process) and 2 (SQLite: a pipeline
-process that writes and a parse process preparing mail for it). SMTP rows:
+Setups: "as shipped", the daemon with ``config.example.toml``'s
+``[pipeline]`` settings (``processes = "auto"``: 0 on one core, 2 from two
+cores on; the row says what it chose here); the pipeline in the daemon's
+process (``processes = 0``), and ``[pipeline] processes`` = 1 (a pipeline
+process) and 2 (SQLite: a pipeline process that writes and a parse process
+preparing mail for it). SMTP rows:
 "accepted/s" is the client's view (every 250 means committed to disk);
 "stored/s" runs until the pipeline has classified, routed and stored the
 last one. IMAP rows time from the
@@ -237,14 +240,23 @@ async def bare_aiosmtpd(n: int, connections: int, ours: bool = False) -> float:
 
 
 # -- SMTP: omnidesk, one process, SQLite ----------------------------------------------
+def shipped_pipeline() -> dict[str, Any]:
+    """``config.example.toml``'s ``[pipeline]`` table, as a user starts with it."""
+    import tomllib
+
+    return dict(tomllib.loads((REPO / "config.example.toml").read_text())["pipeline"])
+
+
 def _config(
     tmp: Path,
     url: str,
     channels: list[dict[str, Any]],
     workers: int = 1,
     batch: int = 64,
-    processes: int = 0,
+    processes: int | str = 0,
+    pipeline: dict[str, Any] | None = None,
 ) -> Any:
+    """``pipeline``: a whole ``[pipeline]`` table instead (the shipped one)."""
     from omnidesk.config import parse_config
 
     return parse_config(
@@ -252,7 +264,8 @@ def _config(
             "daemon": {"data_dir": str(tmp / "data"), "log_level": "error"},
             "storage": {"url": url},
             "rules": {"dir": str(REPO / "rules"), "watch": False},
-            "pipeline": {
+            "pipeline": pipeline
+            or {
                 "batch_size": batch,
                 "workers": workers,
                 "processes": processes,
@@ -296,7 +309,14 @@ async def wait_processed(store: Any, n: int, timeout: float = 600) -> None:
 
 
 async def omnidesk_smtp(
-    tmp: Path, n: int, connections: int, *, workers: int = 1, batch: int = 64, processes: int = 0
+    tmp: Path,
+    n: int,
+    connections: int,
+    *,
+    workers: int = 1,
+    batch: int = 64,
+    processes: int = 0,
+    pipeline: dict[str, Any] | None = None,
 ) -> tuple[float, float | None]:
     """(seconds until the last 250, seconds until the pipeline is done or
     None when it does not run here)."""
@@ -309,6 +329,7 @@ async def omnidesk_smtp(
         workers=workers,
         batch=batch,
         processes=processes,
+        pipeline=pipeline,
     )
     daemon = Daemon(cfg)
     await daemon.start(web=False)
@@ -354,6 +375,7 @@ dir = "{REPO / "rules"}"
 watch = false
 [pipeline]
 batch_size = 64
+processes = 0
 default_team = "support"
 [[teams]]
 name = "support"
@@ -455,7 +477,13 @@ async def imap_fetch_only(dovecot: Any, user: Any, n: int) -> float:
 
 
 async def omnidesk_imap(
-    tmp: Path, dovecot: Any, user: Any, n: int, workers: int = 1, processes: int = 0
+    tmp: Path,
+    dovecot: Any,
+    user: Any,
+    n: int,
+    workers: int = 1,
+    processes: int = 0,
+    pipeline: dict[str, Any] | None = None,
 ) -> float:
     """Seconds from the mailbox's first login until the last message is
     stored (or accepted, without workers); starting the daemon and its
@@ -480,6 +508,7 @@ async def omnidesk_imap(
         ],
         workers=workers,
         processes=processes,
+        pipeline=pipeline,
     )
     daemon = Daemon(cfg)
     inbox = daemon.adapters["inbox"]
@@ -629,6 +658,13 @@ async def main() -> None:
     args = ap.parse_args()
     n, c = args.messages, args.connections
     console = Console(width=150)
+    shipped = shipped_pipeline()
+    from omnidesk.config import auto_processes
+
+    chosen = shipped.get("processes", "auto")
+    if chosen == "auto":
+        chosen = f"auto: {auto_processes()} on {os.cpu_count()} cores"
+    shipped_what = f"as shipped (config.example.toml: processes = {chosen})"
     py = None if args.no_peer else peer_python(console)
     peer_mails = make_mails(args.peer_messages, seed=3)
     peer_n = len(peer_mails)
@@ -646,6 +682,9 @@ async def main() -> None:
             runs.setdefault("ours", []).append((await bare_aiosmtpd(n, c, ours=True), None))
             runs.setdefault("only", []).append(await omnidesk_smtp(tmp / f"a{i}", n, c, workers=0))
             runs.setdefault("big", []).append(await omnidesk_smtp(tmp / f"b{i}", n, c, batch=64))
+            runs.setdefault("shipped", []).append(
+                await omnidesk_smtp(tmp / f"s{i}", n, c, pipeline=shipped)
+            )
             for p in (1, 2):
                 runs.setdefault(f"proc{p}", []).append(
                     await omnidesk_smtp(tmp / f"c{p}-{i}", n, c, processes=p)
@@ -657,6 +696,7 @@ async def main() -> None:
         ours = min(r[0] for r in runs["ours"])
         only = min(r[0] for r in runs["only"])
         big = (min(r[0] for r in runs["big"]), min(r[1] or 0 for r in runs["big"]))
+        as_shipped = (min(r[0] for r in runs["shipped"]), min(r[1] or 0 for r in runs["shipped"]))
         procs = {
             p: (min(r[0] for r in runs[f"proc{p}"]), min(r[1] or 0 for r in runs[f"proc{p}"]))
             for p in (1, 2)
@@ -676,7 +716,9 @@ async def main() -> None:
         row(t, "bare aiosmtpd, the handler only counts", n, bare, bare, None, peer)
         row(t, "  the same with omnidesk's protocol subclass", n, ours, bare, None, peer)
         row(t, "omnidesk smtp, accept only (pipeline elsewhere)", n, only, bare, None, peer)
-        row(t, "omnidesk smtp + pipeline in the daemon (default)", n, big[0], bare, big[1], peer)
+        row(t, f"omnidesk smtp {shipped_what}", n, as_shipped[0], bare, as_shipped[1], peer)
+        in_daemon = "omnidesk smtp + pipeline in the daemon (processes = 0)"
+        row(t, in_daemon, n, big[0], bare, big[1], peer)
         for p, (acc, tot) in procs.items():
             what = f"omnidesk smtp + pipeline processes (processes = {p})"
             row(t, what, n, acc, bare, tot, peer)
@@ -710,7 +752,7 @@ async def main() -> None:
                     best[what] = min(secs, best.get(what, secs))
 
                 for i in range(args.repeat):
-                    users = [dovecot.add_user() for _ in range(5)]  # a fresh mailbox each
+                    users = [dovecot.add_user() for _ in range(6)]  # a fresh mailbox each
                     for u in users:
                         fill_maildir(dovecot, u, mails)
                         await index_mailbox(dovecot, u)
@@ -723,6 +765,10 @@ async def main() -> None:
                         keep("peer", peer_run(py, peer_n, *args_))
                     keep("only", await omnidesk_imap(tmp / f"e{i}", dovecot, users[1], n, 0))
                     keep("big", await omnidesk_imap(tmp / f"f{i}", dovecot, users[2], n))
+                    keep(
+                        "shipped",
+                        await omnidesk_imap(tmp / f"h{i}", dovecot, users[5], n, pipeline=shipped),
+                    )
                     for p in (1, 2):
                         keep(
                             f"proc{p}",
@@ -755,7 +801,8 @@ async def main() -> None:
                 ratio=fetch / pulled_only,
             )
             for what, secs in (
-                ("omnidesk imap + pipeline in the daemon (classified, routed, stored)", pulled),
+                (f"omnidesk imap {shipped_what}", best["shipped"]),
+                ("omnidesk imap + pipeline in the daemon (processes = 0)", pulled),
                 ("omnidesk imap + pipeline processes (processes = 1)", best["proc1"]),
                 ("omnidesk imap + pipeline processes (processes = 2)", best["proc2"]),
             ):

@@ -144,6 +144,7 @@ def config_text(url: str, port: int, tmp: Path, name: str) -> str:
             "[pipeline]",
             'default_team = "support"',
             "workers = 2",
+            "processes = 0",
             "[[teams]]",
             'name = "support"',
             'members = ["a", "b", "c"]',

@@ -80,7 +80,7 @@ async def run_pipeline(
             "daemon": {"data_dir": str(tmp / "data"), "log_level": "error"},
             "storage": {"url": f"sqlite:///{tmp / 'bench.db'}"},
             "rules": {"dir": str(REPO / "rules"), "watch": False},
-            "pipeline": {"batch_size": 128},
+            "pipeline": {"batch_size": 128, "processes": 0},
             "teams": [{"name": "support", "members": ["a", "b", "c"]}],
             "channels": [{"name": "api", "type": "api", "secret": SECRET}],
         },

@@ -60,7 +60,7 @@ def config(workdir: Path, workers: int) -> dict[str, Any]:
         "web": {"host": "127.0.0.1", "port": 0},
         "rules": {"dir": str(REPO / "rules"), "watch": False},
         "teams": [{"name": "support", "members": ["a", "b", "c"]}],
-        "pipeline": {"default_team": "support", "workers": workers},
+        "pipeline": {"default_team": "support", "workers": workers, "processes": 0},
         "channels": [
             {"name": "api", "type": "api", "secret": API_SECRET},
             {

@@ -96,7 +96,7 @@ async def _serve_daemon(mode: str, workdir: Path) -> None:
             "storage": {"url": f"sqlite:///{workdir / 'bench.db'}"},
             "web": {"host": "127.0.0.1", "port": 0},
             "rules": {"dir": str(REPO / "rules"), "watch": False},
-            "pipeline": {"workers": 1 if mode == "full" else 0},
+            "pipeline": {"workers": 1 if mode == "full" else 0, "processes": 0},
             "channels": [
                 {
                     "name": "wa",

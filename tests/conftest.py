@@ -157,12 +157,20 @@ def rules_copy(tmp_path: Path) -> Path:
 
 def make_config(tmp_path: Path, store_url: str, **sections: Any) -> Config:
     """A config like config.example.toml, on a free port, with an API channel."""
+    return parse_config(config_data(tmp_path, store_url, **sections), base_dir=tmp_path)
+
+
+def config_data(tmp_path: Path, store_url: str, **sections: Any) -> dict[str, Any]:
+    """``make_config``'s settings as a TOML document's data (tables given in
+    ``sections`` are merged into the defaults, anything else replaces them)."""
     data: dict[str, Any] = {
         "daemon": {"data_dir": str(tmp_path / "data"), "log_level": "warning"},
         "storage": {"url": store_url},
         "web": {"host": "127.0.0.1", "port": 0},
         "rules": {"dir": str(RULES), "watch": False},
-        "pipeline": {"default_team": "support"},
+        # The pipeline in the test's own process (the default "auto" runs it in
+        # child processes on a machine with two cores or more).
+        "pipeline": {"default_team": "support", "processes": 0},
         "teams": [
             {"name": "support", "members": ["alice", "bob"], "strategy": "round_robin"},
             {"name": "complaints", "members": ["carol"], "strategy": "least_loaded"},
@@ -178,7 +186,7 @@ def make_config(tmp_path: Path, store_url: str, **sections: Any) -> Config:
             data[key] = {**data[key], **value}
         else:
             data[key] = value
-    return parse_config(data, base_dir=tmp_path)
+    return data
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ import structlog
 
 from .config import Config, load_config
 from .rules.holder import MODEL_FOLDER
+from .rules.problems import did_you_mean
 
 log = structlog.get_logger(__name__)
 
@@ -85,31 +86,42 @@ def _model(args: argparse.Namespace, config: Config | None) -> Any:
 
 def read_jsonl(paths: Iterable[str]) -> list[dict[str, Any]]:
     """Labelled records; a malformed line is a UsageError naming file and line."""
-    records = []
+    records: list[dict[str, Any]] = []
     for path in paths:
         try:
-            fh = open(path, encoding="utf-8")
+            raw = Path(path).read_bytes()
         except OSError as exc:
-            raise UsageError(f"{path}: {exc.strerror}") from None
-        with fh:
-            for n, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise UsageError(f"{path}:{n}: not JSON: {exc}") from None
-                if not isinstance(rec, dict) or not isinstance(rec.get("text"), str):
-                    raise UsageError(f"{path}:{n}: needs 'text' (a string) and 'label'")
-                if rec.get("label") not in LABELS:
-                    raise UsageError(
-                        f"{path}:{n}: label must be one of {', '.join(LABELS)};"
-                        f" got {rec.get('label')!r}"
-                    )
-                w = rec.get("weight", 1.0)
-                if not isinstance(w, int | float) or isinstance(w, bool) or w <= 0:
-                    raise UsageError(f"{path}:{n}: weight must be a positive number")
-                records.append(rec)
+            why = exc.strerror or exc
+            raise UsageError(f"cannot read labelled messages {path}: {why}") from None
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            at = raw.count(b"\n", 0, exc.start) + 1
+            raise UsageError(f"{path}:{at}: the labelled messages must be UTF-8 text") from None
+        before = len(records)
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{n}"
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UsageError(f"{where}: not JSON ({exc.msg}, column {exc.colno})") from None
+            if not isinstance(rec, dict) or "text" not in rec or "label" not in rec:
+                raise UsageError(f'{where}: expected an object with "text" and "label"')
+            if not isinstance(rec["text"], str):
+                raise UsageError(f'{where}: "text" must be a string')
+            if rec["label"] not in LABELS:
+                hint = did_you_mean(str(rec["label"]), LABELS)
+                raise UsageError(
+                    f"{where}: label {rec['label']!r} is not one of {', '.join(LABELS)}{hint}"
+                )
+            w = rec.get("weight", 1.0)
+            if not isinstance(w, int | float) or isinstance(w, bool) or w <= 0:
+                raise UsageError(f"{where}: weight must be a positive number")
+            records.append(rec)
+        if len(records) == before:
+            raise UsageError(f"{path}: no labelled messages (one JSON object a line)")
     return records
 
 
@@ -295,12 +307,14 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from .cli import _rules as rules_of
+    from .cli import _rules_source
     from .rules import evaluate_labelled
 
-    config = _maybe_config(args)
-    ruleset = _rules(args, config)
-    model = _model(args, config)
     records = read_jsonl([args.file])
+    _folder, config = _rules_source(args)  # -c must name a config that loads
+    ruleset = rules_of(args)
+    model = _model(args, config)
     runs: list[tuple[str, Any]] = []
     if args.compare:
         runs.append(("phrases only", ruleset.with_model(None)))
@@ -456,7 +470,7 @@ def _guarded(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Name
         try:
             return fn(args)
         except UsageError as exc:
-            print(str(exc), file=sys.stderr)
+            print(f"omnidesk: {exc}", file=sys.stderr)
             return 2
 
     return run

@@ -1,6 +1,9 @@
 """The ``omnidesk`` command.
 
-Exit codes: 0 success, 1 a check or test failed, 2 bad configuration or usage.
+Exit codes: 0 success, 1 a check or test failed or the environment is wrong
+(a port in use, a database out of reach), 2 bad configuration or usage. A
+user's mistake is one line on stderr naming the file, line or value and what
+is expected, never a traceback.
 """
 
 from __future__ import annotations
@@ -9,6 +12,8 @@ import argparse
 import asyncio
 import json
 import os
+import signal
+import sqlite3
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -21,6 +26,42 @@ from .config import Config, ConfigError, load_config
 T = TypeVar("T")
 
 DEFAULT_CONFIG = os.environ.get("OMNIDESK_CONFIG", "config.toml")
+CONFIG_HELP = "config file (default: $OMNIDESK_CONFIG or ./config.toml)"
+
+
+class CliError(Exception):
+    """A user's mistake or a missing resource: one line on stderr, no
+    traceback; ``code`` is the exit code."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _read_text(path: str, what: str) -> str:
+    """A file the user named, or a CliError saying why it cannot be read."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise CliError(f"{path}:{line}: the {what} must be UTF-8 text") from None
+
+
+def _rules_error(exc: Exception, config: Config | None) -> CliError:
+    """Rules that do not load, as one line: the first problem and where to
+    see them all."""
+    from .cmdline import command
+    from .rules import RulesError
+
+    problems = exc.problems if isinstance(exc, RulesError) else []
+    first = str(problems[0]) if problems else str(exc)
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    check = command("rules", "check", config=config.file if config else None)
+    return CliError(f"rules: {first}{more}; see {check}")
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -32,7 +73,7 @@ def _add_config(p: argparse.ArgumentParser) -> None:
         "-c",
         "--config",
         default=DEFAULT_CONFIG,
-        help="config file (default: $OMNIDESK_CONFIG or ./config.toml)",
+        help=CONFIG_HELP,
     )
 
 
@@ -40,7 +81,13 @@ async def _with_store(config: Config, fn: Callable[[Any], Awaitable[T]]) -> T:
     from .store import open_store
 
     store = open_store(config.storage_url)
-    await store.open()
+    try:
+        await store.open()
+    except (ConnectionError, OSError, sqlite3.Error) as exc:
+        from .daemon import store_failure
+
+        await store.close()
+        raise CliError(str(store_failure(config.storage_url, exc)), 1) from None
     try:
         return await fn(store)
     finally:
@@ -48,7 +95,19 @@ async def _with_store(config: Config, fn: Callable[[Any], Awaitable[T]]) -> T:
 
 
 # -- run -------------------------------------------------------------------
+class _Interrupted(BaseException):
+    """SIGINT or SIGTERM before the daemon's event loop handles them."""
+
+
+def _interrupted(signum: int, frame: Any) -> None:
+    raise _Interrupted
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    """Start-up failures are StartupErrors (``main`` prints the one line);
+    SIGINT/SIGTERM at any moment end with ``daemon_stopped`` and exit 0 (until
+    the daemon's event loop takes them over, ``main``'s handlers raise
+    :class:`_Interrupted`: nothing is open yet then)."""
     from . import logging as odlog
     from .daemon import Daemon
 
@@ -65,18 +124,46 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 # -- rules -----------------------------------------------------------------
-def _rules_dir(args: argparse.Namespace) -> Path:
+def _rules_source(args: argparse.Namespace) -> tuple[Path, Config | None]:
+    """The rules folder and the config naming it. ``-c`` (or
+    $OMNIDESK_CONFIG) must name a config that loads; without either,
+    ./config.toml when there is one. ``--rules`` picks the folder."""
+    config = None
+    if args.config is not None:
+        config = load_config(args.config)
+    elif os.environ.get("OMNIDESK_CONFIG"):
+        config = load_config(os.environ["OMNIDESK_CONFIG"])
+    elif Path("config.toml").is_file():
+        config = load_config("config.toml")
     if args.rules:
-        return Path(args.rules)
-    if args.config and Path(args.config).exists():
-        return load_config(args.config).rules_dir
-    return Path("rules")
+        return Path(args.rules), config
+    return (config.rules_dir if config is not None else Path("rules")), config
+
+
+def _rules(args: argparse.Namespace) -> Any:
+    from .rules import RulesError, load_rules
+
+    folder, config = _rules_source(args)
+    try:
+        return load_rules(folder)
+    except RulesError as exc:
+        raise _rules_error(exc, config) from None
 
 
 def cmd_rules_check(args: argparse.Namespace) -> int:
-    from .rules import check_rules
+    from .cmdline import shown_path
+    from .rules import Defined, check_rules
 
-    report = check_rules(_rules_dir(args))
+    folder, config = _rules_source(args)
+    defined = None
+    if config is not None:
+        defined = Defined(
+            where=shown_path(config.file) if config.file else "the config",
+            teams=frozenset(t.name for t in config.teams),
+            agents=frozenset(m for t in config.teams for m in t.members),
+            channels=frozenset(c.name for c in config.channels),
+        )
+    report = check_rules(folder, defined, strict=args.strict)
     print(report.format())
     return 0 if report.ok else 1
 
@@ -84,21 +171,27 @@ def cmd_rules_check(args: argparse.Namespace) -> int:
 def cmd_rules_test(args: argparse.Namespace) -> int:
     from .classify_cli import UsageError, _maybe_config, _model
     from .model import RuleInput
-    from .rules import RulesError, detect_language, load_rules
+    from .rules import detect_language
 
+    ruleset = _rules(args)
     try:
-        ruleset = load_rules(_rules_dir(args))
         # The trained model installed in the data directory decides too (--model none: not)
         ruleset = ruleset.with_model(_model(args, _maybe_config(args)))
-    except (RulesError, UsageError) as exc:
-        print(str(exc), file=sys.stderr)
-        return 1
-    text = Path(args.file).read_text(encoding="utf-8") if args.file else args.text
+    except UsageError as exc:
+        raise CliError(str(exc)) from None
+    text = _read_text(args.file, "message file") if args.file else args.text
     contact: dict[str, Any] = {}
     for item in args.attr or []:
-        k, _, v = item.partition("=")
+        k, eq, v = item.partition("=")
+        if not eq or not k:
+            raise CliError(f"--attr {item!r}: expected KEY=VALUE, e.g. tier=gold")
         contact[k] = v
-    when = datetime.fromisoformat(args.at) if args.at else datetime.now(UTC)
+    try:
+        when = datetime.fromisoformat(args.at) if args.at else datetime.now(UTC)
+    except ValueError:
+        raise CliError(
+            f"--at {args.at!r}: expected an ISO 8601 time, e.g. 2024-05-07T10:00:00+00:00"
+        ) from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     inp = RuleInput(
@@ -118,6 +211,7 @@ def cmd_rules_test(args: argparse.Namespace) -> int:
 
 # -- tokens ----------------------------------------------------------------
 def cmd_tokens_create(args: argparse.Namespace) -> int:
+    from .cmdline import command
     from .store.tokens import create_token
 
     config = _config(args)
@@ -132,8 +226,9 @@ def cmd_tokens_create(args: argparse.Namespace) -> int:
             )
             return None
         if args.user and user is None:
+            add = command("agents", "add", args.user, config=config.file)
             print(
-                f"note: no account named {args.user} (omnidesk agents add); the token acts as"
+                f"note: no account named {args.user} ({add}); the token acts as"
                 f" {args.user} with role {args.role}",
                 file=sys.stderr,
             )
@@ -160,7 +255,7 @@ def _read_password(args: argparse.Namespace, username: str) -> str | None:
     if getattr(args, "no_password", False):
         return None
     if args.password_file:
-        text = Path(args.password_file).read_text(encoding="utf-8")
+        text = _read_text(args.password_file, "password file")
         password = text.splitlines()[0] if text.strip() else ""
     elif os.environ.get("OMNIDESK_PASSWORD"):
         password = os.environ["OMNIDESK_PASSWORD"]
@@ -219,7 +314,10 @@ def cmd_agents_list(args: argparse.Namespace) -> int:
         print(json.dumps(users, ensure_ascii=False, default=str))
         return 0
     if not users:
-        print("no accounts yet: omnidesk agents add USERNAME --role admin")
+        from .cmdline import command
+
+        add = command("agents", "add", "USERNAME", "--role", "admin", config=config.file)
+        print(f"no accounts yet: {add}")
         return 0
     for u in users:
         last = (
@@ -332,7 +430,7 @@ def cmd_quarantine_retry(args: argparse.Namespace) -> int:
     from .daemon import build_adapters, pipeline_context
     from .intake import Intake
     from .pipeline import PipelineRunner
-    from .rules import load_rules
+    from .rules import RulesError, load_rules
     from .store.inbound import get_quarantine, retry_quarantine
     from .store.users import seed_teams
 
@@ -348,7 +446,10 @@ def cmd_quarantine_retry(args: argparse.Namespace) -> int:
             return 1
         adapters, acks = build_adapters(config, Intake(store), store)
         await store.write(seed_teams, config.teams)  # as the daemon does at start
-        rules = load_rules(config.rules_dir)
+        try:
+            rules = load_rules(config.rules_dir)
+        except RulesError as exc:
+            raise _rules_error(exc, config) from None
         runner = PipelineRunner(
             store,
             pipeline_context(config, adapters, lambda: rules, acks),
@@ -463,11 +564,16 @@ def build_parser() -> argparse.ArgumentParser:
     rsub = rules.add_subparsers(dest="rules_command", required=True)
     check = rsub.add_parser("check", help="validate rules and run their examples")
     check.add_argument("--rules", help="rules folder (default: the config's, else ./rules)")
-    check.add_argument("-c", "--config", default=None)
+    check.add_argument("-c", "--config", default=None, help=CONFIG_HELP)
+    check.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail when rules name teams, agents or channels the config does not define",
+    )
     check.set_defaults(func=cmd_rules_check)
     test = rsub.add_parser("test", help="show the decision for one message as JSON")
     test.add_argument("--rules")
-    test.add_argument("-c", "--config", default=None)
+    test.add_argument("-c", "--config", default=None, help=CONFIG_HELP)
     test.add_argument("--channel", help="channel name (default: api)")
     test.add_argument("--channel-type", help="channel type (default: the channel name)")
     test.add_argument("--subject")
@@ -586,15 +692,41 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    from .startup import StartupError
+
+    words = list(sys.argv[1:] if argv is None else argv)
+    previous: dict[int, Any] = {}
+    if words[:1] == ["run"]:
+        # Building the parser, reading the config and the rules take a moment:
+        # a signal then ends ``omnidesk run`` cleanly too (see cmd_run).
+        previous = {s: signal.signal(s, _interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
         return int(args.func(args))
+    except _Interrupted:
+        import structlog
+
+        from . import logging as odlog
+
+        if not structlog.is_configured():
+            odlog.configure()
+        structlog.get_logger("omnidesk.daemon").info("daemon_stopped", during="start-up")
+        return 0
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+    except (CliError, StartupError) as exc:
+        print(f"omnidesk: {exc}", file=sys.stderr)
+        return exc.code
+    except ConnectionError as exc:  # a database out of reach (migrate --status, store copy)
+        print(f"omnidesk: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

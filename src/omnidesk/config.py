@@ -324,6 +324,29 @@ def normalize_storage_url(url: str, base_dir: Path) -> str:
     return url
 
 
+# -- [pipeline] processes = "auto" ---------------------------------------------
+def auto_processes(cores: int | None = None) -> int:
+    """What ``processes = "auto"`` (the default) means on a machine with
+    ``cores`` usable cores: none on one core, where the pipeline processes
+    (at the lowest CPU priority) would wait while the listener is busy; two
+    from two cores on, the layout that meets the e-mail targets
+    (bench/bench_email.py; docs/developing.md, "Pipeline processes")."""
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        cores = cores or os.cpu_count() or 1
+    return 0 if cores < 2 else 2
+
+
+def parse_processes(pipeline: Options, workers: int) -> int:
+    """``[pipeline] processes``: a number, or "auto" (the default)."""
+    value = pipeline.raw("processes", "auto")
+    if value == "auto":
+        return auto_processes() if workers else 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise pipeline.error("processes", f'must be "auto" or a number from 0 on (got {value!r})')
+    return value
+
+
 def load_config(path: str | Path) -> Config:
     file = Path(path)
     try:
@@ -388,7 +411,7 @@ def parse_config(
 
     pipeline = top.table("pipeline")
     workers = pipeline.integer("workers", 1, min=0)
-    processes = pipeline.integer("processes", 0, min=0)
+    processes = parse_processes(pipeline, workers)
     batch = pipeline.integer("batch_size", 64, min=1)
     chat_hours = pipeline.number("chat_session_hours", 24.0, min=0)
     reopen_days = pipeline.number("reopen_days", 30.0, min=0)

@@ -8,6 +8,8 @@ import contextlib
 import inspect
 import io
 import signal
+import socket
+import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -24,10 +26,18 @@ from .metrics import Metrics
 from .outbox import OutboxWorker
 from .pipeline import BatchResult, PipelineContext, PipelineRunner, quarantine_pending
 from .pipeline_proc import POISON_AFTER, InFlightFile, PipelineProcesses
-from .rules import RuleSet, RulesHolder, detect_language, load_language_model, load_rules
+from .rules import (
+    RulesError,
+    RuleSet,
+    RulesHolder,
+    detect_language,
+    load_language_model,
+    load_rules,
+)
 from .rules.holder import MODEL_FOLDER
 from .sla import SlaPolicy
 from .snooze import snooze_waker
+from .startup import CONFIGURATION, StartupError, bind, check_writable
 from .store import Store, open_store
 
 log = structlog.get_logger(__name__)
@@ -99,6 +109,32 @@ def pipeline_context(
     )
 
 
+# -- start-up failures --------------------------------------------------------
+def rules_at_start(config: Config) -> RuleSet:
+    """The rules, or a :class:`StartupError` naming the first problem (the
+    daemon never starts on rules that do not load)."""
+    from .cmdline import command
+
+    try:
+        return load_rules(config.rules_dir)
+    except RulesError as exc:
+        first = str(exc.problems[0]) if exc.problems else str(exc)
+        more = len(exc.problems) - 1
+        also = f" (and {more} more problem(s))" if more > 0 else ""
+        check = command("rules", "check", config=config.file)
+        raise StartupError(f"rules: {first}{also}; see {check}", CONFIGURATION) from None
+
+
+def store_failure(url: str, exc: BaseException) -> StartupError:
+    """The database cannot be opened: one line, without the password."""
+    if isinstance(exc, ConnectionError):  # PostgresStore says where and why
+        return StartupError(str(exc))
+    from .store.postgres import redact_url
+
+    where = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else redact_url(url)
+    return StartupError(f"cannot open the database {where}: {exc}")
+
+
 class Daemon:
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -113,7 +149,7 @@ class Daemon:
             ),
         )
         self.rules = RulesHolder(
-            config.rules_dir, load_rules(config.rules_dir), model_dir=model_dir(config)
+            config.rules_dir, rules_at_start(config), model_dir=model_dir(config)
         )
         unknown = self.rules.current.teams - {t.name for t in config.teams}
         if unknown:
@@ -167,6 +203,10 @@ class Daemon:
         self.web_server: Any = None
         self.started = asyncio.Event()
         self._stopping = False
+        # Start-up is all or nothing: what start() opened, for _close().
+        self._web_socket: socket.socket | None = None
+        self._adapters_begun: list[str] = []
+        self._closed = False
 
     # -- events -------------------------------------------------------------
     def publish(self, events: list[Event]) -> None:
@@ -271,11 +311,28 @@ class Daemon:
 
     # -- lifecycle ----------------------------------------------------------
     async def start(self, *, web: bool = True) -> None:
-        self.config.data_dir.mkdir(parents=True, exist_ok=True)
-        await self.store.open()
-        await self._seed_teams()
-        if self.store.multi_instance:
-            await self.store.listen(NOTIFY_CHANNEL, self._on_remote_events)
+        """All or nothing: every listener is bound and every channel started
+        before ``daemon_started``; on any failure what was opened is closed
+        again and the error raised (a :class:`StartupError` for a cause a
+        user can fix: a port in use, a data directory, the database, a
+        channel), as on a cancellation (a signal during start-up)."""
+        try:
+            await self._start(web)
+        except BaseException:
+            await self._close()
+            raise
+
+    async def _start(self, web: bool) -> None:
+        check_writable(self.config.data_dir)
+        try:
+            await self.store.open()
+            await self._seed_teams()
+            if self.store.multi_instance:
+                await self.store.listen(NOTIFY_CHANNEL, self._on_remote_events)
+        except (ConnectionError, OSError, sqlite3.Error) as exc:
+            raise store_failure(self.config.storage_url, exc) from None
+        if web:  # bound now, served below: a port in use stops the start here
+            self._web_socket = bind("web", self.config.web_host, self.config.web_port)
         for name, adapter in self.adapters.items():
             await self._start_adapter(name, adapter)
         # workers = 0: an accept-only instance (webhooks and listeners), the
@@ -321,9 +378,23 @@ class Daemon:
             # the lock in the background, take over when its owner dies.
             self.spawn(self._own_and_start(name, adapter), f"own-{name}")
             return
-        await self._run_adapter_start(name, adapter)
+        # At start-up a channel that does not start stops the daemon.
+        self._adapters_begun.append(name)
+        try:
+            await adapter.start()
+        except (StartupError, ConfigError):
+            raise
+        except Exception as exc:
+            # The one line says what; the traceback is for the adapter's author.
+            log.debug("channel_start_failed", channel=name, exc_info=True)
+            raise StartupError(
+                f"channel {name} ({adapter.type}) did not start: {type(exc).__name__}: {exc}"
+            ) from None
 
     async def _run_adapter_start(self, name: str, adapter: ChannelAdapter) -> None:
+        """A channel taken over from another instance (not at start-up)."""
+        if name not in self._adapters_begun:
+            self._adapters_begun.append(name)
         try:
             await adapter.start()
         except Exception as exc:
@@ -383,30 +454,40 @@ class Daemon:
         )
         server = EmbeddedServer(cfg)
         self.web_server = server
-        self.spawn(server.serve(), "web")
+        assert self._web_socket is not None
+        self.spawn(server.serve(sockets=[self._web_socket]), "web")
         while not server.started:
             await asyncio.sleep(0.01)
             task = self._tasks.get("web")
             if task is not None and task.done():
-                raise RuntimeError(
-                    f"web server failed to start on {self.config.web_host}:{self.config.web_port}"
+                raise StartupError(
+                    f"the web server did not start on {self.config.web_host}:{self.web_port}"
                 )
 
     @property
     def web_port(self) -> int:
         """The bound port (useful with ``port = 0`` in tests)."""
-        if self.web_server is not None and self.web_server.servers:
-            sock = self.web_server.servers[0].sockets[0]
-            return int(sock.getsockname()[1])
+        if self._web_socket is not None and self._web_socket.fileno() != -1:
+            return int(self._web_socket.getsockname()[1])
         return self.config.web_port
 
     async def stop(self) -> None:
         if self._stopping:
             return
         self._stopping = True
+        await self._close()
+        log.info("daemon_stopped")
+
+    async def _close(self) -> None:
+        """Release whatever start() opened: everything after a full start,
+        the part opened so far after a failed or interrupted one."""
+        if self._closed:
+            return
+        self._closed = True
         if self.web_server is not None:
             self.web_server.should_exit = True
-        for adapter in self.adapters.values():
+        for name in self._adapters_begun:
+            adapter = self.adapters[name]
             try:
                 await adapter.stop()
             except Exception:
@@ -425,26 +506,40 @@ class Daemon:
                     where = io.StringIO()
                     task.print_stack(limit=12, file=where)
                     log.error("task_did_not_stop", task=name, where=where.getvalue())
+        if self._web_socket is not None:
+            self._web_socket.close()  # the server closed it, unless it never served
         await self.store.close()
         if self._in_flight is not None:
             self.pipeline.in_flight = None
             self._in_flight.close()  # nothing in flight: a clean stop
             self._in_flight = None
-        log.info("daemon_stopped")
 
     async def run_forever(
         self,
         after_start: Callable[[Daemon], Awaitable[None]] | None = None,
     ) -> None:
+        """Start, run until SIGINT or SIGTERM, stop. A signal during start-up
+        interrupts the start (what was opened is closed); either way the end
+        is ``daemon_stopped``. A start-up failure raises (nothing is left open)."""
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
-        await self.start()
+        starting = asyncio.ensure_future(self.start())
+        signalled = asyncio.ensure_future(stop.wait())
         try:
-            if after_start is not None:
-                self.spawn(after_start(self), "after-start")
-            await stop.wait()
+            await asyncio.wait({starting, signalled}, return_when=asyncio.FIRST_COMPLETED)
+            if starting.done():
+                starting.result()  # a failed start raises here; start() closed it all
+                if after_start is not None:
+                    self.spawn(after_start(self), "after-start")
+                await signalled
         finally:
-            await self.stop()
+            signalled.cancel()
+            if not starting.done():  # a signal during start-up: interrupt it
+                starting.cancel()
+                await asyncio.gather(starting, return_exceptions=True)
+            failed = not starting.cancelled() and starting.exception() is not None
+            if not failed:
+                await self.stop()

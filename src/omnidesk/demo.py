@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from .channels.api import SIGNATURE_HEADER, sign
+from .cmdline import command
 from .store import Db
 from .store.inbox import ConversationFilter, list_conversations
 from .store.tokens import create_token
@@ -79,6 +80,8 @@ async def run_demo(daemon: Daemon) -> None:
         print('--demo needs an API channel ([[channels]] type = "api")', file=sys.stderr)
         return
     secret = api.secret.reveal()  # type: ignore[attr-defined]
+    if daemon.pipeline_processes is not None:  # processes = "auto" on two cores or more
+        await daemon.pipeline_processes.wait_ready()
     base = f"http://{daemon.config.web_host}:{daemon.web_port}"
     run_id = int(time.time())
     async with httpx.AsyncClient(base_url=base, timeout=10) as client:
@@ -114,10 +117,11 @@ async def run_demo(daemon: Daemon) -> None:
         out.append("")
     token = await daemon.store.write(create_token, "admin", name="demo")
     password = await daemon.store.write(_demo_admin)
+    passwd = command("agents", "passwd", "demo", config=daemon.config.file)
     out += [
         f"Web inbox: {base}/login   user: demo   password: {password}",
         "  (an admin account for this demo; the password is shown only now:"
-        " change it with `omnidesk agents passwd demo`)",
+        f" change it with `{passwd}`)",
         f"The daemon keeps running on {base}. Try:",
         f"  curl -s -H 'Authorization: Bearer {token}' {base}/api/v1/conversations",
         f"  curl -s {base}/healthz",

@@ -170,6 +170,8 @@ def config_file(tmp_path: Path) -> Path:
 data_dir = "data"
 [rules]
 dir = "{RULES}"
+[pipeline]
+processes = 0
 [[teams]]
 name = "support"
 members = ["alice"]

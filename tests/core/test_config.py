@@ -104,3 +104,24 @@ def test_secrets_never_reach_logs(capsys: pytest.CaptureFixture[str]) -> None:
     for leaked in ("hunter2", "abc123", "k-999", "pw-in-a-value"):
         assert leaked not in out
     assert "connecting" in out
+
+
+def test_pipeline_processes_auto_chooses_from_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    from omnidesk.config import auto_processes
+
+    assert [auto_processes(n) for n in (1, 2, 4, 64)] == [0, 2, 2, 2]
+    for cores, expected in (({0}, 0), ({0, 1}, 2), ({0, 1, 2, 3}, 2)):
+        monkeypatch.setattr("os.sched_getaffinity", lambda _pid, c=cores: c)
+        assert parse_config({}).pipeline_processes == expected  # the default is "auto"
+        assert parse_config({"pipeline": {"processes": "auto"}}).pipeline_processes == expected
+    # An accept-only instance runs no pipeline, whatever the cores.
+    assert parse_config({"pipeline": {"workers": 0}}).pipeline_processes == 0
+    assert parse_config({"pipeline": {"processes": 1}}).pipeline_processes == 1
+
+
+@pytest.mark.parametrize("value", ["many", -1, True, 1.5])
+def test_pipeline_processes_refuses_other_values(value: object) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config({"pipeline": {"processes": value}})
+    assert err.value.key == "pipeline.processes"
+    assert 'must be "auto" or a number from 0 on' in err.value.reason

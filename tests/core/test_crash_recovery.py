@@ -41,6 +41,7 @@ dir = "{RULES}"
 watch = false
 [pipeline]
 workers = {workers}
+processes = 0
 batch_size = 16
 [[teams]]
 name = "support"

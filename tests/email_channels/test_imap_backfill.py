@@ -39,6 +39,8 @@ port = 0
 [rules]
 dir = "{RULES}"
 watch = false
+[pipeline]
+processes = 0
 [outbox]
 backoff_base = 0.05
 [[channels]]

@@ -91,6 +91,7 @@ def write_config(
         "[pipeline]",
         'default_team = "support"',
         "workers = 2",
+        "processes = 0",
     ]
     for t in teams:
         lines.append("[[teams]]")

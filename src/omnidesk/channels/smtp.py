@@ -43,6 +43,7 @@ from typing import Any
 
 from ..config import Secret
 from ..model import Envelope
+from ..startup import listen_failure
 from .base import ChannelContext
 from .mailout import EmailChannel, envelope_id
 
@@ -413,8 +414,9 @@ class SmtpChannel(EmailChannel):
                 backlog=BACKLOG,
             )
         except OSError as exc:
-            self.set_health(False, "failing", f"cannot listen on {self.host}:{self.port}: {exc}")
-            raise
+            failure = listen_failure(f"smtp channel {self.name}", self.host, self.port, exc)
+            self.set_health(False, "failing", str(failure))
+            raise failure from None
         self.set_health(True, "running", f"listening on {self.host}:{self.bound_port}")
 
     @property

@@ -4,7 +4,7 @@ See ``docs/rules.md`` for the file format. The daemon holds a :class:`RulesHolde
 the pipeline calls ``holder.current.evaluate(rule_input)`` for a :class:`Decision`.
 """
 
-from .check import CheckReport, ExampleFailure, check_rules, run_examples
+from .check import CheckReport, Defined, ExampleFailure, check_rules, run_examples, undefined_names
 from .engine import Example, Rule, RuleSet
 from .evaluation import ClassMetrics, EvalReport, evaluate_labelled
 from .holder import RulesHolder
@@ -15,6 +15,7 @@ from .problems import Problem, RulesError
 __all__ = [
     "CheckReport",
     "ClassMetrics",
+    "Defined",
     "EvalReport",
     "Example",
     "ExampleFailure",
@@ -29,4 +30,5 @@ __all__ = [
     "load_language_model",
     "load_rules",
     "run_examples",
+    "undefined_names",
 ]

@@ -8,9 +8,10 @@ from typing import Any
 
 from omnidesk.model import Decision
 
+from .conditions import Equals
 from .engine import Example, RuleSet
 from .loader import load_rules
-from .problems import Problem, RulesError
+from .problems import Problem, RulesError, did_you_mean
 
 
 @dataclass(slots=True)
@@ -73,6 +74,50 @@ def run_examples(ruleset: RuleSet) -> list[ExampleFailure]:
     return failures
 
 
+@dataclass(frozen=True, slots=True)
+class Defined:
+    """The teams, agents (team members) and channels a configuration defines,
+    for checking the names rules use; ``where`` names the config file."""
+
+    where: str
+    teams: frozenset[str]
+    agents: frozenset[str]
+    channels: frozenset[str]
+
+
+def undefined_names(ruleset: RuleSet, defined: Defined) -> list[Problem]:
+    """Teams, agents and channels that rules name but the config does not
+    define: a conversation routed to such a team waits in a queue nobody
+    sees, a rule on such a channel never fires. Usually a typo."""
+    found: list[Problem] = []
+    seen: set[tuple[str, str]] = set()
+
+    def check(rule: Any, kind: str, name: str, known: frozenset[str], table: str) -> None:
+        if name in known or (rule.where, f"{kind}:{name}") in seen:
+            return
+        seen.add((rule.where, f"{kind}:{name}"))
+        hint = did_you_mean(name, known)
+        found.append(
+            Problem(
+                rule.file,
+                rule.line,
+                f"rule {rule.name!r}: {kind} {name!r} is not defined in {defined.where}"
+                f" ({table}){hint}",
+            )
+        )
+
+    for rule in ruleset.rules:
+        if rule.actions.team:
+            check(rule, "team", rule.actions.team, defined.teams, "[[teams]]")
+        if rule.actions.agent:
+            check(rule, "agent", rule.actions.agent, defined.agents, "no team lists it as a member")
+        for node in rule.condition.walk():
+            if isinstance(node, Equals) and node.field.name == "channel":
+                for value in node.shown:
+                    check(rule, "channel", str(value), defined.channels, "[[channels]]")
+    return found
+
+
 @dataclass(slots=True)
 class CheckReport:
     directory: str
@@ -81,10 +126,14 @@ class CheckReport:
     examples_run: int = 0
     rules: int = 0
     files: list[str] = field(default_factory=list)
+    # Names the rules use that the config does not define (``undefined_names``);
+    # they fail the check only when ``strict``.
+    warnings: list[Problem] = field(default_factory=list)
+    strict: bool = False
 
     @property
     def ok(self) -> bool:
-        return not self.problems and not self.failures
+        return not self.problems and not self.failures and not (self.strict and self.warnings)
 
     def format(self) -> str:
         lines: list[str] = []
@@ -96,19 +145,26 @@ class CheckReport:
         for f in self.failures:
             lines.append(f"FAIL {f}")
             lines.extend(f"     {why}" for why in f.explanation)
+        label = "ERROR" if self.strict else "WARN"
+        lines.extend(f"{label} {w}" for w in self.warnings)
         passed = self.examples_run - len(self.failures)
+        names = f"; {len(self.warnings)} undefined name(s)" if self.warnings else ""
         lines.append(
             f"{len(self.files)} file(s), {self.rules} rule(s); "
             f"{self.examples_run} example(s) run: {passed} passed, {len(self.failures)} failed"
+            + names
         )
         lines.append("OK" if self.ok else "FAILED")
         return "\n".join(lines)
 
 
-def check_rules(directory: str | Path) -> CheckReport:
-    """Validate every file and run every example. Never raises for bad rules: the
-    report says what is wrong."""
-    report = CheckReport(str(directory))
+def check_rules(
+    directory: str | Path, defined: Defined | None = None, *, strict: bool = False
+) -> CheckReport:
+    """Validate every file and run every example; with ``defined``, also report
+    the names rules use that the config does not define (errors when
+    ``strict``). Never raises for bad rules: the report says what is wrong."""
+    report = CheckReport(str(directory), strict=strict)
     try:
         ruleset = load_rules(directory)
     except RulesError as e:
@@ -118,4 +174,6 @@ def check_rules(directory: str | Path) -> CheckReport:
     report.files = list(ruleset.files)
     report.failures = run_examples(ruleset)
     report.examples_run = len(ruleset.examples)
+    if defined is not None:
+        report.warnings = undefined_names(ruleset, defined)
     return report

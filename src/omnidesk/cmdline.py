@@ -1,0 +1,59 @@
+"""Commands the program suggests, written so they run as printed.
+
+A hint like ``omnidesk agents passwd demo`` fails for a user who installed
+omnidesk in a virtualenv they did not activate (``omnidesk`` is not on PATH)
+or who gave ``-c`` a config other than the default: the hint is built from
+how this process was started and the config it read.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import sys
+from pathlib import Path
+
+
+def shown_path(path: Path) -> str:
+    """``path`` relative to the working directory when it lies inside it."""
+    try:
+        rel = path.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        return str(path)
+    return str(rel)
+
+
+def program() -> str:
+    """How to run ``omnidesk`` again from here: ``omnidesk`` when that name on
+    PATH is this program, else the script's path, else ``python -m``."""
+    argv0 = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    if argv0 is not None and argv0.name == "omnidesk" and argv0.exists():
+        on_path = shutil.which("omnidesk")
+        if on_path is not None and Path(on_path).resolve() == argv0.resolve():
+            return "omnidesk"
+        return shlex.quote(_runnable(argv0))
+    return f"{shlex.quote(_runnable(Path(sys.executable)))} -m omnidesk.cli"
+
+
+def _runnable(path: Path) -> str:
+    """A program's path as a shell runs it: ``./omnidesk``, not ``omnidesk``."""
+    text = shown_path(path)
+    return text if os.sep in text else f".{os.sep}{text}"
+
+
+def config_args(config: Path | None) -> list[str]:
+    """``-c FILE`` unless FILE is what omnidesk reads without being told."""
+    if config is None:
+        return []
+    default = Path(os.environ.get("OMNIDESK_CONFIG", "config.toml"))
+    if default.exists() and default.resolve() == config.resolve():
+        return []
+    return ["-c", shown_path(config)]
+
+
+def command(*args: str, config: Path | None = None) -> str:
+    """A runnable ``omnidesk ...`` command line for ``args``, with ``-c`` for
+    ``config`` when it is needed."""
+    parts = [*args, *config_args(config)]
+    return " ".join([program(), *(shlex.quote(a) for a in parts)])
