@@ -101,6 +101,10 @@ def commented_settings(text: str) -> Iterator[str]:
             continue
         if header := HEADER.match(line):
             table, channel_type = header.group(1), ""
+        elif (entry := re.match(r"# \[([a-z_.]+)\.[a-z_]+\]$", line)) and entry[1] in FREE_FORM:
+            # An example entry of a free-form table (``# [health.channels.api]``):
+            # its settings are read only where such an entry exists.
+            table, channel_type = "", ""
         elif kind := re.match(r'type = "([a-z_]+)"', line):
             channel_type = kind.group(1)
         elif (alt := ALTERNATIVE.match(line)) and table:
