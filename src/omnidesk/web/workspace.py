@@ -13,7 +13,7 @@ from ..store.base import Db
 from ..store.canned import PLACEHOLDERS, CannedError, delete_canned, list_canned, save_canned
 from ..store.views import ViewError, delete_view, list_views, save_view
 from .auth import Principal, current_principal, require_supervisor
-from .deps import get_daemon
+from .deps import Id, get_daemon
 
 if TYPE_CHECKING:
     from ..daemon import Daemon
@@ -63,7 +63,7 @@ async def add_view(
 
 @router.delete("/views/{view_id}", tags=["views"])
 async def drop_view(
-    view_id: int, p: Principal = Depends(current_principal), daemon: Daemon = Depends(get_daemon)
+    view_id: Id, p: Principal = Depends(current_principal), daemon: Daemon = Depends(get_daemon)
 ) -> dict[str, Any]:
     if not await daemon.store.write(delete_view, _user(p), view_id):
         raise HTTPException(404, "no such view of yours")
@@ -109,7 +109,7 @@ async def add_canned(
 
 @router.put("/canned/{canned_id}", tags=["canned"])
 async def put_canned(
-    canned_id: int,
+    canned_id: Id,
     body: CannedIn,
     p: Principal = Depends(require_supervisor),
     daemon: Daemon = Depends(get_daemon),
@@ -119,7 +119,7 @@ async def put_canned(
 
 @router.delete("/canned/{canned_id}", tags=["canned"])
 async def drop_canned(
-    canned_id: int, p: Principal = Depends(require_supervisor), daemon: Daemon = Depends(get_daemon)
+    canned_id: Id, p: Principal = Depends(require_supervisor), daemon: Daemon = Depends(get_daemon)
 ) -> dict[str, Any]:
     def drop(db: Db) -> bool:
         ok = delete_canned(db, canned_id)
