@@ -26,7 +26,7 @@ from ..store.users import (
     save_team,
     update_user,
 )
-from .auth import Principal, current_principal, require_admin
+from .auth import Principal, current_principal, require_admin, require_user
 from .deps import DB_INT_MAX, get_daemon
 
 if TYPE_CHECKING:
@@ -134,11 +134,9 @@ async def my_tokens(
 
 @router.post("/me/tokens", status_code=201, response_model=NewTokenOut)
 async def new_token(
-    body: TokenIn, p: Principal = Depends(current_principal), daemon: Daemon = Depends(get_daemon)
+    body: TokenIn, p: Principal = Depends(require_user), daemon: Daemon = Depends(get_daemon)
 ) -> dict[str, Any]:
     """Create an API token acting as you (shown once)."""
-    if p.username is None:
-        raise HTTPException(403, "this token belongs to no user")
     role = body.role or p.role
     if ROLE_RANK[role] > ROLE_RANK[p.role]:
         raise HTTPException(403, "a token cannot outrank its user")

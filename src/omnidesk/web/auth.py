@@ -192,6 +192,14 @@ async def current_principal(
     raise HTTPException(401, "authentication required", {"WWW-Authenticate": "Bearer"})
 
 
+async def require_user(p: Principal = Depends(current_principal)) -> Principal:
+    """Callers that act as an account (saved views, making tokens): a token
+    made without a user has none."""
+    if p.username is None:
+        raise HTTPException(403, "this token belongs to no user")
+    return p
+
+
 async def require_admin(p: Principal = Depends(current_principal)) -> Principal:
     if p.role != "admin":
         raise HTTPException(403, "admins only")
