@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -49,46 +50,52 @@ PASSWORDS = {
 }
 
 
-def channels_toml() -> str:
+def _channels() -> list[dict[str, Any]]:
     s = SECRETS
-    return f"""
-[[channels]]
-name = "api"
-type = "api"
-secret = "{s["api"]}"
+    return [
+        {"name": "api", "type": "api", "secret": s["api"]},
+        {
+            "name": "tg",
+            "type": "telegram",
+            "mode": "webhook",
+            "token": s["tg_token"],
+            "secret_token": s["tg_secret"],
+            "api_base_url": NOWHERE,
+            "set_webhook": False,
+        },
+        {
+            "name": "sl",
+            "type": "slack",
+            "bot_token": s["slack_bot"],
+            "signing_secret": s["slack_signing"],
+            "api_base_url": NOWHERE + "/api/",
+            "fetch_profiles": False,
+        },
+        {
+            "name": "fb",
+            "type": "messenger",
+            "app_secret": s["meta_app"],
+            "verify_token": s["meta_verify"],
+            "access_token": s["meta_access"],
+            "page_id": "1000",
+            "api_base_url": NOWHERE,
+            "check_token": False,
+        },
+        {"name": "chat", "type": "webchat", "secret": s["webchat"]},
+    ]
 
-[[channels]]
-name = "tg"
-type = "telegram"
-mode = "webhook"
-token = "{s["tg_token"]}"
-secret_token = "{s["tg_secret"]}"
-api_base_url = "{NOWHERE}"
-set_webhook = false
 
-[[channels]]
-name = "sl"
-type = "slack"
-bot_token = "{s["slack_bot"]}"
-signing_secret = "{s["slack_signing"]}"
-api_base_url = "{NOWHERE}/api/"
-fetch_profiles = false
+CHANNELS = _channels()  # every channel that takes HTTP, by name: api, tg, sl, fb, chat
 
-[[channels]]
-name = "fb"
-type = "messenger"
-app_secret = "{s["meta_app"]}"
-verify_token = "{s["meta_verify"]}"
-access_token = "{s["meta_access"]}"
-page_id = "1000"
-api_base_url = "{NOWHERE}"
-check_token = false
 
-[[channels]]
-name = "chat"
-type = "webchat"
-secret = "{s["webchat"]}"
-"""
+def channels_toml() -> str:
+    def value(v: Any) -> str:
+        return ("true" if v else "false") if isinstance(v, bool) else json.dumps(v)
+
+    return "".join(
+        "\n[[channels]]\n" + "".join(f"{k} = {value(v)}\n" for k, v in ch.items())
+        for ch in CHANNELS
+    )
 
 
 @dataclass
