@@ -166,7 +166,9 @@ async def _seed(store_url: str, teams: Any) -> dict[str, str]:
         await store.close()
 
 
-def start_daemon(tmp: Path, store_url: str, *, log_level: str = "info") -> DaemonProc:
+def start_daemon(
+    tmp: Path, store_url: str, *, log_level: str = "info", web: dict[str, Any] | None = None
+) -> DaemonProc:
     """Write a config, create accounts, start ``omnidesk run`` and wait until
     it serves (its log is JSON lines in ``tmp/daemon.log``)."""
     tmp.mkdir(parents=True, exist_ok=True)
@@ -174,6 +176,7 @@ def start_daemon(tmp: Path, store_url: str, *, log_level: str = "info") -> Daemo
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     config = tmp / "config.toml"
+    web_keys = "".join(f"{k} = {json.dumps(v)}\n" for k, v in (web or {}).items())
     config.write_text(
         f"""
 [daemon]
@@ -186,7 +189,7 @@ url = "{store_url}"
 [web]
 host = "127.0.0.1"
 port = {port}
-
+{web_keys}
 [rules]
 dir = "{RULES}"
 watch = false

@@ -12,10 +12,10 @@ inbound API over a gigabyte. Here:
   rules file, 2 MB for the rest of the API. A ``Content-Length`` above the
   cap is refused with 413 before a byte is read; a chunked body is counted as
   it arrives and refused the moment it passes the cap. Nothing past the cap
-  is ever held. A body that ends within twice the cap (1 MB at least) is
-  read and dropped, so that an ordinary client (which sends everything
-  before it reads) sees the 413; a longer one gets it with a closed
-  connection.
+  is ever held. A body that ends soon after the cap (a declared length up to
+  twice the cap, a chunked body within 1 MB) is read and dropped, so that an
+  ordinary client (which sends everything before it reads) sees the 413; a
+  longer one gets it with a closed connection.
 * **A shared budget.** The bytes all requests hold at once beyond their first
   :data:`FREE_BYTES` come out of one budget (``[web] body_memory_mb``). When
   it is spent, a new large body gets 503 with ``Retry-After`` instead of
@@ -269,18 +269,24 @@ class BodyLimits:
                 if chunk:
                     chunks.append(chunk)
         except Refused:
+            # Free the bytes with their share of the budget: the exception's
+            # traceback keeps this frame (and the list) alive while the
+            # refusal is drained and sent.
+            chunks.clear()
             self.budget.give(held)
             raise
         return b"".join(chunks), held
 
     async def _drain(self, scope: Scope, receive: Receive, limit: Limit) -> bool:
-        """Read and drop the rest of a refused body when it ends within
-        another cap's worth (at least :data:`DRAIN_BYTES`); whether it did.
+        """Read and drop the rest of a refused body when it ends soon: within
+        another cap's worth when its length is declared, within
+        :data:`DRAIN_BYTES` when chunked; whether it did.
         Ordinary clients send a whole body before they read the answer:
         hanging up on them mid-body resets the connection and they never see
         the 413. A body that goes on past that is not worth reading: hang up."""
-        most = max(DRAIN_BYTES, limit.max_bytes)
         declared = _content_length(scope)
+        # A declared length says where the body ends; a chunked one may never.
+        most = DRAIN_BYTES if declared is None else max(DRAIN_BYTES, limit.max_bytes)
         if declared is not None and declared > limit.max_bytes + most:
             return False
         dropped = 0
