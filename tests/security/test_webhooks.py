@@ -199,3 +199,38 @@ async def test_webchat_tokens_cannot_be_forged_and_messages_are_stored_once(
             r = await c.post("/messages", json=msg, headers={"Authorization": f"Bearer {token}"})
             assert r.is_success, r.text
         assert await stored(all_channels, "chat") == 1
+
+
+async def test_odd_values_on_channel_endpoints_are_4xx(all_channels: Daemon) -> None:
+    """Digits that are not ASCII ("²".isdigit() is true in Python) and
+    numbers past 2^63 used to reach int() and the database: a 500."""
+    base = f"http://127.0.0.1:{all_channels.web_port}"
+    async with httpx.AsyncClient(base_url=base, timeout=10) as c:
+        # A body Bolt cannot read goes to omnidesk's own signature check.
+        r = await c.post(
+            "/webhooks/sl",
+            content=b"not json",
+            headers=[
+                ("X-Slack-Request-Timestamp", "\xb2".encode("latin-1")),  # type: ignore[list-item]
+                ("X-Slack-Signature", b"v0=00"),
+            ],
+        )
+        assert r.status_code == 401, r.text
+        token = (await c.post("/webchat/chat/session", json={})).json()["token"]
+        for after in ("\u00b2", str(2**64), "-1"):
+            async with c.stream(
+                "GET", "/webchat/chat/events", params={"token": token, "after": after}
+            ) as r:
+                assert r.status_code == 200, (after, r.status_code)
+        # The API channel refuses NUL with a clear 400 (a signed API: no cleaning).
+        raw = (
+            b'{"external_id": "nul-1", "sender": {"address": "nul@example.com"},'
+            b' "text": "a\\u0000b"}'
+        )
+        sig = api_sign(SECRETS["api"], raw, int(time.time()))
+        r = await c.post(
+            "/api/v1/inbound/api",
+            content=raw,
+            headers={"X-Omnidesk-Signature": sig, "Content-Type": "application/json"},
+        )
+        assert r.status_code == 400 and "NUL" in r.text

@@ -384,6 +384,12 @@ class SlackChannel(ChannelAdapter):
             return JSONResponse({"error": "this Slack channel uses Socket Mode"}, 404)
         if request.method != "POST":
             return JSONResponse({"error": "POST only"}, 405)
+        stamp = request.headers.get("x-slack-request-timestamp", "")
+        if not (stamp.isascii() and stamp.isdigit()):
+            # slack_sdk's verifier calls int() on it: "²" (a digit to Python)
+            # would raise there, a 500 instead of a refusal.
+            self.log.info("webhook_refused", reason="missing or malformed timestamp")
+            return JSONResponse({"error": "invalid request"}, 401)
         raw = await request.body()  # at most max_body (web/limits.py)
         try:
             req = AsyncBoltRequest(

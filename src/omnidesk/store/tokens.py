@@ -91,7 +91,10 @@ def list_tokens(db: Db, owner: Owner) -> list[dict[str, Any]]:
         d
         for d in (
             row_dict(r)
-            for r in db.all(f"SELECT {COLUMNS} FROM api_tokens WHERE {where} ORDER BY id", params)
+            # Oldest first: the table's row id (``id`` in the output is the public one).
+            for r in db.all(
+                f"SELECT {COLUMNS} FROM api_tokens WHERE {where} ORDER BY api_tokens.id", params
+            )
         )
         if d is not None
     ]
