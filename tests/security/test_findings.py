@@ -21,7 +21,7 @@ import pytest
 
 from omnidesk.store.tokens import create_token
 from omnidesk.textcap import FULL_TEXT_NAME, MAX_TEXT_CHARS
-from omnidesk.web.limits import DRAIN_BYTES, BodyLimits, Limit
+from omnidesk.web.limits import DRAIN_BYTES, BodyLimits, Limit, unstorable_json_text
 from tests.conftest import message, post_inbound, settle, signed
 from tests.security.hostile import chunked_upload
 from tests.web.conftest import Env, log_in, screenshot_path
@@ -159,7 +159,7 @@ async def run_limited(
 
 async def test_an_endless_chunked_body_is_refused_at_the_cap_not_read() -> None:
     endless = Endless()
-    status, reached, out = await run_limited([], endless)
+    status, reached, out = await run_limited([(b"transfer-encoding", b"chunked")], endless)
     assert status == 413 and not reached
     # Held up to the cap; then at most another megabyte read and dropped (for
     # clients that read the answer only after sending), then the hang-up.
@@ -195,7 +195,8 @@ async def test_large_bodies_share_one_budget() -> None:
             if m["type"] == "http.response.start":
                 statuses.append(m["status"])
 
-        scope = {"type": "http", "method": "POST", "path": "/api/v1/x", "headers": []}
+        headers = [(b"transfer-encoding", b"chunked")]
+        scope = {"type": "http", "method": "POST", "path": "/api/v1/x", "headers": headers}
         await mw(scope, receive, send)
 
     # 64 KB of each is free; two requests of 64 + 24 KB fill the 48 KB, a third does not fit.
@@ -414,6 +415,27 @@ async def test_nul_and_lone_surrogates_are_refused_clearly(env: Env) -> None:
             lambda db: db.val("SELECT COUNT(*) FROM inbound WHERE external_id = 'lone-1'")
         )
         assert quarantined == 0
+
+
+async def test_the_json_scan_tells_escapes_from_text() -> None:
+    cases = {
+        b'{"a": "plain"}': None,
+        b'{"a": "\\u00e9 caf\\u00e9"}': None,
+        b'{"a": "\\ud83d\\ude00"}': None,  # an emoji as a surrogate pair
+        b'{"a": "\\\\ud800"}': None,  # an escaped backslash, then text
+        b'{"a": "\\\\\\ud800"}': "surrogate",  # that, then a real escape
+        b'{"a": "\\ud800"}': "surrogate",
+        b'{"a": "\\ud800\\u0041"}': "surrogate",  # a high half without its low half
+        b'{"a": "end\\ud83d"}': "surrogate",
+        b'{"a": "\\udc00\\ud800"}': "surrogate",  # the halves the wrong way round
+        b'{"a": "\\u0000"}': "NUL",
+        b'{"a": "\\U0000"}': None,  # not a JSON escape at all (a decoder refuses it)
+    }
+    for body, expected in cases.items():
+        found = unstorable_json_text(body)
+        assert (found is None) == (expected is None), (body, found)
+        assert expected is None or expected in (found or ""), (body, found)
+    assert unstorable_json_text(b'{"a": "\\u0000"}', allow_nul=True) is None
 
 
 async def test_every_422_has_the_declared_shape(env: Env) -> None:

@@ -150,18 +150,27 @@ class Refused(Exception):
         self.retry_after = retry_after
 
 
-# A JSON escape of NUL or of a UTF-16 surrogate half, not itself escaped
-# (an even run of backslashes before it).
-_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u(0000|[dD][89a-fA-F][0-9a-fA-F]{2})")
+# A JSON escape of NUL or of a UTF-16 surrogate half. The pattern starts with
+# a literal, so the search skips ahead fast; whether the backslash is itself
+# escaped (JSON "\\u0000" is a backslash and the text "u0000") is checked per match.
+_ESCAPE = re.compile(rb"\\u(0000|[dD][89a-fA-F][0-9a-fA-F]{2})")
+_LOW_HALF = re.compile(rb"\\u[dD][c-fC-F][0-9a-fA-F]{2}")
+BACKSLASH = 0x5C
 
 
 def unstorable_json_text(body: bytes, *, allow_nul: bool = False) -> str | None:
     """Why a JSON body's strings cannot be stored, or None. A surrogate
     escape is fine only as a high half directly followed by a low half."""
-    if b"\\u" not in body:
+    if b"\\" not in body:  # one byte: a memchr, and most bodies end here
         return None
     pos = 0
     while (m := _ESCAPE.search(body, pos)) is not None:
+        before = m.start()
+        while before > 0 and body[before - 1] == BACKSLASH:
+            before -= 1
+        if (m.start() - before) % 2:  # an escaped backslash, then plain text
+            pos = m.start() + 1
+            continue
         code = int(m.group(1), 16)
         if code == 0:
             if allow_nul:
@@ -170,8 +179,7 @@ def unstorable_json_text(body: bytes, *, allow_nul: bool = False) -> str | None:
             return "text must not contain NUL (\\u0000)"
         if code >= 0xDC00:
             return "text must not contain a lone UTF-16 surrogate"
-        after = body[m.end() : m.end() + 6]
-        if not (re.fullmatch(rb"\\u[dD][c-fC-F][0-9a-fA-F]{2}", after)):
+        if not _LOW_HALF.match(body, m.end()):
             return "text must not contain a lone UTF-16 surrogate"
         pos = m.end() + 6
     return None
@@ -215,6 +223,9 @@ class BodyLimits:
             problem = _unstorable_target(scope)
             if problem is not None:
                 raise Refused(422 if limit.api else 400, problem)
+            if not _has_body(scope):  # a GET, say: nothing to read or hold
+                await self.app(scope, receive, send)
+                return
             body, held = await self._read(scope, receive, limit)
             if body and (problem := unstorable_body(scope, body, limit.channel)) is not None:
                 raise Refused(422 if limit.api else 400, problem)
@@ -308,6 +319,15 @@ class BodyLimits:
 
 def _busy() -> Refused:
     return Refused(503, "the server is busy receiving other uploads: retry", retry_after=1)
+
+
+def _has_body(scope: Scope) -> bool:
+    """HTTP/1.1: a request has a body only with a Content-Length above 0 or a
+    Transfer-Encoding."""
+    for name, value in scope.get("headers", ()):
+        if name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):
+            return True
+    return False
 
 
 def _content_length(scope: Scope) -> int | None:
