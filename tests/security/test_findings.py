@@ -258,6 +258,7 @@ async def test_a_megabyte_word_is_kept_whole_and_drawn_folded(env: Env, browser:
         assert await no_horizontal_overflow(page)
         link = page.locator(f'article[data-message-id="{m["id"]}"] a.download-text')
         assert await link.get_attribute("href") == f"/api/v1/messages/{m['id']}/text"
+        await link.scroll_into_view_if_needed()
         await page.screenshot(path=screenshot_path("security-long-word-folded"))
         await page.locator(f'article[data-message-id="{m["id"]}"] .show-all').click()
         await page.wait_for_function(
