@@ -295,6 +295,7 @@ class Config:
     cookie_secure: str = "auto"  # auto | always | never
     login_lockout_after: int = 5
     login_lockout_max_minutes: float = 15.0
+    body_memory_mb: float = 32.0  # request bodies held at once (web/limits.py)
     # first-response targets in minutes per priority (see omnidesk.sla)
     sla_minutes: dict[str, float] = field(default_factory=dict)
     teams: list[TeamConfig] = field(default_factory=list)
@@ -395,6 +396,7 @@ def parse_config(
     cookie_secure = web.string("cookie_secure", "auto", choices=("auto", "always", "never"))
     lockout_after = web.integer("login_lockout_after", 5, min=1)
     lockout_max = web.number("login_lockout_max_minutes", 15.0, min=0.1)
+    body_memory_mb = web.number("body_memory_mb", 32.0, min=1)
     web.check_unused()
 
     sla = top.table("sla")
@@ -502,6 +504,7 @@ def parse_config(
         cookie_secure=cookie_secure,
         login_lockout_after=lockout_after,
         login_lockout_max_minutes=lockout_max,
+        body_memory_mb=body_memory_mb,
         sla_minutes=sla_minutes,
         teams=teams,
         channels=channels,

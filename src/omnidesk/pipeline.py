@@ -72,6 +72,7 @@ from .store.inbound import (
 from .store.locks import TEAM, xact_lock
 from .store.outbox import enqueue
 from .store.users import load_team
+from .textcap import bound_message
 
 log = structlog.get_logger(__name__)
 
@@ -204,6 +205,8 @@ def normalize_envelope(ctx: PipelineContext, row: InboundRow) -> Normalized:
             # Nobody to answer and no contact to file it under: an admin
             # decides (the raw input is kept).
             raise NormalizeError("message has no sender address")
+        if isinstance(item, Message):
+            item = bound_message(item)  # storable text within the cap, whatever the channel
     except NormalizeError as exc:
         return NormalizeFailed(str(exc))
     except Exception as exc:  # a parser bug must not stop the queue

@@ -352,6 +352,7 @@ class _Bot(telegram.Bot):
 class TelegramChannel(ChannelAdapter):
     type = "telegram"
     capabilities: ClassVar[frozenset[str]] = frozenset({"attachments", "edits", "webhook"})
+    max_body: ClassVar[int] = MAX_BODY
     # Only one instance may long-poll a bot (Telegram answers a second poller
     # with 409). In webhook mode every instance accepts deliveries; only the
     # owner calls setWebhook.
@@ -607,12 +608,7 @@ class TelegramChannel(ChannelAdapter):
         if not hmac.compare_digest(got.encode(), self.secret_token.reveal().encode()):
             self.log.info("webhook_refused", reason="wrong secret token")
             return JSONResponse({"error": f"wrong {SECRET_HEADER}"}, 403)
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > MAX_BODY:
-            return JSONResponse({"error": "body too large"}, 413)
-        body = await request.body()
-        if len(body) > MAX_BODY:
-            return JSONResponse({"error": "body too large"}, 413)
+        body = await request.body()  # at most max_body (web/limits.py)
         try:
             update: Any = json.loads(body)
         except (UnicodeDecodeError, json.JSONDecodeError):

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
+from starlette.exceptions import HTTPException
 from starlette.routing import Mount
 
 from .. import __version__
@@ -24,6 +25,8 @@ from . import (
     ui,
     workspace,
 )
+from .errors import http_error
+from .limits import BodyLimits, body_budget, route_limits
 from .search import router as search_router
 
 if TYPE_CHECKING:
@@ -41,6 +44,11 @@ def create_app(daemon: Daemon) -> FastAPI:
         redoc_url=None,
     )
     app.state.daemon = daemon
+    # Every request body goes through one capped, budgeted reader first.
+    limit_for = route_limits(daemon.adapters)
+    budget = body_budget(daemon.config.body_memory_mb, daemon.adapters)
+    app.add_middleware(BodyLimits, limit_for=limit_for, budget_bytes=budget)
+    app.add_exception_handler(HTTPException, http_error)  # 422s as the schema declares them
     app.add_exception_handler(IntakeError, inbound.intake_unavailable)
     for module in (ops, apidocs, inbound, inbox, admin):
         app.include_router(module.router)

@@ -19,7 +19,7 @@ from ..htmltext import sanitize_html
 from ..model import Category, Priority, Status, now_ts
 from ..outbox import ReplyError, queue_reply
 from ..sla import SlaPolicy
-from ..store import actions
+from ..store import actions, jsoncol
 from ..store.base import Db, row_dict
 from ..store.canned import get_canned, placeholder_values, render
 from ..store.contacts import get_contact
@@ -32,7 +32,7 @@ from ..store.inbox import (
     list_conversations,
 )
 from .auth import Principal, current_principal
-from .deps import can_see, check_conversation, get_daemon, visibility
+from .deps import DB_INT_MAX, Id, can_see, check_conversation, get_daemon, visibility
 from .live import presence_tracker
 
 if TYPE_CHECKING:
@@ -110,6 +110,8 @@ class ReplyIn(BaseModel):
     html: str | None = None
     last_seen_message_id: int | None = Field(
         None,
+        ge=0,
+        le=DB_INT_MAX,
         description="the newest message id the agent saw; a reply is refused with 409 when "
         "the customer or another agent wrote since, unless `force` is true",
     )
@@ -167,7 +169,9 @@ async def conversations(
         "newest", description="urgency: priority, then SLA due time, then age"
     ),
     limit: int = Query(50, ge=1, le=500),
-    before: int | None = Query(None, description="sort=newest: `next_before` of the last page"),
+    before: int | None = Query(
+        None, ge=1, le=DB_INT_MAX, description="sort=newest: `next_before` of the last page"
+    ),
     cursor: str | None = Query(None, description="sort=urgency: `next_cursor` of the last page"),
     p: Principal = Depends(current_principal),
     daemon: Daemon = Depends(get_daemon),
@@ -243,7 +247,7 @@ def _permissions(p: Principal, conv: dict[str, Any]) -> dict[str, bool]:
 
 @router.get("/conversations/{conversation_id}", tags=["inbox"])
 async def conversation(
-    conversation_id: int,
+    conversation_id: Id,
     p: Principal = Depends(current_principal),
     daemon: Daemon = Depends(get_daemon),
 ) -> dict[str, Any]:
@@ -293,7 +297,7 @@ def _reply(
     responses={409: {"description": "newer messages arrived since `last_seen_message_id`"}},
 )
 async def post_message(
-    conversation_id: int,
+    conversation_id: Id,
     body: ReplyIn,
     p: Principal = Depends(current_principal),
     daemon: Daemon = Depends(get_daemon),
@@ -346,7 +350,7 @@ async def _run_action(daemon: Daemon, fn: Any, *args: Any, **kwargs: Any) -> dic
 
 @router.post("/conversations/{conversation_id}/status", tags=["inbox"])
 async def change_status(
-    conversation_id: int,
+    conversation_id: Id,
     body: StatusIn,
     p: Principal = Depends(current_principal),
     daemon: Daemon = Depends(get_daemon),
@@ -368,7 +372,7 @@ async def change_status(
 
 @router.post("/conversations/{conversation_id}/assign", tags=["inbox"])
 async def assign(
-    conversation_id: int,
+    conversation_id: Id,
     body: AssignIn,
     p: Principal = Depends(current_principal),
     daemon: Daemon = Depends(get_daemon),
@@ -403,7 +407,7 @@ async def assign(
 
 @router.post("/conversations/{conversation_id}/classification", tags=["inbox"])
 async def classification(
-    conversation_id: int,
+    conversation_id: Id,
     body: ClassificationIn,
     p: Principal = Depends(current_principal),
     daemon: Daemon = Depends(get_daemon),
@@ -425,7 +429,7 @@ async def classification(
 
 @router.post("/conversations/{conversation_id}/tags", tags=["inbox"])
 async def tags(
-    conversation_id: int,
+    conversation_id: Id,
     body: TagsIn,
     p: Principal = Depends(current_principal),
     daemon: Daemon = Depends(get_daemon),
@@ -438,8 +442,8 @@ async def tags(
 
 @router.get("/conversations/{conversation_id}/canned/{canned_id}", tags=["canned"])
 async def canned_for(
-    conversation_id: int,
-    canned_id: int,
+    conversation_id: Id,
+    canned_id: Id,
     p: Principal = Depends(current_principal),
     daemon: Daemon = Depends(get_daemon),
 ) -> dict[str, Any]:
@@ -492,7 +496,7 @@ async def _visible_message(daemon: Daemon, p: Principal, message_id: int) -> dic
 
 @router.post("/messages/{message_id}/retry", tags=["inbox"])
 async def retry(
-    message_id: int,
+    message_id: Id,
     p: Principal = Depends(current_principal),
     daemon: Daemon = Depends(get_daemon),
 ) -> dict[str, Any]:
@@ -519,7 +523,7 @@ def frame_csp(remote_images: bool) -> str:
 
 @router.get("/messages/{message_id}/html", tags=["inbox"], response_class=Response)
 async def message_html(
-    message_id: int,
+    message_id: Id,
     remote_images: bool = Query(False, description="let remote images (tracking pixels) load"),
     p: Principal = Depends(current_principal),
     daemon: Daemon = Depends(get_daemon),
@@ -561,6 +565,45 @@ async def message_html(
     )
 
 
+def _whole_text(db: Db, message_id: int) -> bytes:
+    """A message's whole text: the body as stored, or for a text folded at
+    intake (omnidesk/textcap.py) the attachment that keeps it whole."""
+    r = db.one("SELECT text, full_text, meta FROM messages WHERE id = ?", (message_id,))
+    assert r is not None
+    whole: bytes = (r["full_text"] or r["text"] or "").encode()
+    folded = jsoncol.loads(r["meta"], {}).get("text_folded")
+    if isinstance(folded, dict):
+        sha = db.val(
+            "SELECT sha256 FROM attachments WHERE message_id = ? AND filename = ?"
+            " AND sha256 IS NOT NULL ORDER BY id LIMIT 1",
+            (message_id, folded.get("attachment")),
+        )
+        whole = (get_blob(db, sha) if sha else None) or whole
+    return whole
+
+
+@router.get("/messages/{message_id}/text", tags=["inbox"], response_class=Response)
+async def message_text(
+    message_id: Id,
+    p: Principal = Depends(current_principal),
+    daemon: Daemon = Depends(get_daemon),
+) -> Response:
+    """A message's whole text as a plain-text download, however long (the
+    inbox folds long text and links here)."""
+    await _visible_message(daemon, p, message_id)
+    whole = await daemon.store.read(_whole_text, message_id)
+    return Response(
+        whole,
+        media_type="text/plain; charset=utf-8",
+        headers={
+            "Content-Disposition": content_disposition("attachment", f"message-{message_id}.txt"),
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": "default-src 'none'; sandbox",
+            "Cache-Control": "private, no-store",
+        },
+    )
+
+
 def _attachment(db: Db, attachment_id: int) -> dict[str, Any] | None:
     r = row_dict(
         db.one(
@@ -587,7 +630,7 @@ def content_disposition(kind: str, filename: str | None) -> str:
 
 @router.get("/attachments/{attachment_id}", tags=["inbox"], response_class=Response)
 async def attachment(
-    attachment_id: int,
+    attachment_id: Id,
     p: Principal = Depends(current_principal),
     daemon: Daemon = Depends(get_daemon),
 ) -> Response:

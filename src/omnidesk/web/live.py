@@ -29,7 +29,7 @@ from ..events import Event, EventBus
 from ..store.base import Db
 from ..store.inbox import conversation_access
 from .auth import Principal, current_principal
-from .deps import can_see, check_conversation, get_daemon
+from .deps import Id, can_see, check_conversation, get_daemon
 
 if TYPE_CHECKING:
     from ..daemon import Daemon
@@ -99,7 +99,7 @@ class PresenceIn(BaseModel):
 
 @router.post("/conversations/{conversation_id}/presence", status_code=200)
 async def post_presence(
-    conversation_id: int,
+    conversation_id: Id,
     body: PresenceIn,
     p: Principal = Depends(current_principal),
     daemon: Daemon = Depends(get_daemon),

@@ -12,8 +12,8 @@ from ..store.audit import add_audit
 from ..store.base import Db
 from ..store.canned import PLACEHOLDERS, CannedError, delete_canned, list_canned, save_canned
 from ..store.views import ViewError, delete_view, list_views, save_view
-from .auth import Principal, current_principal, require_supervisor
-from .deps import get_daemon
+from .auth import Principal, current_principal, require_supervisor, require_user
+from .deps import Id, get_daemon
 
 if TYPE_CHECKING:
     from ..daemon import Daemon
@@ -38,21 +38,20 @@ class CannedIn(BaseModel):
 
 
 def _user(p: Principal) -> str:
-    if p.username is None:
-        raise HTTPException(403, "this token belongs to no user")
+    assert p.username is not None, "require_user"
     return p.username
 
 
 @router.get("/views", tags=["views"])
 async def views(
-    p: Principal = Depends(current_principal), daemon: Daemon = Depends(get_daemon)
+    p: Principal = Depends(require_user), daemon: Daemon = Depends(get_daemon)
 ) -> dict[str, Any]:
     return {"items": await daemon.store.read(list_views, _user(p))}
 
 
 @router.post("/views", tags=["views"], status_code=201)
 async def add_view(
-    body: ViewIn, p: Principal = Depends(current_principal), daemon: Daemon = Depends(get_daemon)
+    body: ViewIn, p: Principal = Depends(require_user), daemon: Daemon = Depends(get_daemon)
 ) -> dict[str, Any]:
     """Save (or overwrite, by name) a view."""
     try:
@@ -63,7 +62,7 @@ async def add_view(
 
 @router.delete("/views/{view_id}", tags=["views"])
 async def drop_view(
-    view_id: int, p: Principal = Depends(current_principal), daemon: Daemon = Depends(get_daemon)
+    view_id: Id, p: Principal = Depends(require_user), daemon: Daemon = Depends(get_daemon)
 ) -> dict[str, Any]:
     if not await daemon.store.write(delete_view, _user(p), view_id):
         raise HTTPException(404, "no such view of yours")
@@ -109,7 +108,7 @@ async def add_canned(
 
 @router.put("/canned/{canned_id}", tags=["canned"])
 async def put_canned(
-    canned_id: int,
+    canned_id: Id,
     body: CannedIn,
     p: Principal = Depends(require_supervisor),
     daemon: Daemon = Depends(get_daemon),
@@ -119,7 +118,7 @@ async def put_canned(
 
 @router.delete("/canned/{canned_id}", tags=["canned"])
 async def drop_canned(
-    canned_id: int, p: Principal = Depends(require_supervisor), daemon: Daemon = Depends(get_daemon)
+    canned_id: Id, p: Principal = Depends(require_supervisor), daemon: Daemon = Depends(get_daemon)
 ) -> dict[str, Any]:
     def drop(db: Db) -> bool:
         ok = delete_canned(db, canned_id)

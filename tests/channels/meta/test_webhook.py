@@ -227,7 +227,8 @@ async def test_oversized_body_is_refused_before_storing(
 ) -> None:
     import omnidesk.channels.meta as meta_module
 
-    monkeypatch.setattr(meta_module, "MAX_BODY", 2000)
+    # The web server enforces the channel's declared cap (web/limits.py).
+    monkeypatch.setattr(meta_module.MetaChannel, "max_body", 2000)
     big = wa_text("wamid.big", "15551230000", "x" * 3000)
     r = await meta.deliver("wa", big)
     assert r.status_code == 413

@@ -43,7 +43,7 @@ function detailText(data) {
   if (!data) return '';
   const d = data.detail;
   if (typeof d === 'string') return d;
-  if (Array.isArray(d)) return d.map(x => (x.loc ? x.loc.slice(1).join('.') + ': ' : '') + x.msg).join('; ');
+  if (Array.isArray(d)) return d.map(x => (x.loc && x.loc.length > 1 ? x.loc.slice(1).join('.') + ': ' : '') + x.msg).join('; ');
   return '';
 }
 
@@ -528,7 +528,7 @@ function messageView(m) {
       m.kind === 'note' ? h('span', { class: 'badge' }, 'private note') : null,
       m.auto ? h('span', { class: 'badge' }, m.auto) : null));
   if (m.subject && m.direction === 'in') el.append(h('div', { class: 'subject' }, m.subject));
-  el.append(h('div', { class: 'body' }, m.text));
+  el.append(...messageText(m));
   if (m.html) {
     const box = h('div', {});
     const show = h('button', { class: 'link small', onclick: () => {
@@ -563,6 +563,31 @@ function messageView(m) {
     el.append(row);
   }
   return el;
+}
+
+// Long text is folded: the page holds the first FOLD_CHARS characters until
+// the agent asks for all of it, and the whole text (even what intake kept as
+// an attachment past its own cap) is one click away as a download.
+const FOLD_CHARS = 4000;
+
+function messageText(m) {
+  const text = m.text || '';
+  const folded = m.meta && m.meta.text_folded;  // cut at intake: the whole is an attachment
+  const body = h('div', { class: 'body' });
+  if (text.length <= FOLD_CHARS && !folded) { body.textContent = text; return [body]; }
+  const whole = folded ? folded.chars : text.length;
+  const more = h('div', { class: 'fold small' });
+  const show = (all) => {
+    body.textContent = all ? text : text.slice(0, FOLD_CHARS) + '…';
+    body.dataset.folded = all ? 'false' : 'true';
+    clear(more).append(
+      all ? null : h('button', { class: 'link small show-all', onclick: () => show(true) },
+        'show all (' + text.length.toLocaleString() + ' characters)'), ' ',
+      h('a', { href: '/api/v1/messages/' + m.id + '/text', class: 'download-text', download: 'message-' + m.id + '.txt' },
+        'download the whole text (' + whole.toLocaleString() + ' characters)'));
+  };
+  show(false);
+  return [body, more];
 }
 
 function composer(c, draft) {
@@ -774,7 +799,8 @@ async function loadContactPage(id, detail) {
 const ADMIN_TABS = [
   ['users', 'Users', 'admin'], ['teams', 'Teams', 'admin'], ['rules', 'Rules', 'admin'],
   ['channels', 'Channels', 'admin'], ['quarantine', 'Quarantine', 'admin'], ['audit', 'Audit', 'admin'],
-  ['canned', 'Canned replies', 'supervisor'], ['tokens', 'My API tokens', 'agent'],
+  ['canned', 'Canned replies', 'supervisor'], ['alltokens', 'API tokens', 'admin'],
+  ['tokens', 'My API tokens', 'agent'],
 ];
 
 function roleAtLeast(role) { return { agent: 0, supervisor: 1, admin: 2 }[ME.role] >= { agent: 0, supervisor: 1, admin: 2 }[role]; }
@@ -787,7 +813,7 @@ async function showAdmin() {
   clear(main).append(h('div', { class: 'page' },
     h('div', { class: 'tabs' }, tabs.map(([k, label]) => h('button', { class: k === current ? 'on' : '', 'data-tab': k, onclick: () => navigate('/admin/' + k) }, label))),
     body));
-  const fn = { users: adminUsers, teams: adminTeams, rules: adminRules, channels: adminChannels, quarantine: adminQuarantine, audit: adminAudit, canned: adminCanned, tokens: adminTokens }[current];
+  const fn = { users: adminUsers, teams: adminTeams, rules: adminRules, channels: adminChannels, quarantine: adminQuarantine, audit: adminAudit, canned: adminCanned, alltokens: adminAllTokens, tokens: adminTokens }[current];
   try { await fn(body); } catch (e) { fail(e); }
 }
 
@@ -927,6 +953,24 @@ async function adminTokens(body) {
     h('div', { class: 'form-row' }, name, h('button', { onclick: async () => {
       try { const t = await api('POST', '/me/tokens', { name: name.value || 'token' }); clear(shown).append(h('p', {}, 'Copy it now: ', h('code', {}, t.token))); } catch (e) { fail(e); }
     } }, 'Create')), shown));
+}
+
+// Every token of every user (and those made without a user by the CLI), by
+// public id; an admin revokes any of them here.
+async function adminAllTokens(body) {
+  const r = await api('GET', '/tokens');
+  const live = r.items.filter(t => !t.revoked_at).length;
+  clear(body).append(h('div', { class: 'card' }, h('h2', {}, 'API tokens'),
+    h('p', { class: 'muted small' }, live + ' live, ' + (r.items.length - live) + ' revoked. A token acts as its user (never above the user\'s role); one without a user has its own role.'),
+    h('table', { class: 'grid', id: 'all-tokens' },
+      h('tr', {}, ['Id', 'Name', 'User', 'Role', 'Created', 'State'].map(x => h('th', {}, x))),
+      r.items.map(t => h('tr', { 'data-token': t.id },
+        h('td', {}, h('code', {}, t.id)), h('td', {}, t.name || ''), h('td', {}, t.username || h('span', { class: 'muted' }, 'no user')),
+        h('td', {}, t.role), h('td', {}, fmtTime(t.created_at)),
+        h('td', {}, t.revoked_at ? 'revoked ' + fmtTime(t.revoked_at) : h('button', { class: 'danger', onclick: async () => {
+          if (!confirm('Revoke token ' + (t.name || t.id) + (t.username ? ' of ' + t.username : '') + '? Whatever uses it stops working at once.')) return;
+          try { await api('DELETE', '/tokens/' + t.id); toast('Token revoked'); showAdmin(); } catch (e) { fail(e); }
+        } }, 'Revoke')))))));
 }
 
 // ------------------------------------------------------------------ router --
