@@ -166,6 +166,14 @@ def _report_lines(report: dict[str, Any]) -> list[str]:
                 f"  {label:<14} precision {m['precision']:.3f}  recall {m['recall']:.3f}"
                 f"  F1 {m['f1']:.3f}  ({m['support']})"
             )
+    chosen = report.get("combination")
+    if chosen:
+        out.append(
+            f"with the phrases: threshold {chosen['threshold']:.2f}, model weight"
+            f" {chosen['weight']:.2f} (cross-validated macro-F1 {chosen['macro_f1']:.3f};"
+            f" model alone {chosen['model_alone_macro_f1']:.3f},"
+            f" phrases alone {chosen['phrases_alone_macro_f1']:.3f})"
+        )
     held = report.get("held_out")
     if held:
         out.append(f"held-out: {json.dumps(held)}")
@@ -175,10 +183,20 @@ def _report_lines(report: dict[str, Any]) -> list[str]:
 # -- classify train ----------------------------------------------------------------------
 
 
+def train_with_phrases(rules: Any, examples: Sequence[Any], **kw: Any) -> Any:
+    """Train on ``examples``; their cross-validated predictions and what ``rules``'
+    phrases say of them choose how model and phrases are combined."""
+    from .rules.trained import train
+
+    verdicts = [rules.phrase_verdict(e.subject, e.text) for e in examples]
+    return train(examples, phrases=verdicts, **kw)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    from .rules.trained import ModelStore, train
+    from .rules.trained import ModelStore
 
     config = _maybe_config(args)
+    rules = _rules(args, config)
     records = read_jsonl(args.files)
     sources = list(args.files)
     until = 0.0
@@ -191,7 +209,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         sources.append(f"store: {len(stored)} corrections and confirmations")
     if not records:
         raise UsageError("nothing to train on: give JSON Lines files and/or --from-store")
-    model = train(_examples(records), folds=args.folds, sources=sources, progress=_say)
+    model = train_with_phrases(
+        rules, _examples(records), folds=args.folds, sources=sources, progress=_say
+    )
     model.report["store_until"] = until
     store = ModelStore(_model_dir(args, config))
     version = store.save(model, install=not args.no_install)
@@ -222,7 +242,8 @@ def retrain(
     at least ``min_new`` came after the installed model; score the installed model and
     the new one on a held-out part of the examples the installed one never saw; install
     the new one only if it scores better. Returns what happened (also audited)."""
-    from .rules.trained import ModelStore, evaluate, train
+    from .rules import load_rules
+    from .rules.trained import ModelStore, evaluate
     from .store.audit import add_audit
 
     store = ModelStore(model_dir)
@@ -239,7 +260,8 @@ def retrain(
         held = new[: max(1, len(new) // 4)]
     held_ids = {id(e) for e in held}
     training = [e for e in stored if id(e) not in held_ids] + list(extra)
-    candidate = train(
+    candidate = train_with_phrases(
+        load_rules(config.rules_dir),
         _examples(training),
         sources=[f"store: {len(training) - len(extra)}", *(["files"] if extra else [])],
         progress=say,
@@ -488,6 +510,7 @@ def register_cli(
     tr.add_argument("--folds", type=int, default=5, help="cross-validation folds (0: none)")
     tr.add_argument("--no-install", action="store_true", help="save it without using it")
     tr.add_argument("--models", help="model folder (default: the data directory's)")
+    tr.add_argument("--rules", help="the rules whose phrases it is combined with")
     add_config(tr)
     tr.set_defaults(func=_guarded(cmd_train))
 

@@ -74,8 +74,9 @@ class ClassifierConfig:
     contrast_weight: float = 1.0
     # A trained model (``decide.py``) decides alone from this probability up; below
     # it its probabilities and the phrases' are combined, the model's weighing this.
-    model_threshold: float = 0.6
-    model_weight: float = 0.6
+    # None: what cross-validation chose when the model was trained (``combine.py``).
+    model_threshold: float | None = None
+    model_weight: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
