@@ -12,9 +12,10 @@ from typing import Any
 
 import httpx
 
-from omnidesk.classify_cli import _held_out, replay, retrain
+from omnidesk.classify_cli import replay, retrain
 from omnidesk.config import Config
 from omnidesk.daemon import Daemon, model_dir
+from omnidesk.learning import held_out as _held_out
 from omnidesk.rules import load_rules
 from omnidesk.rules.trained import Example, ModelStore, train
 from omnidesk.store import actions

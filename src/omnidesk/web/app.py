@@ -12,6 +12,7 @@ from .. import __version__
 from . import (
     accounts,
     admin,
+    classifier,
     contacts,
     inbound,
     inbox,
@@ -36,7 +37,7 @@ def create_app(daemon: Daemon) -> FastAPI:
         "webhooks. Authenticate with `Authorization: Bearer <token>`.",
     )
     app.state.daemon = daemon
-    for module in (ops, inbound, inbox, admin):
+    for module in (ops, inbound, inbox, admin, classifier):
         app.include_router(module.router)
     app.include_router(search_router)
     # The agent inbox: accounts, live feed, contacts, rules editing, the web UI.
