@@ -212,14 +212,13 @@ def retrain(
     say: Callable[[str], None] = _say,
 ) -> dict[str, Any]:
     """``learning.Retrainer.run`` on a store of its own (the command line's);
-    ``min_new`` None: ``learning.MIN_NEW_EXAMPLES``."""
-    from .learning import MIN_NEW_EXAMPLES, Retrainer
+    ``min_new`` None: the config's ``[classifier] retrain_min_new``."""
+    from .learning import Retrainer
 
     async def run(store: Any) -> dict[str, Any]:
         retrainer = Retrainer(store, config.rules_dir, model_dir)
-        return await retrainer.run(
-            min_new=MIN_NEW_EXAMPLES if min_new is None else min_new, extra=extra, say=say
-        )
+        need = config.retrain_min_new if min_new is None else min_new
+        return await retrainer.run(min_new=need, extra=extra, say=say)
 
     result: dict[str, Any] = asyncio.run(_with_store(config, run))
     return result
@@ -440,7 +439,9 @@ def register_cli(
         "retrain", help="train on the store when enough is new; keep the better model"
     )
     rt.add_argument("files", nargs="*", help="JSON Lines files to train on besides the store")
-    rt.add_argument("--min-new", type=int, help="new examples needed (default 50)")
+    rt.add_argument(
+        "--min-new", type=int, help="new examples needed (default: retrain_min_new, 50)"
+    )
     rt.add_argument("--models", help="model folder (default: the data directory's)")
     add_config(rt)
     rt.set_defaults(func=_guarded(cmd_retrain))

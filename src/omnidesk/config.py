@@ -256,6 +256,7 @@ class Config:
     login_lockout_max_minutes: float = 15.0
     # first-response targets in minutes per priority (see omnidesk.sla)
     retrain_every: float | None = None  # [classifier]: seconds between scheduled retrains
+    retrain_min_new: int = 50  # new corrections and confirmations a retrain needs
     sla_minutes: dict[str, float] = field(default_factory=dict)
     teams: list[TeamConfig] = field(default_factory=list)
     channels: list[ChannelConfig] = field(default_factory=list)
@@ -401,6 +402,7 @@ def parse_config(
 
     classifier = top.table("classifier")
     retrain_every = classifier.duration("retrain_every", None)
+    retrain_min_new = classifier.integer("retrain_min_new", 50, min=1)
     classifier.check_unused()
 
     if default_team is not None and teams and default_team not in {t.name for t in teams}:
@@ -413,6 +415,7 @@ def parse_config(
     top.check_unused()
     return Config(
         retrain_every=retrain_every,
+        retrain_min_new=retrain_min_new,
         file=file,
         base_dir=base,
         data_dir=data_dir,

@@ -281,7 +281,10 @@ class Daemon:
             async def owns() -> bool:
                 return await self._owns("classifier-retrain")
 
-            self.spawn(self.retrainer.every(self.config.retrain_every, owns), "retrain-schedule")
+            every = self.retrainer.every(
+                self.config.retrain_every, owns, min_new=self.config.retrain_min_new
+            )
+            self.spawn(every, "retrain-schedule")
         if web:
             await self._start_web()
         self.started.set()

@@ -197,7 +197,9 @@ class Retrainer:
             self.last = {**outcome, "at": time.time(), "started_at": started, "actor": actor}
             return outcome
 
-    async def every(self, seconds: float, owns: Callable[[], Any]) -> None:
+    async def every(
+        self, seconds: float, owns: Callable[[], Any], *, min_new: int = MIN_NEW_EXAMPLES
+    ) -> None:
         """Retrain every ``seconds`` (the daemon's schedule) where ``owns()`` says this
         instance holds the schedule's lock; a failed run is logged and the next one
         comes as usual."""
@@ -206,7 +208,7 @@ class Retrainer:
             if not await owns():
                 continue
             try:
-                outcome = await self.run(actor="schedule")
+                outcome = await self.run(actor="schedule", min_new=min_new)
                 log.info("classifier.scheduled_retrain", result=outcome["result"])
             except Exception:
                 log.exception("classifier.scheduled_retrain_failed")

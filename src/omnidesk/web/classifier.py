@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel
 
-from ..learning import MIN_NEW_EXAMPLES
 from ..rules.decide import settings
 from ..store import jsoncol
 from ..store.base import Db
@@ -95,7 +94,7 @@ async def classifier_state(
         "settings": used,
         "versions": versions,
         "since": since,
-        "min_new": MIN_NEW_EXAMPLES,
+        "min_new": daemon.config.retrain_min_new,
         "schedule_seconds": daemon.config.retrain_every,
         "retrain": daemon.retrainer.status(),
         **await daemon.store.read(_learning, since),
@@ -115,7 +114,7 @@ async def classifier_retrain(
 ) -> dict[str, Any]:
     """Start a retrain in the background; ``GET /classifier`` shows its progress and,
     once done, its outcome (also in the audit trail)."""
-    min_new = 1 if body is not None and body.force else MIN_NEW_EXAMPLES
+    min_new = 1 if body is not None and body.force else daemon.config.retrain_min_new
     if not daemon.retrainer.start(daemon.spawn, actor=p.actor, min_new=min_new):
         raise HTTPException(409, "a retrain is already running")
     return {"started": True, "min_new": min_new}
