@@ -22,6 +22,7 @@ from .config import Config, ConfigError
 from .events import Event, EventBus
 from .health import HealthMonitor
 from .intake import Intake
+from .learning import Retrainer
 from .metrics import Metrics
 from .outbox import OutboxWorker
 from .pipeline import BatchResult, PipelineContext, PipelineRunner, quarantine_pending
@@ -200,6 +201,8 @@ class Daemon:
             on_result=lambda ch, r: self.metrics.outbox.labels(ch, r).inc(),
             on_channel=self.health.delivery,
         )
+        # The classifier's retrains: the admin page's button and [classifier] retrain_every.
+        self.retrainer = Retrainer(self.store, config.rules_dir, model_dir(config))
         self.web_server: Any = None
         self.started = asyncio.Event()
         self._stopping = False
@@ -349,6 +352,15 @@ class Daemon:
         self.spawn(snooze_waker(self.store, self.publish), "snooze-waker")
         if self.config.rules_watch:
             self.spawn(self.rules.watch(), "rules-watch")
+        if self.config.retrain_every:  # on one instance: whoever holds the lock
+
+            async def owns() -> bool:
+                return await self._owns("classifier-retrain")
+
+            every = self.retrainer.every(
+                self.config.retrain_every, owns, min_new=self.config.retrain_min_new
+            )
+            self.spawn(every, "retrain-schedule")
         if web:
             await self._start_web()
         self.started.set()

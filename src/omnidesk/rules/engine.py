@@ -31,7 +31,7 @@ from .actions import Actions
 from .classifier import Classifier, ClassifierConfig
 from .conditions import Matches, Node
 from .context import Context
-from .decide import Guess, decide
+from .decide import Guess, decide, phrase_probabilities
 from .fields import FIELDS, Field, contact_field
 from .keywords import Keyword, KeywordMatcher
 from .trained import TrainedModel
@@ -226,6 +226,13 @@ class RuleSet:
         """The classifier's verdict (phrases, trained model, or both: ``decide.py``)."""
         phrases = self.classifier.classify(ctx)
         return decide(phrases, self.model, self.classifier.config, ctx.inp.subject, ctx.inp.text)
+
+    def phrase_verdict(self, subject: str, text: str) -> tuple[Category, dict[Category, float]]:
+        """What the phrases alone say of a message: their category and probabilities
+        (what training compares the model with, ``trained.train(phrases=...)``)."""
+        inp = RuleInput(channel="", channel_type="", sender="", subject=subject, text=text)
+        c = self.classifier.classify(Context(inp, self._matcher))
+        return c.category, phrase_probabilities(c)
 
     def _candidates(self, ctx: Context) -> list[int]:
         found = set(self._always)

@@ -556,8 +556,8 @@ class _Loader:
             negators=tuple(self.negators),
             contrast=tuple(self.contrast),
             contrast_weight=self.classifier.get("contrast_weight", 1.0),
-            model_threshold=self.classifier.get("model_threshold", 0.6),
-            model_weight=self.classifier.get("model_weight", 0.6),
+            model_threshold=self.classifier.get("model_threshold"),
+            model_weight=self.classifier.get("model_weight"),
             phrases=tuple(p for p, _ in self.phrases.values()),
         )
 

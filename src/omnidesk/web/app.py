@@ -15,6 +15,7 @@ from . import (
     accounts,
     admin,
     apidocs,
+    classifier,
     contacts,
     inbound,
     inbox,
@@ -50,7 +51,7 @@ def create_app(daemon: Daemon) -> FastAPI:
     app.add_middleware(BodyLimits, limit_for=limit_for, budget_bytes=budget)
     app.add_exception_handler(HTTPException, http_error)  # 422s as the schema declares them
     app.add_exception_handler(IntakeError, inbound.intake_unavailable)
-    for module in (ops, apidocs, inbound, inbox, admin):
+    for module in (ops, apidocs, inbound, inbox, admin, classifier):
         app.include_router(module.router)
     app.include_router(search_router)
     # The agent inbox: accounts, live feed, contacts, rules editing, the web UI.

@@ -799,6 +799,7 @@ async function loadContactPage(id, detail) {
 const ADMIN_TABS = [
   ['users', 'Users', 'admin'], ['teams', 'Teams', 'admin'], ['rules', 'Rules', 'admin'],
   ['channels', 'Channels', 'admin'], ['quarantine', 'Quarantine', 'admin'], ['audit', 'Audit', 'admin'],
+  ['classifier', 'Classifier', 'admin'],
   ['canned', 'Canned replies', 'supervisor'], ['alltokens', 'API tokens', 'admin'],
   ['tokens', 'My API tokens', 'agent'],
 ];
@@ -813,7 +814,7 @@ async function showAdmin() {
   clear(main).append(h('div', { class: 'page' },
     h('div', { class: 'tabs' }, tabs.map(([k, label]) => h('button', { class: k === current ? 'on' : '', 'data-tab': k, onclick: () => navigate('/admin/' + k) }, label))),
     body));
-  const fn = { users: adminUsers, teams: adminTeams, rules: adminRules, channels: adminChannels, quarantine: adminQuarantine, audit: adminAudit, canned: adminCanned, alltokens: adminAllTokens, tokens: adminTokens }[current];
+  const fn = { users: adminUsers, teams: adminTeams, rules: adminRules, channels: adminChannels, quarantine: adminQuarantine, audit: adminAudit, classifier: adminClassifier, canned: adminCanned, alltokens: adminAllTokens, tokens: adminTokens }[current];
   try { await fn(body); } catch (e) { fail(e); }
 }
 
@@ -925,6 +926,78 @@ async function adminAudit(body) {
     r.items.map(a => h('tr', {}, h('td', {}, fmtTime(a.at)), h('td', {}, a.actor), h('td', {}, a.action),
       h('td', {}, a.conversation_id ? h('a', { href: '/inbox/c/' + a.conversation_id }, '#' + a.conversation_id) : (a.contact_id ? 'contact #' + a.contact_id : '')),
       h('td', {}, a.reason || '', a.detail && Object.keys(a.detail).length ? h('div', { class: 'muted small' }, JSON.stringify(a.detail).slice(0, 300)) : null))))));
+}
+
+function pct(x) { return x === null || x === undefined ? '—' : x.toFixed(3); }
+
+let classifierPoll = null;
+async function adminClassifier(body) {
+  clearTimeout(classifierPoll);
+  const r = await api('GET', '/classifier');
+  const m = r.model;
+  const model = h('div', { class: 'card', id: 'classifier-model' }, h('h2', {}, 'Classifier'));
+  if (!m) {
+    model.append(h('p', {}, 'No trained model: the phrases in the rules decide alone. Train one with ',
+      h('code', {}, 'omnidesk classify train'), ', or retrain below once agents have corrected or confirmed enough conversations.'));
+  } else {
+    const labels = Object.entries(m.labels || {}).map(([k, v]) => k + ' ' + v).join(', ');
+    const s = r.settings;
+    model.append(
+      h('p', {}, h('strong', {}, 'Model v' + m.version), ' in use, trained ' + fmtTime(m.trained_at) + ' in ' + m.seconds + ' s on ' + m.examples + ' examples (' + labels + ').'),
+      h('p', { class: 'muted small' }, 'From: ' + (m.sources || []).join('; ')),
+      h('p', { id: 'classifier-settings' }, (s.threshold >= 1 ? 'It never decides alone: it is always combined with the phrases' : 'It decides alone when at least ' + s.threshold.toFixed(2) + ' sure; below that it is combined with the phrases') + ', weighing ' + s.weight.toFixed(2) + ' (' + s.origin + ').'));
+    const cv = m.cross_validated;
+    if (cv) {
+      model.append(h('h3', {}, cv.folds + '-fold cross-validated: macro-F1 ' + pct(cv.macro_f1) + ', accuracy ' + pct(cv.accuracy)),
+        h('table', { class: 'grid', id: 'classifier-classes' }, h('tr', {}, ['Class', 'Precision', 'Recall', 'F1', 'Examples'].map(x => h('th', {}, x))),
+          Object.entries(cv.per_class).map(([k, c]) => h('tr', {}, h('td', {}, h('span', { class: 'badge ' + k }, k)), h('td', {}, pct(c.precision)), h('td', {}, pct(c.recall)), h('td', {}, pct(c.f1)), h('td', {}, c.support)))));
+    }
+    const c = m.combination;
+    if (c) model.append(h('p', { class: 'small' }, 'Cross-validated macro-F1: phrases alone ' + pct(c.phrases_alone_macro_f1) + ', model alone ' + pct(c.model_alone_macro_f1) + ', together ' + pct(c.macro_f1) + '.'));
+    if (m.held_out) model.append(h('p', { class: 'small' }, 'On ' + m.held_out.examples + ' held-out new examples: macro-F1 ' + pct(m.held_out.new_macro_f1) + (m.held_out.old_macro_f1 !== null ? ' against ' + pct(m.held_out.old_macro_f1) + ' for the model before' : '') + '.'));
+  }
+
+  const status = h('p', { id: 'retrain-status' });
+  const rt = r.retrain;
+  if (rt.running) status.append(h('strong', {}, 'Retraining: '), rt.step || 'starting', rt.started_at ? ' (' + fmtDelta(Date.now() / 1000 - rt.started_at) + ')' : '');
+  else if (rt.last) status.append('Last retrain (' + fmtTime(rt.last.at) + ', ' + rt.last.actor + '): ', h('span', { id: 'retrain-result' }, rt.last.result));
+  const force = h('input', { type: 'checkbox', id: 'retrain-force' });
+  const n = r.new.corrections + r.new.confirmations;
+  const retrain = h('div', { class: 'card', id: 'classifier-retrain' }, h('h3', {}, 'Retrain'),
+    h('p', {}, r.new.corrections + ' corrections and ' + r.new.confirmations + ' confirmations since the model\'s training data' + (r.since ? ' (' + fmtTime(r.since) + ')' : '') + '; a retrain needs ' + r.min_new + ' new ones. It trains on everything agents taught, scores the new model against the one in use on a held-out part of what is new, and installs it only if it does better.'),
+    h('p', { class: 'muted small' }, r.schedule_seconds ? 'Scheduled every ' + fmtDelta(r.schedule_seconds) + ' ([classifier] retrain_every).' : 'No schedule: set [classifier] retrain_every in the config for one.'),
+    h('div', { class: 'form-row' },
+      h('label', { class: 'inline' }, force, ' even with fewer than ' + r.min_new + ' new'),
+      h('button', { class: 'primary', id: 'retrain', disabled: rt.running || (n === 0 && !m) ? true : null, onclick: async () => {
+        try { await api('POST', '/classifier/retrain', { force: force.checked }); toast('Retrain started'); adminClassifier(body); } catch (e) { fail(e); }
+      } }, 'Retrain now')),
+    status);
+
+  const corrections = h('div', { class: 'card' }, h('h3', {}, 'Corrections since the model was trained'),
+    r.corrections.length ? h('table', { class: 'grid', id: 'classifier-corrections' },
+      h('tr', {}, ['When', 'Agent', 'Changed', 'Conversation', 'Customer wrote'].map(x => h('th', {}, x))),
+      r.corrections.map(k => h('tr', {}, h('td', {}, fmtTime(k.at)), h('td', {}, k.actor),
+        h('td', {}, h('span', { class: 'badge ' + (k.old || '') }, k.old || '—'), ' → ', h('span', { class: 'badge ' + k.new }, k.new)),
+        h('td', {}, h('a', { href: '/inbox/c/' + k.conversation_id }, '#' + k.conversation_id)),
+        h('td', { class: 'small' }, k.subject ? h('strong', {}, k.subject + ' ') : null, k.text))))
+      : h('p', { class: 'muted' }, 'None yet.'));
+
+  const versions = h('div', { class: 'card' }, h('h3', {}, 'Versions'),
+    r.versions.length ? h('table', { class: 'grid', id: 'classifier-versions' },
+      h('tr', {}, ['Version', 'Trained', 'Examples', 'Cross-validated macro-F1', 'Held-out macro-F1', ''].map(x => h('th', {}, x))),
+      r.versions.map(v => h('tr', {}, h('td', {}, 'v' + v.version), h('td', {}, fmtTime(v.trained_at)), h('td', {}, v.examples ?? ''),
+        h('td', {}, pct(v.cv_macro_f1)), h('td', {}, pct(v.held_out_macro_f1)), h('td', {}, v.installed ? h('strong', {}, 'in use') : ''))))
+      : h('p', { class: 'muted' }, 'No model saved yet.'));
+
+  const history = h('div', { class: 'card' }, h('h3', {}, 'Retrain history'),
+    r.history.length ? h('table', { class: 'grid', id: 'classifier-history' },
+      h('tr', {}, ['When', 'Who', 'New examples', 'Result'].map(x => h('th', {}, x))),
+      r.history.map(a => h('tr', {}, h('td', {}, fmtTime(a.at)), h('td', {}, a.actor), h('td', {}, a.new_examples ?? ''),
+        h('td', { class: a.installed === false ? 'muted' : '' }, a.result || ''))))
+      : h('p', { class: 'muted' }, 'No retrain yet.'));
+
+  clear(body).append(model, retrain, corrections, versions, history);
+  if (rt.running) classifierPoll = setTimeout(() => { if (document.body.contains(body)) adminClassifier(body); }, 1000);
 }
 
 async function adminCanned(body) {
