@@ -239,7 +239,8 @@ class Config:
     cookie_secure: str = "auto"  # auto | always | never
     login_lockout_after: int = 5
     login_lockout_max_minutes: float = 15.0
-    # first-response targets in minutes per priority (see omnidesk.sla)
+    # first-response targets in minutes per priority: the SLA policy used when
+    # the rules define no [[sla]] (rules/service.py)
     sla_minutes: dict[str, float] = field(default_factory=dict)
     teams: list[TeamConfig] = field(default_factory=list)
     channels: list[ChannelConfig] = field(default_factory=list)

@@ -23,7 +23,10 @@ from .outbox import OutboxWorker
 from .pipeline import BatchResult, PipelineContext, PipelineRunner, quarantine_pending
 from .pipeline_proc import POISON_AFTER, InFlightFile, PipelineProcesses
 from .rules import RuleSet, RulesHolder, detect_language, load_language_model, load_rules
-from .sla import SlaPolicy
+from .rules.service import SlaPolicy
+from .service.evaluate import Settings as ServiceSettings
+from .service.scheduler import Scheduler, channel_types
+from .service.surveys import capture_chat_answer
 from .snooze import snooze_waker
 from .store import Store, open_store
 
@@ -82,12 +85,14 @@ def pipeline_context(
         rules=rules,
         teams={t.name: t for t in config.teams},
         teams_in_db=True,
-        sla=SlaPolicy.from_minutes(config.sla_minutes),
         default_team=config.default_team,
         chat_session_seconds=config.chat_session_hours * 3600,
         reopen_seconds=config.reopen_days * 86400,
         detect_language=detect_language,
         auto_ack=acks,
+        survey_answer=lambda db, conv, msg, now: (
+            capture_chat_answer(db, conv, msg.text, now, rules().service) is not None
+        ),
     )
 
 
@@ -140,6 +145,19 @@ class Daemon:
             backoff_max=config.outbox_backoff_max,
             on_events=self.publish,
             on_result=lambda ch, r: self.metrics.outbox.labels(ch, r).inc(),
+        )
+        # Service quality (service/): SLA clocks in business hours, time-based
+        # rules and surveys, evaluated by one scheduler across the instances.
+        self.scheduler = Scheduler(
+            self.store,
+            lambda: self.rules.current,
+            settings=ServiceSettings(
+                fallback_policy=SlaPolicy.from_minutes(config.sla_minutes),
+                channel_types=channel_types(self.adapters),
+            ),
+            public_url=config.public_url,
+            publish=self.publish,
+            outbox_wake=self.outbox.wake,
         )
         self.web_server: Any = None
         self.started = asyncio.Event()
@@ -262,6 +280,8 @@ class Daemon:
                 self.spawn(self.pipeline.run(), f"pipeline-{i}")
         self.spawn(self.outbox.run(), "outbox")
         self.spawn(snooze_waker(self.store, self.publish), "snooze-waker")
+        await self.scheduler.prepare()
+        self.spawn(self.scheduler.run(self.events), "scheduler")
         if self.config.rules_watch:
             self.spawn(self.rules.watch(), "rules-watch")
         if web:

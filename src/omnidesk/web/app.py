@@ -18,6 +18,7 @@ from . import (
     live,
     ops,
     rules_api,
+    service_api,
     session,
     ui,
     workspace,
@@ -42,6 +43,8 @@ def create_app(daemon: Daemon) -> FastAPI:
     # The agent inbox: accounts, live feed, contacts, rules editing, the web UI.
     for module in (session, accounts, live, contacts, workspace, rules_api, ui):
         app.include_router(module.router)
+    # Service quality: notifications, reports, the customers' survey page.
+    app.include_router(service_api.router)
     app.mount("/static", ui.static_files(), name="static")
     # Channel adapters' own endpoints (a chat widget...), after the core API
     # so a core path always wins.
