@@ -64,8 +64,13 @@ SINCE_FIELDS = {
 SLA_FIELDS = ("sla_due_in_hours", "sla_breached")
 CONVERSATION_FIELD_NAMES = (*CONVERSATION_FIELDS, *SINCE_FIELDS, *SLA_FIELDS)
 
-# A strict comparison turns at the threshold; the others just after it.
-_AFTER = {"above": 1.0, "at_most": 1.0, "at_least": 0.0, "below": 0.0}
+# When a growing number of hours crosses a limit, "at_least" and "below"
+# turn at the limit and "above" and "at_most" one second after; for a
+# shrinking one (hours left) it is the other way round. The second is a
+# business second where the hours are business hours: past the end of a
+# working day the number stands still until the next one starts.
+_LATER_GROWING = {"above": 1.0, "at_most": 1.0, "at_least": 0.0, "below": 0.0}
+_LATER_SHRINKING = {"below": 1.0, "at_least": 1.0, "above": 0.0, "at_most": 0.0}
 
 
 def _now(ctx: Context) -> float:
@@ -111,8 +116,8 @@ class SinceCompare(Node):
         if ts is None:
             return None
         cal = _calendar(ctx) if self.business else None
-        turn = cal.add(ts, self.limit * 3600) if cal is not None else ts + self.limit * 3600
-        turn += _AFTER[self.op]
+        secs = self.limit * 3600 + _LATER_GROWING[self.op]
+        turn = cal.add(ts, secs) if cal is not None else ts + secs
         return turn if turn > _now(ctx) else None
 
 
@@ -150,8 +155,8 @@ class SlaDueIn(Node):
         if due is None:
             return None
         cal = _calendar(ctx)
-        turn = cal.add(due, -self.limit * 3600) if cal is not None else due - self.limit * 3600
-        turn += _AFTER[self.op]
+        secs = -self.limit * 3600 + _LATER_SHRINKING[self.op]
+        turn = cal.add(due, secs) if cal is not None else due + secs
         return turn if turn > _now(ctx) else None
 
 
