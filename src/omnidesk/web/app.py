@@ -20,6 +20,7 @@ from . import (
     rules_api,
     service_api,
     session,
+    surveys,
     ui,
     workspace,
 )
@@ -45,6 +46,7 @@ def create_app(daemon: Daemon) -> FastAPI:
         app.include_router(module.router)
     # Service quality: notifications, reports, the customers' survey page.
     app.include_router(service_api.router)
+    app.include_router(surveys.router)
     app.mount("/static", ui.static_files(), name="static")
     # Channel adapters' own endpoints (a chat widget...), after the core API
     # so a core path always wins.
