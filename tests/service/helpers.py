@@ -39,10 +39,18 @@ def berlin(*a: int) -> float:
 
 
 def control_time(monkeypatch: pytest.MonkeyPatch, clock: ManualClock) -> None:
-    """Every ``now_ts`` omnidesk's modules imported now reads ``clock``."""
+    """Every ``now_ts`` omnidesk's modules imported reads ``clock`` (the web
+    layer is imported first, so that none binds the manual clock for good:
+    ``omnidesk.model.now_ts`` itself stays the real one)."""
+    import omnidesk.web.app  # noqa: F401
+
     real = model.now_ts
     for name, mod in list(sys.modules.items()):
-        if name.startswith("omnidesk") and getattr(mod, "now_ts", None) is real:
+        if (
+            name.startswith("omnidesk")
+            and name != "omnidesk.model"
+            and getattr(mod, "now_ts", None) is real
+        ):
             monkeypatch.setattr(mod, "now_ts", clock.now)
 
 

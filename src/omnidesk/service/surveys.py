@@ -318,9 +318,18 @@ def _chat_meta(
 ) -> dict[str, Any]:
     if stage == "rating":
         choices = [{"value": n, "label": label} for n, label in scale_lines(texts, scale)]
+        question = texts.question
     else:
         choices = [{"value": n, "label": str(n)} for n in range(low, high + 1)]
-    return {"id": survey_id, "stage": stage, "min": low, "max": high, "choices": choices}
+        question = texts.loyalty_question
+    return {
+        "id": survey_id,
+        "stage": stage,
+        "question": question,  # for channels that show the choices as buttons
+        "min": low,
+        "max": high,
+        "choices": choices,
+    }
 
 
 @dataclass(frozen=True, slots=True)

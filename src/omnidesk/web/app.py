@@ -17,6 +17,7 @@ from . import (
     inbox,
     live,
     ops,
+    reports,
     rules_api,
     service_api,
     session,
@@ -47,6 +48,8 @@ def create_app(daemon: Daemon) -> FastAPI:
     # Service quality: notifications, reports, the customers' survey page.
     app.include_router(service_api.router)
     app.include_router(surveys.router)
+    app.include_router(reports.router)
+    app.include_router(reports.pages)
     app.mount("/static", ui.static_files(), name="static")
     # Channel adapters' own endpoints (a chat widget...), after the core API
     # so a core path always wins.
