@@ -28,6 +28,7 @@ REPORTS = (
     "loyalty",
     "complaints",
     "agents",
+    "contacts",
 )
 GROUPS = ("channel", "team", "agent", "category")
 DURATIONS = ("first_response", "next_response", "resolution")
@@ -371,6 +372,41 @@ def agents(db: Db, p: Params) -> dict[str, Any]:
     return {"summary": {"agents": len(table)}, "series": {}, "table": table}
 
 
+def contacts(db: Db, p: Params) -> dict[str, Any]:
+    """The contacts' satisfaction figures now (service/satisfaction.py): how
+    many are at risk, and those of them with a conversation still open."""
+    r = db.one("SELECT COUNT(*) AS n, SUM(at_risk) AS risk, AVG(score) AS mean FROM contact_scores")
+    bands = [0] * 5
+    for row in db.all(
+        "SELECT CAST(score / 20 AS INTEGER) AS b, COUNT(*) AS n FROM contact_scores GROUP BY 1"
+    ):
+        bands[min(int(row["b"]), 4)] += int(row["n"])
+    table = [
+        {
+            "contact_id": int(x["contact_id"]),
+            "name": x["name"] or "",
+            "score": round(float(x["score"]), 1),
+            "open_conversations": int(x["open"]),
+        }
+        for x in db.all(
+            "SELECT s.contact_id, k.name, s.score, (SELECT COUNT(*) FROM conversations c"
+            "  WHERE c.contact_id = s.contact_id AND c.status IN ('open', 'pending', 'snoozed'))"
+            " AS open FROM contact_scores s JOIN contacts k ON k.id = s.contact_id"
+            " WHERE s.at_risk = 1 ORDER BY s.score LIMIT 100"
+        )
+    ]
+    n = int(r["n"] or 0) if r else 0
+    return {
+        "summary": {
+            "contacts_scored": n,
+            "at_risk": int(r["risk"] or 0) if r else 0,
+            "mean_score": None if not n or r is None else round(float(r["mean"]), 1),
+        },
+        "series": {"labels": ["0-20", "20-40", "40-60", "60-80", "80-100"], "contacts": bands},
+        "table": table,
+    }
+
+
 def build(db: Db, name: str, p: Params, now: float) -> dict[str, Any]:
     fn: Callable[..., dict[str, Any]] = {
         "volume": volume,
@@ -380,6 +416,7 @@ def build(db: Db, name: str, p: Params, now: float) -> dict[str, Any]:
         "loyalty": loyalty,
         "complaints": complaints,
         "agents": agents,
+        "contacts": contacts,
     }.get(name, volume)
     out = backlog(db, p, now) if name == "backlog" else fn(db, p)
     return {

@@ -259,7 +259,10 @@ async def conversation(
     conv["sla_breached"] = conv["sla_due_at"] is not None and conv["sla_due_at"] < now_ts()
     # SLA clocks in business hours, and the satisfaction surveys (web/service_api.py).
     conv["sla"] = live_sla(daemon, conv)
-    conv.update(await daemon.store.read(conversation_extras, conversation_id))
+    extras = await daemon.store.read(conversation_extras, conversation_id, conv["contact_id"])
+    conv["surveys"] = extras["surveys"]
+    if conv.get("contact"):
+        conv["contact"]["satisfaction"] = extras["contact_satisfaction"]
     conv["presence"] = presence_tracker(daemon).snapshot(conversation_id)
     conv["can"] = _permissions(p, conv)
     return conv

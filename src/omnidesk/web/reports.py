@@ -32,7 +32,15 @@ pages = APIRouter(include_in_schema=False)
 
 MAX_DAYS = 1100
 ReportName = Literal[
-    "volume", "response_times", "sla", "backlog", "csat", "loyalty", "complaints", "agents"
+    "volume",
+    "response_times",
+    "sla",
+    "backlog",
+    "csat",
+    "loyalty",
+    "complaints",
+    "agents",
+    "contacts",
 ]
 
 
@@ -157,6 +165,7 @@ TITLES = {
     "loyalty": "Loyalty (NPS)",
     "complaints": "Complaints: resolved, and how fast",
     "agents": "Agents",
+    "contacts": "Contacts' satisfaction figure",
 }
 
 
@@ -201,6 +210,12 @@ def _charts(name: str, r: dict[str, Any]) -> list[str]:
         ]
     if name == "loyalty":
         return [charts.line_chart("Net promoter score", labels, [("NPS", s["nps"])])]
+    if name == "contacts":
+        return [
+            charts.bar_chart(
+                "Contacts by satisfaction figure", labels, [("contacts", s["contacts"])]
+            )
+        ]
     if name == "complaints":
         return [
             charts.bar_chart(

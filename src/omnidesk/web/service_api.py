@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 
 from ..model import now_ts
 from ..service.evaluate import conversation_input, policy_for
+from ..service.satisfaction import contact_figure
 from ..service.sla import clocks
 from ..service.surveys import surveys_of
 from ..store import service as svc
@@ -56,8 +57,12 @@ def business_left(daemon: Daemon, team: str | None, due: float | None, now: floa
     return daemon.rules.current.service.calendar_for(team).between(now, due)
 
 
-def conversation_extras(db: Db, conversation_id: int) -> dict[str, Any]:
-    return {"surveys": surveys_of(db, conversation_id=conversation_id)}
+def conversation_extras(db: Db, conversation_id: int, contact_id: int) -> dict[str, Any]:
+    """A conversation's surveys, and its contact's satisfaction figure."""
+    return {
+        "surveys": surveys_of(db, conversation_id=conversation_id),
+        "contact_satisfaction": contact_figure(db, contact_id),
+    }
 
 
 class ReadIn(BaseModel):
