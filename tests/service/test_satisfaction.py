@@ -20,26 +20,58 @@ DAY = 86400.0
 
 def test_figure_from_ratings_loyalty_complaints_speed_and_purchases() -> None:
     # Only what is known takes part, weights scaled to add up to 1.
-    happy = figure(ratings=[(5, 5, NOW)], loyalty=[(10, NOW)], complaints_year=0,
-                   complaints_90d=0, complaint_open=False, resolution_hours=[2.0],
-                   attributes={"orders": 12}, now=NOW)
+    happy = figure(
+        ratings=[(5, 5, NOW)],
+        loyalty=[(10, NOW)],
+        complaints_year=0,
+        complaints_90d=0,
+        complaint_open=False,
+        resolution_hours=[2.0],
+        attributes={"orders": 12},
+        now=NOW,
+    )
     assert happy is not None and happy.score == 100.0 and not happy.at_risk
     # An old bad rating weighs less than a new good one (half-life 180 days).
-    mixed = figure(ratings=[(5, 5, NOW), (1, 5, NOW - 360 * DAY)], loyalty=[],
-                   complaints_year=0, complaints_90d=0, complaint_open=False,
-                   resolution_hours=[], attributes={}, now=NOW)
+    mixed = figure(
+        ratings=[(5, 5, NOW), (1, 5, NOW - 360 * DAY)],
+        loyalty=[],
+        complaints_year=0,
+        complaints_90d=0,
+        complaint_open=False,
+        resolution_hours=[],
+        attributes={},
+        now=NOW,
+    )
     assert mixed is not None and mixed.satisfaction == pytest.approx(80.0)
     # Complaints and slow answers pull it down; a detractor with a recent
     # complaint is at risk whatever the score.
-    angry = figure(ratings=[(2, 5, NOW)], loyalty=[(3, NOW)], complaints_year=2,
-                   complaints_90d=1, complaint_open=True, resolution_hours=[300.0, 240.0, 500.0],
-                   attributes={"orders": "many"}, now=NOW)
+    angry = figure(
+        ratings=[(2, 5, NOW)],
+        loyalty=[(3, NOW)],
+        complaints_year=2,
+        complaints_90d=1,
+        complaint_open=True,
+        resolution_hours=[300.0, 240.0, 500.0],
+        attributes={"orders": "many"},
+        now=NOW,
+    )
     # (25 x .35 + 30 x .25 + 25 x .2 + 0 x .1) / .9
     assert angry is not None and angry.score == 23.6 and angry.at_risk
     assert angry.inputs["components"]["complaints"] == 25.0
     assert "purchases" not in angry.inputs["components"]  # not a number: left out
-    assert figure(ratings=[], loyalty=[], complaints_year=0, complaints_90d=0,
-                  complaint_open=False, resolution_hours=[], attributes={}, now=NOW) is None
+    assert (
+        figure(
+            ratings=[],
+            loyalty=[],
+            complaints_year=0,
+            complaints_90d=0,
+            complaint_open=False,
+            resolution_hours=[],
+            attributes={},
+            now=NOW,
+        )
+        is None
+    )
 
 
 RULES = """
@@ -72,8 +104,9 @@ async def test_a_contact_at_risk_is_routed_to_retention(
     await desk.set_status("resolved")
     await desk.tick()
     sid = await store.read(lambda db: db.val("SELECT id FROM surveys"))
-    await store.write(record_answer, sid, service=desk.rules.service, rating=1, via="link",
-                      now=clock.now())
+    await store.write(
+        record_answer, sid, service=desk.rules.service, rating=1, via="link", now=clock.now()
+    )
     fig = await store.read(contact_figure, 1)
     assert fig is not None and fig["at_risk"] and fig["inputs"]["ratings"] == 1
     # The same customer complains again: the rule sees contact.at_risk.
