@@ -614,6 +614,12 @@ def build_parser() -> argparse.ArgumentParser:
     from .channels.imap import register_cli as register_imap
 
     register_imap(sub, _add_config)  # omnidesk imap backfill CHANNEL --since DATE
+
+    # omnidesk rules timed ... ; omnidesk reports rebuild (service/commands.py)
+    from .service import commands as service_commands
+
+    service_commands.add_rules_commands(rsub, _add_config)
+    service_commands.add_commands(sub, _add_config)
     return p
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from omnidesk.service import charts
 from omnidesk.service.clock import ManualClock
+from omnidesk.service.rebuild import rebuild
 from omnidesk.service.reports import Params, build, csv_rows
 from omnidesk.service.surveys import record_answer
 from omnidesk.store import Store, histogram
@@ -151,6 +152,12 @@ async def test_reports_add_up_what_happened(
     cols, rows = csv_rows(sla)
     assert cols == ["team", "target", "met", "breached", "attained_pct"]
     assert len(rows) == len(sla["table"])
+    # Recounted from the conversations, the figures are the same.
+    names = ("volume", "response_times", "sla", "csat", "loyalty", "complaints", "agents")
+    live = {name: await report(name) for name in names}
+    tally = await store.write(rebuild, desk.rules, now)
+    assert tally.conversations == 4 and tally.surveys == 3
+    assert {name: await report(name) for name in names} == live
     # The contact who rated 2 after a complaint is at risk.
     score = await store.read(
         lambda db: db.one("SELECT score, at_risk FROM contact_scores WHERE contact_id = 4")
