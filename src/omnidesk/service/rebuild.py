@@ -26,7 +26,12 @@ from .evaluate import conversation_input, policy_for
 from .sla import clocks
 
 BATCH = 5000
-Key = tuple[str, str, Dims]  # metric, period, dims
+Levels = tuple[tuple[str, str, str, str], ...]  # the (channel, team, agent, category) rows
+Key = tuple[str, str, str, str, str, str]  # metric, period, channel, team, agent, category
+
+
+def levels(dims: Dims) -> Levels:
+    return tuple((x.channel, x.team, x.agent, x.category) for x in dims.levels())
 
 
 @dataclass
@@ -35,24 +40,34 @@ class Tally:
     conversations: int = 0
     messages: int = 0
     surveys: int = 0
+    _days: dict[int, tuple[str, str]] = field(default_factory=dict)
 
     def add(
         self,
         tz: Any,
         metric: str,
         at: float,
-        dims: Dims,
+        dims: Levels,
         seconds: float | None = None,
     ) -> None:
-        d = local_day(at, tz).isoformat()
-        for period in (d, d[:7]):
-            row = self.rows.get((metric, period, dims))
-            if row is None:
-                row = self.rows[(metric, period, dims)] = [0, 0.0, None]
-            row[0] += 1
-            if seconds is not None:
-                row[1] += seconds
-                row[2] = histogram.add(row[2] or {}, seconds)
+        # Every time-zone offset is a multiple of 15 minutes: a day is known
+        # from the quarter hour.
+        q = int(at // 900)
+        periods = self._days.get(q)
+        if periods is None:
+            d = local_day(at, tz).isoformat()
+            periods = self._days[q] = (d, d[:7])
+        rows = self.rows
+        for period in periods:
+            for level in dims:
+                key = (metric, period, *level)
+                row = rows.get(key)
+                if row is None:
+                    row = rows[key] = [0, 0.0, None]
+                row[0] += 1
+                if seconds is not None:
+                    row[1] += seconds
+                    row[2] = histogram.add(row[2] or {}, seconds)
 
 
 def rebuild(
@@ -82,13 +97,13 @@ def rebuild(
         if not rows:
             break
         last = int(rows[-1]["id"])
-        convs: dict[int, tuple[Dims, Any, float | None]] = {}
+        convs: dict[int, tuple[Levels, Any, float | None]] = {}
         for r in rows:
             conv = {k: r[k] for k in r.keys()}
             conv["tags"] = jsoncol.loads(conv["tags"], [])
             attrs = conv.pop("attributes")
             conv["contact"] = jsoncol.loads(attrs, {}) if attrs and attrs != "{}" else {}
-            dims = Dims.of(conv)
+            dims = levels(Dims.of(conv))
             team_cal = service.calendar_for(conv["team"])
             inp = conversation_input(conv, now_dt, team_cal, channel_types or {})
             ctx = ruleset.conversation_context(inp, conv["category"])
@@ -134,7 +149,7 @@ def rebuild(
 
 def _next_responses(
     db: Db,
-    convs: dict[int, tuple[Dims, Any, float | None]],
+    convs: dict[int, tuple[Levels, Any, float | None]],
     tally: Tally,
     tz: Any,
     first_id: int,
@@ -183,7 +198,7 @@ def _surveys(db: Db, tally: Tally, tz: Any, now: float) -> None:
         last = int(rows[-1]["id"])
         for s in rows:
             tally.surveys += 1
-            dims = Dims.of({k: s[k] for k in ("channel", "team", "agent", "category")})
+            dims = levels(Dims.of({k: s[k] for k in ("channel", "team", "agent", "category")}))
             tally.add(tz, "csat_sent", s["sent_at"], dims)
             at = s["answered_at"]
             if at is None or at > now:
@@ -203,18 +218,8 @@ def _surveys(db: Db, tally: Tally, tz: Any, now: float) -> None:
 
 def _insert(db: Db, tally: Tally) -> None:
     rows = [
-        (
-            metric,
-            period,
-            d.channel,
-            d.team,
-            d.agent,
-            d.category,
-            n,
-            total,
-            histogram.dumps(hist) if hist else None,
-        )
-        for (metric, period, d), (n, total, hist) in tally.rows.items()
+        (*key, n, total, histogram.dumps(hist) if hist else None)
+        for key, (n, total, hist) in tally.rows.items()
     ]
     for i in range(0, len(rows), 1000):
         part = rows[i : i + 1000]

@@ -58,8 +58,9 @@ class Params:
     def grain(self) -> str:
         if self.interval in ("day", "week", "month"):
             return self.interval
+        # Trends longer than four months go by month (read from the monthly rows).
         days = (self.end - self.start).days + 1
-        return "day" if days <= 62 else "week" if days <= 370 else "month"
+        return "day" if days <= 62 else "week" if days <= 120 else "month"
 
     def buckets(self) -> list[str]:
         """Every day / week (its Monday) / month of the period, in order."""

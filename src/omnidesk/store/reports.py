@@ -1,16 +1,18 @@
 """Report figures kept by day and by month (``report_daily``).
 
-Every fact is added twice, to its day ("2026-03-04") and to its month
-("2026-03"), with its channel, team, agent and category. A report over a
-period reads whole months from the monthly rows and the days at either end
-from the daily rows, so a year costs a few thousand rows however many
-conversations it covers. Durations are kept as histograms
-(``service/histogram.py``) so medians and p90s add up across rows.
+Every fact is added to its day ("2026-03-04") and to its month ("2026-03"),
+and at each of three levels: with its channel, team, agent and category;
+with one of them alone (the others ``*``); and as a total (all ``*``). A
+report reads the coarsest level that answers it (the total when nothing is
+filtered or grouped, a single dimension when one is), whole months from the
+monthly rows and the days at either end from the daily rows: a year costs a
+few hundred rows however many conversations it covers. Durations are kept as
+histograms (``store/histogram.py``) so medians and p90s add up across rows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
@@ -19,6 +21,7 @@ from . import histogram
 from .base import Db, placeholders
 
 DIMS = ("channel", "team", "agent", "category")
+ANY = "*"  # a dimension summed over
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +30,14 @@ class Dims:
     team: str
     agent: str
     category: str
+
+    def levels(self) -> list[Dims]:
+        """The rows a fact goes to: itself, each dimension alone, the total."""
+        out = [self]
+        for d in DIMS:
+            out.append(Dims(**{k: getattr(self, k) if k == d else ANY for k in DIMS}))
+        out.append(Dims(ANY, ANY, ANY, ANY))
+        return out
 
     @classmethod
     def of(cls, row: Mapping[str, Any]) -> Dims:
@@ -54,8 +65,10 @@ def add_fact(
 ) -> None:
     """Count one fact (``delta`` -1 takes one back: a changed survey answer)."""
     d = local_day(at, tz)
-    for period in (d.isoformat(), d.isoformat()[:7]):
-        key = (metric, period, dims.channel, dims.team, dims.agent, dims.category)
+    for period, level in (
+        (p, lv) for p in (d.isoformat(), d.isoformat()[:7]) for lv in dims.levels()
+    ):
+        key = (metric, period, level.channel, level.team, level.agent, level.category)
         if seconds is None:
             db.run(
                 "INSERT INTO report_daily (metric, day, channel, team, agent, category, n, total)"
@@ -82,34 +95,6 @@ def add_fact(
         )
 
 
-def add_many(db: Db, rows: Iterable[tuple[str, str, Dims, int, float, Mapping[int, int]]]) -> None:
-    """Bulk add of pre-aggregated (metric, period, dims, n, total, hist) rows
-    (the rebuild): each row merges into what is there."""
-    for metric, period, dims, n, total, hist in rows:
-        key = (metric, period, dims.channel, dims.team, dims.agent, dims.category)
-        db.run(
-            "INSERT INTO report_daily (metric, day, channel, team, agent, category, n, total, hist)"
-            " VALUES (?, ?, ?, ?, ?, ?, 0, 0, ?) ON CONFLICT (metric, day, channel, team, agent,"
-            " category) DO NOTHING",
-            (*key, None if not hist else ""),
-        )
-        where = "metric = ? AND day = ? AND channel = ? AND team = ? AND agent = ? AND category = ?"
-        old = db.val(f"SELECT hist FROM report_daily WHERE {where}", key) if hist else None
-        merged = histogram.dumps(histogram.merge(histogram.loads(old), hist)) if hist else None
-        db.run(
-            f"UPDATE report_daily SET n = n + ?, total = total + ?, hist = ? WHERE {where}",
-            (n, total, merged, *key),
-        )
-
-
-def clear(db: Db, metrics: Sequence[str] | None = None) -> int:
-    if metrics is None:
-        return db.run("DELETE FROM report_daily")
-    return db.run(
-        f"DELETE FROM report_daily WHERE metric IN ({placeholders(len(metrics))})", tuple(metrics)
-    )
-
-
 # -- reading ----------------------------------------------------------------------
 
 
@@ -122,13 +107,22 @@ class Query:
     agent: str | None = None
     category: str | None = None
 
-    def where(self) -> tuple[str, list[Any]]:
+    def where(self, by: str | None = None) -> tuple[str, list[Any]]:
+        """The rows of the coarsest level that answers a query with these
+        filters, grouped ``by`` a dimension (or not)."""
+        fixed = {d: getattr(self, d) for d in DIMS if getattr(self, d) is not None}
+        used = set(fixed) | ({by} if by in DIMS else set())
         clauses, params = [], []
         for d in DIMS:
-            v = getattr(self, d)
-            if v is not None:
+            if d in fixed:
                 clauses.append(f"{d} = ?")
-                params.append("" if v == "none" else v)
+                params.append("" if fixed[d] == "none" else fixed[d])
+            elif d in used or len(used) > 1:
+                clauses.append(f"{d} <> ?")
+                params.append(ANY)
+            else:
+                clauses.append(f"{d} = ?")
+                params.append(ANY)
         return ("".join(" AND " + c for c in clauses)), params
 
 
@@ -186,7 +180,7 @@ def totals(
     """(metric, group) -> (count, total seconds) over the period; group is
     the value of ``by`` (a dimension) or ""."""
     src, params = _source(q)
-    extra, extra_params = q.where()
+    extra, extra_params = q.where(by)
     group = by if by in DIMS else "''"
     rows = db.all(
         f"SELECT metric, {group} AS g, SUM(n) AS n, SUM(total) AS total FROM report_daily"
@@ -200,7 +194,7 @@ def totals(
 def hists(db: Db, q: Query, metric: str, by: str | None = None) -> dict[str, histogram.Hist]:
     """group -> merged duration histogram of ``metric`` over the period."""
     src, params = _source(q)
-    extra, extra_params = q.where()
+    extra, extra_params = q.where(by)
     group = by if by in DIMS else "''"
     out: dict[str, histogram.Hist] = {}
     for r in db.all(
@@ -217,7 +211,7 @@ def series(
 ) -> dict[tuple[str, str, str], int]:
     """(metric, bucket, group) -> count, per day ("day"), week ("week", the
     Monday) or month ("month")."""
-    extra, extra_params = q.where()
+    extra, extra_params = q.where(by)
     group = by if by in DIMS else "''"
     if grain == "month":
         months = _months(q)
