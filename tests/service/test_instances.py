@@ -64,6 +64,16 @@ async def test_two_instances_fire_each_action_once(
         d.scheduler.clock = clock
         daemons.append(d)
     a, b = daemons
+    # The daemons started on the wall clock: the service counts from the
+    # manual clock's now instead (breaches before that would only be noted).
+    await a.store.write(
+        lambda db: db.run(
+            "UPDATE channel_state SET value = ? WHERE channel = 'service' AND key = 'reports_from'",
+            (repr(clock.now()),),
+        )
+    )
+    for d in daemons:
+        await d.scheduler.prepare()
     await a.store.write(
         save_canned, actor="admin:root", shortcut="nudge", title="Nudge", body="Still there?"
     )

@@ -206,3 +206,22 @@ async def test_config_targets_apply_without_policies_in_the_rules(
     assert state["policy"] == "default"
     # 10-settings.toml: Mon-Fri 09:00-17:30 UTC; 11:32 UTC + 1 h.
     assert state["first_due"] == clock.now() + 3600
+
+
+async def test_breaches_from_before_the_service_counted_are_noted_not_acted_on(
+    store: Store, tmp_path: Path, clock: ManualClock
+) -> None:
+    # An upgrade finds a conversation overdue since last week: no notice storm.
+    import dataclasses
+
+    desk = await make_desk(store, rules_with(tmp_path, POLICY, keep=False), clock)
+    await desk.message("An old question nobody answered")
+    clock.advance(7 * 86400)
+    desk.scheduler.settings = dataclasses.replace(desk.scheduler.settings, reports_from=clock.now())
+    await desk.tick(sweep=True)
+    state = await store.read(get_state, 1)
+    assert state["fired"]["sla:first_response:breach"] == repr(
+        (await desk.conversation())["created_at"]
+    )
+    assert await desk.audit(action="sla_breach") == []
+    assert (await desk.conversation())["sla_due_at"] < clock.now()  # still shown overdue

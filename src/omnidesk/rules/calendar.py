@@ -54,6 +54,9 @@ class Calendar:
         # Day i after _base starts at business position _cum[i]; its instants
         # are _days[i] (start, end) pairs in UNIX seconds.
         self._base: date | None = None
+        # Local date of a quarter hour (every zone's offset is a multiple of 15
+        # minutes): the date conversion is most of the cost of a look-up.
+        self._dates: dict[int, date] = {}
         self._cum: list[float] = [0.0]
         self._days: list[tuple[tuple[float, float], ...]] = []
         self._lock = threading.Lock()
@@ -96,7 +99,12 @@ class Calendar:
                 self._cum.append(self._cum[-1] + sum(e - s for s, e in ranges))
 
     def _index(self, ts: float) -> int:
-        d = datetime.fromtimestamp(ts, UTC).astimezone(self.tz).date()
+        q = int(ts // 900)
+        d = self._dates.get(q)
+        if d is None:
+            if len(self._dates) > 200_000:
+                self._dates.clear()
+            d = self._dates[q] = datetime.fromtimestamp(ts, UTC).astimezone(self.tz).date()
         if self._base is None or d < self._base:
             # (Re)start the cache before this day: positions are relative to
             # the base, so every caller's positions come from one base (a

@@ -129,6 +129,10 @@ def evaluate(
     turns: list[float] = []
 
     # -- SLA: warnings and breaches, once per clock start ---------------------
+    # A due time (or warning) that passed before the service counted at all
+    # (an upgrade finding old conversations overdue) is noted, not acted on:
+    # no storm of notices about the past.
+    past = settings.reports_from
     if view is not None and policy is not None:
         for t in view.targets:
             if not t.owed:
@@ -138,7 +142,9 @@ def evaluate(
             if t.warn_at is not None and now < t.due:
                 key = f"sla:{t.name}:warn"
                 if now >= t.warn_at:
-                    if fired.get(key) != episode:
+                    if fired.get(key) != episode and t.warn_at < past:
+                        fired[key] = episode
+                    elif fired.get(key) != episode:
                         fired[key] = episode
                         left = calendar.between(now, t.due) / 60
                         out.fires.append(
@@ -155,7 +161,9 @@ def evaluate(
                     turns.append(t.warn_at)
             key = f"sla:{t.name}:breach"
             if now > t.due:
-                if fired.get(key) != episode:
+                if fired.get(key) != episode and t.due < past:
+                    fired[key] = episode
+                elif fired.get(key) != episode:
                     fired[key] = episode
                     late = calendar.between(t.due, now) / 60
                     out.fires.append(
