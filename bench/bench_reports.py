@@ -63,7 +63,7 @@ from omnidesk.store.tokens import create_token
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / "bench" / ".cache"
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 console = Console(stderr=True)
 
 TEAMS = {
@@ -119,7 +119,18 @@ def fill(path: Path, n_convs: int, n_messages: int, n_open: int) -> None:
     now = time.time()
     year = 365 * 86400
     n_contacts = max(1, n_convs // 5)
-    per_conv = n_messages / n_convs
+    # Messages per conversation: 1 to 12, exactly n_messages in all.
+    per_conv = max(1, n_messages // n_convs)
+    counts = [
+        max(1, min(12, per_conv + rnd.randint(-per_conv + 1, per_conv - 1))) for _ in range(n_convs)
+    ]
+    diff = n_messages - sum(counts)
+    while diff:
+        i = rnd.randrange(n_convs)
+        step = 1 if diff > 0 else -1
+        if 1 <= counts[i] + step <= 12:
+            counts[i] += step
+            diff -= step
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA synchronous = OFF")
     conn.execute("PRAGMA journal_mode = MEMORY")
@@ -164,7 +175,7 @@ def fill(path: Path, n_convs: int, n_messages: int, n_open: int) -> None:
             assignee = rnd.choice(TEAMS[team]) if rnd.random() < 0.9 else None
             channel = rnd.choice(CHANNELS)
             contact = rnd.randrange(1, n_contacts + 1)
-            count = max(1, min(12, round(rnd.expovariate(1 / per_conv))))
+            count = counts[cid - 1]
             at = created
             first = last_reply = last_customer = awaiting = None
             for k in range(count):

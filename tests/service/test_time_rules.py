@@ -130,3 +130,27 @@ async def test_an_action_that_cannot_be_done_is_audited(
     [failed] = await desk.audit(action="action_failed")
     assert "no canned reply with the shortcut 'nudge'" in failed["reason"]
     assert "nudged" in (await desk.conversation())["tags"]
+
+
+async def test_a_rule_added_later_is_applied_to_conversations_already_waiting(
+    store: Store, tmp_path: Path, clock: ManualClock
+) -> None:
+    from omnidesk.rules import load_rules
+
+    desk = await make_desk(store, rules_with(tmp_path, "", keep=False), clock)
+    await desk.message("Question", thread="w")
+    await desk.reply("Answer")
+    await desk.set_status("pending")
+    await desk.tick()
+    assert (await store.read(get_state, 1))["check_at"] is None  # nothing to wait for
+    clock.advance(60 * 3600)
+    await desk.tick(sweep=True)
+    assert await desk.audit(action="rule_fired") == []
+    # An admin adds the nudge rule: the pending conversation is looked at again.
+    new = load_rules(
+        rules_with(tmp_path, RULES.replace('reply = "nudge"', 'status = "open"'), keep=False)
+    )
+    desk.scheduler.rules = lambda: new
+    await desk.tick()
+    [fired] = await desk.audit(action="rule_fired")
+    assert fired["actor"] == "rule:nudge-pending"

@@ -36,7 +36,7 @@ from ..store import Store
 from ..store import service as svc
 from ..store.audit import add_audit
 from ..store.base import Db
-from ..store.channel_state import get_state
+from ..store.channel_state import get_state, set_state
 from ..store.reports import Dims, add_fact
 from . import surveys
 from .clock import Clock, SystemClock
@@ -48,6 +48,9 @@ log = structlog.get_logger(__name__)
 
 LOCK = "service-scheduler"
 CHUNK = 200  # conversations per transaction
+# After the rules changed, every open conversation is looked at again (new
+# rules, policies, calendars), this many a tick.
+RESWEEP_PAGE = 5000
 
 
 @dataclass(slots=True)
@@ -90,6 +93,8 @@ class Scheduler:
         self._dirty: set[int] = set()
         self._wake = asyncio.Event()
         self._last_sweep = 0.0
+        self._rules_seen: str | None = None
+        self._resweep: int | None = None  # the last id re-evaluated, while going through
         self.ticks = 0
 
     # -- set-up ---------------------------------------------------------------
@@ -98,6 +103,9 @@ class Scheduler:
         before is the rebuild's: ``omnidesk reports rebuild``)."""
         self.key = await self.store.write(surveys.signing_key)
         since = await self.store.write(_reports_from, self.clock.now())
+        # The rules the last run looked with: changed while the daemon was
+        # down, every open conversation is looked at again.
+        self._rules_seen = await self.store.read(get_state, "service", "rules_fingerprint")
         self.settings = Settings(
             fallback_policy=self.settings.fallback_policy,
             reports_from=since,
@@ -129,6 +137,17 @@ class Scheduler:
         ids = set(self._dirty)
         self._dirty.clear()
         ids.update(await self.store.read(svc.due_ids, now, limit))
+        fingerprint = self.rules().fingerprint
+        if fingerprint != self._rules_seen:
+            if self._rules_seen is not None:
+                self._resweep = 0
+                log.info("scheduler_rules_changed", action="looking at every open conversation")
+            self._rules_seen = fingerprint
+            await self.store.write(set_state, "service", "rules_fingerprint", fingerprint)
+        if self._resweep is not None:
+            page = await self.store.read(svc.open_ids, self._resweep, RESWEEP_PAGE)
+            ids.update(page)
+            self._resweep = page[-1] if len(page) == RESWEEP_PAGE else None
         if sweep or (sweep is None and time.monotonic() - self._last_sweep >= self.sweep_every):
             self._last_sweep = time.monotonic()
             ids.update(await self.store.read(svc.changed_ids, limit))

@@ -66,6 +66,19 @@ def changed_ids(db: Db, limit: int) -> list[int]:
     return found
 
 
+def open_ids(db: Db, after: int, limit: int) -> list[int]:
+    """Conversations not resolved, by id from ``after`` (a re-evaluation of
+    all of them after the rules changed, a page at a time)."""
+    return [
+        int(r["id"])
+        for r in db.all(
+            f"SELECT id FROM conversations WHERE status IN ({placeholders(len(OPEN_STATUSES))})"
+            " AND id > ? ORDER BY id LIMIT ?",
+            (*OPEN_STATUSES, after, limit),
+        )
+    ]
+
+
 def load(db: Db, ids: Sequence[int]) -> list[dict[str, Any]]:
     """Each conversation with what the evaluation needs: the contact's
     attributes (and satisfaction figure), the scheduler's state, the latest
