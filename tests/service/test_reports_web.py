@@ -356,3 +356,28 @@ async def test_web_chat_survey_buttons_in_chromium(desk: Desk, browser: Any) -> 
     await page.screenshot(path=screenshot_path("service-webchat-survey-loyalty"))
     assert not watch.errors, watch.errors
     await context.close()
+
+
+async def test_notices_and_sla_clocks_in_the_inbox(desk: Desk, browser: Any) -> None:
+    context = await browser.new_context(viewport={"width": 1500, "height": 950})
+    page = await context.new_page()
+    watch = Watch(page)
+    await log_in(page, desk, "alice")
+    count = page.locator("#notices-count")
+    await count.wait_for(state="visible", timeout=10_000)
+    unread = int(await count.inner_text())
+    assert unread > 0
+    await page.click("#notices")
+    first = page.locator("#notices-panel li.unread a").first
+    text = await first.inner_text()
+    assert text.startswith(("SLA breached", "SLA warning", "Rule "))
+    await page.screenshot(path=screenshot_path("service-notices"))
+    await first.click()
+    await page.wait_for_selector("#service .sla-targets li")
+    assert "policy" in (await page.locator("#service").inner_text())
+    await page.screenshot(path=screenshot_path("service-inbox-sla"))
+    await page.click("#notices")
+    await page.click("#notices-read")
+    await count.wait_for(state="hidden", timeout=10_000)
+    assert not watch.errors, watch.errors
+    await context.close()

@@ -270,9 +270,11 @@ def insert_message(db: Db, m: NewMessage, *, now: float | None = None) -> int:
             (now, preview, now, now, now, m.conversation_id),
         )
     else:
+        # Automatic (an acknowledgement, a survey): the list keeps showing what
+        # a person last wrote.
         db.run(
             "UPDATE conversations SET message_count = message_count + 1, last_message_at = ?,"
-            " last_preview = ?, updated_at = ? WHERE id = ?",
+            " last_preview = COALESCE(last_preview, ?), updated_at = ? WHERE id = ?",
             (now, preview, now, m.conversation_id),
         )
     return mid

@@ -162,7 +162,8 @@ const live = {
     src.addEventListener('open', () => { status.textContent = 'live'; status.className = 'live on'; });
     src.addEventListener('error', () => { status.textContent = 'reconnecting'; status.className = 'live off'; });
     const types = ['ready', 'conversation.created', 'conversation.updated', 'message.created',
-      'delivery', 'presence', 'contact.updated', 'contact.merged', 'resync', 'quarantine'];
+      'delivery', 'presence', 'contact.updated', 'contact.merged', 'resync', 'quarantine',
+      'notification'];
     for (const t of types) {
       src.addEventListener(t, ev => {
         let data = {};
@@ -174,6 +175,37 @@ const live = {
     }
   },
   on(fn) { this.handlers.add(fn); return () => this.handlers.delete(fn); },
+};
+
+// ----------------------------------------------------------------- notices --
+// SLA warnings and breaches and rules' notify actions addressed to me.
+
+const notices = {
+  async load() {
+    try {
+      const r = await api('GET', '/notifications');
+      const count = document.getElementById('notices-count');
+      count.textContent = String(r.unread);
+      count.hidden = !r.unread;
+      const panel = clear(document.getElementById('notices-panel'));
+      panel.append(
+        h('div', { class: 'head' }, h('strong', {}, 'Notices'),
+          h('button', { class: 'link small', id: 'notices-read', onclick: async () => { await api('POST', '/notifications/read', {}); this.load(); } }, 'mark all read')),
+        r.items.length ? h('ul', {}, r.items.map(n => h('li', { class: n.read_at ? 'read' : 'unread', 'data-kind': n.kind },
+          n.conversation_id ? h('a', { href: '/inbox/c/' + n.conversation_id, onclick: ev => { ev.preventDefault(); document.getElementById('notices-panel').hidden = true; navigate('/inbox/c/' + n.conversation_id); } }, n.text) : n.text,
+          h('div', { class: 'muted small' }, fmtTime(n.at))))) : h('p', { class: 'muted' }, 'Nothing yet.'));
+    } catch (_) { /* the header works without them */ }
+  },
+  start() {
+    const btn = document.getElementById('notices');
+    if (!btn) return;
+    btn.addEventListener('click', () => {
+      const panel = document.getElementById('notices-panel');
+      panel.hidden = !panel.hidden;
+    });
+    live.on(e => { if (e.type === 'notification' && e.username === BOOT.me.username) this.load(); });
+    this.load();
+  },
 };
 
 function debounce(fn, ms) {
@@ -998,4 +1030,5 @@ live.on(e => { if (document.querySelector('.inbox')) onInboxEvent(e); });
 // SLA countdowns age without any event: redraw the list once a minute.
 setInterval(() => { if (document.querySelector('.inbox') && !document.hidden) refreshList(); }, 60000);
 live.start();
+notices.start();
 route();
