@@ -163,6 +163,10 @@ async def test_reports_add_up_what_happened(
         lambda db: db.one("SELECT score, at_risk FROM contact_scores WHERE contact_id = 4")
     )
     assert score["at_risk"] == 1
+    contacts = await report("contacts")
+    assert contacts["summary"]["at_risk"] >= 1
+    assert 4 in [r["contact_id"] for r in contacts["table"]]
+    assert sum(contacts["series"]["contacts"]) == contacts["summary"]["contacts_scored"]
 
 
 def test_charts_are_self_contained_svg() -> None:

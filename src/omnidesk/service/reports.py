@@ -379,7 +379,8 @@ def contacts(db: Db, p: Params) -> dict[str, Any]:
     r = db.one("SELECT COUNT(*) AS n, SUM(at_risk) AS risk, AVG(score) AS mean FROM contact_scores")
     bands = [0] * 5
     for row in db.all(
-        "SELECT CAST(score / 20 AS INTEGER) AS b, COUNT(*) AS n FROM contact_scores GROUP BY 1"
+        "SELECT CASE WHEN score < 20 THEN 0 WHEN score < 40 THEN 1 WHEN score < 60 THEN 2"
+        " WHEN score < 80 THEN 3 ELSE 4 END AS b, COUNT(*) AS n FROM contact_scores GROUP BY 1"
     ):
         bands[min(int(row["b"]), 4)] += int(row["n"])
     table = [
