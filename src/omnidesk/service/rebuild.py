@@ -26,12 +26,13 @@ from .evaluate import conversation_input, policy_for
 from .sla import clocks
 
 BATCH = 5000
-Levels = tuple[tuple[str, str, str, str], ...]  # the (channel, team, agent, category) rows
-Key = tuple[str, str, str, str, str, str]  # metric, period, channel, team, agent, category
+# the (level, channel, team, agent, category) rows a conversation's facts go to
+Levels = tuple[tuple[int, str, str, str, str], ...]
+Key = tuple[str, int, str, str, str, str, str]  # metric, level, period, dimensions
 
 
 def levels(dims: Dims) -> Levels:
-    return tuple((x.channel, x.team, x.agent, x.category) for x in dims.levels())
+    return tuple((lvl, x.channel, x.team, x.agent, x.category) for lvl, x in dims.levels())
 
 
 @dataclass
@@ -59,8 +60,8 @@ class Tally:
             periods = self._days[q] = (d, d[:7])
         rows = self.rows
         for period in periods:
-            for level in dims:
-                key = (metric, period, *level)
+            for lvl, channel, team, agent, category in dims:
+                key = (metric, lvl, period, channel, team, agent, category)
                 row = rows.get(key)
                 if row is None:
                     row = rows[key] = [0, 0.0, None]
@@ -224,7 +225,7 @@ def _insert(db: Db, tally: Tally) -> None:
     for i in range(0, len(rows), 1000):
         part = rows[i : i + 1000]
         db.many(
-            "INSERT INTO report_daily (metric, day, channel, team, agent, category, n, total, hist)"
-            f" VALUES ({placeholders(9)})",
+            "INSERT INTO report_daily (metric, level, day, channel, team, agent, category, n,"
+            f" total, hist) VALUES ({placeholders(10)})",
             part,
         )

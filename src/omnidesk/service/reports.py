@@ -195,7 +195,7 @@ def sla(db: Db, p: Params) -> dict[str, Any]:
 
 def backlog(db: Db, p: Params, now: float) -> dict[str, Any]:
     by = p.by or "team"
-    counts = reports.backlog(
+    counts, oldest = reports.backlog(
         db,
         now,
         AGE_EDGES,
@@ -215,7 +215,6 @@ def backlog(db: Db, p: Params, now: float) -> dict[str, Any]:
         }
         for g in groups
     ]
-    oldest = reports.oldest_open(db)
     return {
         "summary": {
             "open": sum(per_age),

@@ -22,6 +22,7 @@ from .base import Db, placeholders
 
 DIMS = ("channel", "team", "agent", "category")
 ANY = "*"  # a dimension summed over
+TOTAL, ONE, FINE = 0, 1, 4  # levels: every dimension summed over, all but one, none
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,12 +32,13 @@ class Dims:
     agent: str
     category: str
 
-    def levels(self) -> list[Dims]:
-        """The rows a fact goes to: itself, each dimension alone, the total."""
-        out = [self]
+    def levels(self) -> list[tuple[int, Dims]]:
+        """The rows a fact goes to, with their level: itself (4), each
+        dimension alone (1), the total (0)."""
+        out = [(FINE, self)]
         for d in DIMS:
-            out.append(Dims(**{k: getattr(self, k) if k == d else ANY for k in DIMS}))
-        out.append(Dims(ANY, ANY, ANY, ANY))
+            out.append((ONE, Dims(**{k: getattr(self, k) if k == d else ANY for k in DIMS})))
+        out.append((TOTAL, Dims(ANY, ANY, ANY, ANY)))
         return out
 
     @classmethod
@@ -65,28 +67,31 @@ def add_fact(
 ) -> None:
     """Count one fact (``delta`` -1 takes one back: a changed survey answer)."""
     d = local_day(at, tz)
-    for period, level in (
+    for period, (lvl, level) in (
         (p, lv) for p in (d.isoformat(), d.isoformat()[:7]) for lv in dims.levels()
     ):
-        key = (metric, period, level.channel, level.team, level.agent, level.category)
+        key = (metric, lvl, period, level.channel, level.team, level.agent, level.category)
         if seconds is None:
             db.run(
-                "INSERT INTO report_daily (metric, day, channel, team, agent, category, n, total)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, 0) ON CONFLICT (metric, day, channel, team, agent,"
-                " category) DO UPDATE SET n = report_daily.n + excluded.n",
+                "INSERT INTO report_daily (metric, level, day, channel, team, agent, category, n,"
+                " total) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0) ON CONFLICT (metric, level, day,"
+                " channel, team, agent, category) DO UPDATE SET n = report_daily.n + excluded.n",
                 (*key, delta),
             )
             continue
         # A histogram is read, changed and written back: on PostgreSQL the
         # row is locked first so concurrent writers add up.
         db.run(
-            "INSERT INTO report_daily (metric, day, channel, team, agent, category, n, total, hist)"
-            " VALUES (?, ?, ?, ?, ?, ?, 0, 0, '') ON CONFLICT (metric, day, channel, team, agent,"
-            " category) DO NOTHING",
+            "INSERT INTO report_daily (metric, level, day, channel, team, agent, category, n,"
+            " total, hist) VALUES (?, ?, ?, ?, ?, ?, ?, 0, 0, '') ON CONFLICT (metric, level, day,"
+            " channel, team, agent, category) DO NOTHING",
             key,
         )
         lock = " FOR UPDATE" if db.dialect == "postgres" else ""
-        where = "metric = ? AND day = ? AND channel = ? AND team = ? AND agent = ? AND category = ?"
+        where = (
+            "metric = ? AND level = ? AND day = ? AND channel = ? AND team = ? AND agent = ?"
+            " AND category = ?"
+        )
         old = db.val(f"SELECT hist FROM report_daily WHERE {where}{lock}", key)
         h = histogram.add(histogram.loads(old), seconds, delta)
         db.run(
@@ -112,7 +117,9 @@ class Query:
         filters, grouped ``by`` a dimension (or not)."""
         fixed = {d: getattr(self, d) for d in DIMS if getattr(self, d) is not None}
         used = set(fixed) | ({by} if by in DIMS else set())
-        clauses, params = [], []
+        level = TOTAL if not used else ONE if len(used) == 1 else FINE
+        clauses: list[str] = ["level = ?"]
+        params: list[Any] = [level]
         for d in DIMS:
             if d in fixed:
                 clauses.append(f"{d} = ?")
@@ -273,9 +280,10 @@ def backlog(
     agent: str | None = None,
     category: str | None = None,
     by: str | None = None,
-) -> dict[tuple[int, str], int]:
+) -> tuple[dict[tuple[int, str], int], float | None]:
     """Conversations not resolved now, by age bucket (index into ``edges``,
-    seconds) and group."""
+    seconds) and group, and when the oldest of them opened. One pass over
+    the ``conversations_backlog`` index (status, team, created_at)."""
     clauses, params = ["status IN ('open', 'pending', 'snoozed')"], []
     for col, v in (
         ("channel", channel),
@@ -293,15 +301,10 @@ def backlog(
     cases = " ".join(f"WHEN created_at > ? THEN {i}" for i in range(len(edges)))
     age_params = [now - e for e in edges]
     rows = db.all(
-        f"SELECT CASE {cases} ELSE {len(edges)} END AS b, {col} AS g, COUNT(*) AS n"
-        f" FROM conversations WHERE {' AND '.join(clauses)} GROUP BY 1{_also('2' if by else None)}",
+        f"SELECT CASE {cases} ELSE {len(edges)} END AS b, {col} AS g, COUNT(*) AS n,"
+        f" MIN(created_at) AS oldest FROM conversations WHERE {' AND '.join(clauses)}"
+        f" GROUP BY 1{_also('2' if by else None)}",
         (*age_params, *params),
     )
-    return {(int(r["b"]), r["g"] or ""): int(r["n"]) for r in rows}
-
-
-def oldest_open(db: Db) -> float | None:
-    v = db.val(
-        "SELECT MIN(created_at) FROM conversations WHERE status IN ('open', 'pending', 'snoozed')"
-    )
-    return None if v is None else float(v)
+    oldest = min((float(r["oldest"]) for r in rows), default=None)
+    return {(int(r["b"]), r["g"] or ""): int(r["n"]) for r in rows}, oldest
