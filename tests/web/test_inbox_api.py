@@ -76,15 +76,24 @@ async def test_sla_due_in_business_hours_breached_then_met_late(env: Env) -> Non
         moved = await get(c, env, conv["id"])
         # urgent = 30 business minutes from the same start.
         assert moved["sla_due_at"] == pytest.approx(cal.add(full["created_at"], 1800))
+
         # Opened five days ago: overdue, flagged, filterable, and the policy's
-        # breach actions ran once.
-        await d.store.write(
-            lambda db: db.run(
+        # breach actions ran once. (The service counts from a week ago, so the
+        # breach is not one from before it started, which is only noted.)
+        def backdate(db: Any) -> None:
+            db.run(
                 "UPDATE conversations SET created_at = created_at - 5 * 86400,"
                 " updated_at = updated_at + 1 WHERE id = ?",
                 (conv["id"],),
             )
-        )
+            db.run(
+                "UPDATE channel_state SET value = ? WHERE channel = 'service'"
+                " AND key = 'reports_from'",
+                (repr(time.time() - 7 * 86400),),
+            )
+
+        await d.store.write(backdate)
+        await d.scheduler.prepare()
         await d.scheduler.tick(sweep=True)
         await d.scheduler.tick(sweep=True)
         overdue = (
