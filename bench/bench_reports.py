@@ -39,12 +39,12 @@ import sqlite3
 import statistics
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
+from bench_inbox import pct, timed  # the same request timing as the inbox bench
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
@@ -291,23 +291,6 @@ def _flush(conn: sqlite3.Connection, convs: list[Any], msgs: list[Any], surveys:
         " agent, category, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         surveys,
     )
-
-
-def pct(values: list[float], p: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
-
-
-async def timed(fn: Callable[[], Awaitable[httpx.Response]], n: int) -> list[float]:
-    for _ in range(3):
-        (await fn()).raise_for_status()
-    out = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        r = await fn()
-        out.append((time.perf_counter() - t0) * 1000)
-        r.raise_for_status()
-    return out
 
 
 async def http_reports(db: Path, n: int) -> dict[str, list[float]]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 import statistics
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from omnidesk.service.rebuild import rebuild
 from omnidesk.service.reports import Params, build, csv_rows
 from omnidesk.service.surveys import record_answer
 from omnidesk.store import Store, histogram
-from tests.service.helpers import berlin, control_time, make_desk, rules_with
+from tests.service.helpers import berlin, make_desk, rules_with
 
 RULES = """
 [[calendar]]
@@ -60,10 +61,8 @@ def test_histogram_percentiles_are_within_a_bucket_of_the_exact_ones() -> None:
 
 
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> ManualClock:
-    c = ManualClock(berlin(2026, 3, 2, 9, 0))  # Monday
-    control_time(monkeypatch, c)
-    return c
+def clock(clock_at: Callable[[float], ManualClock]) -> ManualClock:
+    return clock_at(berlin(2026, 3, 2, 9, 0))  # Monday
 
 
 async def test_reports_add_up_what_happened(

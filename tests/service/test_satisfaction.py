@@ -4,6 +4,7 @@ rules (a complaint from a contact at risk goes to the retention team)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from omnidesk.service.clock import ManualClock
 from omnidesk.service.satisfaction import contact_figure, figure
 from omnidesk.service.surveys import record_answer
 from omnidesk.store import Store
-from tests.service.helpers import berlin, control_time, make_desk, rules_with
+from tests.service.helpers import berlin, make_desk, rules_with
 
 NOW = 1_800_000_000.0
 DAY = 86400.0
@@ -89,10 +90,8 @@ quiet_days = 0
 
 
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> ManualClock:
-    c = ManualClock(berlin(2026, 3, 2, 10, 0))
-    control_time(monkeypatch, c)
-    return c
+def clock(clock_at: Callable[[float], ManualClock]) -> ManualClock:
+    return clock_at(berlin(2026, 3, 2, 10, 0))
 
 
 async def test_a_contact_at_risk_is_routed_to_retention(

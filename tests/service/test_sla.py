@@ -5,6 +5,7 @@ are no response; next-response clocks; the inbox's due time follows."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from omnidesk.rules.service import SlaPolicy
 from omnidesk.service.clock import ManualClock
 from omnidesk.store import Store
 from omnidesk.store.service import get_state, notifications_for
-from tests.service.helpers import BERLIN, berlin, control_time, make_desk, rules_with
+from tests.service.helpers import BERLIN, berlin, make_desk, rules_with
 
 POLICY = """
 [[calendar]]
@@ -49,10 +50,8 @@ def local(ts: float | None) -> str:
 
 
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> ManualClock:
-    c = ManualClock(berlin(2026, 3, 3, 12, 32))  # a Tuesday
-    control_time(monkeypatch, c)
-    return c
+def clock(clock_at: Callable[[float], ManualClock]) -> ManualClock:
+    return clock_at(berlin(2026, 3, 3, 12, 32))  # a Tuesday
 
 
 async def test_due_times_in_business_hours_weekend_and_holiday(

@@ -5,6 +5,7 @@ status) are audited with the rule's name."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from omnidesk.store import Store
 from omnidesk.store.canned import save_canned
 from omnidesk.store.conversations import message_rows
 from omnidesk.store.service import get_state, notifications_for
-from tests.service.helpers import berlin, control_time, make_desk, rules_with
+from tests.service.helpers import berlin, make_desk, rules_with
 
 RULES = """
 [[rule]]
@@ -36,10 +37,8 @@ first_response = "4h"
 
 
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> ManualClock:
-    c = ManualClock(berlin(2026, 3, 2, 10, 0))  # a Monday
-    control_time(monkeypatch, c)
-    return c
+def clock(clock_at: Callable[[float], ManualClock]) -> ManualClock:
+    return clock_at(berlin(2026, 3, 2, 10, 0))  # a Monday
 
 
 async def test_a_time_rule_fires_once_per_episode(
