@@ -756,6 +756,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     # omnidesk classify eval|train|retrain|models, omnidesk rules replay
     register_classify(sub, rsub, _add_config)
+
+    # omnidesk rules timed ... ; omnidesk reports rebuild (service/commands.py)
+    from .service import commands as service_commands
+
+    service_commands.add_rules_commands(rsub, _add_config)
+    service_commands.add_commands(sub, _add_config)
     return p
 
 

@@ -311,9 +311,10 @@ class Config:
     login_lockout_after: int = 5
     login_lockout_max_minutes: float = 15.0
     body_memory_mb: float = 32.0  # request bodies held at once (web/limits.py)
-    # first-response targets in minutes per priority (see omnidesk.sla)
     retrain_every: float | None = None  # [classifier]: seconds between scheduled retrains
     retrain_min_new: int = 50  # new corrections and confirmations a retrain needs
+    # first-response targets in minutes per priority: the SLA policy used when
+    # the rules define no [[sla]] (rules/service.py)
     sla_minutes: dict[str, float] = field(default_factory=dict)
     teams: list[TeamConfig] = field(default_factory=list)
     channels: list[ChannelConfig] = field(default_factory=list)

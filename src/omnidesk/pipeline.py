@@ -55,7 +55,6 @@ from .model import (
     now_ts,
 )
 from .routing import choose_assignee
-from .sla import SlaPolicy
 from .store import Db, Store
 from .store import conversations as convs
 from .store.audit import add_audit
@@ -95,14 +94,16 @@ class PipelineContext:
     # Read teams from the database (admins edit them there; the daemon seeds
     # them from ``teams`` at start) instead of ``teams``.
     teams_in_db: bool = False
-    # First-response targets: a new or reopened conversation gets a due time.
-    sla: SlaPolicy | None = None
     default_team: str | None = None
     chat_session_seconds: float = 24 * 3600
     reopen_seconds: float = 30 * 86400
     detect_language: Callable[[str], str | None] | None = None
     # channel name -> auto-acknowledgement text ("{conversation_id}", "{name}" placeholders)
     auto_ack: Mapping[str, str] = field(default_factory=dict)
+    # A customer's message that answers the satisfaction survey of its
+    # conversation (a digit on a chat channel): recorded as the rating by this
+    # hook (service/surveys.py), which says whether it was one.
+    survey_answer: Callable[[Db, dict[str, Any], Message, float], bool] | None = None
 
 
 @dataclass(slots=True)
@@ -545,6 +546,17 @@ def _persist_message(
     for extra in msg.extra_identities:
         _link_extra_identity(db, msg, contact_id, extra, now)
     conv, how = _find_conversation(db, ctx, msg, contact_id, now)
+    if (
+        conv is not None
+        and ctx.survey_answer is not None
+        and not msg.auto
+        and msg.kind == MessageKind.MESSAGE
+        and ctx.survey_answer(db, conv, msg, now)
+    ):
+        # Kept in the conversation, but as the answer it is: no reopening.
+        msg.auto = "survey-answer"
+        res.outbox_queued += 1  # the thanks, or the next question
+        how = "an answer to the conversation's satisfaction survey"
 
     if conv is not None and conv["status"] == Status.RESOLVED and not msg.auto:
         resolved_at = conv["resolved_at"] or conv["updated_at"]
@@ -577,7 +589,6 @@ def _persist_message(
             assignee=assignee,
             tags=sorted(set(decision.tags)),
             decision=decision.to_dict(),
-            sla_due_at=ctx.sla.due(str(decision.priority), now) if ctx.sla else None,
             now=now,
         )
         add_audit(
@@ -769,8 +780,6 @@ def _follow_up(
     changes: dict[str, Any] = {}
     if conv["status"] != Status.OPEN:
         changes.update(status=str(Status.OPEN), snoozed_until=None, resolved_at=None)
-        if ctx.sla is not None:  # the customer waits for an answer again
-            changes["sla_due_at"] = ctx.sla.due(conv["priority"], now)
         add_audit(
             db,
             "pipeline",
@@ -793,9 +802,6 @@ def _follow_up(
         )
     if decision.priority.rank > Priority(conv["priority"]).rank:
         changes.update(priority=str(decision.priority), priority_rank=decision.priority.rank)
-        due = changes.get("sla_due_at", conv["sla_due_at"])
-        if ctx.sla is not None and due is not None:
-            changes["sla_due_at"] = ctx.sla.moved(due, conv["priority"], str(decision.priority))
         add_audit(
             db,
             "rules",

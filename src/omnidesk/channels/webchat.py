@@ -193,7 +193,7 @@ def public_message(m: dict[str, Any], visitor: str) -> dict[str, Any] | None:
         }
     if m.get("delivery_state") in (None, "queued", "failed"):
         return None
-    return {
+    out = {
         "id": m["id"],
         "direction": "out",
         "text": m["text"],
@@ -201,6 +201,10 @@ def public_message(m: dict[str, Any], visitor: str) -> dict[str, Any] | None:
         "state": m["delivery_state"],
         "auto": bool(m.get("auto")),
     }
+    survey = (m.get("meta") or {}).get("survey")
+    if isinstance(survey, dict):
+        out["survey"] = survey  # the widget shows its choices as buttons
+    return out
 
 
 class WebchatChannel(ChannelAdapter):
@@ -757,6 +761,7 @@ class WebchatChannel(ChannelAdapter):
                     "at": time.time(),
                     "state": "sent",
                     "auto": message.automatic,
+                    **({"survey": message.meta["survey"]} if "survey" in message.meta else {}),
                 },
             )
         self.touch()

@@ -21,8 +21,11 @@ from . import (
     inbox,
     live,
     ops,
+    reports,
     rules_api,
+    service_api,
     session,
+    surveys,
     ui,
     workspace,
 )
@@ -57,6 +60,11 @@ def create_app(daemon: Daemon) -> FastAPI:
     # The agent inbox: accounts, live feed, contacts, rules editing, the web UI.
     for module in (session, accounts, live, contacts, workspace, rules_api, ui):
         app.include_router(module.router)
+    # Service quality: notifications, reports, the customers' survey page.
+    app.include_router(service_api.router)
+    app.include_router(surveys.router)
+    app.include_router(reports.router)
+    app.include_router(reports.pages)
     app.mount("/static", ui.static_files(), name="static")
     # Channel adapters' own endpoints (a chat widget...), after the core API
     # so a core path always wins.

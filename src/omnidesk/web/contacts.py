@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import BaseModel, Field
 
+from ..service.satisfaction import contact_figure
+from ..service.surveys import surveys_of
 from ..store.base import Db
 from ..store.contact_admin import (
     ContactError,
@@ -90,6 +92,9 @@ async def contact(
         if c is not None:
             c["merges"] = merges_of(db, contact_id)
             c["audit"] = contact_audit(db, contact_id, visible_teams=teams, visible_user=user)
+            # The satisfaction and loyalty figure, and the surveys answered.
+            c["satisfaction"] = contact_figure(db, contact_id)
+            c["surveys"] = surveys_of(db, contact_id=contact_id)
         return c
 
     c = await daemon.store.read(load)

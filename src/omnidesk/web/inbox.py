@@ -18,7 +18,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..htmltext import sanitize_html
 from ..model import Category, Priority, Status, now_ts
 from ..outbox import ReplyError, queue_reply
-from ..sla import SlaPolicy
 from ..store import actions, jsoncol
 from ..store.base import Db, row_dict
 from ..store.canned import get_canned, placeholder_values, render
@@ -34,6 +33,7 @@ from ..store.inbox import (
 from .auth import Principal, current_principal
 from .deps import DB_INT_MAX, Id, can_see, check_conversation, get_daemon, visibility
 from .live import presence_tracker
+from .service_api import business_left, conversation_extras, live_sla
 
 if TYPE_CHECKING:
     from ..daemon import Daemon
@@ -93,6 +93,9 @@ class ConversationSummary(BaseModel):
     tags: list[str]
     sla_due_at: float | None
     sla_breached: bool
+    sla_business_seconds_left: float | None = Field(
+        None, description="business seconds to sla_due_at in the team's calendar (< 0: late)"
+    )
     created_at: float
     last_message_at: float | None
     last_preview: str | None
@@ -146,8 +149,9 @@ class TagsIn(BaseModel):
 # -- list and read -------------------------------------------------------------
 
 
-def _summary(c: dict[str, Any], now: float) -> dict[str, Any]:
+def _summary(daemon: Daemon, c: dict[str, Any], now: float) -> dict[str, Any]:
     c["sla_breached"] = c["sla_due_at"] is not None and c["sla_due_at"] < now
+    c["sla_business_seconds_left"] = business_left(daemon, c["team"], c["sla_due_at"], now)
     c.pop("decision", None)
     return c
 
@@ -204,7 +208,7 @@ async def conversations(
     now = now_ts()
     full = len(items) == limit
     return {
-        "items": [_summary(c, now) for c in items],
+        "items": [_summary(daemon, c, now) for c in items],
         "next_before": items[-1]["id"] if full and sort == "newest" else None,
         "next_cursor": encode_cursor(items[-1]) if full and sort == "urgency" else None,
     }
@@ -257,16 +261,18 @@ async def conversation(
     here, and what the caller may do."""
     conv = await visible_conversation(daemon, p, conversation_id)
     conv["sla_breached"] = conv["sla_due_at"] is not None and conv["sla_due_at"] < now_ts()
+    # SLA clocks in business hours, and the satisfaction surveys (web/service_api.py).
+    conv["sla"] = live_sla(daemon, conv)
+    extras = await daemon.store.read(conversation_extras, conversation_id, conv["contact_id"])
+    conv["surveys"] = extras["surveys"]
+    if conv.get("contact"):
+        conv["contact"]["satisfaction"] = extras["contact_satisfaction"]
     conv["presence"] = presence_tracker(daemon).snapshot(conversation_id)
     conv["can"] = _permissions(p, conv)
     return conv
 
 
 # -- actions -------------------------------------------------------------------
-
-
-def _sla(daemon: Daemon) -> SlaPolicy:
-    return SlaPolicy.from_minutes(daemon.config.sla_minutes)
 
 
 def _reply(
@@ -283,10 +289,7 @@ def _reply(
     msg = queue_reply(
         db, conversation_id, text=body.text, author=author, kind=body.kind, html=body.html
     )
-    events = []
-    if body.kind == "reply":
-        events = actions.reply_sent(db, conversation_id, msg["id"], actor=author)
-    return {"message": msg, "events": events}
+    return {"message": msg, "events": []}
 
 
 @router.post(
@@ -366,7 +369,6 @@ async def change_status(
         actor=p.actor,
         snoozed_until=until,
         reason=body.reason,
-        sla=_sla(daemon),
     )
 
 
@@ -423,7 +425,6 @@ async def classification(
         category=None if body.category is None else str(body.category),
         priority=None if body.priority is None else str(body.priority),
         reason=body.reason,
-        sla=_sla(daemon),
     )
 
 

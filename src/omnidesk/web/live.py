@@ -141,6 +141,8 @@ class _Visibility:
             return True
         if kind == "quarantine":
             return self.p.role == "admin"
+        if kind == "notification":  # an SLA or rule notice is for its addressee only
+            return e.get("username") is not None and e.get("username") == self.p.username
         if self.p.sees_all():
             return True
         if e.get("team") is not None or e.get("assignee") is not None:

@@ -93,11 +93,39 @@ function fmtDelta(seconds) {
   return Math.round(s / 86400) + ' d';
 }
 
-function slaBadge(due) {
+function slaBadge(due, businessLeft) {
   if (due === null || due === undefined) return null;
-  const left = due - Date.now() / 1000;
-  return h('span', { class: 'badge sla' + (left < 0 ? ' breached' : ''), title: 'first response due ' + fmtTime(due) },
+  // The time left counts business hours (the team's calendar) when the API says so.
+  const left = businessLeft !== null && businessLeft !== undefined ? businessLeft : due - Date.now() / 1000;
+  return h('span', { class: 'badge sla' + (left < 0 ? ' breached' : ''), title: 'SLA due ' + fmtTime(due) + ' (time left in business hours)' },
     left < 0 ? 'SLA overdue ' + fmtDelta(left) : 'SLA ' + fmtDelta(left));
+}
+
+// The service panel of a conversation: each SLA clock, the satisfaction survey.
+function servicePanel(c) {
+  const sla = c.sla;
+  const rows = [];
+  if (sla) {
+    for (const t of sla.targets || []) {
+      const name = t.target.replace('_', ' ');
+      let state;
+      if (t.done_at) state = (t.breached ? 'late, ' : 'met, ') + fmtTime(t.done_at);
+      else if (t.owed) state = (t.breached ? 'overdue ' : 'due ' + fmtTime(t.due_at) + ', ') + fmtDelta(t.business_seconds_left) + (t.breached ? '' : ' left');
+      else state = 'not owed now';
+      rows.push(h('li', { class: t.breached ? 'breached' : '' }, h('strong', {}, name), ' ', state));
+    }
+  }
+  const answered = (c.surveys || []).filter(s => s.rating !== null && s.rating !== undefined);
+  const sent = (c.surveys || []).find(s => s.state === 'sent' || s.state === 'scheduled');
+  if (!rows.length && !answered.length && !sent) return null;
+  return h('div', { class: 'service', id: 'service' },
+    sla ? h('div', { class: 'muted small' }, 'SLA policy ', h('strong', {}, sla.policy), ' · calendar ', sla.calendar) : null,
+    rows.length ? h('ul', { class: 'sla-targets' }, rows) : null,
+    answered.map(s => h('div', { class: 'rating', 'data-rating': s.rating },
+      'Rated ', h('strong', {}, s.rating + '/' + s.scale),
+      s.loyalty_score !== null && s.loyalty_score !== undefined ? ' · would recommend ' + s.loyalty_score + '/10' : '',
+      s.comment ? ' · “' + s.comment + '”' : '', h('span', { class: 'muted small' }, ' (' + fmtTime(s.answered_at) + ')'))),
+    !answered.length && sent ? h('div', { class: 'muted small' }, 'Survey ' + sent.state) : null);
 }
 
 function select(name, options, current, onchange, attrs) {
@@ -134,7 +162,8 @@ const live = {
     src.addEventListener('open', () => { status.textContent = 'live'; status.className = 'live on'; });
     src.addEventListener('error', () => { status.textContent = 'reconnecting'; status.className = 'live off'; });
     const types = ['ready', 'conversation.created', 'conversation.updated', 'message.created',
-      'delivery', 'presence', 'contact.updated', 'contact.merged', 'resync', 'quarantine'];
+      'delivery', 'presence', 'contact.updated', 'contact.merged', 'resync', 'quarantine',
+      'notification'];
     for (const t of types) {
       src.addEventListener(t, ev => {
         let data = {};
@@ -146,6 +175,37 @@ const live = {
     }
   },
   on(fn) { this.handlers.add(fn); return () => this.handlers.delete(fn); },
+};
+
+// ----------------------------------------------------------------- notices --
+// SLA warnings and breaches and rules' notify actions addressed to me.
+
+const notices = {
+  async load() {
+    try {
+      const r = await api('GET', '/notifications');
+      const count = document.getElementById('notices-count');
+      count.textContent = String(r.unread);
+      count.hidden = !r.unread;
+      const panel = clear(document.getElementById('notices-panel'));
+      panel.append(
+        h('div', { class: 'head' }, h('strong', {}, 'Notices'),
+          h('button', { class: 'link small', id: 'notices-read', onclick: async () => { await api('POST', '/notifications/read', {}); this.load(); } }, 'mark all read')),
+        r.items.length ? h('ul', {}, r.items.map(n => h('li', { class: n.read_at ? 'read' : 'unread', 'data-kind': n.kind },
+          n.conversation_id ? h('a', { href: '/inbox/c/' + n.conversation_id, onclick: ev => { ev.preventDefault(); document.getElementById('notices-panel').hidden = true; navigate('/inbox/c/' + n.conversation_id); } }, n.text) : n.text,
+          h('div', { class: 'muted small' }, fmtTime(n.at))))) : h('p', { class: 'muted' }, 'Nothing yet.'));
+    } catch (_) { /* the header works without them */ }
+  },
+  start() {
+    const btn = document.getElementById('notices');
+    if (!btn) return;
+    btn.addEventListener('click', () => {
+      const panel = document.getElementById('notices-panel');
+      panel.hidden = !panel.hidden;
+    });
+    live.on(e => { if (e.type === 'notification' && e.username === BOOT.me.username) this.load(); });
+    this.load();
+  },
 };
 
 function debounce(fn, ms) {
@@ -303,7 +363,7 @@ function conversationRow(c, fresh) {
     c.category ? h('span', { class: 'badge ' + c.category, title: 'confidence' },
       c.category + ' ' + Math.round((c.confidence || 0) * 100) + '%') : null,
     h('span', { class: 'badge p-' + c.priority }, c.priority),
-    slaBadge(c.sla_due_at),
+    slaBadge(c.sla_due_at, c.sla_business_seconds_left),
     c.status !== 'open' ? h('span', { class: 'badge status' }, c.status) : null,
     h('span', { class: 'badge' }, c.assignee ? '@' + c.assignee : (c.team ? c.team + ' queue' : 'unassigned')),
     (c.tags || []).map(t => h('span', { class: 'badge tag' }, t))));
@@ -409,7 +469,7 @@ function renderConversation(c, draft) {
       h('label', {}, 'Category ', select('conv-category', CATEGORIES, c.category, v => correct(c, { category: v }), { id: 'conv-category' })),
       c.confidence !== null ? h('span', { class: 'muted small' }, Math.round((c.confidence || 0) * 100) + '%') : null,
       h('label', {}, 'Priority ', select('conv-priority', PRIORITIES, c.priority, v => correct(c, { priority: v }), { id: 'conv-priority' })),
-      slaBadge(c.sla_due_at)),
+      slaBadge(c.sla_due_at, c.sla && c.sla.business_seconds_left)),
     h('div', { class: 'actions' }, assignControls(c, can), tagControls(c)),
     h('div', { class: 'actions snooze', id: 'snooze-box', hidden: true }));
   const presenceBar = h('div', { class: 'presence', id: 'presence', hidden: true });
@@ -419,7 +479,7 @@ function renderConversation(c, draft) {
   const focused = keep && document.activeElement && inbox.composerEl.contains(document.activeElement) ? document.activeElement : null;
   const comp = keep ? inbox.composerEl : composer(c, null);
   inbox.composerEl = comp;
-  conv.append(head, presenceBar, whyPanel(c), threadView(c), comp, auditPanel(c));
+  conv.append(head, presenceBar, servicePanel(c), whyPanel(c), threadView(c), comp, auditPanel(c));
   if (focused) focused.focus();
 }
 
@@ -714,6 +774,9 @@ function contactDetails(contact, currentConvId, reload) {
   box.append(h('h2', {}, contact.name || ('contact #' + contact.id)),
     h('div', { class: 'muted small' }, 'contact #' + contact.id + ' · since ' + fmtTime(contact.created_at)));
   if (contact.merged_into) box.append(h('p', { class: 'error' }, 'Merged into contact #' + contact.merged_into));
+  const fig = contact.satisfaction;
+  if (fig) box.append(h('div', { class: 'satisfaction' + (fig.at_risk ? ' at-risk' : ''), id: 'satisfaction', title: 'satisfaction and loyalty figure (0-100) from ratings, loyalty answers, complaints and resolution times' },
+    'Satisfaction ', h('strong', {}, Math.round(fig.score) + '/100'), fig.at_risk ? h('span', { class: 'badge breached' }, 'at risk') : null));
   box.append(h('h3', {}, 'Identities'), h('table', { class: 'kv', id: 'identities' },
     (contact.identities || []).map(i => h('tr', {}, h('td', {}, i.kind), h('td', {}, i.address, i.display_name ? ' (' + i.display_name + ')' : '')))));
   const attrs = contact.attributes || {};
@@ -1085,4 +1148,5 @@ live.on(e => { if (document.querySelector('.inbox')) onInboxEvent(e); });
 // SLA countdowns age without any event: redraw the list once a minute.
 setInterval(() => { if (document.querySelector('.inbox') && !document.hidden) refreshList(); }, 60000);
 live.start();
+notices.start();
 route();
