@@ -180,7 +180,11 @@ async def seed(env: Env) -> dict[str, Any]:
             "merge_id": 1,
             "channel": "api",
         },
-        "names": {"/api/v1/teams/{name}": "matrix-team", "/api/v1/rules/{name}": "50-routing.toml"},
+        "names": {
+            "/api/v1/teams/{name}": "matrix-team",
+            "/api/v1/rules/{name}": "50-routing.toml",
+            "/api/v1/reports/{name}": "volume",
+        },
         "headers": {
             "anonymous": {},
             "userless": {"Authorization": f"Bearer {userless}"},
