@@ -538,8 +538,13 @@ class Daemon:
                     where = io.StringIO()
                     task.print_stack(limit=12, file=where)
                     log.error("task_did_not_stop", task=name, where=where.getvalue())
-        if self._web_socket is not None:
-            self._web_socket.close()  # the server closed it, unless it never served
+        if self._web_socket is not None and self._web_socket.fileno() != -1:
+            # The server closes it when it stops on its own; when its task was
+            # cancelled first, the loop still watches the socket: unwatch it
+            # before closing, or the next socket to get its number confuses
+            # the loop's selector (FileNotFoundError from epoll).
+            asyncio.get_running_loop().remove_reader(self._web_socket.fileno())
+            self._web_socket.close()
         await self.store.close()
         if self._in_flight is not None:
             self.pipeline.in_flight = None
