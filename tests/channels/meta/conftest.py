@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from omnidesk.channels.meta import SIGNATURE_HEADER, sign
+from omnidesk.channels.meta.webhook import SIGNATURE_HEADER, sign
 from omnidesk.daemon import Daemon
 from omnidesk.store.base import row_dict
 from tests.conftest import API_SECRET, admin_token
