@@ -683,12 +683,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .channels.imap import register_cli as register_imap
 
-    register_imap(sub, _add_config)  # omnidesk imap backfill CHANNEL --since DATE
+    register_imap(sub, _add_config, _channel_adapters)  # omnidesk imap backfill CHANNEL
     from .classify_cli import register_cli as register_classify
 
     # omnidesk classify eval|train|retrain|models, omnidesk rules replay
     register_classify(sub, rsub, _add_config)
     return p
+
+
+def _channel_adapters(config: Config) -> Any:
+    from .daemon import channel_adapters
+
+    return channel_adapters(config)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

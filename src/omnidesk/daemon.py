@@ -10,12 +10,19 @@ import io
 import signal
 import socket
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import structlog
 
+from .channel_services import (
+    IntakePort,
+    StoredContactLinks,
+    StoredQueries,
+    StoredState,
+    emitter,
+)
 from .channels.base import Accept, ChannelAdapter, ChannelContext
 from .channels.registry import UnknownChannelType, adapter_class, dropin_adapters
 from .config import Config, ConfigError
@@ -51,10 +58,15 @@ def build_adapters(
     intake: Accept,
     store: Store | None,
     spawn: Callable[[Awaitable[Any], str], Any] | None = None,
+    publish: Callable[[list[Event]], None] | None = None,
 ) -> tuple[dict[str, ChannelAdapter], dict[str, str]]:
-    """Instantiate every enabled channel. Returns (adapters, auto-ack texts).
-    Raises ConfigError naming the channel's key on any problem."""
+    """Instantiate every enabled channel, each with its ports (see
+    ``channel_services.py``; without a store, no state, queries or contact
+    links). Returns (adapters, auto-ack texts). Raises ConfigError naming the
+    channel's key on any problem."""
     folder = config.channels_dir or (config.base_dir / "channels")
+    port = IntakePort(intake)
+    links = StoredContactLinks(store) if store is not None else None
     dropins = dropin_adapters(folder)
     adapters: dict[str, ChannelAdapter] = {}
     acks: dict[str, str] = {}
@@ -71,14 +83,42 @@ def build_adapters(
         ctx = ChannelContext(
             name=ch.name,
             config=ch,
-            intake=intake,
-            store=store,
+            intake=port,
+            state=StoredState(store, ch.name) if store is not None else None,
+            queries=StoredQueries(store, ch.name) if store is not None else None,
+            contacts=links,
+            emit=emitter(ch.name, publish) if publish is not None else None,
             public_url=config.public_url,
             data_dir=config.data_dir,
-            spawn=spawn,
+            spawn=_spawner(spawn) if spawn is not None else None,
+            multi_instance=store is not None and store.multi_instance,
         )
         adapters[ch.name] = cls(ctx)
     return adapters, acks
+
+
+def _spawner(
+    spawn: Callable[[Awaitable[Any], str], Any],
+) -> Callable[[Awaitable[Any], str], Any]:
+    """``ctx.spawn``: the daemon's supervised tasks, without the daemon
+    (a bound method would carry it along)."""
+    return lambda coro, name: spawn(coro, name)
+
+
+@contextlib.asynccontextmanager
+async def channel_adapters(config: Config) -> AsyncIterator[dict[str, ChannelAdapter]]:
+    """The configured channels with their ports, for a command that drives a
+    channel without the daemon (``omnidesk imap backfill``): the store opened,
+    what was accepted drained to it on the way out, the store closed."""
+    store = open_store(config.storage_url)
+    await store.open()
+    try:
+        intake = Intake(store)
+        adapters, _ = build_adapters(config, intake, store)
+        yield adapters
+        await intake.drain()
+    finally:
+        await store.close()
 
 
 def model_dir(config: Config) -> Path:
@@ -158,7 +198,9 @@ class Daemon:
             log.warning("rules_name_unknown_teams", teams=sorted(unknown))
         self.intake = Intake(self.store, on_commit=self._on_commit)
         self._tasks: dict[str, asyncio.Task[Any]] = {}
-        self.adapters, acks = build_adapters(config, self.intake, self.store, self.spawn)
+        self.adapters, acks = build_adapters(
+            config, self.intake, self.store, self.spawn, self.publish
+        )
         self.pipeline = PipelineRunner(
             self.store,
             pipeline_context(config, self.adapters, lambda: self.rules.current, acks),

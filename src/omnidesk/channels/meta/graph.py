@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import httpx
 
-from ...intake import IntakeError
 from ...model import (
     Envelope,
     Normalized,
@@ -22,8 +21,7 @@ from ...model import (
     SendError,
     Skip,
 )
-from ...store.conversations import last_inbound_at
-from ..base import ChannelAdapter, ChannelContext
+from ..base import ChannelAdapter, ChannelContext, IntakeError
 from .webhook import (
     SIGNATURE_HEADER,
     Unparseable,
@@ -332,13 +330,10 @@ class MetaChannel(ChannelAdapter):
 
     async def _customer_last_wrote(self, m: OutboundMessage) -> float | None:
         """When the customer last wrote on this channel (the start of Meta's
-        messaging window), from the store; None when unknown."""
-        store = self.ctx.store
-        if store is None:
+        messaging window); None when unknown."""
+        if self.ctx.queries is None:
             return None
-        return await store.read(
-            last_inbound_at, m.conversation_id, m.recipient.kind, m.recipient.address
-        )
+        return await self.ctx.queries.last_inbound_at(m.conversation_id, m.recipient)
 
 
 def _json(resp: httpx.Response) -> Any:
