@@ -304,8 +304,8 @@ async def profile_one(url: str, n: int) -> dict[str, float]:
     message's time goes."""
     import structlog
 
+    from omnidesk.app import Daemon
     from omnidesk.config import parse_config
-    from omnidesk.daemon import Daemon
     from omnidesk.pipeline import decide as decide_stage
     from omnidesk.store import postgres as pg
     from omnidesk.store.inbound import insert_envelopes

@@ -86,8 +86,8 @@ async def _serve_floor() -> None:
 
 async def _serve_daemon(mode: str, workdir: Path) -> None:
     from omnidesk import logging as odlog
+    from omnidesk.app import Daemon
     from omnidesk.config import parse_config
-    from omnidesk.daemon import Daemon
 
     odlog.configure("warning", json=True)
     cfg = parse_config(

@@ -27,10 +27,10 @@ from ..store.users import (
     update_user,
 )
 from .auth import Principal, current_principal, require_admin
-from .deps import get_daemon
+from .deps import get_services
 
 if TYPE_CHECKING:
-    from ..daemon import Daemon
+    from .services import WebServices
 
 router = APIRouter(prefix="/api/v1", tags=["accounts"])
 
@@ -100,16 +100,18 @@ async def me(p: Principal = Depends(current_principal)) -> dict[str, Any]:
 
 @router.get("/me/tokens")
 async def my_tokens(
-    p: Principal = Depends(current_principal), daemon: Daemon = Depends(get_daemon)
+    p: Principal = Depends(current_principal), services: WebServices = Depends(get_services)
 ) -> dict[str, Any]:
     if p.username is None:
         raise HTTPException(403, "this token belongs to no user")
-    return {"items": await daemon.store.read(list_tokens, p.username)}
+    return {"items": await services.store.read(list_tokens, p.username)}
 
 
 @router.post("/me/tokens", status_code=201)
 async def new_token(
-    body: TokenIn, p: Principal = Depends(current_principal), daemon: Daemon = Depends(get_daemon)
+    body: TokenIn,
+    p: Principal = Depends(current_principal),
+    services: WebServices = Depends(get_services),
 ) -> dict[str, Any]:
     """Create an API token acting as you (shown once)."""
     if p.username is None:
@@ -123,12 +125,14 @@ async def new_token(
         add_audit(db, p.actor, "token_created", detail={"name": body.name, "role": role})
         return token
 
-    return {"token": await daemon.store.write(make), "role": role, "name": body.name}
+    return {"token": await services.store.write(make), "role": role, "name": body.name}
 
 
 @router.delete("/me/tokens/{token_id}")
 async def drop_token(
-    token_id: int, p: Principal = Depends(current_principal), daemon: Daemon = Depends(get_daemon)
+    token_id: int,
+    p: Principal = Depends(current_principal),
+    services: WebServices = Depends(get_services),
 ) -> dict[str, Any]:
     def drop(db: Db) -> bool:
         ok = revoke_token(db, token_id, None if p.role == "admin" else p.username)
@@ -136,7 +140,7 @@ async def drop_token(
             add_audit(db, p.actor, "token_revoked", detail={"token_id": token_id})
         return ok
 
-    if not await daemon.store.write(drop):
+    if not await services.store.write(drop):
         raise HTTPException(404, "no such live token of yours")
     return {"revoked": token_id}
 
@@ -156,14 +160,14 @@ async def _hash(password: str | None, username: str) -> str | None:
 
 @router.get("/users", response_model=list[UserOut])
 async def users(
-    _: Principal = Depends(require_admin), daemon: Daemon = Depends(get_daemon)
+    _: Principal = Depends(require_admin), services: WebServices = Depends(get_services)
 ) -> list[dict[str, Any]]:
-    return await daemon.store.read(list_users)
+    return await services.store.read(list_users)
 
 
 @router.get("/agents")
 async def agents(
-    _: Principal = Depends(current_principal), daemon: Daemon = Depends(get_daemon)
+    _: Principal = Depends(current_principal), services: WebServices = Depends(get_services)
 ) -> dict[str, Any]:
     """Who can be assigned: active accounts and team members (names only)."""
 
@@ -180,12 +184,14 @@ async def agents(
             ).setdefault("teams", []).append(r["team"])
         return sorted(people.values(), key=lambda x: x["username"])
 
-    return {"items": await daemon.store.read(load)}
+    return {"items": await services.store.read(load)}
 
 
 @router.post("/users", status_code=201, response_model=UserOut)
 async def add_user(
-    body: UserIn, p: Principal = Depends(require_admin), daemon: Daemon = Depends(get_daemon)
+    body: UserIn,
+    p: Principal = Depends(require_admin),
+    services: WebServices = Depends(get_services),
 ) -> dict[str, Any]:
     pw = await _hash(body.password, body.username)
 
@@ -208,7 +214,7 @@ async def add_user(
         return u
 
     try:
-        return await daemon.store.write(make)
+        return await services.store.write(make)
     except AccountError as exc:
         raise HTTPException(422, str(exc)) from None
 
@@ -218,7 +224,7 @@ async def edit_user(
     username: str,
     body: UserPatch,
     p: Principal = Depends(require_admin),
-    daemon: Daemon = Depends(get_daemon),
+    services: WebServices = Depends(get_services),
 ) -> dict[str, Any]:
     """Change role, name, e-mail, teams or password, or disable the account
     (which ends its sessions and revokes its tokens)."""
@@ -247,7 +253,7 @@ async def edit_user(
         return after
 
     try:
-        return await daemon.store.write(change)
+        return await services.store.write(change)
     except AccountError as exc:
         raise HTTPException(404 if "no user" in str(exc) else 422, str(exc)) from None
 
@@ -257,9 +263,9 @@ async def edit_user(
 
 @router.get("/teams")
 async def teams(
-    _: Principal = Depends(current_principal), daemon: Daemon = Depends(get_daemon)
+    _: Principal = Depends(current_principal), services: WebServices = Depends(get_services)
 ) -> dict[str, Any]:
-    return {"items": await daemon.store.read(list_teams)}
+    return {"items": await services.store.read(list_teams)}
 
 
 @router.put("/teams/{name}")
@@ -267,7 +273,7 @@ async def put_team(
     name: str,
     body: TeamIn,
     p: Principal = Depends(require_admin),
-    daemon: Daemon = Depends(get_daemon),
+    services: WebServices = Depends(get_services),
 ) -> dict[str, Any]:
     """Create or change a team (members in round-robin order, strategy, cap)."""
 
@@ -292,14 +298,14 @@ async def put_team(
         return team
 
     try:
-        return await daemon.store.write(change)
+        return await services.store.write(change)
     except AccountError as exc:
         raise HTTPException(422, str(exc)) from None
 
 
 @router.delete("/teams/{name}")
 async def remove_team(
-    name: str, p: Principal = Depends(require_admin), daemon: Daemon = Depends(get_daemon)
+    name: str, p: Principal = Depends(require_admin), services: WebServices = Depends(get_services)
 ) -> dict[str, Any]:
     """Delete a team (its conversations keep the name and wait for a supervisor).
     A team still listed in ``[[teams]]`` comes back at the next start."""
@@ -310,7 +316,7 @@ async def remove_team(
             add_audit(db, p.actor, "team_deleted", detail={"team": name})
         return ok
 
-    if not await daemon.store.write(drop):
+    if not await services.store.write(drop):
         raise HTTPException(404, "no such team")
     return {"deleted": name}
 
@@ -347,10 +353,10 @@ async def audit(
     before: int | None = None,
     actor: str | None = None,
     _: Principal = Depends(require_admin),
-    daemon: Daemon = Depends(get_daemon),
+    services: WebServices = Depends(get_services),
 ) -> dict[str, Any]:
     """The audit trail, newest first: who did what, when, and why."""
-    return {"items": await daemon.store.read(_audit, limit, before, actor)}
+    return {"items": await services.store.read(_audit, limit, before, actor)}
 
 
 @router.get("/corrections", tags=["admin"])
@@ -358,8 +364,8 @@ async def corrections(
     after: int = 0,
     limit: int = Query(1000, ge=1, le=10000),
     _: Principal = Depends(require_admin),
-    daemon: Daemon = Depends(get_daemon),
+    services: WebServices = Depends(get_services),
 ) -> dict[str, Any]:
     """Agents' category and priority corrections with the customer's text:
     material to teach the classifier."""
-    return {"items": await daemon.store.read(list_corrections, limit=limit, after=after)}
+    return {"items": await services.store.read(list_corrections, limit=limit, after=after)}

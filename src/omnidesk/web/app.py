@@ -27,10 +27,10 @@ from . import (
 from .search import router as search_router
 
 if TYPE_CHECKING:
-    from ..daemon import Daemon
+    from .services import WebServices
 
 
-def create_app(daemon: Daemon) -> FastAPI:
+def create_app(services: WebServices) -> FastAPI:
     app = FastAPI(
         title="omnidesk",
         version=__version__,
@@ -40,7 +40,7 @@ def create_app(daemon: Daemon) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
-    app.state.daemon = daemon
+    app.state.services = services
     app.add_exception_handler(IntakeError, inbound.intake_unavailable)
     for module in (ops, apidocs, inbound, inbox, admin):
         app.include_router(module.router)
@@ -51,7 +51,7 @@ def create_app(daemon: Daemon) -> FastAPI:
     app.mount("/static", ui.static_files(), name="static")
     # Channel adapters' own endpoints (a chat widget...), after the core API
     # so a core path always wins.
-    for adapter in daemon.adapters.values():
+    for adapter in services.adapters.values():
         if routes := list(adapter.routes()):
             app.router.routes.append(Mount(f"/{adapter.type}/{adapter.name}", routes=routes))
     return app

@@ -32,11 +32,11 @@ from ..store.inbox import (
     list_conversations,
 )
 from .auth import Principal, current_principal
-from .deps import can_see, check_conversation, get_daemon, visibility
+from .deps import can_see, check_conversation, get_services, visibility
 from .live import presence_tracker
 
 if TYPE_CHECKING:
-    from ..daemon import Daemon
+    from .services import WebServices
 
 router = APIRouter(prefix="/api/v1")
 
@@ -170,7 +170,7 @@ async def conversations(
     before: int | None = Query(None, description="sort=newest: `next_before` of the last page"),
     cursor: str | None = Query(None, description="sort=urgency: `next_cursor` of the last page"),
     p: Principal = Depends(current_principal),
-    daemon: Daemon = Depends(get_daemon),
+    services: WebServices = Depends(get_services),
 ) -> dict[str, Any]:
     vis_teams, user = visibility(p)
     flt = ConversationFilter(
@@ -192,7 +192,7 @@ async def conversations(
     elif scope == "unassigned":
         flt.assignee = "none"
     try:
-        items = await daemon.store.read(
+        items = await services.store.read(
             list_conversations, flt, limit=limit, before=before, sort=sort, cursor=cursor
         )
     except ValueError as exc:
@@ -216,9 +216,9 @@ def _full(db: Db, conversation_id: int) -> dict[str, Any] | None:
 
 
 async def visible_conversation(
-    daemon: Daemon, p: Principal, conversation_id: int
+    services: WebServices, p: Principal, conversation_id: int
 ) -> dict[str, Any]:
-    conv = await daemon.store.read(_full, conversation_id)
+    conv = await services.store.read(_full, conversation_id)
     if conv is None:
         raise HTTPException(404, "no such conversation")
     if not can_see(p, conv):
@@ -245,15 +245,15 @@ def _permissions(p: Principal, conv: dict[str, Any]) -> dict[str, bool]:
 async def conversation(
     conversation_id: int,
     p: Principal = Depends(current_principal),
-    daemon: Daemon = Depends(get_daemon),
+    services: WebServices = Depends(get_services),
 ) -> dict[str, Any]:
     """The thread (messages in order, with attachments and delivery states),
     the rules' decision and why, corrections, the audit trail, the contact
     (identities, attributes, every conversation on any channel), who else is
     here, and what the caller may do."""
-    conv = await visible_conversation(daemon, p, conversation_id)
+    conv = await visible_conversation(services, p, conversation_id)
     conv["sla_breached"] = conv["sla_due_at"] is not None and conv["sla_due_at"] < now_ts()
-    conv["presence"] = presence_tracker(daemon).snapshot(conversation_id)
+    conv["presence"] = presence_tracker(services).snapshot(conversation_id)
     conv["can"] = _permissions(p, conv)
     return conv
 
@@ -261,8 +261,8 @@ async def conversation(
 # -- actions -------------------------------------------------------------------
 
 
-def _sla(daemon: Daemon) -> SlaPolicy:
-    return SlaPolicy.from_minutes(daemon.config.sla_minutes)
+def _sla(services: WebServices) -> SlaPolicy:
+    return SlaPolicy.from_minutes(services.config.sla_minutes)
 
 
 def _reply(
@@ -296,14 +296,14 @@ async def post_message(
     conversation_id: int,
     body: ReplyIn,
     p: Principal = Depends(current_principal),
-    daemon: Daemon = Depends(get_daemon),
+    services: WebServices = Depends(get_services),
 ) -> Any:
     """A reply (delivered through the conversation's channel via the outbox;
     its ``delivery_state`` starts ``queued`` and moves on live) or a private
     note."""
-    await check_conversation(daemon, p, conversation_id)
+    await check_conversation(services, p, conversation_id)
     try:
-        out = await daemon.store.write(_reply, conversation_id, body, p.actor, p.username)
+        out = await services.store.write(_reply, conversation_id, body, p.actor, p.username)
     except ReplyError as exc:
         raise HTTPException(409, str(exc)) from None
     if "conflict" in out:
@@ -317,8 +317,8 @@ async def post_message(
         )
     msg = out["message"]
     if body.kind == "reply":
-        daemon.outbox.wake()
-    daemon.publish(
+        services.wake_outbox()
+    services.publish(
         [
             {
                 "type": "message.created",
@@ -333,14 +333,14 @@ async def post_message(
     return msg
 
 
-async def _run_action(daemon: Daemon, fn: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+async def _run_action(services: WebServices, fn: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
     try:
-        events = await daemon.store.write(fn, *args, **kwargs)
+        events = await services.store.write(fn, *args, **kwargs)
     except actions.ActionError as exc:
         raise HTTPException(422, str(exc)) from None
     except LookupError as exc:
         raise HTTPException(404, str(exc)) from None
-    daemon.publish(events)
+    services.publish(events)
     return {"changed": bool(events)}
 
 
@@ -349,20 +349,20 @@ async def change_status(
     conversation_id: int,
     body: StatusIn,
     p: Principal = Depends(current_principal),
-    daemon: Daemon = Depends(get_daemon),
+    services: WebServices = Depends(get_services),
 ) -> dict[str, Any]:
     """open, pending, snoozed (until ``snoozed_until``: it wakes up open) or resolved."""
-    await check_conversation(daemon, p, conversation_id)
+    await check_conversation(services, p, conversation_id)
     until = body.snoozed_until.timestamp() if body.snoozed_until is not None else None
     return await _run_action(
-        daemon,
+        services,
         actions.set_status,
         conversation_id,
         str(body.status),
         actor=p.actor,
         snoozed_until=until,
         reason=body.reason,
-        sla=_sla(daemon),
+        sla=_sla(services),
     )
 
 
@@ -371,12 +371,12 @@ async def assign(
     conversation_id: int,
     body: AssignIn,
     p: Principal = Depends(current_principal),
-    daemon: Daemon = Depends(get_daemon),
+    services: WebServices = Depends(get_services),
 ) -> dict[str, Any]:
     """Assign or reassign to an agent and/or team. Supervisors and admins may
     do anything; an agent may take an unassigned conversation of their team,
     or give back their own."""
-    conv = await check_conversation(daemon, p, conversation_id)
+    conv = await check_conversation(services, p, conversation_id)
     change_team = "team" in body.model_fields_set
     if not p.sees_all():
         taking = (
@@ -390,7 +390,7 @@ async def assign(
                 " ask a supervisor to reassign",
             )
     return await _run_action(
-        daemon,
+        services,
         actions.assign,
         conversation_id,
         actor=p.actor,
@@ -406,20 +406,20 @@ async def classification(
     conversation_id: int,
     body: ClassificationIn,
     p: Principal = Depends(current_principal),
-    daemon: Daemon = Depends(get_daemon),
+    services: WebServices = Depends(get_services),
 ) -> dict[str, Any]:
     """Correct the category and/or priority the rules chose (recorded as a
     correction, with who and when, for teaching the classifier)."""
-    await check_conversation(daemon, p, conversation_id)
+    await check_conversation(services, p, conversation_id)
     return await _run_action(
-        daemon,
+        services,
         actions.correct,
         conversation_id,
         actor=p.actor,
         category=None if body.category is None else str(body.category),
         priority=None if body.priority is None else str(body.priority),
         reason=body.reason,
-        sla=_sla(daemon),
+        sla=_sla(services),
     )
 
 
@@ -428,11 +428,11 @@ async def tags(
     conversation_id: int,
     body: TagsIn,
     p: Principal = Depends(current_principal),
-    daemon: Daemon = Depends(get_daemon),
+    services: WebServices = Depends(get_services),
 ) -> dict[str, Any]:
-    await check_conversation(daemon, p, conversation_id)
+    await check_conversation(services, p, conversation_id)
     return await _run_action(
-        daemon, actions.set_tags, conversation_id, actor=p.actor, add=body.add, remove=body.remove
+        services, actions.set_tags, conversation_id, actor=p.actor, add=body.add, remove=body.remove
     )
 
 
@@ -441,17 +441,17 @@ async def canned_for(
     conversation_id: int,
     canned_id: int,
     p: Principal = Depends(current_principal),
-    daemon: Daemon = Depends(get_daemon),
+    services: WebServices = Depends(get_services),
 ) -> dict[str, Any]:
     """A canned reply with its placeholders filled in for this conversation."""
-    await check_conversation(daemon, p, conversation_id)
+    await check_conversation(services, p, conversation_id)
 
     def load(db: Db) -> tuple[dict[str, Any] | None, dict[str, str]]:
         return get_canned(db, canned_id), placeholder_values(
             db, conversation_id, p.username, p.display_name
         )
 
-    canned, values = await daemon.store.read(load)
+    canned, values = await services.store.read(load)
     if canned is None or (
         not p.sees_all() and canned["team"] is not None and canned["team"] not in p.teams
     ):
@@ -481,8 +481,8 @@ def _message_access(db: Db, message_id: int) -> dict[str, Any] | None:
     return r
 
 
-async def _visible_message(daemon: Daemon, p: Principal, message_id: int) -> dict[str, Any]:
-    m = await daemon.store.read(_message_access, message_id)
+async def _visible_message(services: WebServices, p: Principal, message_id: int) -> dict[str, Any]:
+    m = await services.store.read(_message_access, message_id)
     if m is None or m["conversation"] is None:
         raise HTTPException(404, "no such message")
     if not can_see(p, m["conversation"]):
@@ -494,18 +494,18 @@ async def _visible_message(daemon: Daemon, p: Principal, message_id: int) -> dic
 async def retry(
     message_id: int,
     p: Principal = Depends(current_principal),
-    daemon: Daemon = Depends(get_daemon),
+    services: WebServices = Depends(get_services),
 ) -> dict[str, Any]:
     """Send a failed reply again."""
-    await _visible_message(daemon, p, message_id)
+    await _visible_message(services, p, message_id)
     try:
-        out = await daemon.store.write(actions.retry_reply, message_id, actor=p.actor)
+        out = await services.store.write(actions.retry_reply, message_id, actor=p.actor)
     except actions.ActionError as exc:
         raise HTTPException(409, str(exc)) from None
     except LookupError as exc:
         raise HTTPException(404, str(exc)) from None
-    daemon.outbox.wake()
-    daemon.publish([{"type": "delivery", "state": "queued", **out}])
+    services.wake_outbox()
+    services.publish([{"type": "delivery", "state": "queued", **out}])
     return {"delivery_state": "queued", **out}
 
 
@@ -522,16 +522,16 @@ async def message_html(
     message_id: int,
     remote_images: bool = Query(False, description="let remote images (tracking pixels) load"),
     p: Principal = Depends(current_principal),
-    daemon: Daemon = Depends(get_daemon),
+    services: WebServices = Depends(get_services),
 ) -> Response:
     """A message's HTML as a document for a sandboxed frame: sanitized again
     at display time, no script can run (CSP ``sandbox``, no script source),
     remote images blocked unless asked for, inline (cid:) images embedded."""
-    m = await _visible_message(daemon, p, message_id)
+    m = await _visible_message(services, p, message_id)
     html = sanitize_html(m["html"] or "")
     images = m["inline_images"]
     if images:
-        blobs = await daemon.store.read(
+        blobs = await services.store.read(
             lambda db: {sha: get_blob(db, sha) for _, sha in images.values()}
         )
 
@@ -589,19 +589,19 @@ def content_disposition(kind: str, filename: str | None) -> str:
 async def attachment(
     attachment_id: int,
     p: Principal = Depends(current_principal),
-    daemon: Daemon = Depends(get_daemon),
+    services: WebServices = Depends(get_services),
 ) -> Response:
     """Download an attachment. Common image types are shown inline; anything
     else is a download (``Content-Disposition: attachment``), never rendered
     on this origin."""
-    a = await daemon.store.read(_attachment, attachment_id)
+    a = await services.store.read(_attachment, attachment_id)
     if a is None or a["conversation"] is None:
         raise HTTPException(404, "no such attachment")
     if not can_see(p, a["conversation"]):
         raise HTTPException(403, "not your team's conversation")
     if a["sha256"] is None:
         raise HTTPException(404, "only a provider reference is stored for this attachment")
-    data = await daemon.store.read(get_blob, a["sha256"])
+    data = await services.store.read(get_blob, a["sha256"])
     if data is None:
         raise HTTPException(404, "attachment content is missing")
     ctype = (a["content_type"] or "").lower().split(";")[0].strip()

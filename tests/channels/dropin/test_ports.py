@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
+from omnidesk.app import Daemon
 from omnidesk.channels.base import ChannelAdapter
 from omnidesk.config import Config
-from omnidesk.daemon import Daemon
 from omnidesk.events import EventBus
 from omnidesk.intake import Intake
 from omnidesk.model import Envelope, Identity

@@ -1,5 +1,13 @@
-"""Wiring: store, rules, channel adapters, intake, pipeline, outbox and the web
-server, started and stopped in order."""
+"""The composition root: the one place that builds the parts and wires them
+together - store, rules, channel adapters with their ports, intake,
+pipeline (here or in processes), outbox, health and the web app - and starts
+and stops them in order (``Daemon``).
+
+Nothing imports this module but the CLI (a contract in pyproject.toml): the
+web layer is handed ``WebServices`` (``web/services.py``), channel adapters
+their ports (``channel_services.py``), and pipeline processes build from the
+builders here, handed to them as ``PROCESS_WIRING``.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +18,9 @@ import io
 import signal
 import socket
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -30,9 +38,17 @@ from .events import Event, EventBus
 from .health import HealthMonitor
 from .intake import Intake
 from .metrics import Metrics
+from .model import Envelope
 from .outbox import OutboxWorker
-from .pipeline import BatchResult, PipelineContext, PipelineRunner, quarantine_pending
-from .pipeline_proc import POISON_AFTER, InFlightFile, PipelineProcesses
+from .pipeline import (
+    BatchResult,
+    ChannelParser,
+    Evaluator,
+    PipelineContext,
+    PipelineRunner,
+    quarantine_pending,
+)
+from .pipeline_proc import POISON_AFTER, InFlightFile, PipelineProcesses, ProcessWiring
 from .rules import (
     RulesError,
     RuleSet,
@@ -47,7 +63,10 @@ from .snooze import snooze_waker
 from .startup import CONFIGURATION, StartupError, bind, check_writable
 from .store import Store, open_store
 
-log = structlog.get_logger(__name__)
+if TYPE_CHECKING:
+    from .web.services import WebServices
+
+log = structlog.get_logger("omnidesk.daemon")
 
 NOTIFY_CHANNEL = "omnidesk_events"
 STOP_TIMEOUT = 10.0  # seconds for background tasks to end at shutdown
@@ -128,9 +147,9 @@ def model_dir(config: Config) -> Path:
 
 def pipeline_context(
     config: Config,
-    adapters: dict[str, ChannelAdapter],
-    rules: Callable[[], RuleSet],
-    acks: dict[str, str],
+    adapters: Mapping[str, ChannelParser],
+    rules: Callable[[], Evaluator],
+    acks: Mapping[str, str],
 ) -> PipelineContext:
     """What the pipeline needs, from the configuration (the daemon's own
     pipeline, a pipeline process and ``quarantine retry`` build it alike).
@@ -147,6 +166,32 @@ def pipeline_context(
         detect_language=detect_language,
         auto_ack=acks,
     )
+
+
+class _NoIntake(Accept):
+    """The intake of adapters that only normalize (pipeline and parse
+    processes: the daemon runs the channels)."""
+
+    async def accept(self, envelope: Envelope) -> bool:
+        raise RuntimeError("a pipeline or parse process accepts nothing")
+
+    async def accept_many(self, envelopes: Sequence[Envelope]) -> list[bool]:
+        raise RuntimeError("a pipeline or parse process accepts nothing")
+
+
+def normalizing_adapters(
+    config: Config, store: Store | None
+) -> tuple[dict[str, ChannelParser], dict[str, str]]:
+    """The channels as a pipeline or parse process has them: built like the
+    daemon's, never started, accepting nothing."""
+    adapters, acks = build_adapters(config, _NoIntake(), store)
+    return dict(adapters), acks
+
+
+# What a pipeline or parse process builds with (pipeline_proc.py).
+PROCESS_WIRING = ProcessWiring(
+    adapters=normalizing_adapters, context=pipeline_context, model_dir=model_dir
+)
 
 
 # -- start-up failures --------------------------------------------------------
@@ -217,6 +262,7 @@ class Daemon:
                 config,
                 config.pipeline_processes,
                 self._on_batch,
+                wiring=PROCESS_WIRING,
                 share_waiting=getattr(self.store, "share_waiting", None),
                 quarantine=self._quarantine_poison,
             )
@@ -483,7 +529,7 @@ class Daemon:
         from .web.app import create_app
         from .web.server import EmbeddedServer
 
-        app = create_app(self)
+        app = create_app(self.web_services())
         cfg = uvicorn.Config(
             app,
             host=self.config.web_host,
@@ -505,6 +551,29 @@ class Daemon:
                 raise StartupError(
                     f"the web server did not start on {self.config.web_host}:{self.web_port}"
                 )
+
+    def web_services(self) -> WebServices:
+        """What the web layer gets of the daemon."""
+        from .web.services import WebServices
+
+        return WebServices(
+            config=self.config,
+            store=self.store,
+            rules=self.rules,
+            adapters=self.adapters,
+            events=self.events,
+            publish=self.publish,
+            health=self.health,
+            metrics=self.metrics,
+            spawn=self.spawn,
+            wake_pipeline=self.wake_pipeline,
+            wake_outbox=self.outbox.wake,
+            rules_reloaded=self.rules_reloaded,
+            pipeline_status=lambda: (
+                self.pipeline_processes.status() if self.pipeline_processes else None
+            ),
+            stopping=lambda: self.web_server is not None and bool(self.web_server.should_exit),
+        )
 
     @property
     def web_port(self) -> int:
