@@ -37,13 +37,13 @@ from .config import Config, ConfigError
 from .events import Event, EventBus
 from .health import HealthMonitor
 from .intake import Intake
+from .learning import Retrainer
 from .metrics import Metrics
 from .model import Envelope
 from .outbox import OutboxWorker
 from .pipeline import (
     BatchResult,
     ChannelParser,
-    Evaluator,
     PipelineContext,
     PipelineRunner,
     quarantine_pending,
@@ -58,7 +58,10 @@ from .rules import (
     load_rules,
 )
 from .rules.holder import MODEL_FOLDER
-from .sla import SlaPolicy
+from .rules.service import SlaPolicy
+from .service.evaluate import Settings as ServiceSettings
+from .service.scheduler import Scheduler, channel_types
+from .service.surveys import capture_chat_answer
 from .snooze import snooze_waker
 from .startup import CONFIGURATION, StartupError, bind, check_writable
 from .store import Store, open_store
@@ -148,7 +151,7 @@ def model_dir(config: Config) -> Path:
 def pipeline_context(
     config: Config,
     adapters: Mapping[str, ChannelParser],
-    rules: Callable[[], Evaluator],
+    rules: Callable[[], RuleSet],
     acks: Mapping[str, str],
 ) -> PipelineContext:
     """What the pipeline needs, from the configuration (the daemon's own
@@ -159,12 +162,14 @@ def pipeline_context(
         rules=rules,
         teams={t.name: t for t in config.teams},
         teams_in_db=True,
-        sla=SlaPolicy.from_minutes(config.sla_minutes),
         default_team=config.default_team,
         chat_session_seconds=config.chat_session_hours * 3600,
         reopen_seconds=config.reopen_days * 86400,
         detect_language=detect_language,
         auto_ack=acks,
+        survey_answer=lambda db, conv, msg, now: (
+            capture_chat_answer(db, conv, msg.text, now, rules().service) is not None
+        ),
     )
 
 
@@ -287,6 +292,21 @@ class Daemon:
             on_events=self.publish,
             on_result=lambda ch, r: self.metrics.outbox.labels(ch, r).inc(),
             on_channel=self.health.delivery,
+        )
+        # The classifier's retrains: the admin page's button and [classifier] retrain_every.
+        self.retrainer = Retrainer(self.store, config.rules_dir, model_dir(config))
+        # Service quality (service/): SLA clocks in business hours, time-based
+        # rules and surveys, evaluated by one scheduler across the instances.
+        self.scheduler = Scheduler(
+            self.store,
+            lambda: self.rules.current,
+            settings=ServiceSettings(
+                fallback_policy=SlaPolicy.from_minutes(config.sla_minutes),
+                channel_types=channel_types(self.adapters),
+            ),
+            public_url=config.public_url,
+            publish=self.publish,
+            outbox_wake=self.outbox.wake,
         )
         self.web_server: Any = None
         self.started = asyncio.Event()
@@ -435,8 +455,19 @@ class Daemon:
         self.spawn(self.outbox.run(), "outbox")
         self.spawn(self.health.run(), "health")
         self.spawn(snooze_waker(self.store, self.publish), "snooze-waker")
+        await self.scheduler.prepare()
+        self.spawn(self.scheduler.run(self.events), "scheduler")
         if self.config.rules_watch:
             self.spawn(self.rules.watch(), "rules-watch")
+        if self.config.retrain_every:  # on one instance: whoever holds the lock
+
+            async def owns() -> bool:
+                return await self._owns("classifier-retrain")
+
+            every = self.retrainer.every(
+                self.config.retrain_every, owns, min_new=self.config.retrain_min_new
+            )
+            self.spawn(every, "retrain-schedule")
         if web:
             await self._start_web()
         self.started.set()
@@ -565,6 +596,8 @@ class Daemon:
             publish=self.publish,
             health=self.health,
             metrics=self.metrics,
+            scheduler=self.scheduler,
+            retrainer=self.retrainer,
             spawn=self.spawn,
             wake_pipeline=self.wake_pipeline,
             wake_outbox=self.outbox.wake,

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,9 +25,6 @@ from .rules.problems import did_you_mean
 log = structlog.get_logger(__name__)
 
 LABELS = ("inquiry", "feedback", "complaint", "not_complaint")
-# ``classify retrain`` trains only once this many corrections and confirmations are new.
-MIN_NEW_EXAMPLES = 50
-HELD_OUT_SHARE = 25  # percent of the new examples that score old against new
 
 
 class UsageError(Exception):
@@ -125,29 +121,19 @@ def read_jsonl(paths: Iterable[str]) -> list[dict[str, Any]]:
     return records
 
 
-def _examples(records: Iterable[dict[str, Any]]) -> list[Any]:
-    from .rules.trained import Example
-
-    return [
-        Example(
-            text=r["text"],
-            label=r["label"],
-            subject=str(r.get("subject") or ""),
-            weight=float(r.get("weight", 1.0)),
-        )
-        for r in records
-    ]
-
-
-async def _in_store(config: Config, fn: Callable[..., Any], write: bool = False, **kw: Any) -> Any:
+async def _with_store(config: Config, fn: Callable[[Any], Awaitable[Any]]) -> Any:
     from .store import open_store
 
     store = open_store(config.storage_url)
     await store.open()
     try:
-        return await (store.write(fn, **kw) if write else store.read(fn, **kw))
+        return await fn(store)
     finally:
         await store.close()
+
+
+async def _in_store(config: Config, fn: Callable[..., Any], **kw: Any) -> Any:
+    return await _with_store(config, lambda store: store.read(fn, **kw))
 
 
 def _store_examples(config: Config, since: float = 0.0) -> list[dict[str, Any]]:
@@ -178,6 +164,14 @@ def _report_lines(report: dict[str, Any]) -> list[str]:
                 f"  {label:<14} precision {m['precision']:.3f}  recall {m['recall']:.3f}"
                 f"  F1 {m['f1']:.3f}  ({m['support']})"
             )
+    chosen = report.get("combination")
+    if chosen:
+        out.append(
+            f"with the phrases: threshold {chosen['threshold']:.2f}, model weight"
+            f" {chosen['weight']:.2f} (cross-validated macro-F1 {chosen['macro_f1']:.3f};"
+            f" model alone {chosen['model_alone_macro_f1']:.3f},"
+            f" phrases alone {chosen['phrases_alone_macro_f1']:.3f})"
+        )
     held = report.get("held_out")
     if held:
         out.append(f"held-out: {json.dumps(held)}")
@@ -188,9 +182,11 @@ def _report_lines(report: dict[str, Any]) -> list[str]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .rules.trained import ModelStore, train
+    from .learning import as_examples, train_with_phrases
+    from .rules.trained import ModelStore
 
     config = _maybe_config(args)
+    rules = _rules(args, config)
     records = read_jsonl(args.files)
     sources = list(args.files)
     until = 0.0
@@ -203,7 +199,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         sources.append(f"store: {len(stored)} corrections and confirmations")
     if not records:
         raise UsageError("nothing to train on: give JSON Lines files and/or --from-store")
-    model = train(_examples(records), folds=args.folds, sources=sources, progress=_say)
+    model = train_with_phrases(
+        rules, as_examples(records), folds=args.folds, sources=sources, progress=_say
+    )
     model.report["store_until"] = until
     store = ModelStore(_model_dir(args, config))
     version = store.save(model, install=not args.no_install)
@@ -217,80 +215,25 @@ def cmd_train(args: argparse.Namespace) -> int:
 # -- classify retrain --------------------------------------------------------------------
 
 
-def _held_out(example: dict[str, Any]) -> bool:
-    digest = hashlib.sha256(example["text"].encode()).hexdigest()
-    return int(digest[:8], 16) % 100 < HELD_OUT_SHARE
-
-
 def retrain(
     config: Config,
     model_dir: Path,
     *,
-    min_new: int = MIN_NEW_EXAMPLES,
+    min_new: int | None = None,
     extra: Sequence[dict[str, Any]] = (),
     say: Callable[[str], None] = _say,
 ) -> dict[str, Any]:
-    """Train on every stored correction and confirmation (and ``extra`` records) when
-    at least ``min_new`` came after the installed model; score the installed model and
-    the new one on a held-out part of the examples the installed one never saw; install
-    the new one only if it scores better. Returns what happened (also audited)."""
-    from .rules.trained import ModelStore, evaluate, train
-    from .store.audit import add_audit
+    """``learning.Retrainer.run`` on a store of its own (the command line's);
+    ``min_new`` None: the config's ``[classifier] retrain_min_new``."""
+    from .learning import Retrainer
 
-    store = ModelStore(model_dir)
-    old = store.load()
-    since = float(old.report.get("store_until") or 0.0) if old is not None else 0.0
-    stored = _store_examples(config)
-    new = [e for e in stored if e["at"] > since]
-    outcome: dict[str, Any] = {"new_examples": len(new), "old_version": old and old.version}
-    if len(new) < min_new:
-        outcome["result"] = f"{len(new)} new examples, fewer than {min_new}: nothing trained"
-        return outcome
-    held = [e for e in new if _held_out(e)]
-    if not held or len({e["label"] for e in held}) < 1:
-        held = new[: max(1, len(new) // 4)]
-    held_ids = {id(e) for e in held}
-    training = [e for e in stored if id(e) not in held_ids] + list(extra)
-    candidate = train(
-        _examples(training),
-        sources=[f"store: {len(training) - len(extra)}", *(["files"] if extra else [])],
-        progress=say,
-    )
-    candidate.report["store_until"] = max(e["at"] for e in stored)
-    new_score = evaluate(candidate, _examples(held))
-    old_score = evaluate(old, _examples(held)) if old is not None else None
-    candidate.report["held_out"] = {
-        "examples": len(held),
-        "new_macro_f1": new_score["macro_f1"],
-        "old_macro_f1": old_score["macro_f1"] if old_score else None,
-    }
-    better = old_score is None or new_score["macro_f1"] > old_score["macro_f1"]
-    version = store.save(candidate, install=better)
-    outcome.update(
-        new_version=version,
-        installed=better,
-        held_out=candidate.report["held_out"],
-        result=(
-            f"model v{version} installed: held-out macro-F1 {new_score['macro_f1']:.3f}"
-            + (
-                f" against v{old.version}'s {old_score['macro_f1']:.3f}"
-                if old and old_score
-                else ""
-            )
-            if better
-            else f"model v{version} kept aside: held-out macro-F1 {new_score['macro_f1']:.3f}"
-            f" is not better than v{old.version if old else '?'}'s"
-            f" {old_score['macro_f1'] if old_score else 0:.3f}; v{old.version if old else '?'}"
-            " stays"
-        ),
-    )
+    async def run(store: Any) -> dict[str, Any]:
+        retrainer = Retrainer(store, config.rules_dir, model_dir)
+        need = config.retrain_min_new if min_new is None else min_new
+        return await retrainer.run(min_new=need, extra=extra, say=say)
 
-    def audit(db: Any) -> None:
-        add_audit(db, "classifier", "model_retrained", detail=outcome)
-
-    asyncio.run(_in_store(config, audit, write=True))
-    log.info("classifier.retrained", **{k: v for k, v in outcome.items() if k != "result"})
-    return outcome
+    result: dict[str, Any] = asyncio.run(_with_store(config, run))
+    return result
 
 
 def cmd_retrain(args: argparse.Namespace) -> int:
@@ -501,6 +444,7 @@ def register_cli(
     tr.add_argument("--folds", type=int, default=5, help="cross-validation folds (0: none)")
     tr.add_argument("--no-install", action="store_true", help="save it without using it")
     tr.add_argument("--models", help="model folder (default: the data directory's)")
+    tr.add_argument("--rules", help="the rules whose phrases it is combined with")
     add_config(tr)
     tr.set_defaults(func=_guarded(cmd_train))
 
@@ -508,7 +452,9 @@ def register_cli(
         "retrain", help="train on the store when enough is new; keep the better model"
     )
     rt.add_argument("files", nargs="*", help="JSON Lines files to train on besides the store")
-    rt.add_argument("--min-new", type=int, default=MIN_NEW_EXAMPLES)
+    rt.add_argument(
+        "--min-new", type=int, help="new examples needed (default: retrain_min_new, 50)"
+    )
     rt.add_argument("--models", help="model folder (default: the data directory's)")
     add_config(rt)
     rt.set_defaults(func=_guarded(cmd_retrain))

@@ -331,6 +331,73 @@ def cmd_agents_passwd(args: argparse.Namespace) -> int:
     return rc
 
 
+# -- roles and tokens: the admin's way back in (issue 19) --------------------
+def cmd_agents_role(args: argparse.Namespace) -> int:
+    """Give an account a role: the way to restore an admin from the shell
+    (the last active admin cannot be demoted, from here or the web)."""
+    rc = _agents_change(args, role=args.role)
+    if rc == 0:
+        print(f"{args.username} is now {args.role}")
+    return rc
+
+
+def cmd_tokens_list(args: argparse.Namespace) -> int:
+    from .store.tokens import Owner, list_tokens
+
+    config = _config(args)
+    owner = Owner.user(args.user) if args.user else Owner.anyone()
+    items = asyncio.run(_with_store(config, lambda s: s.read(list_tokens, owner)))
+    if args.json:
+        print(json.dumps(items, ensure_ascii=False))
+        return 0
+    for t in items:
+        state = "revoked" if t["revoked_at"] else "live"
+        made = datetime.fromtimestamp(t["created_at"], UTC).strftime("%Y-%m-%d %H:%M")
+        print(
+            f"{t['id']}  {t['role']:<10} {state:<7} {made}  {t['username'] or '(no user)':<16}"
+            f"  {t['name'] or ''}"
+        )
+    if not items:
+        print("no tokens")
+    return 0
+
+
+def cmd_tokens_revoke(args: argparse.Namespace) -> int:
+    from .store.audit import add_audit
+    from .store.tokens import Owner, revoke_token
+
+    config = _config(args)
+
+    def drop(db: Any) -> dict[str, Any] | None:
+        gone = revoke_token(db, args.id, Owner.anyone())
+        if gone is not None:
+            add_audit(db, "cli", "token_revoked", detail={"id": args.id, "name": gone["name"]})
+        return gone
+
+    if asyncio.run(_with_store(config, lambda s: s.write(drop))) is None:
+        print(f"no live token {args.id} (omnidesk tokens list)", file=sys.stderr)
+        return 1
+    print(f"revoked {args.id}")
+    return 0
+
+
+def _register_role_and_token_commands(asub: Any, tsub: Any) -> None:
+    ar = asub.add_parser("role", help="give an account a role (restores an admin)")
+    ar.add_argument("username")
+    ar.add_argument("role", choices=("agent", "supervisor", "admin"))
+    _add_config(ar)
+    ar.set_defaults(func=cmd_agents_role)
+    tl = tsub.add_parser("list", help="list tokens by public id (never their secret)")
+    tl.add_argument("--user", help="only this user's tokens")
+    tl.add_argument("--json", action="store_true")
+    _add_config(tl)
+    tl.set_defaults(func=cmd_tokens_list)
+    tr = tsub.add_parser("revoke", help="revoke a token by its public id (tok_...)")
+    tr.add_argument("id")
+    _add_config(tr)
+    tr.set_defaults(func=cmd_tokens_revoke)
+
+
 # -- quarantine ------------------------------------------------------------
 def cmd_quarantine_list(args: argparse.Namespace) -> int:
     from .store.inbound import list_quarantine
@@ -587,6 +654,7 @@ def build_parser() -> argparse.ArgumentParser:
             ap.add_argument("--password-file")
         _add_config(ap)
         ap.set_defaults(func=func)
+    _register_role_and_token_commands(asub, tsub)
 
     q = sub.add_parser("quarantine", help="input that could not be processed")
     qsub = q.add_subparsers(dest="q_command", required=True)
@@ -641,6 +709,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     # omnidesk classify eval|train|retrain|models, omnidesk rules replay
     register_classify(sub, rsub, _add_config)
+
+    # omnidesk rules timed ... ; omnidesk reports rebuild (service/commands.py)
+    from .service import commands as service_commands
+
+    service_commands.add_rules_commands(rsub, _add_config)
+    service_commands.add_commands(sub, _add_config)
     return p
 
 

@@ -10,6 +10,7 @@ reaches a log line prints as ``***``.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -167,6 +168,20 @@ class Options:
             raise self.error(name, "must be a string (a literal, env:VAR or file:PATH)")
         return resolve_secret(value, file=self.file, key=self._key(name), base_dir=self.base_dir)
 
+    def duration(self, name: str, default: Any = _MISSING) -> Any:
+        """Seconds from ``"90s"``, ``"30m"``, ``"24h"`` or ``"7d"``."""
+        value = self.raw(name, default)
+        if value is default or value is None:
+            return value
+        m = (
+            re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", value)
+            if isinstance(value, str)
+            else None
+        )
+        if m is None or float(m[1]) <= 0:
+            raise self.error(name, f'must be a duration like "30m", "24h" or "7d", got {value!r}')
+        return float(m[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m[2]]
+
     def path(self, name: str, default: Any = _MISSING) -> Any:
         value = self.raw(name, default)
         if value is default or value is None:
@@ -295,7 +310,11 @@ class Config:
     cookie_secure: str = "auto"  # auto | always | never
     login_lockout_after: int = 5
     login_lockout_max_minutes: float = 15.0
-    # first-response targets in minutes per priority (see omnidesk.sla)
+    body_memory_mb: float = 32.0  # request bodies held at once (web/limits.py)
+    retrain_every: float | None = None  # [classifier]: seconds between scheduled retrains
+    retrain_min_new: int = 50  # new corrections and confirmations a retrain needs
+    # first-response targets in minutes per priority: the SLA policy used when
+    # the rules define no [[sla]] (rules/service.py)
     sla_minutes: dict[str, float] = field(default_factory=dict)
     teams: list[TeamConfig] = field(default_factory=list)
     channels: list[ChannelConfig] = field(default_factory=list)
@@ -395,6 +414,7 @@ def parse_config(
     cookie_secure = web.string("cookie_secure", "auto", choices=("auto", "always", "never"))
     lockout_after = web.integer("login_lockout_after", 5, min=1)
     lockout_max = web.number("login_lockout_max_minutes", 15.0, min=0.1)
+    body_memory_mb = web.number("body_memory_mb", 32.0, min=1)
     web.check_unused()
 
     sla = top.table("sla")
@@ -463,6 +483,11 @@ def parse_config(
             raise o.error("name", f"duplicate channel {name!r}")
         channels.append(ChannelConfig(name=name, type=ctype, options=o, enabled=enabled))
 
+    classifier = top.table("classifier")
+    retrain_every = classifier.duration("retrain_every", None)
+    retrain_min_new = classifier.integer("retrain_min_new", 50, min=1)
+    classifier.check_unused()
+
     if default_team is not None and teams and default_team not in {t.name for t in teams}:
         raise pipeline.error("default_team", f"no team named {default_team!r}")
     if processes and workers == 0:
@@ -473,6 +498,8 @@ def parse_config(
     health = parse_health(top, channels)
     top.check_unused()
     return Config(
+        retrain_every=retrain_every,
+        retrain_min_new=retrain_min_new,
         file=file,
         base_dir=base,
         data_dir=data_dir,
@@ -502,6 +529,7 @@ def parse_config(
         cookie_secure=cookie_secure,
         login_lockout_after=lockout_after,
         login_lockout_max_minutes=lockout_max,
+        body_memory_mb=body_memory_mb,
         sla_minutes=sla_minutes,
         teams=teams,
         channels=channels,

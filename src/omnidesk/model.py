@@ -223,6 +223,10 @@ class RuleInput:
     contact: Mapping[str, Any] = field(default_factory=dict)  # contact attributes, e.g. tier
     received_at: datetime = field(default_factory=utcnow)
     tags: frozenset[str] = frozenset()
+    # Time-based rules and SLA policies look at a conversation rather than a
+    # message: its facts (status, priority, team, times; see rules/timed.py),
+    # and ``received_at`` is then the moment it is looked at.
+    conversation: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

@@ -80,9 +80,14 @@ def queue_reply(
     kind: str = "reply",
     html: str | None = None,
     attachments: list[Attachment] | None = None,
+    auto: str | None = None,
+    subject: str | None = None,
+    meta: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Store an agent's reply (queued for delivery) or private note; returns
-    the created message row."""
+    the created message row. ``auto`` marks a reply nobody wrote (a survey, a
+    rule's canned reply: never a response for the SLA clocks); ``subject``
+    and ``meta`` (e.g. a survey's buttons) go to the channel with it."""
     conv = convs.get_conversation_row(db, conversation_id)
     if conv is None:
         raise ReplyError(f"no conversation {conversation_id}")
@@ -111,11 +116,16 @@ def queue_reply(
             None,
             text=text,
             html=html,
+            automatic=auto is not None,
             attachments=[
                 {"sha256": a.sha256, "filename": a.filename, "content_type": a.content_type}
                 for a in stored
             ],
         )
+        if subject:
+            payload["subject"] = subject
+        if meta:
+            payload["meta"] = {**payload["meta"], **meta}
         mid = convs.insert_message(
             db,
             convs.NewMessage(
@@ -127,6 +137,8 @@ def queue_reply(
                 author=author,
                 html=html,
                 subject=payload["subject"],
+                auto=auto,
+                meta=meta or {},
                 delivery_state=DeliveryState.QUEUED,
                 attachments=stored,
             ),
@@ -139,7 +151,14 @@ def queue_reply(
             message_id=mid,
             payload=payload,
         )
-        add_audit(db, author, "reply_queued", conversation_id=conversation_id, message_id=mid)
+        add_audit(
+            db,
+            author,
+            "automatic_reply_queued" if auto else "reply_queued",
+            conversation_id=conversation_id,
+            message_id=mid,
+            reason=auto,
+        )
     else:
         raise ReplyError(f"kind must be 'reply' or 'note', not {kind!r}")
     msgs = [m for m in convs.message_rows(db, conversation_id) if m["id"] == mid]

@@ -13,8 +13,9 @@ from typing import Any
 import httpx
 
 from omnidesk.app import Daemon, model_dir
-from omnidesk.classify_cli import _held_out, replay, retrain
+from omnidesk.classify_cli import replay, retrain
 from omnidesk.config import Config
+from omnidesk.learning import held_out as _held_out
 from omnidesk.rules import load_rules
 from omnidesk.rules.trained import Example, ModelStore, train
 from omnidesk.store import actions
@@ -187,3 +188,37 @@ async def test_replay_shows_without_applying_and_applies_exactly_what_it_showed(
     assert audit == len(shown.changes)
     again = await replay(config, rules, since, show_progress=False)
     assert again.changes == []
+
+
+async def test_the_daemon_retrains_on_its_schedule(
+    config_factory: Callable[..., Config], daemon_factory: Any
+) -> None:
+    config = config_factory(classifier={"retrain_every": "0.2s", "retrain_min_new": 10})
+    daemon = await daemon_factory(config)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{daemon.web_port}") as client:
+        await _taught(daemon, client, wrong_outside_held_out=False)
+
+    async def audited() -> list[tuple[str, str]]:
+        return await daemon.store.read(
+            lambda db: [
+                (r["actor"], r["detail"])
+                for r in db.all("SELECT actor, detail FROM audit WHERE action = 'model_retrained'")
+            ]
+        )
+
+    deadline = time.monotonic() + 60
+    while not await audited():
+        assert time.monotonic() < deadline, "no scheduled retrain in 60 s"
+        await asyncio.sleep(0.1)
+    (actor, detail), *_ = await audited()
+    assert actor == "schedule" and '"installed":true' in detail.replace(" ", "")
+    assert ModelStore(model_dir(config)).current_version() == 1
+    # Once nothing is new, the runs train nothing and audit nothing.
+    while not (
+        daemon.retrainer.last is not None and "nothing trained" in daemon.retrainer.last["result"]
+    ):
+        assert time.monotonic() < deadline, daemon.retrainer.last
+        await asyncio.sleep(0.1)
+    n = len(await audited())
+    await asyncio.sleep(0.6)
+    assert len(await audited()) == n

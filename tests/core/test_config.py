@@ -58,6 +58,9 @@ def test_secret_from_file_relative_to_config(tmp_path: Path) -> None:
         ('[[channels]]\nname = "bad name"\ntype = "api"\n', "channels[0].name", "letters"),
         ('[[channels]]\ntype = "api"\n', "channels[0].name", "is required"),
         ("a = 1\nb = = 2\n", "(syntax)", "line 2"),
+        ('[classifier]\nretrain_every = "daily"\n', "classifier.retrain_every", "like"),
+        ('[classifier]\nretrain_every = "0h"\n', "classifier.retrain_every", "duration"),
+        ("[classifier]\nretrain_min_new = 0\n", "classifier.retrain_min_new", "at least 1"),
     ],
 )
 def test_invalid_config_names_key_and_file(
@@ -125,3 +128,13 @@ def test_pipeline_processes_refuses_other_values(value: object) -> None:
         parse_config({"pipeline": {"processes": value}})
     assert err.value.key == "pipeline.processes"
     assert 'must be "auto" or a number from 0 on' in err.value.reason
+
+
+def test_retrain_schedule_reads_durations(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    for text, seconds in (("90s", 90), ("30m", 1800), ("24h", 86400), ("7d", 604800)):
+        path.write_text(f'[classifier]\nretrain_every = "{text}"\n')
+        assert load_config(path).retrain_every == seconds
+    path.write_text("")
+    config = load_config(path)
+    assert config.retrain_every is None and config.retrain_min_new == 50

@@ -254,8 +254,8 @@ def doc_settings() -> Iterator[tuple[str, str]]:
                 data = tomllib.loads(m.group(1))
             except tomllib.TOMLDecodeError:
                 continue  # a fragment (a channel's options without their table)
-            if not set(data) <= CORE_TABLES or "rule" in data:
-                continue  # a rules file, not a config
+            if not set(data) <= CORE_TABLES or "rule" in data or isinstance(data.get("sla"), list):
+                continue  # a rules file (rules, [[sla]] policies), not a config
             where = f"{doc.relative_to(REPO)}:{line}"
             for table, value in data.items():
                 entries = value if isinstance(value, list) else [value]

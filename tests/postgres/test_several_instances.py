@@ -196,8 +196,13 @@ async def test_live_events_reach_subscribers_on_other_instances(
         assert (await asyncio.wait_for(on_b.get(), 10))["type"] == "message.created"
         assert (await asyncio.wait_for(on_a.get(), 10))["type"] == "message.created"
         await asyncio.sleep(0.3)
-        assert on_a.empty(), "an instance does not hear its own events twice"
-        assert on_b.empty()
+        # An instance does not hear its own events twice. (The scheduler may
+        # publish what it worked out since: the SLA due time, as an update.)
+        for q in (on_a, on_b):
+            rest = [q.get_nowait() for _ in range(q.qsize())]
+            again = [e for e in rest if e["type"] in ("conversation.created", "message.created")]
+            assert not again, rest
+            assert all(e["type"] == "conversation.updated" for e in rest), rest
 
 
 async def test_webhooks_and_replies_on_any_instance(

@@ -116,6 +116,36 @@ def test_negator_inside_a_longer_phrase_negates_nothing(
     assert "negated" not in d.explanation[0]
 
 
+def test_a_negator_that_negates_a_phrase_is_no_evidence_itself(
+    rules_dir: Callable[..., Path],
+) -> None:
+    # 没有 is both a negator and a (weak) complaint phrase; negating 问题 it says nothing
+    rs = load_rules(
+        rules_dir(
+            {
+                "00.toml": """
+[classifier]
+negators = ["没有"]
+[[classifier.phrases]]
+category = "complaint"
+weight = 2
+phrases = ["没有"]
+[[classifier.phrases]]
+category = "complaint"
+weight = 2
+negated = "feedback"
+phrases = ["问题"]
+"""
+            },
+            classifier=False,
+        )
+    )
+    praise = rs.evaluate(inp("用了一个月，没有问题"))
+    assert praise.category is Category.FEEDBACK, praise.explanation
+    assert "for complaint" not in praise.explanation[0], praise.explanation
+    assert rs.evaluate(inp("没有筷子")).category is Category.COMPLAINT
+
+
 def test_contrast_makes_what_follows_weigh_more(classify: Callable[..., Decision]) -> None:
     # 好吃 (+2) vs 太慢 (+3): complaint either way, and doubled after 但是
     d = classify("好吃，但是太慢")
@@ -210,6 +240,33 @@ def test_shipped_classifier_handles_negation_both_languages(shipped: RuleSet) ->
     assert cat("味道不错") is Category.FEEDBACK
     assert cat("请问可以开发票吗？") is Category.INQUIRY
     assert cat("How can I change my delivery address?") is Category.INQUIRY
+
+
+def test_shipped_chinese_phrases_beyond_food_delivery(shipped: RuleSet) -> None:
+    """Written for shops, books, electronics, clothes, hotels, banks and telecoms."""
+
+    def cat(text: str) -> Category:
+        return shipped.evaluate(inp(text)).category
+
+    for text in (
+        "书的内容空洞无聊，看了一半就看不下去了",
+        "键盘有异响，风扇噪音很大",
+        "衣服起球了，洗一次就掉色",
+        "前台态度冷淡，入住等了半个小时",
+        "手续费太高，转账还经常失败",
+        "信号不好，打电话老是掉线",
+        "性价比不高，不值这个价",
+    ):
+        assert cat(text) is Category.COMPLAINT, text
+    for text in (
+        "故事很感人，一口气看完了",
+        "电池很耐用，充一次用两天",
+        "房间干净整洁，床很舒服",
+        "一点也不贵，很划算",  # 不贵: a complaint word negated is praise
+        "没有失望，比想象的好",
+        "包装完好，东西没有损坏",
+    ):
+        assert cat(text) is Category.FEEDBACK, text
 
 
 def test_explanation_format_matches_the_documented_shape(shipped: RuleSet) -> None:

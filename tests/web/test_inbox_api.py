@@ -46,46 +46,81 @@ async def get(c: httpx.AsyncClient, env: Env, cid: int, who: str = "root") -> di
     return r.json()  # type: ignore[no-any-return]
 
 
-async def test_sla_due_time_set_on_open_met_on_reply(env: Env) -> None:
-    before = time.time()
+async def test_sla_due_in_business_hours_breached_then_met_late(env: Env) -> None:
     conv = await new_conversation(
         env, "sla-1", "What time do you open on Monday, please?", "sla@example.com"
     )
     assert conv["priority"] == "normal"
-    # [sla] defaults: normal = 480 minutes.
-    assert before + 480 * 60 - 5 < conv["sla_due_at"] < time.time() + 480 * 60 + 5
+    d = env.daemon
+    await d.scheduler.tick()
+    # rules/20-service.toml "standard": normal = 8 business hours in the team's
+    # calendar (the default: 10-settings.toml's business hours).
+    cal = d.rules.current.service.calendar_for(conv["team"])
     root = env.tokens["root"]
     async with env.client() as c:
+        full = await get(c, env, conv["id"])
+        assert full["sla"]["policy"] == "standard"
+        first = next(t for t in full["sla"]["targets"] if t["target"] == "first_response")
+        assert first["due_at"] == pytest.approx(cal.add(full["created_at"], 8 * 3600))
+        assert full["sla_due_at"] == pytest.approx(first["due_at"])
+        assert first["business_seconds_left"] == pytest.approx(
+            cal.between(time.time(), first["due_at"]), abs=5
+        )
         r = await c.post(
             f"/api/v1/conversations/{conv['id']}/classification",
             json={"priority": "urgent", "reason": "VIP"},
             headers=root,
         )
         assert r.json()["changed"]
+        await d.scheduler.tick()
         moved = await get(c, env, conv["id"])
-        # urgent = 30 minutes: the due time moves by the difference of the targets.
-        assert abs(moved["sla_due_at"] - (conv["sla_due_at"] - 450 * 60)) < 1
-        # Overdue conversations are flagged and filterable.
-        await env.daemon.store.write(
-            lambda db: db.run(
-                "UPDATE conversations SET sla_due_at = ? WHERE id = ?",
-                (time.time() - 60, conv["id"]),
+        # urgent = 30 business minutes from the same start.
+        assert moved["sla_due_at"] == pytest.approx(cal.add(full["created_at"], 1800))
+
+        # Opened five days ago: overdue, flagged, filterable, and the policy's
+        # breach actions ran once. (The service counts from a week ago, so the
+        # breach is not one from before it started, which is only noted.)
+        def backdate(db: Any) -> None:
+            db.run(
+                "UPDATE conversations SET created_at = created_at - 5 * 86400,"
+                " updated_at = updated_at + 1 WHERE id = ?",
+                (conv["id"],),
             )
-        )
+            db.run(
+                "UPDATE channel_state SET value = ? WHERE channel = 'service'"
+                " AND key = 'reports_from'",
+                (repr(time.time() - 7 * 86400),),
+            )
+
+        await d.store.write(backdate)
+        await d.scheduler.prepare()
+        await d.scheduler.tick(sweep=True)
+        await d.scheduler.tick(sweep=True)
         overdue = (
             await c.get("/api/v1/conversations?breached=true&limit=500", headers=root)
         ).json()["items"]
         assert conv["id"] in {x["id"] for x in overdue}
-        assert all(x["sla_breached"] for x in overdue)
+        assert all(x["sla_breached"] and x["sla_business_seconds_left"] < 0 for x in overdue)
+        late = await get(c, env, conv["id"])
+        breaches = [a["reason"] for a in late["audit"] if a["action"] == "sla_breach"]
+        # One for each clock that ran out: first response and (urgent: 8 h) resolution.
+        assert sorted(r.split(" target")[0] for r in breaches) == ["first response", "resolution"]
+        assert "sla-breached" in late["tags"]
         r = await c.post(
             f"/api/v1/conversations/{conv['id']}/messages",
             json={"text": "We open at 9.", "kind": "reply"},
             headers=root,
         )
         assert r.status_code == 201
+        await d.scheduler.tick()
         after = await get(c, env, conv["id"])
-        assert after["sla_due_at"] is None and after["first_response_at"] is not None
+        assert after["first_response_at"] is not None
+        first = next(t for t in after["sla"]["targets"] if t["target"] == "first_response")
+        assert first["done_at"] == after["first_response_at"] and first["breached"]
         assert [a for a in after["audit"] if a["action"] == "sla_breached"]
+        # The resolution clock still runs: it is the due time the inbox shows now.
+        resolution = next(t for t in after["sla"]["targets"] if t["target"] == "resolution")
+        assert after["sla_due_at"] == pytest.approx(resolution["due_at"])
 
 
 async def test_urgency_order_and_cursor_pages(env: Env) -> None:

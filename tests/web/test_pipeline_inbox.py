@@ -1,11 +1,10 @@
-"""The pipeline's part in the inbox: first-response due times when a
-conversation opens or reopens, and assignment from teams in the database (or,
-without it, from the config's teams)."""
+"""The pipeline's part in the inbox: assignment from teams in the database
+(or, without it, from the config's teams). SLA due times are the scheduler's:
+tests/service/test_sla.py."""
 
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 from omnidesk.channels.api import ApiChannel
@@ -15,9 +14,7 @@ from omnidesk.intake import Intake
 from omnidesk.model import Envelope
 from omnidesk.pipeline import PipelineContext, process_batch
 from omnidesk.rules import load_rules
-from omnidesk.sla import SlaPolicy
 from omnidesk.store import Store
-from omnidesk.store.actions import set_status
 from omnidesk.store.inbox import ConversationFilter, list_conversations
 from omnidesk.store.users import save_team, seed_teams
 from tests.conftest import RULES
@@ -38,36 +35,6 @@ def _env(ext: str, text: str, address: str = "p@example.com", **extra: Any) -> E
 
 async def _convs(store: Store) -> list[dict[str, Any]]:
     return await store.read(list_conversations, ConversationFilter(), limit=100)
-
-
-async def test_sla_due_on_open_and_reopen(store: Store) -> None:
-    sla = SlaPolicy.from_minutes({"urgent": 30, "high": 120, "normal": 480, "low": 1440})
-    intake, ctx = _ctx(store, sla=sla, default_team="support")
-    t0 = time.time()
-    await intake.accept(_env("s1", "What are your opening hours?", thread_key="t1"))
-    await store.write(process_batch, ctx, 10)
-    [conv] = await _convs(store)
-    assert conv["priority"] == "normal"
-    assert t0 + 480 * 60 - 1 < conv["sla_due_at"] < time.time() + 480 * 60 + 1
-    await store.write(set_status, conv["id"], "resolved", actor="agent:x")
-    assert (await _convs(store))[0]["sla_due_at"] is None
-    # The customer writes again: it reopens, owed an answer again; a
-    # complaint raises the priority and the due time comes closer.
-    await intake.accept(
-        _env("s2", "This is unacceptable. Terrible service, the worst.", thread_key="t1")
-    )
-    t1 = time.time()
-    await store.write(process_batch, ctx, 10)
-    [again] = await _convs(store)
-    assert again["status"] == "open" and again["priority"] == "high"
-    assert t1 + 120 * 60 - 2 < again["sla_due_at"] < time.time() + 120 * 60 + 2
-
-
-async def test_no_sla_without_policy(store: Store) -> None:
-    intake, ctx = _ctx(store)
-    await intake.accept(_env("n1", "Hello, a question"))
-    await store.write(process_batch, ctx, 10)
-    assert (await _convs(store))[0]["sla_due_at"] is None
 
 
 async def test_assignment_reads_teams_from_the_database(store: Store) -> None:

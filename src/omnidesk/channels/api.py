@@ -129,6 +129,7 @@ def parse_body(raw: bytes) -> dict[str, Any]:
 class ApiChannel(ChannelAdapter):
     type = "api"
     capabilities: ClassVar[frozenset[str]] = frozenset({"attachments", "threads", "subject"})
+    max_body: ClassVar[int] = MAX_BODY
 
     def __init__(self, ctx: ChannelContext) -> None:
         super().__init__(ctx)
@@ -154,9 +155,7 @@ class ApiChannel(ChannelAdapter):
     async def handle_inbound(self, request: Request) -> Response:
         from starlette.responses import JSONResponse
 
-        body = await request.body()
-        if len(body) > MAX_BODY:
-            return JSONResponse({"error": "body too large"}, status_code=413)
+        body = await request.body()  # at most max_body (web/limits.py)
         problem = verify(self.secret.reveal(), body, request.headers.get(SIGNATURE_HEADER))
         if problem is not None:
             self.log.info("inbound_refused", reason=problem)

@@ -192,6 +192,10 @@ class ChannelAdapter(abc.ABC):
     # Receives by polling a single source (an IMAP mailbox, a long-poll bot):
     # with several daemon instances only one may run it at a time.
     single_consumer: ClassVar[bool] = False
+    # The largest request body its HTTP endpoints take (a provider's largest
+    # delivery). The web server refuses a larger one with 413 before the
+    # adapter sees any of it (web/limits.py): a handler reads the body whole.
+    max_body: ClassVar[int] = 1024 * 1024
 
     def __init__(self, ctx: ChannelContext) -> None:
         self.ctx = ctx

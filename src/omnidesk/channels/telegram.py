@@ -352,6 +352,7 @@ class _Bot(telegram.Bot):
 class TelegramChannel(ChannelAdapter):
     type = "telegram"
     capabilities: ClassVar[frozenset[str]] = frozenset({"attachments", "edits", "webhook"})
+    max_body: ClassVar[int] = MAX_BODY
     # Only one instance may long-poll a bot (Telegram answers a second poller
     # with 409). In webhook mode every instance accepts deliveries; only the
     # owner calls setWebhook.
@@ -607,12 +608,7 @@ class TelegramChannel(ChannelAdapter):
         if not hmac.compare_digest(got.encode(), self.secret_token.reveal().encode()):
             self.log.info("webhook_refused", reason="wrong secret token")
             return JSONResponse({"error": f"wrong {SECRET_HEADER}"}, 403)
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > MAX_BODY:
-            return JSONResponse({"error": "body too large"}, 413)
-        body = await request.body()
-        if len(body) > MAX_BODY:
-            return JSONResponse({"error": "body too large"}, 413)
+        body = await request.body()  # at most max_body (web/limits.py)
         try:
             update: Any = json.loads(body)
         except (UnicodeDecodeError, json.JSONDecodeError):
@@ -648,6 +644,8 @@ class TelegramChannel(ChannelAdapter):
             return Skip("a post in a Telegram channel, not a customer message")
         if "my_chat_member" in update:
             return Skip(_my_chat_member_reason(update))
+        if isinstance(update.get("callback_query"), dict):
+            return self._button(envelope, update["callback_query"])
         if "business_message" in update or "edited_business_message" in update:
             return Skip("Telegram Business messages are not supported")
         kinds = [k for k in update if k != "update_id"]
@@ -735,6 +733,29 @@ class TelegramChannel(ChannelAdapter):
             meta={"telegram": tg},
         )
 
+    def _button(self, envelope: Envelope, cb: dict[str, Any]) -> Normalized:
+        """A press on a button omnidesk sent (a survey's inline keyboard): the
+        customer's answer, as if they had typed the button's value."""
+        data = _str(cb.get("data")) or ""
+        m = _dict(cb.get("message"))
+        chat_id = _int(_dict(m.get("chat")).get("id"))
+        parts = data.split(":")
+        if len(parts) != 3 or parts[0] != "survey" or not parts[2].isdigit() or chat_id is None:
+            return Skip("a button press on a message omnidesk did not send")
+        sender = _sender({"from": cb.get("from"), "chat": m.get("chat")})
+        thread = _int(m.get("message_thread_id"))
+        return Message(
+            channel=self.name,
+            external_id=envelope.external_id,
+            sender=sender,
+            text=parts[2],
+            sent_at=envelope.received_at,
+            thread_key=f"{chat_id}:{thread}"
+            if m.get("is_topic_message") and thread
+            else str(chat_id),
+            meta={"telegram": {"button": data, "callback_query": _str(cb.get("id"))}},
+        )
+
     # -- send ------------------------------------------------------------------
     async def send(self, message: OutboundMessage) -> SendResult:
         chat, topic = _parse_thread_key(message.thread_key, message.recipient.address)
@@ -744,6 +765,7 @@ class TelegramChannel(ChannelAdapter):
         if not pieces and not files:
             raise SendError("nothing to send: the reply has no text", retry=False)
         sent: list[int] = []
+        buttons = _survey_keyboard(message.meta.get("survey"))
         for _attempt in range(2):  # a second go only after a group became a supergroup
             try:
                 for i, piece in enumerate(pieces):
@@ -756,6 +778,7 @@ class TelegramChannel(ChannelAdapter):
                             if reply_to is not None and i == 0
                             else None
                         ),
+                        reply_markup=buttons if i == len(pieces) - 1 else None,
                     )
                     sent.append(msg.message_id)
                 for a in files:
@@ -799,6 +822,32 @@ class TelegramChannel(ChannelAdapter):
         if not sent:
             raise SendError("Telegram accepted nothing", retry=True)
         return SendResult(provider_id=f"{chat}:{sent[0]}")
+
+
+def _survey_keyboard(survey: Any) -> telegram.InlineKeyboardMarkup | None:
+    """A survey's choices as an inline keyboard: one button a row with its
+    label for a rating, two rows of numbers for the 0-10 loyalty question.
+    A press comes back as a callback_query (see ``_button``)."""
+    if not isinstance(survey, dict) or not isinstance(survey.get("choices"), list):
+        return None
+    sid = survey.get("id")
+    buttons = [
+        telegram.InlineKeyboardButton(
+            str(c["value"])
+            if str(c.get("label")) == str(c["value"])
+            else f"{c['value']} · {c['label']}",
+            callback_data=f"survey:{sid}:{c['value']}",
+        )
+        for c in survey["choices"]
+        if isinstance(c, dict) and "value" in c
+    ]
+    if not buttons:
+        return None
+    if survey.get("stage") == "loyalty":
+        rows = [buttons[:6], buttons[6:]]
+    else:
+        rows = [[b] for b in reversed(buttons)]  # best on top
+    return telegram.InlineKeyboardMarkup(rows)
 
 
 def _parse_thread_key(thread_key: str | None, fallback: str) -> tuple[int | str, int | None]:

@@ -183,7 +183,7 @@ def public_message(m: dict[str, Any], visitor: str) -> dict[str, Any] | None:
         }
     if m.get("delivery_state") in (None, "queued", "failed"):
         return None
-    return {
+    out = {
         "id": m["id"],
         "direction": "out",
         "text": m["text"],
@@ -191,11 +191,16 @@ def public_message(m: dict[str, Any], visitor: str) -> dict[str, Any] | None:
         "state": m["delivery_state"],
         "auto": bool(m.get("auto")),
     }
+    survey = (m.get("meta") or {}).get("survey")
+    if isinstance(survey, dict):
+        out["survey"] = survey  # the widget shows its choices as buttons
+    return out
 
 
 class WebchatChannel(ChannelAdapter):
     type = "webchat"
     capabilities: ClassVar[frozenset[str]] = frozenset({"delivery_receipts"})
+    max_body: ClassVar[int] = MAX_BODY
 
     def __init__(self, ctx: ChannelContext) -> None:
         super().__init__(ctx)
@@ -334,17 +339,7 @@ class WebchatChannel(ChannelAdapter):
         return _Visit(vid)
 
     async def _read_json(self, request: Request) -> dict[str, Any]:
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > MAX_BODY:
-            raise _Refused(413, "request too large")
-        parts: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > MAX_BODY:
-                raise _Refused(413, "request too large")
-            parts.append(chunk)
-        raw = b"".join(parts)
+        raw = await request.body()  # at most max_body (web/limits.py)
         if not raw.strip():
             return {}
         try:
@@ -601,7 +596,9 @@ class WebchatChannel(ChannelAdapter):
         self._check_origin(request)
         visit = self._visit(request, query_token=True)
         after_raw = request.query_params.get("after", "0")
-        after = int(after_raw) if after_raw.isdigit() else 0
+        # ASCII digits only ("²".isdigit() is true) and within a 64-bit row id.
+        ok = after_raw.isascii() and after_raw.isdigit() and len(after_raw) <= 18
+        after = int(after_raw) if ok else 0
         if self._closing:
             raise _Refused(503, "the chat is shutting down")
         if len(self._streams.get(visit.visitor, ())) >= STREAMS_PER_VISITOR:
@@ -751,6 +748,7 @@ class WebchatChannel(ChannelAdapter):
                     "at": time.time(),
                     "state": "sent",
                     "auto": message.automatic,
+                    **({"survey": message.meta["survey"]} if "survey" in message.meta else {}),
                 },
             )
         self.touch()

@@ -18,7 +18,8 @@ One module a stage, found by its name; the order is written once, in
 6. ``route`` - team and agent of a new conversation; an agent no rule named
    is chosen within the team at the end of the batch's transaction
    (``route.assign_new``, with ``routing.py``).
-7. ``follow_up`` - a message in an existing conversation reopens it and
+7. ``follow_up`` - a message in an existing conversation: an answer to its
+   satisfaction survey is recorded as such; any other reopens it and
    escalates category and priority (never down).
 8. ``persist`` - conversation, message, attachments, thread keys, receipts,
    audit events, the envelope marked done; ``acknowledge`` queues the

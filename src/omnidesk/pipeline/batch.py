@@ -162,6 +162,9 @@ def handle_message(
         persist.mark_bounced(db, msg.bounced_refs, f"bounced: {msg.subject or msg.text[:120]}", res)
     contact_id, new_contact = identify.identify_sender(db, msg, now)
     conv, how = thread.find_conversation(db, ctx, msg, now)
+    if conv is not None and follow_up.answers_survey(db, ctx, conv, msg, now, res):
+        how = "an answer to the conversation's satisfaction survey"
+    conv, how = thread.resolved_long_ago(ctx, conv, how, msg, now)
     if conv is None and msg.auto:
         res.skipped += 1
         return f"automatic message ({msg.auto}) outside any conversation: not opened"

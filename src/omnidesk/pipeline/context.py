@@ -11,7 +11,7 @@ from typing import Any, Protocol
 from ..config import TeamConfig
 from ..events import Event
 from ..model import Decision, Envelope, Message, RuleInput, Skip, StatusUpdate
-from ..sla import SlaPolicy
+from ..store import Db
 
 
 class ChannelParser(Protocol):
@@ -43,14 +43,16 @@ class PipelineContext:
     # Read teams from the database (admins edit them there; the daemon seeds
     # them from ``teams`` at start) instead of ``teams``.
     teams_in_db: bool = False
-    # First-response targets: a new or reopened conversation gets a due time.
-    sla: SlaPolicy | None = None
     default_team: str | None = None
     chat_session_seconds: float = 24 * 3600
     reopen_seconds: float = 30 * 86400
     detect_language: Callable[[str], str | None] | None = None
     # channel name -> auto-acknowledgement text ("{conversation_id}", "{name}" placeholders)
     auto_ack: Mapping[str, str] = field(default_factory=dict)
+    # A customer's message that answers the satisfaction survey of its
+    # conversation (a digit on a chat channel): recorded as the rating by this
+    # hook (service/surveys.py), which says whether it was one.
+    survey_answer: Callable[[Db, dict[str, Any], Message, float], bool] | None = None
 
 
 @dataclass(slots=True)

@@ -1,18 +1,43 @@
-"""The follow-up stage: a customer wrote again in a conversation. A closed
-one reopens (with a new first-response target); category and priority are
-escalated, never downgraded, if the new message calls for it; its tags are
-added."""
+"""The follow-up stage: a customer wrote again in a conversation. A message
+that answers the conversation's satisfaction survey is recorded as the
+answer (``answers_survey``). Otherwise a closed conversation reopens;
+category and priority are escalated, never downgraded, if the new message
+calls for it; its tags are added."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..model import Category, Message, Priority, Status
+from ..model import Category, Message, MessageKind, Priority, Status
 from ..store import Db
 from ..store import conversations as convs
 from ..store.audit import add_audit
 from . import decide
-from .context import ChannelParser, PipelineContext
+from .context import BatchResult, ChannelParser, PipelineContext
+
+
+def answers_survey(
+    db: Db,
+    ctx: PipelineContext,
+    conv: dict[str, Any],
+    msg: Message,
+    now: float,
+    res: BatchResult,
+) -> bool:
+    """A customer's message that answers the conversation's satisfaction
+    survey (a digit on a chat channel) is recorded as the rating and kept in
+    the conversation as the answer it is: marked automatic, it reopens
+    nothing. The thanks, or the next question, is queued in the outbox."""
+    if (
+        ctx.survey_answer is None
+        or msg.auto
+        or msg.kind != MessageKind.MESSAGE
+        or not ctx.survey_answer(db, conv, msg, now)
+    ):
+        return False
+    msg.auto = "survey-answer"
+    res.outbox_queued += 1  # the thanks, or the next question
+    return True
 
 
 def follow_up(
@@ -29,8 +54,6 @@ def follow_up(
     changes: dict[str, Any] = {}
     if conv["status"] != Status.OPEN:
         changes.update(status=str(Status.OPEN), snoozed_until=None, resolved_at=None)
-        if ctx.sla is not None:  # the customer waits for an answer again
-            changes["sla_due_at"] = ctx.sla.due(conv["priority"], now)
         add_audit(
             db,
             "pipeline",
@@ -53,9 +76,6 @@ def follow_up(
         )
     if decision.priority.rank > Priority(conv["priority"]).rank:
         changes.update(priority=str(decision.priority), priority_rank=decision.priority.rank)
-        due = changes.get("sla_due_at", conv["sla_due_at"])
-        if ctx.sla is not None and due is not None:
-            changes["sla_due_at"] = ctx.sla.moved(due, conv["priority"], str(decision.priority))
         add_audit(
             db,
             "rules",

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from ..model import Direction, Message, NormalizeError, Skip, StatusUpdate
 from ..store.inbound import InboundRow
+from ..textcap import bound_message
 from .context import Evaluator, PipelineContext
 
 
@@ -39,6 +40,8 @@ def normalize_envelope(ctx: PipelineContext, row: InboundRow) -> Normalized:
             # Nobody to answer and no contact to file it under: an admin
             # decides (the raw input is kept).
             raise NormalizeError("message has no sender address")
+        if isinstance(item, Message):
+            item = bound_message(item)  # storable text within the cap, whatever the channel
     except NormalizeError as exc:
         return NormalizeFailed(str(exc))
     except Exception as exc:  # a parser bug must not stop the queue

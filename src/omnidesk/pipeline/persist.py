@@ -79,7 +79,6 @@ def open_conversation(
         assignee=assignee,
         tags=sorted(set(decision.tags)),
         decision=decision.to_dict(),
-        sla_due_at=ctx.sla.due(str(decision.priority), now) if ctx.sla else None,
         now=now,
     )
     add_audit(

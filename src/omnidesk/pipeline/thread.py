@@ -31,11 +31,12 @@ def work_keys(msg: Message) -> list[str]:
     return keys
 
 
-def find_conversation(
-    db: Db, ctx: PipelineContext, msg: Message, now: float
+def resolved_long_ago(
+    ctx: PipelineContext, conv: dict[str, Any] | None, how: str, msg: Message, now: float
 ) -> tuple[dict[str, Any] | None, str]:
-    """(the conversation row or None for a new one, how it was found)."""
-    conv, how = _match(db, ctx, msg, now)
+    """``conv`` and ``how``, unless the message (no thread key, not
+    automatic) would reopen a conversation resolved more than
+    ``reopen_seconds`` ago: then it starts a new one."""
     if conv is not None and conv["status"] == Status.RESOLVED and not msg.auto:
         resolved_at = conv["resolved_at"] or conv["updated_at"]
         if msg.thread_key is None and now - resolved_at > ctx.reopen_seconds:
@@ -43,9 +44,10 @@ def find_conversation(
     return conv, how
 
 
-def _match(
+def find_conversation(
     db: Db, ctx: PipelineContext, msg: Message, now: float
 ) -> tuple[dict[str, Any] | None, str]:
+    """(the conversation row or None for a new one, how it was found)."""
     if msg.edit_of:
         orig = convs.find_message_id(db, msg.channel, "in", msg.edit_of)
         if orig is not None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from omnidesk.model import Decision
 
+from . import timed
 from .conditions import Equals
 from .engine import Example, RuleSet
 from .loader import load_rules
@@ -46,7 +48,39 @@ def _actual(decision: Decision, key: str) -> Any:
     }[key]
 
 
+def _timed_outcome(ruleset: RuleSet, example: Example) -> tuple[dict[str, Any], list[str]]:
+    """What the time-based rules do to an example's conversation at its clock:
+    the rules that fire, and the conversation after their actions (in order)."""
+    facts = example.input.conversation
+    calendar = ruleset.service.calendar_for(facts.get("team"))
+    inp = dataclasses.replace(example.input, conversation={**facts, timed.CALENDAR: calendar})
+    ctx = ruleset.conversation_context(inp, facts.get("category"))
+    hits, _ = ruleset.timed_matches(ctx)
+    out: dict[str, Any] = {
+        "fired": [r.name for r, _ in hits],
+        "status": facts.get("status"),
+        "priority": facts.get("priority"),
+        "team": facts.get("team"),
+        "agent": facts.get("assignee"),
+        "tags": sorted(example.input.tags),
+    }
+    why = []
+    for rule, because in hits:
+        a = rule.actions
+        out["status"] = a.status or out["status"]
+        out["priority"] = str(a.priority) if a.priority else out["priority"]
+        out["team"] = a.team or out["team"]
+        out["agent"] = a.agent or out["agent"]
+        gone = {t.casefold() for t in a.remove_tags}
+        tags = [t for t in out["tags"] if t.casefold() not in gone]
+        out["tags"] = tags + [t for t in a.tags if t.casefold() not in {x.casefold() for x in tags}]
+        why.append(f"rule '{rule.name}' fires: {a.describe()} ({because})")
+    return out, why or ["no time-based rule fires"]
+
+
 def _matches(key: str, expected: Any, actual: Any) -> bool:
+    if key == "fired":  # exactly these rules fire
+        return sorted(expected) == sorted(actual)
     if key == "tags":  # the listed tags must be there; others may be too
         have = {t.casefold() for t in actual}
         return all(t.casefold() in have for t in expected)
@@ -58,6 +92,12 @@ def _matches(key: str, expected: Any, actual: Any) -> bool:
 def run_examples(ruleset: RuleSet) -> list[ExampleFailure]:
     failures = []
     for example in ruleset.examples:
+        if example.on == "time":
+            outcome, why = _timed_outcome(ruleset, example)
+            wrong = {k: v for k, v in example.expect.items() if not _matches(k, v, outcome[k])}
+            if wrong:
+                failures.append(ExampleFailure(example, wrong, {k: outcome[k] for k in wrong}, why))
+            continue
         decision = ruleset.evaluate(example.input)
         wrong = {
             k: v for k, v in example.expect.items() if not _matches(k, v, _actual(decision, k))

@@ -74,8 +74,9 @@ class ClassifierConfig:
     contrast_weight: float = 1.0
     # A trained model (``decide.py``) decides alone from this probability up; below
     # it its probabilities and the phrases' are combined, the model's weighing this.
-    model_threshold: float = 0.6
-    model_weight: float = 0.6
+    # None: what cross-validation chose when the model was trained (``combine.py``).
+    model_threshold: float | None = None
+    model_weight: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,13 +166,23 @@ class Classifier:
             return
         negators = [h for h in hits if h.keyword in self._negators]
         contrasts = [h for h in hits if h.keyword in self._contrast]
+        negated_by = {
+            (hit.start, hit.end): self._negator_before(text, hit, negators, phrase_hits)
+            for hit in phrase_hits
+        }
+        # A word that negates a listed phrase is not evidence of its own: the 没有 of
+        # 没有任何问题 ("no problem at all") says nothing against the product.
+        negating = {(n.start, n.end) for n in negated_by.values() if n is not None}
         reach = -1
         for hit in phrase_hits:
             if hit.end <= reach:  # inside a longer phrase already counted
                 continue
             reach = hit.end
+            if (hit.start, hit.end) in negating:
+                continue
             phrase = self._phrases[hit.keyword]
-            negator = self._negator_before(text, hit, negators, phrase_hits)
+            found = negated_by[(hit.start, hit.end)]
+            negator = found.keyword if found is not None else None
             key = (hit.keyword, negator is not None)
             if key in seen:
                 continue
@@ -192,7 +203,7 @@ class Classifier:
 
     def _negator_before(
         self, text: str, hit: Hit, negators: list[Hit], phrase_hits: list[Hit]
-    ) -> str | None:
+    ) -> Hit | None:
         if not any(ch.isalnum() for ch in hit.keyword):
             return None  # "?" or ":)" are not statements that a "not" can turn round
         window = self.config.negation_window
@@ -221,7 +232,7 @@ class Classifier:
             units = sum(1 for ch in gap if is_spaceless(ch)) + len(
                 [w for w in gap.split() if not all(is_spaceless(c) for c in w)]
             )
-        return best.keyword if units <= window else None
+        return best if units <= window else None
 
     def _decide(
         self, scores: dict[Category, float], evidence: list[Evidence], ignored: list[str]

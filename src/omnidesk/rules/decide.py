@@ -2,13 +2,12 @@
 shipped phrases, or both.
 
 Order (docs/rules.md, "Decision order"): a rule that sets the category wins (the
-engine's business); otherwise the trained model when it is at least
-``model_threshold`` sure; otherwise the model's and the phrases' probabilities combined
-(``model_weight`` for the model), which scored better than the phrases alone on every
-labelled set measured. Without a model, the phrases decide as they always did.
-
-A model trained complaint-vs-rest has the class ``not_complaint``: its share goes to
-inquiry and feedback in the proportion the phrases give them.
+engine's business); otherwise the trained model when it is sure enough; otherwise the
+model's and the phrases' probabilities combined. How sure is enough and how much the
+model weighs are the rules' ``model_threshold`` and ``model_weight`` when they set
+them, else what cross-validation chose when the model was trained, else the defaults
+(``combine.py``, which also draws the model towards the phrases on messages whose words
+it never saw). Without a model, the phrases decide as they always did.
 """
 
 from __future__ import annotations
@@ -18,10 +17,11 @@ from dataclasses import dataclass, field
 
 from omnidesk.model import Category
 
+from . import combine
 from .classifier import Classification, ClassifierConfig
-from .trained import Prediction, TrainedModel
+from .trained import TrainedModel
 
-NOT_COMPLAINT = "not_complaint"
+NOT_COMPLAINT = combine.NOT_COMPLAINT
 
 
 @dataclass(slots=True)
@@ -49,21 +49,22 @@ def phrase_probabilities(c: Classification) -> dict[Category, float]:
     return out
 
 
-def model_probabilities(p: Prediction, phrases: dict[Category, float]) -> dict[Category, float]:
-    out = dict.fromkeys(Category, 0.0)
-    for label, prob in p.probabilities.items():
-        if label == NOT_COMPLAINT:
-            rest = phrases[Category.INQUIRY] + phrases[Category.FEEDBACK]
-            for k in (Category.INQUIRY, Category.FEEDBACK):
-                out[k] += prob * (phrases[k] / rest if rest else 0.5)
-        else:
-            out[Category(label)] += prob
-    return out
-
-
-def _best(p: dict[Category, float]) -> Category:
-    order = {Category.COMPLAINT: 0, Category.INQUIRY: 1, Category.FEEDBACK: 2}
-    return min(p, key=lambda k: (-p[k], order[k]))
+def settings(model: TrainedModel, config: ClassifierConfig) -> tuple[float, float, str]:
+    """The threshold and weight in force for ``model``, and where they come from."""
+    chosen = model.combination
+    if config.model_threshold is not None or config.model_weight is not None:
+        origin = "the rules"
+    elif chosen:
+        origin = "chosen in training"
+    else:
+        origin = "defaults"
+    threshold = config.model_threshold
+    if threshold is None:
+        threshold = float(chosen.get("threshold", combine.DEFAULT_THRESHOLD))
+    weight = config.model_weight
+    if weight is None:
+        weight = float(chosen.get("weight", combine.DEFAULT_WEIGHT))
+    return threshold, weight, origin
 
 
 def decide(
@@ -76,25 +77,34 @@ def decide(
     if model is None:
         return Guess(phrases.category, phrases.confidence, phrases.explanation(), "phrases")
     prediction = model.predict(subject, text)
-    p_phrases = phrase_probabilities(phrases)
-    p_model = model_probabilities(prediction, p_phrases)
+    threshold, weight, _origin = settings(model, config)
+    v = combine.combine(
+        prediction.probabilities,
+        prediction.familiarity,
+        phrase_probabilities(phrases),
+        threshold,
+        weight,
+    )
     said = phrases.explanation().removeprefix("classifier: ")
     features = prediction.top
     from_words = f" from {prediction.because()}" if features else ""
-    model_cat = _best(p_model)
-    if p_model[model_cat] >= config.model_threshold:
+    knew = (
+        f", knowing {prediction.familiarity:.0%} of the words"
+        if prediction.familiarity < 0.995
+        else ""
+    )
+    model_said = f"{v.model_category} {v.model_confidence:.2f}"
+    if v.decided_by == "model":
         because = (
-            f"classifier: {model_cat} {p_model[model_cat]:.2f} decided by the trained model "
-            f"v{model.version} (sure enough: threshold {config.model_threshold:.2f})"
+            f"classifier: {v.category} {v.confidence:.2f} decided by the trained model "
+            f"v{model.version} ({model_said}, sure enough: threshold {threshold:.2f}{knew})"
             f"{from_words}; phrases said {said}"
         )
-        return Guess(model_cat, p_model[model_cat], because, "model", features)
-    w = config.model_weight
-    combined = {k: w * p_model[k] + (1 - w) * p_phrases[k] for k in Category}
-    best = _best(combined)
-    because = (
-        f"classifier: {best} {combined[best]:.2f} from the trained model v{model.version} "
-        f"({model_cat} {p_model[model_cat]:.2f}, below its threshold "
-        f"{config.model_threshold:.2f}{from_words}) combined with the phrases ({said})"
-    )
-    return Guess(best, combined[best], because, "combined", features)
+    else:
+        because = (
+            f"classifier: {v.category} {v.confidence:.2f} from the trained model "
+            f"v{model.version} ({model_said}, below its threshold {threshold:.2f}{knew}"
+            f"{from_words}) combined with the phrases ({said}), the model weighing "
+            f"{weight:.2f}"
+        )
+    return Guess(v.category, v.confidence, because, v.decided_by, features)

@@ -31,9 +31,11 @@ from .actions import Actions
 from .classifier import Classifier, ClassifierConfig
 from .conditions import Matches, Node
 from .context import Context
-from .decide import Guess, decide
+from .decide import Guess, decide, phrase_probabilities
 from .fields import FIELDS, Field, contact_field
 from .keywords import Keyword, KeywordMatcher
+from .service import ServiceRules, SlaPolicy, TimedRule
+from .timed import next_change
 from .trained import TrainedModel
 
 log = structlog.get_logger(__name__)
@@ -64,6 +66,7 @@ class Example:
     name: str | None
     input: RuleInput
     expect: dict[str, Any]
+    on: str = "message"  # "time": an example of the time-based rules
 
     @property
     def where(self) -> str:
@@ -159,6 +162,7 @@ class RuleSet:
         examples: Iterable[Example] = (),
         fingerprint: str = "",
         index: bool = True,
+        service: ServiceRules | None = None,
     ) -> None:
         """``index=False`` tests every rule for every message: the reference behaviour
         the index must reproduce (the tests compare the two)."""
@@ -170,8 +174,12 @@ class RuleSet:
         # a Preview made by another such set is never taken for one of its own.
         self.fingerprint = fingerprint or f"unsaved-{uuid.uuid4().hex}"
         self.model: TrainedModel | None = None  # see with_model
-        self.teams: set[str] = {r.actions.team for r in self.rules if r.actions.team}
-        self.agents: set[str] = {r.actions.agent for r in self.rules if r.actions.agent}
+        # Calendars, SLA policies, time-based rules, the survey (rules/service.py).
+        self.service = service or ServiceRules()
+        acting = [r.actions for r in self.rules] + [r.actions for r in self.service.timed]
+        acting += [a for p in self.service.policies for a in (p.on_warning, p.on_breach)]
+        self.teams: set[str] = {a.team for a in acting if a.team}
+        self.agents: set[str] = {a.agent for a in acting if a.agent}
 
         keywords: list[Keyword] = list(self.classifier.keywords())
         always: list[int] = []
@@ -226,6 +234,13 @@ class RuleSet:
         """The classifier's verdict (phrases, trained model, or both: ``decide.py``)."""
         phrases = self.classifier.classify(ctx)
         return decide(phrases, self.model, self.classifier.config, ctx.inp.subject, ctx.inp.text)
+
+    def phrase_verdict(self, subject: str, text: str) -> tuple[Category, dict[Category, float]]:
+        """What the phrases alone say of a message: their category and probabilities
+        (what training compares the model with, ``trained.train(phrases=...)``)."""
+        inp = RuleInput(channel="", channel_type="", sender="", subject=subject, text=text)
+        c = self.classifier.classify(Context(inp, self._matcher))
+        return c.category, phrase_probabilities(c)
 
     def _candidates(self, ctx: Context) -> list[int]:
         found = set(self._always)
@@ -330,6 +345,44 @@ class RuleSet:
             decided_by=decided_by,
             features=features if decided_by != "rule" else [],
         )
+
+    # -- conversations (time-based rules, SLA policies) ------------------------
+    def conversation_context(self, inp: RuleInput, category: str | None) -> Context:
+        """An evaluation context for a conversation's facts (``inp.conversation``)."""
+        ctx = Context(inp, self._matcher)
+        ctx.category = _CATEGORY.get(category or "", Category.INQUIRY)
+        ctx.confidence = 1.0
+        return ctx
+
+    def sla_policy(self, ctx: Context) -> SlaPolicy | None:
+        """The first ``[[sla]]`` policy whose condition holds, if any."""
+        for policy in self.service.policies:
+            try:
+                if policy.condition.test(ctx):
+                    return policy
+            except Exception:  # a broken condition must not stop the scheduler
+                log.exception("rules.sla_policy_failed", policy=policy.name)
+        return None
+
+    def timed_matches(
+        self, ctx: Context, rules: tuple[TimedRule, ...] | None = None
+    ) -> tuple[list[tuple[TimedRule, str]], float | None]:
+        """The time-based rules whose condition holds now (with why), and the
+        earliest moment any of them may turn (None: only a change of the
+        conversation can turn them)."""
+        hits: list[tuple[TimedRule, str]] = []
+        turn: float | None = None
+        for rule in self.service.timed if rules is None else rules:
+            try:
+                if rule.condition.test(ctx):
+                    hits.append((rule, "; ".join(rule.condition.explain(ctx))))
+                t = next_change(rule.condition, ctx)
+            except Exception:
+                log.exception("rules.timed_rule_failed", rule=rule.name, where=rule.where)
+                continue
+            if t is not None and (turn is None or t < turn):
+                turn = t
+        return hits, turn
 
     def describe(self) -> list[str]:
         """The rules in evaluation order, one line each (for ``omnidesk rules list``)."""

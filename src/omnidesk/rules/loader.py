@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 
 from omnidesk.model import Category, Priority, RuleInput
 
+from . import timed
 from .actions import Actions, parse_actions
 from .classifier import ClassifierConfig, Phrase
 from .conditions import Always, BusinessHours
@@ -26,11 +27,13 @@ from .engine import Example, Rule, RuleSet
 from .keywords import Keyword, parse_keyword
 from .problems import Problem, RulesError, describe, did_you_mean
 from .schema import ParseEnv, Report, parse_clock, parse_condition, parse_weekday
+from .service import ServiceParser, TimedRule, calendar_from_settings, parse_duration
+from .source import FileDoc, Locator
 
-TOP_KEYS = ("settings", "classifier", "rule", "example")
+TOP_KEYS = ("settings", "classifier", "rule", "example", "calendar", "teams", "sla", "survey")
 SETTINGS_KEYS = ("timezone", "business_hours")
 HOURS_KEYS = ("days", "from", "to")
-RULE_KEYS = ("name", "description", "order", "enabled", "timezone", "when", "then", "stop")
+RULE_KEYS = ("name", "description", "order", "enabled", "timezone", "when", "then", "stop", "on")
 CLASSIFIER_KEYS = (
     "default",
     "min_score",
@@ -55,56 +58,28 @@ EXAMPLE_TEXT_KEYS = (
 )
 EXAMPLE_KEYS = (*EXAMPLE_TEXT_KEYS, "contact", "tags", "received_at", "expect")
 EXPECT_KEYS = ("category", "priority", "team", "agent", "tags", "rule")
+# An example of time-based rules: a conversation's facts and a clock.
+TIMED_EXAMPLE_KEYS = ("name", "on", "conversation", "contact", "at", "later", "expect")
+TIMED_EXPECT_KEYS = ("fired", "status", "priority", "team", "agent", "tags")
+# conversation = { ... } in such an example: facts, and the times (TOML date-times).
+CONVERSATION_EXAMPLE_KEYS = {
+    "status": "status",
+    "priority": "priority",
+    "category": "category",
+    "channel": "channel",
+    "team": "team",
+    "assignee": "assignee",
+    "tags": "tags",
+    "rating": "rating",
+    "loyalty": "loyalty",
+    "created": timed.CREATED,
+    "last_customer_message": timed.LAST_CUSTOMER,
+    "last_agent_reply": timed.LAST_AGENT,
+    "status_changed": timed.STATUS_CHANGED,
+    "sla_due": timed.SLA_DUE,
+}
 
-_HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]\[#]+?)\s*\]\]?\s*(?:#.*)?$")
 _TOML_POS = re.compile(r"\s*\(at line (\d+), column \d+\)$")
-
-
-class Locator:
-    """Finds the line of a table, or of a key inside it, in a TOML file's text.
-
-    tomllib reports lines only for syntax errors; for a semantic mistake we find the
-    ``[[rule]]`` header of the rule it belongs to and, within that rule's lines, the first
-    line that mentions the offending key or value.
-    """
-
-    def __init__(self, text: str) -> None:
-        self.lines = text.splitlines()
-        self.headers: list[tuple[int, str, bool]] = []  # (1-based line, name, is array)
-        for n, line in enumerate(self.lines, 1):
-            m = _HEADER.match(line)
-            if m:
-                name = re.sub(r"[\s\"']", "", m.group(2))
-                self.headers.append((n, name, m.group(1) == "[["))
-
-    def span(self, name: str, index: int | None = None) -> tuple[int, int] | None:
-        """Lines (first, last) of table ``name`` (``index``-th of an array of tables)."""
-        seen = -1
-        for pos, (line, hname, is_array) in enumerate(self.headers):
-            if hname != name or is_array != (index is not None):
-                continue
-            seen += 1
-            if index is not None and seen != index:
-                continue
-            end = len(self.lines)
-            for later_line, later, _ in self.headers[pos + 1 :]:
-                if not later.startswith(name + "."):
-                    end = later_line - 1
-                    break
-            return line, end
-        return None
-
-    def find(self, span: tuple[int, int] | None, needles: tuple[str, ...]) -> int | None:
-        if span is None:
-            span = (1, len(self.lines))
-        for needle in needles:
-            if not needle:
-                continue
-            for n in range(span[0], span[1] + 1):
-                line = self.lines[n - 1]
-                if not line.lstrip().startswith("#") and needle in line:
-                    return n
-        return None
 
 
 @dataclass
@@ -115,19 +90,13 @@ class _Settings:
     defined: dict[str, str] = field(default_factory=dict)  # setting -> file that set it
 
 
-@dataclass
-class _FileDoc:
-    path: str
-    text: str
-    data: dict[str, Any]
-    locator: Locator
-
-
 class _Loader:
     def __init__(self) -> None:
         self.problems: list[Problem] = []
         self.settings = _Settings()
         self.rules: list[tuple[tuple[int, int, int], Rule]] = []
+        self.timed: list[tuple[tuple[int, int, int], TimedRule]] = []
+        self.service = ServiceParser(self)
         self.rule_names: dict[str, str] = {}  # name -> where first defined
         self.examples: list[Example] = []
         self.classifier: dict[str, Any] = {}
@@ -138,7 +107,7 @@ class _Loader:
 
     # -- reporting ------------------------------------------------------------------
 
-    def reporter(self, doc: _FileDoc, span: tuple[int, int] | None, prefix: str = "") -> Report:
+    def reporter(self, doc: FileDoc, span: tuple[int, int] | None, prefix: str = "") -> Report:
         def report(reason: str, *needles: str) -> None:
             line = doc.locator.find(span, needles) if needles else None
             if line is None and span is not None:
@@ -162,7 +131,7 @@ class _Loader:
 
     # -- files ----------------------------------------------------------------------
 
-    def read(self, path: Path) -> _FileDoc | None:
+    def read(self, path: Path) -> FileDoc | None:
         name = str(path)
         try:
             text = path.read_text(encoding="utf-8")
@@ -183,27 +152,30 @@ class _Loader:
             reason = _TOML_POS.sub("", msg).replace(" (at end of document)", "")
             self.problems.append(Problem(name, line, f"TOML syntax error: {reason}"))
             return None
-        return _FileDoc(name, text, data, Locator(text))
+        return FileDoc(name, text, data, Locator(text))
 
-    def top_level(self, doc: _FileDoc) -> None:
+    def top_level(self, doc: FileDoc) -> None:
         report = self.reporter(doc, None)
         for key, value in doc.data.items():
             if key not in TOP_KEYS:
                 report(
                     f"unknown section '{key}'{did_you_mean(key, TOP_KEYS)}; "
-                    f"a rules file holds: [settings], [classifier], [[rule]], [[example]]",
+                    f"a rules file holds: [settings], [classifier], [[rule]], [[example]],"
+                    f" [[calendar]], [teams.NAME], [[sla]], [survey]",
                     f"[{key}",
                     f"{key} ",
                     key,
                 )
-            elif key in ("rule", "example") and not isinstance(value, list):
+            elif key in ("rule", "example", "calendar", "sla") and not isinstance(value, list):
                 report(f"write [[{key}]] (two brackets) for each {key}", f"[{key}")
-            elif key in ("settings", "classifier") and not isinstance(value, dict):
+            elif key in ("settings", "classifier", "teams", "survey") and not isinstance(
+                value, dict
+            ):
                 report(f"[{key}] must be a table", key)
 
     # -- settings -------------------------------------------------------------------
 
-    def parse_settings(self, doc: _FileDoc) -> None:
+    def parse_settings(self, doc: FileDoc) -> None:
         raw = doc.data.get("settings")
         if not isinstance(raw, dict):
             return
@@ -234,7 +206,7 @@ class _Loader:
         )
         return None
 
-    def business_hours(self, doc: _FileDoc, raw: Any) -> BusinessHours | None:
+    def business_hours(self, doc: FileDoc, raw: Any) -> BusinessHours | None:
         span = doc.locator.span("settings.business_hours") or doc.locator.span("settings")
         report = self.reporter(doc, span, "settings.business_hours: ")
         if not isinstance(raw, dict):
@@ -260,7 +232,7 @@ class _Loader:
 
     # -- rules ----------------------------------------------------------------------
 
-    def parse_rules(self, doc: _FileDoc, file_index: int) -> None:
+    def parse_rules(self, doc: FileDoc, file_index: int) -> None:
         raws = doc.data.get("rule")
         if not isinstance(raws, list):
             return
@@ -273,7 +245,7 @@ class _Loader:
 
     def parse_rule(
         self,
-        doc: _FileDoc,
+        doc: FileDoc,
         file_index: int,
         position: int,
         raw: Any,
@@ -307,16 +279,47 @@ class _Loader:
             found = self.timezone(raw["timezone"], report)
             if found is not None:
                 tz, tz_name = found, str(raw["timezone"]).strip()
-        env = ParseEnv(report, tz, tz_name, self.settings.business_hours)
+        on = raw.get("on", "message")
+        if on not in ("message", "time"):
+            report(f'on needs "message" (the default) or "time", got {on!r}', "on")
+            return
+        scope = "conversation" if on == "time" else "message"
+        env = ParseEnv(report, tz, tz_name, self.settings.business_hours, scope)
         condition = parse_condition(raw["when"], env) if "when" in raw else Always()
-        actions = parse_actions(raw["then"], report) if "then" in raw else None
+        actions = parse_actions(raw["then"], report, scope=scope) if "then" in raw else None
         stop = raw.get("stop") is True
-        if "then" not in raw and not stop:
+        if on == "time":
+            if "stop" in raw:
+                report("stop has no meaning in a time-based rule (each one fires on its own)")
+            if "then" not in raw:
+                report("does nothing: give it a [rule.then] table")
+            if "when" not in raw:
+                report(
+                    "needs a [rule.when]: a time-based rule without one would fire on"
+                    " every conversation"
+                )
+        elif "then" not in raw and not stop:
             report("does nothing: give it a [rule.then] table or stop = true")
         if len(self.problems) > count or condition is None:
             return
         if raw.get("enabled", True) is False:
             return  # validated, but not run
+        if on == "time":
+            self.timed.append(
+                (
+                    (order, file_index, position),
+                    TimedRule(
+                        name=name,
+                        file=doc.path,
+                        line=span[0] if span else None,
+                        order=order,
+                        condition=condition,
+                        actions=actions or Actions(),
+                        description=raw.get("description"),
+                    ),
+                )
+            )
+            return
         rule = Rule(
             name=name,
             file=doc.path,
@@ -331,7 +334,7 @@ class _Loader:
 
     # -- classifier -----------------------------------------------------------------
 
-    def parse_classifier(self, doc: _FileDoc) -> None:
+    def parse_classifier(self, doc: FileDoc) -> None:
         raw = doc.data.get("classifier")
         if not isinstance(raw, dict):
             return
@@ -415,7 +418,7 @@ class _Loader:
         return result
 
     def parse_phrase_group(
-        self, doc: _FileDoc, group: Any, span: tuple[int, int] | None, index: int
+        self, doc: FileDoc, group: Any, span: tuple[int, int] | None, index: int
     ) -> None:
         report = self.reporter(doc, span, f"classifier.phrases #{index + 1}: ")
         if not isinstance(group, dict):
@@ -464,7 +467,7 @@ class _Loader:
 
     # -- examples -------------------------------------------------------------------
 
-    def parse_examples(self, doc: _FileDoc) -> None:
+    def parse_examples(self, doc: FileDoc) -> None:
         raws = doc.data.get("example")
         if not isinstance(raws, list):
             return
@@ -476,11 +479,13 @@ class _Loader:
                 self.examples.append(example)
 
     def parse_example(
-        self, doc: _FileDoc, raw: Any, span: tuple[int, int] | None, report: Report
+        self, doc: FileDoc, raw: Any, span: tuple[int, int] | None, report: Report
     ) -> Example | None:
         if not isinstance(raw, dict):
             report("must be a table")
             return None
+        if raw.get("on") == "time":
+            return self.parse_timed_example(doc, raw, span, report)
         count = len(self.problems)
         self._unknown_keys(raw, EXAMPLE_KEYS, "an example", report)
         for key in EXAMPLE_TEXT_KEYS:
@@ -527,6 +532,75 @@ class _Loader:
         )
         return Example(doc.path, span[0] if span else None, raw.get("name"), inp, dict(expect))
 
+    def parse_timed_example(
+        self, doc: FileDoc, raw: dict[str, Any], span: tuple[int, int] | None, report: Report
+    ) -> Example | None:
+        """``on = "time"``: a conversation's facts, a clock (``at``, or ``later``
+        than the latest time given), and what the time-based rules should do."""
+        count = len(self.problems)
+        self._unknown_keys(raw, TIMED_EXAMPLE_KEYS, "a time-based example", report)
+        conv = raw.get("conversation", {})
+        if not isinstance(conv, dict):
+            report('conversation needs a table like { status = "pending", ... }', "conversation")
+            return None
+        facts: dict[str, Any] = {}
+        times: list[float] = []
+        for key, value in conv.items():
+            target = CONVERSATION_EXAMPLE_KEYS.get(key)
+            if target is None:
+                known = tuple(CONVERSATION_EXAMPLE_KEYS)
+                report(
+                    f"conversation: unknown key '{key}'{did_you_mean(key, known)};"
+                    f" allowed: {', '.join(known)}",
+                    key,
+                )
+                continue
+            if target.endswith("_at") or target == timed.SLA_DUE:
+                when = self.example_time(value, report)
+                if when is not None:
+                    facts[target] = when.timestamp()
+                    times.append(when.timestamp())
+            else:
+                facts[target] = value
+        contact = raw.get("contact", {})
+        if not isinstance(contact, dict):
+            report('contact needs a table like { tier = "gold" }', "contact")
+        if "at" in raw and "later" in raw:
+            report("give either at or later, not both", "later")
+        now: datetime | None
+        if "later" in raw:
+            secs = parse_duration(raw["later"], days=True)
+            if secs is None or not times:
+                report('later needs a duration like "3d" and the conversation\'s times', "later")
+                now = None
+            else:
+                now = datetime.fromtimestamp(max(times) + secs, UTC)
+        else:
+            now = self.example_time(raw.get("at"), report)
+        expect = raw.get("expect")
+        if not isinstance(expect, dict) or not expect:
+            report('needs expect = { fired = ["rule-name"], status = "..." }', "expect")
+            return None
+        self._unknown_keys(expect, TIMED_EXPECT_KEYS, "expect", report)
+        if "fired" in expect and not (
+            isinstance(expect["fired"], list) and all(isinstance(x, str) for x in expect["fired"])
+        ):
+            report("expect.fired needs a list of rule names ([] for none)", "fired")
+        if len(self.problems) > count or now is None:
+            return None
+        inp = RuleInput(
+            channel=str(facts.get("channel", "example")),
+            channel_type=str(facts.get("channel", "example")),
+            sender="",
+            contact=dict(contact),
+            received_at=now,
+            tags=frozenset(facts.get("tags", [])),
+            conversation=facts,
+        )
+        return Example(
+            doc.path, span[0] if span else None, raw.get("name"), inp, dict(expect), on="time"
+        )
+
     def example_time(self, value: Any, report: Report) -> datetime | None:
         if value is None:
             return datetime.now(UTC)
@@ -556,8 +630,8 @@ class _Loader:
             negators=tuple(self.negators),
             contrast=tuple(self.contrast),
             contrast_weight=self.classifier.get("contrast_weight", 1.0),
-            model_threshold=self.classifier.get("model_threshold", 0.6),
-            model_weight=self.classifier.get("model_weight", 0.6),
+            model_threshold=self.classifier.get("model_threshold"),
+            model_weight=self.classifier.get("model_weight"),
             phrases=tuple(p for p, _ in self.phrases.values()),
         )
 
@@ -579,7 +653,7 @@ def load_rules(directory: str | Path) -> RuleSet:
         raise RulesError([Problem(str(root), None, "no *.toml rule files in the directory")])
     loader = _Loader()
     digest = hashlib.sha256()
-    docs: list[_FileDoc] = []
+    docs: list[FileDoc] = []
     for path in paths:
         doc = loader.read(path)
         digest.update(path.name.encode() + b"\0")
@@ -589,10 +663,29 @@ def load_rules(directory: str | Path) -> RuleSet:
     for doc in docs:
         loader.top_level(doc)
         loader.parse_settings(doc)
+        loader.service.parse_calendars(doc)
+        loader.service.parse_teams(doc)
+        loader.service.parse_survey(doc)
+    settings = loader.settings
+
+    def sla_env(report: Report) -> ParseEnv:
+        return ParseEnv(
+            report,
+            settings.timezone,
+            settings.timezone_name,
+            settings.business_hours,
+            scope="conversation",
+        )
+
     for index, doc in enumerate(docs):
         loader.parse_classifier(doc)
         loader.parse_rules(doc, index)
+        loader.service.parse_policies(doc, index, sla_env)
         loader.parse_examples(doc)
+    service = loader.service.result(
+        calendar_from_settings(settings.timezone, settings.timezone_name, settings.business_hours),
+        loader.timed,
+    )
     if loader.problems:
         raise RulesError(loader.problems)
     rules = [rule for _, rule in sorted(loader.rules, key=lambda item: item[0])]
@@ -602,6 +695,7 @@ def load_rules(directory: str | Path) -> RuleSet:
         files=[str(p) for p in paths],
         examples=loader.examples,
         fingerprint=digest.hexdigest(),
+        service=service,
     )
 
 

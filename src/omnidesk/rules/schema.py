@@ -12,6 +12,7 @@ import regex
 
 from omnidesk.model import Category
 
+from .calendar import parse_clock
 from .conditions import (
     Affix,
     All,
@@ -30,6 +31,7 @@ from .conditions import (
 from .fields import (
     ALL_FIELD_NAMES,
     FIELDS,
+    NUMBER_OPS,
     TIME_FIELDS,
     WEEKDAY_NAMES,
     Field,
@@ -39,6 +41,14 @@ from .fields import (
 from .keywords import Keyword, parse_keyword
 from .problems import describe, did_you_mean
 from .text import fold
+from .timed import (
+    CONVERSATION_FIELD_NAMES,
+    CONVERSATION_FIELDS,
+    SINCE_FIELDS,
+    SinceCompare,
+    SlaBreached,
+    SlaDueIn,
+)
 
 Report = Callable[..., None]  # report(reason, *needles): needles help find the line
 
@@ -51,19 +61,9 @@ class ParseEnv:
     tz: tzinfo
     tz_name: str
     business_hours: BusinessHours | None
-
-
-def parse_clock(value: Any) -> int | None:
-    """Minutes after midnight of "HH:MM"; "24:00" is allowed as an end."""
-    if not isinstance(value, str):
-        return None
-    parts = value.strip().split(":")
-    if len(parts) != 2 or not all(p.isdigit() for p in parts):
-        return None
-    h, m = int(parts[0]), int(parts[1])
-    if not (0 <= h <= 24 and 0 <= m < 60) or (h == 24 and m):
-        return None
-    return h * 60 + m
+    # "message": a rule run on each message; "conversation": a time-based rule
+    # or an SLA policy, which may also look at the conversation (rules/timed.py).
+    scope: str = "message"
 
 
 def parse_weekday(value: Any) -> int | None:
@@ -104,6 +104,15 @@ def _parse_list_of_conditions(key: str, value: Any, env: ParseEnv) -> list[Node]
 
 
 def _parse_key(key: str, value: Any, env: ParseEnv) -> Node | None:
+    if key in CONVERSATION_FIELD_NAMES:
+        if env.scope != "conversation":
+            env.report(
+                f"'{key}' is about a conversation, not a message: use it in a time-based"
+                ' rule (on = "time") or an [[sla]] policy',
+                key,
+            )
+            return None
+        return _parse_conversation_field(key, value, env)
     if key in ("all", "any"):
         children = _parse_list_of_conditions(key, value, env)
         if children is None:
@@ -128,13 +137,53 @@ def _parse_key(key: str, value: Any, env: ParseEnv) -> Node | None:
         return _parse_time_field(key, value, env)
     field = FIELDS.get(key)
     if field is None:
+        known = ALL_FIELD_NAMES
+        if env.scope == "conversation":
+            known = (*ALL_FIELD_NAMES, *CONVERSATION_FIELD_NAMES)
         env.report(
-            f"unknown field '{key}'{did_you_mean(key, ALL_FIELD_NAMES)}; fields are: "
-            f"{', '.join(ALL_FIELD_NAMES)} (and all/any/not)",
+            f"unknown field '{key}'{did_you_mean(key, known)}; fields are: "
+            f"{', '.join(known)} (and all/any/not)",
             key,
         )
         return None
     return _parse_field(field, value, env)
+
+
+def _parse_conversation_field(key: str, value: Any, env: ParseEnv) -> Node | None:
+    field = CONVERSATION_FIELDS.get(key)
+    if field is not None:
+        return _parse_field(field, value, env)
+    if key == "sla_breached":
+        arg = value.get("equals") if isinstance(value, dict) and set(value) == {"equals"} else value
+        if not isinstance(arg, bool):
+            env.report("sla_breached needs true or false", key)
+            return None
+        return SlaBreached(arg)
+    # hours_since_*, business_hours_since_*, sla_due_in_hours: number comparisons
+    if not isinstance(value, dict) or not value:
+        env.report(
+            f"{key} needs a comparison, e.g. {key}.at_least = 24 (one of: {', '.join(NUMBER_OPS)})",
+            key,
+        )
+        return None
+    nodes: list[Node] = []
+    for op, arg in value.items():
+        if op not in NUMBER_OPS:
+            env.report(
+                f"unknown operator '{op}' for {key}{did_you_mean(op, NUMBER_OPS)}; "
+                f"use one of: {', '.join(NUMBER_OPS)}",
+                op,
+            )
+            return None
+        if isinstance(arg, bool) or not isinstance(arg, int | float):
+            env.report(f"{key}.{op} needs a number of hours, got {describe(arg)}", op)
+            return None
+        if key == "sla_due_in_hours":
+            nodes.append(SlaDueIn(op, float(arg)))
+        else:
+            since, business = SINCE_FIELDS[key]
+            nodes.append(SinceCompare(key, since, business, op, float(arg)))
+    return nodes[0] if len(nodes) == 1 else All(nodes)
 
 
 def _parse_field(field: Field, value: Any, env: ParseEnv) -> Node | None:

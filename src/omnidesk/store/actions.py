@@ -1,5 +1,6 @@
 """What agents do to a conversation: status, assignment, corrections, tags,
-replies' SLA bookkeeping, retrying a failed reply, and the collision check.
+retrying a failed reply, and the collision check. (SLA clocks are kept by
+the scheduler, ``service/``, from the conversation's facts.)
 
 Every function runs in one transaction, writes the audit trail (who, when,
 what, why) and returns the events to publish once it committed.
@@ -12,7 +13,6 @@ from typing import Any
 
 from ..events import Event
 from ..model import Category, DeliveryState, Priority, Status, now_ts
-from ..sla import SlaPolicy
 from . import conversations as convs
 from . import jsoncol
 from . import outbox as ob
@@ -43,7 +43,6 @@ def set_status(
     actor: str,
     snoozed_until: float | None = None,
     reason: str | None = None,
-    sla: SlaPolicy | None = None,
 ) -> list[Event]:
     try:
         new = Status(status)
@@ -61,11 +60,8 @@ def set_status(
     changes: dict[str, Any] = {"status": str(new), "snoozed_until": snoozed_until}
     if new == Status.RESOLVED:
         changes["resolved_at"] = now
-        changes["sla_due_at"] = None  # nothing is owed on a resolved conversation
     elif conv["status"] == Status.RESOLVED:
         changes["resolved_at"] = None
-        if sla is not None and conv["first_response_at"] is None:
-            changes["sla_due_at"] = sla.due(conv["priority"], now)
     convs.update_conversation(db, conversation_id, **changes)
     add_audit(
         db,
@@ -136,7 +132,6 @@ def correct(
     category: str | None = None,
     priority: str | None = None,
     reason: str | None = None,
-    sla: SlaPolicy | None = None,
 ) -> list[Event]:
     """An agent overrides what the rules decided. Recorded in the audit trail
     and in ``corrections`` (with the rule that had decided), which is what a
@@ -164,8 +159,6 @@ def correct(
             ) from None
         if pri != conv["priority"]:
             changes.update(priority=str(pri), priority_rank=pri.rank)
-            if sla is not None and conv["sla_due_at"] is not None:
-                changes["sla_due_at"] = sla.moved(conv["sla_due_at"], conv["priority"], str(pri))
             _record_correction(db, conv, "priority", str(pri), actor, reason, decision, now)
     if not changes:
         return []
@@ -273,33 +266,6 @@ def set_tags(
         },
     )
     return [_updated(conversation_id, tags=tags, team=conv["team"])]
-
-
-def reply_sent(db: Db, conversation_id: int, message_id: int, *, actor: str) -> list[Event]:
-    """After an agent's reply is queued: the first one meets the SLA (or is
-    recorded as late) and clears the due time."""
-    conv = _conv(db, conversation_id)
-    events: list[Event] = []
-    if conv["sla_due_at"] is not None:
-        now = now_ts()
-        late = now - conv["sla_due_at"]
-        convs.update_conversation(db, conversation_id, sla_due_at=None)
-        add_audit(
-            db,
-            actor,
-            "sla_breached" if late > 0 else "sla_met",
-            conversation_id=conversation_id,
-            message_id=message_id,
-            reason=(
-                f"first response {late / 60:.0f} min after the due time"
-                if late > 0
-                else f"first response {-late / 60:.0f} min before the due time"
-            ),
-            detail={"due_at": conv["sla_due_at"], "at": now},
-            at=now,
-        )
-        events.append(_updated(conversation_id, sla_due_at=None, team=conv["team"]))
-    return events
 
 
 def retry_reply(db: Db, message_id: int, *, actor: str) -> dict[str, Any]:

@@ -278,12 +278,33 @@ def merges_of(db: Db, contact_id: int | None = None, *, limit: int = 100) -> lis
     return out
 
 
-def contact_audit(db: Db, contact_id: int, *, limit: int = 100) -> list[dict[str, Any]]:
+def contact_audit(
+    db: Db,
+    contact_id: int,
+    *,
+    visible_teams: Sequence[str] | None = None,
+    visible_user: str | None = None,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
+    """The contact's audit entries, newest first. With ``visible_teams`` (an
+    agent), an entry about a conversation is kept only when the agent sees
+    that conversation: a classification names its words, team and tags."""
+    vis, params = "", []
+    if visible_teams is not None:
+        cond = "c.assignee = ?"
+        params = [visible_user]
+        if visible_teams:
+            cond += f" OR c.team IN ({placeholders(len(visible_teams))})"
+            params.extend(visible_teams)
+        vis = (
+            " AND (a.conversation_id IS NULL OR EXISTS (SELECT 1 FROM conversations c"
+            f" WHERE c.id = a.conversation_id AND ({cond})))"
+        )
     out = []
     for r in db.all(
-        "SELECT id, at, actor, action, reason, detail FROM audit WHERE contact_id = ?"
-        " ORDER BY id DESC LIMIT ?",
-        (contact_id, limit),
+        "SELECT a.id, a.at, a.actor, a.action, a.reason, a.detail FROM audit a"
+        f" WHERE a.contact_id = ?{vis} ORDER BY a.id DESC LIMIT ?",
+        (contact_id, *params, limit),
     ):
         d = row_dict(r)
         assert d is not None

@@ -70,7 +70,20 @@ def add_identity(db: Db, contact_id: int, ident: Identity) -> bool:
 
 
 def contact_attributes(db: Db, contact_id: int) -> dict[str, Any]:
-    return jsoncol.loads(db.val("SELECT attributes FROM contacts WHERE id = ?", (contact_id,)), {})
+    """What rules see as ``contact.*``: the contact's attributes, and its
+    satisfaction figure as ``satisfaction`` (0-100) and ``at_risk`` once it
+    has one (service/satisfaction.py)."""
+    r = db.one(
+        "SELECT k.attributes, s.score, s.at_risk FROM contacts k"
+        " LEFT JOIN contact_scores s ON s.contact_id = k.id WHERE k.id = ?",
+        (contact_id,),
+    )
+    if r is None:
+        return {}
+    attrs: dict[str, Any] = jsoncol.loads(r["attributes"], {})
+    if r["score"] is not None:
+        attrs = {**attrs, "satisfaction": r["score"], "at_risk": bool(r["at_risk"])}
+    return attrs
 
 
 def get_contact(db: Db, contact_id: int) -> dict[str, Any] | None:

@@ -14,7 +14,7 @@ CONVERSATION_COLUMNS = (
     "id, contact_id, channel, thread_key, subject, status, category, confidence, priority,"
     " priority_rank, team, assignee, tags, decision, snoozed_until, sla_due_at, created_at,"
     " updated_at, last_message_at, last_inbound_at, first_response_at, resolved_at,"
-    " message_count, last_preview"
+    " message_count, last_preview, last_customer_at, awaiting_since, last_reply_at, status_at"
 )
 
 # Columns callers may set through update_conversation (a fixed allow-list keeps
@@ -38,6 +38,7 @@ _UPDATABLE = frozenset(
         "resolved_at",
         "contact_id",
         "updated_at",
+        "status_at",
     }
 )
 
@@ -133,8 +134,8 @@ def create_conversation(
         db.val(
             "INSERT INTO conversations (contact_id, channel, thread_key, subject, status,"
             " category, confidence, priority, priority_rank, team, assignee, tags, decision,"
-            " sla_due_at, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, 'open', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            " sla_due_at, created_at, updated_at, status_at)"
+            " VALUES (?, ?, ?, ?, 'open', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (
                 contact_id,
                 channel,
@@ -151,6 +152,7 @@ def create_conversation(
                 sla_due_at,
                 now,
                 now,
+                now,
             ),
         )
     )
@@ -161,6 +163,8 @@ def update_conversation(db: Db, conversation_id: int, **fields: Any) -> None:
     if bad:
         raise ValueError(f"not updatable: {sorted(bad)}")
     fields.setdefault("updated_at", now_ts())
+    if "status" in fields:
+        fields.setdefault("status_at", fields["updated_at"])
     for k in ("tags", "decision"):
         if k in fields and fields[k] is not None:
             fields[k] = jsoncol.dumps(fields[k])
@@ -240,17 +244,38 @@ def insert_message(db: Db, m: NewMessage, *, now: float | None = None) -> int:
     if m.kind == MessageKind.NOTE:
         db.run("UPDATE conversations SET updated_at = ? WHERE id = ?", (now, m.conversation_id))
     elif m.direction == Direction.INBOUND:
+        if m.kind == MessageKind.MESSAGE and m.auto is None:
+            # The customer wrote: a response is owed from the first message
+            # nobody answered yet (business-hours SLA clocks, service/sla.py).
+            db.run(
+                "UPDATE conversations SET message_count = message_count + 1, last_message_at = ?,"
+                " last_inbound_at = ?, last_preview = ?, updated_at = ?, last_customer_at = ?,"
+                " awaiting_since = COALESCE(awaiting_since, ?) WHERE id = ?",
+                (now, now, preview, now, now, now, m.conversation_id),
+            )
+        else:
+            db.run(
+                "UPDATE conversations SET message_count = message_count + 1, last_message_at = ?,"
+                " last_inbound_at = ?, last_preview = ?, updated_at = ? WHERE id = ?",
+                (now, now, preview, now, m.conversation_id),
+            )
+    elif m.auto is None and m.kind == MessageKind.MESSAGE:
+        # A person answered (an agent's reply, or one sent from the provider's
+        # own app). Acknowledgements, surveys and rules' canned replies carry
+        # ``auto`` and are no response: they leave the SLA clocks running.
         db.run(
             "UPDATE conversations SET message_count = message_count + 1, last_message_at = ?,"
-            " last_inbound_at = ?, last_preview = ?, updated_at = ? WHERE id = ?",
-            (now, now, preview, now, m.conversation_id),
+            " last_preview = ?, updated_at = ?, first_response_at = COALESCE(first_response_at, ?),"
+            " last_reply_at = ?, awaiting_since = NULL WHERE id = ?",
+            (now, preview, now, now, now, m.conversation_id),
         )
     else:
+        # Automatic (an acknowledgement, a survey): the list keeps showing what
+        # a person last wrote.
         db.run(
             "UPDATE conversations SET message_count = message_count + 1, last_message_at = ?,"
-            " last_preview = ?, updated_at = ?, first_response_at = COALESCE(first_response_at, ?)"
-            " WHERE id = ?",
-            (now, preview, now, now, m.conversation_id),
+            " last_preview = COALESCE(last_preview, ?), updated_at = ? WHERE id = ?",
+            (now, preview, now, m.conversation_id),
         )
     return mid
 

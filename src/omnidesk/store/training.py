@@ -76,3 +76,29 @@ def count_new(db: Db, *, since: float) -> dict[str, int]:
         (since,),
     )
     return {"corrections": int(corrections or 0), "confirmations": int(confirmations or 0)}
+
+
+def category_corrections(db: Db, *, since: float, limit: int = 100) -> list[dict[str, Any]]:
+    """Agents' category changes after ``since``, newest first, with the customer's
+    first message: what the next retrain will learn from (the admin page)."""
+    out = []
+    for r in db.all(
+        "SELECT k.conversation_id, k.old_value, k.new_value, k.old_confidence, k.actor, k.at,"
+        " c.subject, " + _FIRST_TEXT + " AS text"
+        " FROM corrections k JOIN conversations c ON c.id = k.conversation_id"
+        " WHERE k.field = 'category' AND k.at > ? ORDER BY k.at DESC, k.id DESC LIMIT ?",
+        (since, limit),
+    ):
+        out.append(
+            {
+                "conversation_id": r["conversation_id"],
+                "old": r["old_value"],
+                "new": r["new_value"],
+                "old_confidence": r["old_confidence"],
+                "actor": r["actor"],
+                "at": float(r["at"]),
+                "subject": r["subject"] or "",
+                "text": (r["text"] or "")[:300],
+            }
+        )
+    return out

@@ -112,8 +112,13 @@ def update_user(db: Db, username: str, **fields: Any) -> dict[str, Any]:
     demotes_admin = before["role"] == "admin" and (
         fields.get("role", "admin") != "admin" or fields.get("disabled")
     )
-    if demotes_admin and active_admins(db) <= 1:
-        raise AccountError("this is the last active admin: make another admin first")
+    if demotes_admin:
+        # Two admins demoting each other at once on PostgreSQL would each
+        # count the other and leave none: the count and the change are one
+        # step under a lock (SQLite's single writer already serializes them).
+        xact_lock(db, ["accounts:admins"])
+        if active_admins(db) <= 1:
+            raise AccountError("this is the last active admin: make another admin first")
     if "disabled" in fields:
         fields["disabled"] = 1 if fields["disabled"] else 0
     if fields:

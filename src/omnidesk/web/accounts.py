@@ -4,9 +4,9 @@ audit trail and classifier corrections (admins)."""
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from pydantic import BaseModel, Field
 
 from ..accounts import PasswordError, check_password_rules, hash_password
@@ -14,7 +14,7 @@ from ..store import jsoncol
 from ..store.actions import list_corrections
 from ..store.audit import add_audit
 from ..store.base import Db, row_dict
-from ..store.tokens import create_token, list_tokens, revoke_token
+from ..store.tokens import Owner, create_token, list_tokens, lookup_token, revoke_token
 from ..store.users import (
     ROLE_RANK,
     AccountError,
@@ -26,8 +26,8 @@ from ..store.users import (
     save_team,
     update_user,
 )
-from .auth import Principal, current_principal, require_admin
-from .deps import get_services
+from .auth import Principal, current_principal, require_admin, require_user
+from .deps import DB_INT_MAX, get_services
 
 if TYPE_CHECKING:
     from .services import WebServices
@@ -72,7 +72,7 @@ class UserPatch(BaseModel):
 class TeamIn(BaseModel):
     members: list[str] | None = None
     strategy: Literal["round_robin", "least_loaded", "manual"] | None = None
-    max_open_per_agent: int | None = Field(None, ge=1)
+    max_open_per_agent: int | None = Field(None, ge=1, le=100_000)
     sticky: bool | None = None
     reason: str | None = Field(None, max_length=1000)
 
@@ -98,51 +98,112 @@ async def me(p: Principal = Depends(current_principal)) -> dict[str, Any]:
     }
 
 
-@router.get("/me/tokens")
+class TokenOut(BaseModel):
+    id: str = Field(description="the token's public id (`tok_...`): revoke it by this")
+    role: str
+    name: str | None
+    username: str | None = Field(description="the user it acts as; null: made without a user")
+    created_at: float
+    last_used_at: float | None
+    revoked_at: float | None
+
+
+class TokenList(BaseModel):
+    items: list[TokenOut]
+
+
+class NewTokenOut(BaseModel):
+    id: str = Field(description="the token's public id")
+    token: str = Field(description="the secret: shown this once, never again")
+    role: str
+    name: str
+
+
+TokenId = Annotated[
+    str, Path(pattern=r"^tok_[0-9a-f]{24}$", description="a token's public id (`tok_...`)")
+]
+
+
+@router.get("/me/tokens", response_model=TokenList)
 async def my_tokens(
     p: Principal = Depends(current_principal), services: WebServices = Depends(get_services)
 ) -> dict[str, Any]:
-    if p.username is None:
-        raise HTTPException(403, "this token belongs to no user")
-    return {"items": await services.store.read(list_tokens, p.username)}
+    """Your API tokens; a token made without a user sees only itself."""
+    return {"items": await services.store.read(list_tokens, p.token_owner())}
 
 
-@router.post("/me/tokens", status_code=201)
+@router.post("/me/tokens", status_code=201, response_model=NewTokenOut)
 async def new_token(
     body: TokenIn,
-    p: Principal = Depends(current_principal),
+    p: Principal = Depends(require_user),
     services: WebServices = Depends(get_services),
 ) -> dict[str, Any]:
     """Create an API token acting as you (shown once)."""
-    if p.username is None:
-        raise HTTPException(403, "this token belongs to no user")
     role = body.role or p.role
     if ROLE_RANK[role] > ROLE_RANK[p.role]:
         raise HTTPException(403, "a token cannot outrank its user")
 
-    def make(db: Db) -> str:
+    def make(db: Db) -> dict[str, Any]:
         token = create_token(db, role, name=body.name, username=p.username)
-        add_audit(db, p.actor, "token_created", detail={"name": body.name, "role": role})
-        return token
+        made = lookup_token(db, token)
+        assert made is not None
+        add_audit(
+            db, p.actor, "token_created", detail={"id": made["id"], "name": body.name, "role": role}
+        )
+        return {"id": made["id"], "token": token, "role": role, "name": body.name}
 
-    return {"token": await services.store.write(make), "role": role, "name": body.name}
+    return await services.store.write(make)
+
+
+async def _revoke(
+    services: WebServices, p: Principal, token_id: str, owner: Owner
+) -> dict[str, Any]:
+    def drop(db: Db) -> dict[str, Any] | None:
+        gone = revoke_token(db, token_id, owner)
+        if gone is not None:
+            add_audit(
+                db,
+                p.actor,
+                "token_revoked",
+                detail={"id": token_id, "name": gone["name"], "username": gone["username"]},
+            )
+        return gone
+
+    if await services.store.write(drop) is None:
+        raise HTTPException(404, "no such live token" + ("" if owner.everyone else " of yours"))
+    return {"revoked": token_id}
 
 
 @router.delete("/me/tokens/{token_id}")
 async def drop_token(
-    token_id: int,
+    token_id: TokenId,
     p: Principal = Depends(current_principal),
     services: WebServices = Depends(get_services),
 ) -> dict[str, Any]:
-    def drop(db: Db) -> bool:
-        ok = revoke_token(db, token_id, None if p.role == "admin" else p.username)
-        if ok:
-            add_audit(db, p.actor, "token_revoked", detail={"token_id": token_id})
-        return ok
+    """Revoke one of your tokens (a token made without a user: only itself).
+    Admins revoke anyone's with ``DELETE /api/v1/tokens/{id}``."""
+    return await _revoke(services, p, token_id, p.token_owner())
 
-    if not await services.store.write(drop):
-        raise HTTPException(404, "no such live token of yours")
-    return {"revoked": token_id}
+
+# -- every token (admins) -------------------------------------------------------
+
+
+@router.get("/tokens", response_model=TokenList, tags=["admin"])
+async def all_tokens(
+    _: Principal = Depends(require_admin), services: WebServices = Depends(get_services)
+) -> dict[str, Any]:
+    """Every API token, live and revoked (never a secret)."""
+    return {"items": await services.store.read(list_tokens, Owner.anyone())}
+
+
+@router.delete("/tokens/{token_id}", tags=["admin"])
+async def revoke_any_token(
+    token_id: TokenId,
+    p: Principal = Depends(require_admin),
+    services: WebServices = Depends(get_services),
+) -> dict[str, Any]:
+    """Revoke any token (recorded in the audit trail)."""
+    return await _revoke(services, p, token_id, Owner.anyone())
 
 
 # -- users (admins) ------------------------------------------------------------
@@ -350,8 +411,8 @@ def _audit(db: Db, limit: int, before: int | None, actor: str | None) -> list[di
 @router.get("/audit", tags=["admin"])
 async def audit(
     limit: int = Query(100, ge=1, le=1000),
-    before: int | None = None,
-    actor: str | None = None,
+    before: int | None = Query(None, ge=1, le=DB_INT_MAX),
+    actor: str | None = Query(None, max_length=200),
     _: Principal = Depends(require_admin),
     services: WebServices = Depends(get_services),
 ) -> dict[str, Any]:
@@ -361,7 +422,7 @@ async def audit(
 
 @router.get("/corrections", tags=["admin"])
 async def corrections(
-    after: int = 0,
+    after: int = Query(0, ge=0, le=DB_INT_MAX),
     limit: int = Query(1000, ge=1, le=10000),
     _: Principal = Depends(require_admin),
     services: WebServices = Depends(get_services),

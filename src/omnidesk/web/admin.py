@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, HTTPException
 
 from ..store.inbound import get_quarantine, list_quarantine, retry_quarantine
 from .auth import Principal, require_admin
-from .deps import get_services
+from .deps import Id, get_services
 
 if TYPE_CHECKING:
     from .services import WebServices
@@ -27,7 +27,7 @@ async def quarantine_list(
 
 @router.get("/quarantine/{qid}")
 async def quarantine_show(
-    qid: int, _: Principal = Depends(require_admin), services: WebServices = Depends(get_services)
+    qid: Id, _: Principal = Depends(require_admin), services: WebServices = Depends(get_services)
 ) -> dict[str, Any]:
     q = await services.store.read(get_quarantine, qid)
     if q is None:
@@ -40,7 +40,7 @@ async def quarantine_show(
 
 @router.post("/quarantine/{qid}/retry")
 async def quarantine_retry(
-    qid: int, _: Principal = Depends(require_admin), services: WebServices = Depends(get_services)
+    qid: Id, _: Principal = Depends(require_admin), services: WebServices = Depends(get_services)
 ) -> dict[str, Any]:
     done = await services.store.write(retry_quarantine, [qid])
     if not done:

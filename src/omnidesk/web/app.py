@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
+from starlette.exceptions import HTTPException
 from starlette.routing import Mount
 
 from .. import __version__
@@ -14,16 +15,22 @@ from . import (
     accounts,
     admin,
     apidocs,
+    classifier,
     contacts,
     inbound,
     inbox,
     live,
     ops,
+    reports,
     rules_api,
+    service_api,
     session,
+    surveys,
     ui,
     workspace,
 )
+from .errors import http_error
+from .limits import BodyLimits, body_budget, route_limits
 from .search import router as search_router
 
 if TYPE_CHECKING:
@@ -41,13 +48,23 @@ def create_app(services: WebServices) -> FastAPI:
         redoc_url=None,
     )
     app.state.services = services
+    # Every request body goes through one capped, budgeted reader first.
+    limit_for = route_limits(services.adapters)
+    budget = body_budget(services.config.body_memory_mb, services.adapters)
+    app.add_middleware(BodyLimits, limit_for=limit_for, budget_bytes=budget)
+    app.add_exception_handler(HTTPException, http_error)  # 422s as the schema declares them
     app.add_exception_handler(IntakeError, inbound.intake_unavailable)
-    for module in (ops, apidocs, inbound, inbox, admin):
+    for module in (ops, apidocs, inbound, inbox, admin, classifier):
         app.include_router(module.router)
     app.include_router(search_router)
     # The agent inbox: accounts, live feed, contacts, rules editing, the web UI.
     for module in (session, accounts, live, contacts, workspace, rules_api, ui):
         app.include_router(module.router)
+    # Service quality: notifications, reports, the customers' survey page.
+    app.include_router(service_api.router)
+    app.include_router(surveys.router)
+    app.include_router(reports.router)
+    app.include_router(reports.pages)
     app.mount("/static", ui.static_files(), name="static")
     # Channel adapters' own endpoints (a chat widget...), after the core API
     # so a core path always wins.

@@ -25,7 +25,7 @@ from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBea
 
 from ..store.base import Db
 from ..store.sessions import lookup_session, touch_session
-from ..store.tokens import lookup_token
+from ..store.tokens import Owner, lookup_token
 from ..store.users import ROLE_RANK, teams_of
 
 if TYPE_CHECKING:
@@ -52,6 +52,7 @@ class Principal:
     display_name: str | None = None
     via: str = "token"  # token | session
     csrf_token: str | None = None  # sessions only
+    token_id: str | None = None  # the bearer token's public id (tokens only)
 
     @property
     def actor(self) -> str:
@@ -66,6 +67,14 @@ class Principal:
 
     def at_least(self, role: str) -> bool:
         return ROLE_RANK.get(self.role, -1) >= ROLE_RANK[role]
+
+    def token_owner(self) -> Owner:
+        """The API tokens this caller manages as its own: its user's, or, for
+        a token made without a user, that token alone."""
+        if self.username is not None:
+            return Owner.user(self.username)
+        assert self.token_id is not None, "a principal without a user is a token"
+        return Owner.token(self.token_id)
 
 
 def _from_token(db: Db, token: str) -> dict[str, Any] | None:
@@ -91,6 +100,7 @@ def _from_token(db: Db, token: str) -> dict[str, Any] | None:
         "username": username,
         "display_name": display_name,
         "teams": teams_of(db, username),
+        "token_id": row["id"],
     }
 
 
@@ -168,6 +178,7 @@ async def current_principal(
             username=row["username"],
             teams=tuple(row["teams"]),
             display_name=row["display_name"],
+            token_id=row["token_id"],
         )
     if cookie:
         p = await session_principal(request, services, cookie)
@@ -183,6 +194,14 @@ async def current_principal(
                 raise HTTPException(403, "cross-origin request refused")
         return p
     raise HTTPException(401, "authentication required", {"WWW-Authenticate": "Bearer"})
+
+
+async def require_user(p: Principal = Depends(current_principal)) -> Principal:
+    """Callers that act as an account (saved views, making tokens): a token
+    made without a user has none."""
+    if p.username is None:
+        raise HTTPException(403, "this token belongs to no user")
+    return p
 
 
 async def require_admin(p: Principal = Depends(current_principal)) -> Principal:

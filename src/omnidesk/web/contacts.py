@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import BaseModel, Field
 
+from ..service.satisfaction import contact_figure
+from ..service.surveys import surveys_of
 from ..store.base import Db
 from ..store.contact_admin import (
     ContactError,
@@ -20,7 +22,7 @@ from ..store.contact_admin import (
 from ..store.contacts import get_contact
 from ..store.search import SearchError, search_contacts
 from .auth import Principal, current_principal, require_admin
-from .deps import can_see, get_services, visibility
+from .deps import DB_INT_MAX, Id, can_see, get_services, visibility
 
 if TYPE_CHECKING:
     from .services import WebServices
@@ -38,7 +40,9 @@ class ContactPatch(BaseModel):
 
 class MergeIn(BaseModel):
     source_id: int = Field(
-        description="the contact merged away (its identities and conversations move to this one)"
+        ge=1,
+        le=DB_INT_MAX,
+        description="the contact merged away (its identities and conversations move to this one)",
     )
     reason: str | None = Field(None, max_length=1000)
 
@@ -74,18 +78,23 @@ async def _check_contact(services: WebServices, p: Principal, contact_id: int) -
 
 @router.get("/contacts/{contact_id}")
 async def contact(
-    contact_id: int,
+    contact_id: Id,
     p: Principal = Depends(current_principal),
     services: WebServices = Depends(get_services),
 ) -> dict[str, Any]:
     """A contact: identities on each channel, attributes, every conversation on
     any channel (an agent sees those of their teams), merges and changes."""
 
+    teams, user = visibility(p)
+
     def load(db: Db) -> dict[str, Any] | None:
         c = get_contact(db, contact_id)
         if c is not None:
             c["merges"] = merges_of(db, contact_id)
-            c["audit"] = contact_audit(db, contact_id)
+            c["audit"] = contact_audit(db, contact_id, visible_teams=teams, visible_user=user)
+            # The satisfaction and loyalty figure, and the surveys answered.
+            c["satisfaction"] = contact_figure(db, contact_id)
+            c["surveys"] = surveys_of(db, contact_id=contact_id)
         return c
 
     c = await services.store.read(load)
@@ -95,12 +104,16 @@ async def contact(
         c["conversations"] = [x for x in c["conversations"] if can_see(p, x)]
         if not c["conversations"]:
             raise HTTPException(403, "no conversation of this contact is visible to you")
+        # What a merge moved is listed by id: only the conversations the agent sees.
+        seen = {x["id"] for x in c["conversations"]}
+        for m in c["merges"]:
+            m["conversation_ids"] = [i for i in m["conversation_ids"] if i in seen]
     return c
 
 
 @router.patch("/contacts/{contact_id}")
 async def edit_contact(
-    contact_id: int,
+    contact_id: Id,
     body: ContactPatch,
     p: Principal = Depends(current_principal),
     services: WebServices = Depends(get_services),
@@ -119,7 +132,7 @@ async def edit_contact(
 
 @router.post("/contacts/{contact_id}/merge")
 async def merge(
-    contact_id: int,
+    contact_id: Id,
     body: MergeIn,
     p: Principal = Depends(current_principal),
     services: WebServices = Depends(get_services),
@@ -160,7 +173,7 @@ async def merges(
 
 @router.post("/contact-merges/{merge_id}/undo")
 async def undo(
-    merge_id: int,
+    merge_id: Id,
     p: Principal = Depends(require_admin),
     services: WebServices = Depends(get_services),
 ) -> dict[str, Any]:

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import HTTPException, Request
+from fastapi import HTTPException, Path, Request
 
 from ..store.inbox import conversation_access
 from .auth import Principal
 
 if TYPE_CHECKING:
     from .services import WebServices
+
+
+# The largest integer SQLite and PostgreSQL's BIGINT hold. An id or key past
+# it names no row, and handing it to the database raises (OverflowError, a
+# 500): every integer the API takes is bounded by it, so the answer is a 422.
+DB_INT_MAX = 2**63 - 1
+Id = Annotated[int, Path(ge=1, le=DB_INT_MAX, description="a row id")]
 
 
 async def get_services(request: Request) -> WebServices:

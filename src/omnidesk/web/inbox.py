@@ -18,8 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..htmltext import sanitize_html
 from ..model import Category, Priority, Status, now_ts
 from ..outbox import ReplyError, queue_reply
-from ..sla import SlaPolicy
-from ..store import actions
+from ..store import actions, jsoncol
 from ..store.base import Db, row_dict
 from ..store.canned import get_canned, placeholder_values, render
 from ..store.contacts import get_contact
@@ -32,8 +31,9 @@ from ..store.inbox import (
     list_conversations,
 )
 from .auth import Principal, current_principal
-from .deps import can_see, check_conversation, get_services, visibility
+from .deps import DB_INT_MAX, Id, can_see, check_conversation, get_services, visibility
 from .live import presence_tracker
+from .service_api import business_left, conversation_extras, live_sla
 
 if TYPE_CHECKING:
     from .services import WebServices
@@ -93,6 +93,9 @@ class ConversationSummary(BaseModel):
     tags: list[str]
     sla_due_at: float | None
     sla_breached: bool
+    sla_business_seconds_left: float | None = Field(
+        None, description="business seconds to sla_due_at in the team's calendar (< 0: late)"
+    )
     created_at: float
     last_message_at: float | None
     last_preview: str | None
@@ -110,6 +113,8 @@ class ReplyIn(BaseModel):
     html: str | None = None
     last_seen_message_id: int | None = Field(
         None,
+        ge=0,
+        le=DB_INT_MAX,
         description="the newest message id the agent saw; a reply is refused with 409 when "
         "the customer or another agent wrote since, unless `force` is true",
     )
@@ -144,8 +149,9 @@ class TagsIn(BaseModel):
 # -- list and read -------------------------------------------------------------
 
 
-def _summary(c: dict[str, Any], now: float) -> dict[str, Any]:
+def _summary(services: WebServices, c: dict[str, Any], now: float) -> dict[str, Any]:
     c["sla_breached"] = c["sla_due_at"] is not None and c["sla_due_at"] < now
+    c["sla_business_seconds_left"] = business_left(services, c["team"], c["sla_due_at"], now)
     c.pop("decision", None)
     return c
 
@@ -167,7 +173,9 @@ async def conversations(
         "newest", description="urgency: priority, then SLA due time, then age"
     ),
     limit: int = Query(50, ge=1, le=500),
-    before: int | None = Query(None, description="sort=newest: `next_before` of the last page"),
+    before: int | None = Query(
+        None, ge=1, le=DB_INT_MAX, description="sort=newest: `next_before` of the last page"
+    ),
     cursor: str | None = Query(None, description="sort=urgency: `next_cursor` of the last page"),
     p: Principal = Depends(current_principal),
     services: WebServices = Depends(get_services),
@@ -200,7 +208,7 @@ async def conversations(
     now = now_ts()
     full = len(items) == limit
     return {
-        "items": [_summary(c, now) for c in items],
+        "items": [_summary(services, c, now) for c in items],
         "next_before": items[-1]["id"] if full and sort == "newest" else None,
         "next_cursor": encode_cursor(items[-1]) if full and sort == "urgency" else None,
     }
@@ -243,7 +251,7 @@ def _permissions(p: Principal, conv: dict[str, Any]) -> dict[str, bool]:
 
 @router.get("/conversations/{conversation_id}", tags=["inbox"])
 async def conversation(
-    conversation_id: int,
+    conversation_id: Id,
     p: Principal = Depends(current_principal),
     services: WebServices = Depends(get_services),
 ) -> dict[str, Any]:
@@ -253,16 +261,18 @@ async def conversation(
     here, and what the caller may do."""
     conv = await visible_conversation(services, p, conversation_id)
     conv["sla_breached"] = conv["sla_due_at"] is not None and conv["sla_due_at"] < now_ts()
+    # SLA clocks in business hours, and the satisfaction surveys (web/service_api.py).
+    conv["sla"] = live_sla(services, conv)
+    extras = await services.store.read(conversation_extras, conversation_id, conv["contact_id"])
+    conv["surveys"] = extras["surveys"]
+    if conv.get("contact"):
+        conv["contact"]["satisfaction"] = extras["contact_satisfaction"]
     conv["presence"] = presence_tracker(services).snapshot(conversation_id)
     conv["can"] = _permissions(p, conv)
     return conv
 
 
 # -- actions -------------------------------------------------------------------
-
-
-def _sla(services: WebServices) -> SlaPolicy:
-    return SlaPolicy.from_minutes(services.config.sla_minutes)
 
 
 def _reply(
@@ -279,10 +289,7 @@ def _reply(
     msg = queue_reply(
         db, conversation_id, text=body.text, author=author, kind=body.kind, html=body.html
     )
-    events = []
-    if body.kind == "reply":
-        events = actions.reply_sent(db, conversation_id, msg["id"], actor=author)
-    return {"message": msg, "events": events}
+    return {"message": msg, "events": []}
 
 
 @router.post(
@@ -293,7 +300,7 @@ def _reply(
     responses={409: {"description": "newer messages arrived since `last_seen_message_id`"}},
 )
 async def post_message(
-    conversation_id: int,
+    conversation_id: Id,
     body: ReplyIn,
     p: Principal = Depends(current_principal),
     services: WebServices = Depends(get_services),
@@ -346,7 +353,7 @@ async def _run_action(services: WebServices, fn: Any, *args: Any, **kwargs: Any)
 
 @router.post("/conversations/{conversation_id}/status", tags=["inbox"])
 async def change_status(
-    conversation_id: int,
+    conversation_id: Id,
     body: StatusIn,
     p: Principal = Depends(current_principal),
     services: WebServices = Depends(get_services),
@@ -362,13 +369,12 @@ async def change_status(
         actor=p.actor,
         snoozed_until=until,
         reason=body.reason,
-        sla=_sla(services),
     )
 
 
 @router.post("/conversations/{conversation_id}/assign", tags=["inbox"])
 async def assign(
-    conversation_id: int,
+    conversation_id: Id,
     body: AssignIn,
     p: Principal = Depends(current_principal),
     services: WebServices = Depends(get_services),
@@ -403,7 +409,7 @@ async def assign(
 
 @router.post("/conversations/{conversation_id}/classification", tags=["inbox"])
 async def classification(
-    conversation_id: int,
+    conversation_id: Id,
     body: ClassificationIn,
     p: Principal = Depends(current_principal),
     services: WebServices = Depends(get_services),
@@ -419,13 +425,12 @@ async def classification(
         category=None if body.category is None else str(body.category),
         priority=None if body.priority is None else str(body.priority),
         reason=body.reason,
-        sla=_sla(services),
     )
 
 
 @router.post("/conversations/{conversation_id}/tags", tags=["inbox"])
 async def tags(
-    conversation_id: int,
+    conversation_id: Id,
     body: TagsIn,
     p: Principal = Depends(current_principal),
     services: WebServices = Depends(get_services),
@@ -438,8 +443,8 @@ async def tags(
 
 @router.get("/conversations/{conversation_id}/canned/{canned_id}", tags=["canned"])
 async def canned_for(
-    conversation_id: int,
-    canned_id: int,
+    conversation_id: Id,
+    canned_id: Id,
     p: Principal = Depends(current_principal),
     services: WebServices = Depends(get_services),
 ) -> dict[str, Any]:
@@ -492,7 +497,7 @@ async def _visible_message(services: WebServices, p: Principal, message_id: int)
 
 @router.post("/messages/{message_id}/retry", tags=["inbox"])
 async def retry(
-    message_id: int,
+    message_id: Id,
     p: Principal = Depends(current_principal),
     services: WebServices = Depends(get_services),
 ) -> dict[str, Any]:
@@ -519,7 +524,7 @@ def frame_csp(remote_images: bool) -> str:
 
 @router.get("/messages/{message_id}/html", tags=["inbox"], response_class=Response)
 async def message_html(
-    message_id: int,
+    message_id: Id,
     remote_images: bool = Query(False, description="let remote images (tracking pixels) load"),
     p: Principal = Depends(current_principal),
     services: WebServices = Depends(get_services),
@@ -561,6 +566,45 @@ async def message_html(
     )
 
 
+def _whole_text(db: Db, message_id: int) -> bytes:
+    """A message's whole text: the body as stored, or for a text folded at
+    intake (omnidesk/textcap.py) the attachment that keeps it whole."""
+    r = db.one("SELECT text, full_text, meta FROM messages WHERE id = ?", (message_id,))
+    assert r is not None
+    whole: bytes = (r["full_text"] or r["text"] or "").encode()
+    folded = jsoncol.loads(r["meta"], {}).get("text_folded")
+    if isinstance(folded, dict):
+        sha = db.val(
+            "SELECT sha256 FROM attachments WHERE message_id = ? AND filename = ?"
+            " AND sha256 IS NOT NULL ORDER BY id LIMIT 1",
+            (message_id, folded.get("attachment")),
+        )
+        whole = (get_blob(db, sha) if sha else None) or whole
+    return whole
+
+
+@router.get("/messages/{message_id}/text", tags=["inbox"], response_class=Response)
+async def message_text(
+    message_id: Id,
+    p: Principal = Depends(current_principal),
+    services: WebServices = Depends(get_services),
+) -> Response:
+    """A message's whole text as a plain-text download, however long (the
+    inbox folds long text and links here)."""
+    await _visible_message(services, p, message_id)
+    whole = await services.store.read(_whole_text, message_id)
+    return Response(
+        whole,
+        media_type="text/plain; charset=utf-8",
+        headers={
+            "Content-Disposition": content_disposition("attachment", f"message-{message_id}.txt"),
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": "default-src 'none'; sandbox",
+            "Cache-Control": "private, no-store",
+        },
+    )
+
+
 def _attachment(db: Db, attachment_id: int) -> dict[str, Any] | None:
     r = row_dict(
         db.one(
@@ -587,7 +631,7 @@ def content_disposition(kind: str, filename: str | None) -> str:
 
 @router.get("/attachments/{attachment_id}", tags=["inbox"], response_class=Response)
 async def attachment(
-    attachment_id: int,
+    attachment_id: Id,
     p: Principal = Depends(current_principal),
     services: WebServices = Depends(get_services),
 ) -> Response:

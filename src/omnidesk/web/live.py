@@ -29,7 +29,7 @@ from ..events import Event, EventBus
 from ..store.base import Db
 from ..store.inbox import conversation_access
 from .auth import Principal, current_principal
-from .deps import can_see, check_conversation, get_services
+from .deps import Id, can_see, check_conversation, get_services
 
 if TYPE_CHECKING:
     from .services import WebServices
@@ -98,7 +98,7 @@ class PresenceIn(BaseModel):
 
 @router.post("/conversations/{conversation_id}/presence", status_code=200)
 async def post_presence(
-    conversation_id: int,
+    conversation_id: Id,
     body: PresenceIn,
     p: Principal = Depends(current_principal),
     services: WebServices = Depends(get_services),
@@ -140,6 +140,8 @@ class _Visibility:
             return True
         if kind == "quarantine":
             return self.p.role == "admin"
+        if kind == "notification":  # an SLA or rule notice is for its addressee only
+            return e.get("username") is not None and e.get("username") == self.p.username
         if self.p.sees_all():
             return True
         if e.get("team") is not None or e.get("assignee") is not None:

@@ -28,6 +28,7 @@ from ..rules import RulesError, load_rules
 from ..store.audit import add_audit
 from .auth import Principal, require_admin
 from .deps import get_services
+from .errors import validation_error
 
 if TYPE_CHECKING:
     from .services import WebServices
@@ -140,7 +141,9 @@ async def _save(
         raise HTTPException(409, "the file changed since you loaded it: reload and edit again")
     problems = await asyncio.to_thread(_validate, services.rules.directory, name, body.text)
     if problems is not None:
-        return JSONResponse({"detail": "the rules do not validate", "problems": problems}, 422)
+        why = "the rules do not validate: "
+        detail = [validation_error(why + x, ("body", "text")) for x in problems]
+        return JSONResponse({"detail": detail, "problems": problems}, 422)
     if body.text == old:
         return {"name": name, "changed": False, "version": services.rules.version}
     diff = "".join(

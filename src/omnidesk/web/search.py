@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 
 from ..store.search import SearchError, search_contacts, search_messages
 from .auth import Principal, current_principal
-from .deps import get_services, visibility
+from .deps import DB_INT_MAX, get_services, visibility
 
 if TYPE_CHECKING:
     from .services import WebServices
@@ -28,9 +28,11 @@ async def search(
     kind: Literal["messages", "contacts"] = "messages",
     limit: int = Query(20, ge=1, le=100),
     before: int | None = Query(
-        None, description="messages: id of the last hit of the previous page"
+        None, ge=1, le=DB_INT_MAX, description="messages: id of the last hit of the previous page"
     ),
-    conversation_id: int | None = Query(None, description="messages: within one conversation"),
+    conversation_id: int | None = Query(
+        None, ge=1, le=DB_INT_MAX, description="messages: within one conversation"
+    ),
     channel: str | None = Query(None, description="messages: from one channel"),
     p: Principal = Depends(current_principal),
     services: WebServices = Depends(get_services),

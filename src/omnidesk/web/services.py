@@ -14,8 +14,10 @@ from ..channels.base import ChannelAdapter
 from ..config import Config
 from ..events import Event, EventBus
 from ..health import HealthMonitor
+from ..learning import Retrainer
 from ..metrics import Metrics
 from ..rules import RulesHolder
+from ..service.scheduler import Scheduler
 from ..store import Store
 
 
@@ -32,6 +34,11 @@ class WebServices:
     publish: Callable[[list[Event]], None]
     health: HealthMonitor
     metrics: Metrics
+    # Service quality: its settings (SLA fallback, channel types) and the
+    # survey links' key.
+    scheduler: Scheduler
+    # The classifier's retrains (the admin page's button and its status).
+    retrainer: Retrainer
     # Runs a coroutine as a supervised background task of the daemon.
     spawn: Callable[[Awaitable[Any], str], asyncio.Task[Any]]
     # New work is pending (a quarantine retry) / a reply was queued.

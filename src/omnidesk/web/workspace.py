@@ -12,8 +12,8 @@ from ..store.audit import add_audit
 from ..store.base import Db
 from ..store.canned import PLACEHOLDERS, CannedError, delete_canned, list_canned, save_canned
 from ..store.views import ViewError, delete_view, list_views, save_view
-from .auth import Principal, current_principal, require_supervisor
-from .deps import get_services
+from .auth import Principal, current_principal, require_supervisor, require_user
+from .deps import Id, get_services
 
 if TYPE_CHECKING:
     from .services import WebServices
@@ -38,14 +38,13 @@ class CannedIn(BaseModel):
 
 
 def _user(p: Principal) -> str:
-    if p.username is None:
-        raise HTTPException(403, "this token belongs to no user")
+    assert p.username is not None, "require_user"
     return p.username
 
 
 @router.get("/views", tags=["views"])
 async def views(
-    p: Principal = Depends(current_principal), services: WebServices = Depends(get_services)
+    p: Principal = Depends(require_user), services: WebServices = Depends(get_services)
 ) -> dict[str, Any]:
     return {"items": await services.store.read(list_views, _user(p))}
 
@@ -53,7 +52,7 @@ async def views(
 @router.post("/views", tags=["views"], status_code=201)
 async def add_view(
     body: ViewIn,
-    p: Principal = Depends(current_principal),
+    p: Principal = Depends(require_user),
     services: WebServices = Depends(get_services),
 ) -> dict[str, Any]:
     """Save (or overwrite, by name) a view."""
@@ -65,9 +64,7 @@ async def add_view(
 
 @router.delete("/views/{view_id}", tags=["views"])
 async def drop_view(
-    view_id: int,
-    p: Principal = Depends(current_principal),
-    services: WebServices = Depends(get_services),
+    view_id: Id, p: Principal = Depends(require_user), services: WebServices = Depends(get_services)
 ) -> dict[str, Any]:
     if not await services.store.write(delete_view, _user(p), view_id):
         raise HTTPException(404, "no such view of yours")
@@ -115,7 +112,7 @@ async def add_canned(
 
 @router.put("/canned/{canned_id}", tags=["canned"])
 async def put_canned(
-    canned_id: int,
+    canned_id: Id,
     body: CannedIn,
     p: Principal = Depends(require_supervisor),
     services: WebServices = Depends(get_services),
@@ -125,7 +122,7 @@ async def put_canned(
 
 @router.delete("/canned/{canned_id}", tags=["canned"])
 async def drop_canned(
-    canned_id: int,
+    canned_id: Id,
     p: Principal = Depends(require_supervisor),
     services: WebServices = Depends(get_services),
 ) -> dict[str, Any]:

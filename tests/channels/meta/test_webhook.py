@@ -225,9 +225,10 @@ async def test_unknown_channel_and_wrong_method(meta: Meta) -> None:
 async def test_oversized_body_is_refused_before_storing(
     meta: Meta, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import omnidesk.channels.meta.webhook as meta_module
+    import omnidesk.channels.meta.graph as meta_module
 
-    monkeypatch.setattr(meta_module, "MAX_BODY", 2000)
+    # The web server enforces the channel's declared cap (web/limits.py).
+    monkeypatch.setattr(meta_module.MetaChannel, "max_body", 2000)
     big = wa_text("wamid.big", "15551230000", "x" * 3000)
     r = await meta.deliver("wa", big)
     assert r.status_code == 413

@@ -64,7 +64,8 @@ def test_edit_points_at_the_original_message() -> None:
             },
             "the user 1001 blocked the bot",
         ),
-        ({"callback_query": {"id": "1"}}, "callback_query is not a customer message"),
+        ({"callback_query": {"id": "1"}}, "a button press on a message omnidesk did not send"),
+        ({"inline_query": {"id": "1"}}, "inline_query is not a customer message"),
         ({}, "no content"),
     ],
 )

@@ -23,10 +23,10 @@ from ...model import (
 )
 from ..base import ChannelAdapter, ChannelContext, IntakeError
 from .webhook import (
+    MAX_BODY,
     SIGNATURE_HEADER,
     Unparseable,
     _dumps,
-    _read_capped,
     _sha,
     _text,
     split_delivery,
@@ -139,6 +139,7 @@ class MetaChannel(ChannelAdapter):
 
     platform: ClassVar[str]
     identity_kind: ClassVar[str]
+    max_body: ClassVar[int] = MAX_BODY
     capabilities: ClassVar[frozenset[str]] = frozenset(
         {"webhook", "delivery_receipts", "attachments"}
     )
@@ -214,10 +215,7 @@ class MetaChannel(ChannelAdapter):
 
         if request.method == "GET":
             return self._handshake(request)
-        body = await _read_capped(request)
-        if body is None:
-            self.log.warning("webhook_refused", reason="body too large")
-            return JSONResponse({"error": "body too large"}, status_code=413)
+        body = await request.body()  # at most max_body (web/limits.py)
         problem = verify_signature(self._secret_bytes, body, request.headers.get(SIGNATURE_HEADER))
         if problem is not None:
             self.log.info("webhook_refused", reason=problem)

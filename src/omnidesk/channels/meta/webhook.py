@@ -9,13 +9,10 @@ import hmac
 import json
 import re
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from starlette.requests import Request
+from typing import Any
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
-MAX_BODY = 16 * 1024 * 1024
+MAX_BODY = 16 * 1024 * 1024  # a channel's declared cap (web/limits.py enforces it)
 
 _DIGITS = re.compile(r"^\d{1,32}$")
 
@@ -266,18 +263,3 @@ def _obj(value: Any) -> dict[str, Any]:
 
 def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
-
-
-async def _read_capped(request: Request) -> bytes | None:
-    """The body, or None past MAX_BODY (refused before it is all in memory)."""
-    length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > MAX_BODY:
-        return None
-    parts: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY:
-            return None
-        parts.append(chunk)
-    return b"".join(parts)

@@ -43,7 +43,7 @@ function detailText(data) {
   if (!data) return '';
   const d = data.detail;
   if (typeof d === 'string') return d;
-  if (Array.isArray(d)) return d.map(x => (x.loc ? x.loc.slice(1).join('.') + ': ' : '') + x.msg).join('; ');
+  if (Array.isArray(d)) return d.map(x => (x.loc && x.loc.length > 1 ? x.loc.slice(1).join('.') + ': ' : '') + x.msg).join('; ');
   return '';
 }
 
@@ -93,11 +93,39 @@ function fmtDelta(seconds) {
   return Math.round(s / 86400) + ' d';
 }
 
-function slaBadge(due) {
+function slaBadge(due, businessLeft) {
   if (due === null || due === undefined) return null;
-  const left = due - Date.now() / 1000;
-  return h('span', { class: 'badge sla' + (left < 0 ? ' breached' : ''), title: 'first response due ' + fmtTime(due) },
+  // The time left counts business hours (the team's calendar) when the API says so.
+  const left = businessLeft !== null && businessLeft !== undefined ? businessLeft : due - Date.now() / 1000;
+  return h('span', { class: 'badge sla' + (left < 0 ? ' breached' : ''), title: 'SLA due ' + fmtTime(due) + ' (time left in business hours)' },
     left < 0 ? 'SLA overdue ' + fmtDelta(left) : 'SLA ' + fmtDelta(left));
+}
+
+// The service panel of a conversation: each SLA clock, the satisfaction survey.
+function servicePanel(c) {
+  const sla = c.sla;
+  const rows = [];
+  if (sla) {
+    for (const t of sla.targets || []) {
+      const name = t.target.replace('_', ' ');
+      let state;
+      if (t.done_at) state = (t.breached ? 'late, ' : 'met, ') + fmtTime(t.done_at);
+      else if (t.owed) state = (t.breached ? 'overdue ' : 'due ' + fmtTime(t.due_at) + ', ') + fmtDelta(t.business_seconds_left) + (t.breached ? '' : ' left');
+      else state = 'not owed now';
+      rows.push(h('li', { class: t.breached ? 'breached' : '' }, h('strong', {}, name), ' ', state));
+    }
+  }
+  const answered = (c.surveys || []).filter(s => s.rating !== null && s.rating !== undefined);
+  const sent = (c.surveys || []).find(s => s.state === 'sent' || s.state === 'scheduled');
+  if (!rows.length && !answered.length && !sent) return null;
+  return h('div', { class: 'service', id: 'service' },
+    sla ? h('div', { class: 'muted small' }, 'SLA policy ', h('strong', {}, sla.policy), ' · calendar ', sla.calendar) : null,
+    rows.length ? h('ul', { class: 'sla-targets' }, rows) : null,
+    answered.map(s => h('div', { class: 'rating', 'data-rating': s.rating },
+      'Rated ', h('strong', {}, s.rating + '/' + s.scale),
+      s.loyalty_score !== null && s.loyalty_score !== undefined ? ' · would recommend ' + s.loyalty_score + '/10' : '',
+      s.comment ? ' · “' + s.comment + '”' : '', h('span', { class: 'muted small' }, ' (' + fmtTime(s.answered_at) + ')'))),
+    !answered.length && sent ? h('div', { class: 'muted small' }, 'Survey ' + sent.state) : null);
 }
 
 function select(name, options, current, onchange, attrs) {
@@ -134,7 +162,8 @@ const live = {
     src.addEventListener('open', () => { status.textContent = 'live'; status.className = 'live on'; });
     src.addEventListener('error', () => { status.textContent = 'reconnecting'; status.className = 'live off'; });
     const types = ['ready', 'conversation.created', 'conversation.updated', 'message.created',
-      'delivery', 'presence', 'contact.updated', 'contact.merged', 'resync', 'quarantine'];
+      'delivery', 'presence', 'contact.updated', 'contact.merged', 'resync', 'quarantine',
+      'notification'];
     for (const t of types) {
       src.addEventListener(t, ev => {
         let data = {};
@@ -146,6 +175,37 @@ const live = {
     }
   },
   on(fn) { this.handlers.add(fn); return () => this.handlers.delete(fn); },
+};
+
+// ----------------------------------------------------------------- notices --
+// SLA warnings and breaches and rules' notify actions addressed to me.
+
+const notices = {
+  async load() {
+    try {
+      const r = await api('GET', '/notifications');
+      const count = document.getElementById('notices-count');
+      count.textContent = String(r.unread);
+      count.hidden = !r.unread;
+      const panel = clear(document.getElementById('notices-panel'));
+      panel.append(
+        h('div', { class: 'head' }, h('strong', {}, 'Notices'),
+          h('button', { class: 'link small', id: 'notices-read', onclick: async () => { await api('POST', '/notifications/read', {}); this.load(); } }, 'mark all read')),
+        r.items.length ? h('ul', {}, r.items.map(n => h('li', { class: n.read_at ? 'read' : 'unread', 'data-kind': n.kind },
+          n.conversation_id ? h('a', { href: '/inbox/c/' + n.conversation_id, onclick: ev => { ev.preventDefault(); document.getElementById('notices-panel').hidden = true; navigate('/inbox/c/' + n.conversation_id); } }, n.text) : n.text,
+          h('div', { class: 'muted small' }, fmtTime(n.at))))) : h('p', { class: 'muted' }, 'Nothing yet.'));
+    } catch (_) { /* the header works without them */ }
+  },
+  start() {
+    const btn = document.getElementById('notices');
+    if (!btn) return;
+    btn.addEventListener('click', () => {
+      const panel = document.getElementById('notices-panel');
+      panel.hidden = !panel.hidden;
+    });
+    live.on(e => { if (e.type === 'notification' && e.username === BOOT.me.username) this.load(); });
+    this.load();
+  },
 };
 
 function debounce(fn, ms) {
@@ -303,7 +363,7 @@ function conversationRow(c, fresh) {
     c.category ? h('span', { class: 'badge ' + c.category, title: 'confidence' },
       c.category + ' ' + Math.round((c.confidence || 0) * 100) + '%') : null,
     h('span', { class: 'badge p-' + c.priority }, c.priority),
-    slaBadge(c.sla_due_at),
+    slaBadge(c.sla_due_at, c.sla_business_seconds_left),
     c.status !== 'open' ? h('span', { class: 'badge status' }, c.status) : null,
     h('span', { class: 'badge' }, c.assignee ? '@' + c.assignee : (c.team ? c.team + ' queue' : 'unassigned')),
     (c.tags || []).map(t => h('span', { class: 'badge tag' }, t))));
@@ -409,7 +469,7 @@ function renderConversation(c, draft) {
       h('label', {}, 'Category ', select('conv-category', CATEGORIES, c.category, v => correct(c, { category: v }), { id: 'conv-category' })),
       c.confidence !== null ? h('span', { class: 'muted small' }, Math.round((c.confidence || 0) * 100) + '%') : null,
       h('label', {}, 'Priority ', select('conv-priority', PRIORITIES, c.priority, v => correct(c, { priority: v }), { id: 'conv-priority' })),
-      slaBadge(c.sla_due_at)),
+      slaBadge(c.sla_due_at, c.sla && c.sla.business_seconds_left)),
     h('div', { class: 'actions' }, assignControls(c, can), tagControls(c)),
     h('div', { class: 'actions snooze', id: 'snooze-box', hidden: true }));
   const presenceBar = h('div', { class: 'presence', id: 'presence', hidden: true });
@@ -419,7 +479,7 @@ function renderConversation(c, draft) {
   const focused = keep && document.activeElement && inbox.composerEl.contains(document.activeElement) ? document.activeElement : null;
   const comp = keep ? inbox.composerEl : composer(c, null);
   inbox.composerEl = comp;
-  conv.append(head, presenceBar, whyPanel(c), threadView(c), comp, auditPanel(c));
+  conv.append(head, presenceBar, servicePanel(c), whyPanel(c), threadView(c), comp, auditPanel(c));
   if (focused) focused.focus();
 }
 
@@ -528,7 +588,7 @@ function messageView(m) {
       m.kind === 'note' ? h('span', { class: 'badge' }, 'private note') : null,
       m.auto ? h('span', { class: 'badge' }, m.auto) : null));
   if (m.subject && m.direction === 'in') el.append(h('div', { class: 'subject' }, m.subject));
-  el.append(h('div', { class: 'body' }, m.text));
+  el.append(...messageText(m));
   if (m.html) {
     const box = h('div', {});
     const show = h('button', { class: 'link small', onclick: () => {
@@ -563,6 +623,31 @@ function messageView(m) {
     el.append(row);
   }
   return el;
+}
+
+// Long text is folded: the page holds the first FOLD_CHARS characters until
+// the agent asks for all of it, and the whole text (even what intake kept as
+// an attachment past its own cap) is one click away as a download.
+const FOLD_CHARS = 4000;
+
+function messageText(m) {
+  const text = m.text || '';
+  const folded = m.meta && m.meta.text_folded;  // cut at intake: the whole is an attachment
+  const body = h('div', { class: 'body' });
+  if (text.length <= FOLD_CHARS && !folded) { body.textContent = text; return [body]; }
+  const whole = folded ? folded.chars : text.length;
+  const more = h('div', { class: 'fold small' });
+  const show = (all) => {
+    body.textContent = all ? text : text.slice(0, FOLD_CHARS) + '…';
+    body.dataset.folded = all ? 'false' : 'true';
+    clear(more).append(
+      all ? null : h('button', { class: 'link small show-all', onclick: () => show(true) },
+        'show all (' + text.length.toLocaleString() + ' characters)'), ' ',
+      h('a', { href: '/api/v1/messages/' + m.id + '/text', class: 'download-text', download: 'message-' + m.id + '.txt' },
+        'download the whole text (' + whole.toLocaleString() + ' characters)'));
+  };
+  show(false);
+  return [body, more];
 }
 
 function composer(c, draft) {
@@ -689,6 +774,9 @@ function contactDetails(contact, currentConvId, reload) {
   box.append(h('h2', {}, contact.name || ('contact #' + contact.id)),
     h('div', { class: 'muted small' }, 'contact #' + contact.id + ' · since ' + fmtTime(contact.created_at)));
   if (contact.merged_into) box.append(h('p', { class: 'error' }, 'Merged into contact #' + contact.merged_into));
+  const fig = contact.satisfaction;
+  if (fig) box.append(h('div', { class: 'satisfaction' + (fig.at_risk ? ' at-risk' : ''), id: 'satisfaction', title: 'satisfaction and loyalty figure (0-100) from ratings, loyalty answers, complaints and resolution times' },
+    'Satisfaction ', h('strong', {}, Math.round(fig.score) + '/100'), fig.at_risk ? h('span', { class: 'badge breached' }, 'at risk') : null));
   box.append(h('h3', {}, 'Identities'), h('table', { class: 'kv', id: 'identities' },
     (contact.identities || []).map(i => h('tr', {}, h('td', {}, i.kind), h('td', {}, i.address, i.display_name ? ' (' + i.display_name + ')' : '')))));
   const attrs = contact.attributes || {};
@@ -774,7 +862,9 @@ async function loadContactPage(id, detail) {
 const ADMIN_TABS = [
   ['users', 'Users', 'admin'], ['teams', 'Teams', 'admin'], ['rules', 'Rules', 'admin'],
   ['channels', 'Channels', 'admin'], ['quarantine', 'Quarantine', 'admin'], ['audit', 'Audit', 'admin'],
-  ['canned', 'Canned replies', 'supervisor'], ['tokens', 'My API tokens', 'agent'],
+  ['classifier', 'Classifier', 'admin'],
+  ['canned', 'Canned replies', 'supervisor'], ['alltokens', 'API tokens', 'admin'],
+  ['tokens', 'My API tokens', 'agent'],
 ];
 
 function roleAtLeast(role) { return { agent: 0, supervisor: 1, admin: 2 }[ME.role] >= { agent: 0, supervisor: 1, admin: 2 }[role]; }
@@ -787,7 +877,7 @@ async function showAdmin() {
   clear(main).append(h('div', { class: 'page' },
     h('div', { class: 'tabs' }, tabs.map(([k, label]) => h('button', { class: k === current ? 'on' : '', 'data-tab': k, onclick: () => navigate('/admin/' + k) }, label))),
     body));
-  const fn = { users: adminUsers, teams: adminTeams, rules: adminRules, channels: adminChannels, quarantine: adminQuarantine, audit: adminAudit, canned: adminCanned, tokens: adminTokens }[current];
+  const fn = { users: adminUsers, teams: adminTeams, rules: adminRules, channels: adminChannels, quarantine: adminQuarantine, audit: adminAudit, classifier: adminClassifier, canned: adminCanned, alltokens: adminAllTokens, tokens: adminTokens }[current];
   try { await fn(body); } catch (e) { fail(e); }
 }
 
@@ -901,6 +991,78 @@ async function adminAudit(body) {
       h('td', {}, a.reason || '', a.detail && Object.keys(a.detail).length ? h('div', { class: 'muted small' }, JSON.stringify(a.detail).slice(0, 300)) : null))))));
 }
 
+function pct(x) { return x === null || x === undefined ? '—' : x.toFixed(3); }
+
+let classifierPoll = null;
+async function adminClassifier(body) {
+  clearTimeout(classifierPoll);
+  const r = await api('GET', '/classifier');
+  const m = r.model;
+  const model = h('div', { class: 'card', id: 'classifier-model' }, h('h2', {}, 'Classifier'));
+  if (!m) {
+    model.append(h('p', {}, 'No trained model: the phrases in the rules decide alone. Train one with ',
+      h('code', {}, 'omnidesk classify train'), ', or retrain below once agents have corrected or confirmed enough conversations.'));
+  } else {
+    const labels = Object.entries(m.labels || {}).map(([k, v]) => k + ' ' + v).join(', ');
+    const s = r.settings;
+    model.append(
+      h('p', {}, h('strong', {}, 'Model v' + m.version), ' in use, trained ' + fmtTime(m.trained_at) + ' in ' + m.seconds + ' s on ' + m.examples + ' examples (' + labels + ').'),
+      h('p', { class: 'muted small' }, 'From: ' + (m.sources || []).join('; ')),
+      h('p', { id: 'classifier-settings' }, (s.threshold >= 1 ? 'It never decides alone: it is always combined with the phrases' : 'It decides alone when at least ' + s.threshold.toFixed(2) + ' sure; below that it is combined with the phrases') + ', weighing ' + s.weight.toFixed(2) + ' (' + s.origin + ').'));
+    const cv = m.cross_validated;
+    if (cv) {
+      model.append(h('h3', {}, cv.folds + '-fold cross-validated: macro-F1 ' + pct(cv.macro_f1) + ', accuracy ' + pct(cv.accuracy)),
+        h('table', { class: 'grid', id: 'classifier-classes' }, h('tr', {}, ['Class', 'Precision', 'Recall', 'F1', 'Examples'].map(x => h('th', {}, x))),
+          Object.entries(cv.per_class).map(([k, c]) => h('tr', {}, h('td', {}, h('span', { class: 'badge ' + k }, k)), h('td', {}, pct(c.precision)), h('td', {}, pct(c.recall)), h('td', {}, pct(c.f1)), h('td', {}, c.support)))));
+    }
+    const c = m.combination;
+    if (c) model.append(h('p', { class: 'small' }, 'Cross-validated macro-F1: phrases alone ' + pct(c.phrases_alone_macro_f1) + ', model alone ' + pct(c.model_alone_macro_f1) + ', together ' + pct(c.macro_f1) + '.'));
+    if (m.held_out) model.append(h('p', { class: 'small' }, 'On ' + m.held_out.examples + ' held-out new examples: macro-F1 ' + pct(m.held_out.new_macro_f1) + (m.held_out.old_macro_f1 !== null ? ' against ' + pct(m.held_out.old_macro_f1) + ' for the model before' : '') + '.'));
+  }
+
+  const status = h('p', { id: 'retrain-status' });
+  const rt = r.retrain;
+  if (rt.running) status.append(h('strong', {}, 'Retraining: '), rt.step || 'starting', rt.started_at ? ' (' + fmtDelta(Date.now() / 1000 - rt.started_at) + ')' : '');
+  else if (rt.last) status.append('Last retrain (' + fmtTime(rt.last.at) + ', ' + rt.last.actor + '): ', h('span', { id: 'retrain-result' }, rt.last.result));
+  const force = h('input', { type: 'checkbox', id: 'retrain-force' });
+  const n = r.new.corrections + r.new.confirmations;
+  const retrain = h('div', { class: 'card', id: 'classifier-retrain' }, h('h3', {}, 'Retrain'),
+    h('p', {}, r.new.corrections + ' corrections and ' + r.new.confirmations + ' confirmations since the model\'s training data' + (r.since ? ' (' + fmtTime(r.since) + ')' : '') + '; a retrain needs ' + r.min_new + ' new ones. It trains on everything agents taught, scores the new model against the one in use on a held-out part of what is new, and installs it only if it does better.'),
+    h('p', { class: 'muted small' }, r.schedule_seconds ? 'Scheduled every ' + fmtDelta(r.schedule_seconds) + ' ([classifier] retrain_every).' : 'No schedule: set [classifier] retrain_every in the config for one.'),
+    h('div', { class: 'form-row' },
+      h('label', { class: 'inline' }, force, ' even with fewer than ' + r.min_new + ' new'),
+      h('button', { class: 'primary', id: 'retrain', disabled: rt.running || (n === 0 && !m) ? true : null, onclick: async () => {
+        try { await api('POST', '/classifier/retrain', { force: force.checked }); toast('Retrain started'); adminClassifier(body); } catch (e) { fail(e); }
+      } }, 'Retrain now')),
+    status);
+
+  const corrections = h('div', { class: 'card' }, h('h3', {}, 'Corrections since the model was trained'),
+    r.corrections.length ? h('table', { class: 'grid', id: 'classifier-corrections' },
+      h('tr', {}, ['When', 'Agent', 'Changed', 'Conversation', 'Customer wrote'].map(x => h('th', {}, x))),
+      r.corrections.map(k => h('tr', {}, h('td', {}, fmtTime(k.at)), h('td', {}, k.actor),
+        h('td', {}, h('span', { class: 'badge ' + (k.old || '') }, k.old || '—'), ' → ', h('span', { class: 'badge ' + k.new }, k.new)),
+        h('td', {}, h('a', { href: '/inbox/c/' + k.conversation_id }, '#' + k.conversation_id)),
+        h('td', { class: 'small' }, k.subject ? h('strong', {}, k.subject + ' ') : null, k.text))))
+      : h('p', { class: 'muted' }, 'None yet.'));
+
+  const versions = h('div', { class: 'card' }, h('h3', {}, 'Versions'),
+    r.versions.length ? h('table', { class: 'grid', id: 'classifier-versions' },
+      h('tr', {}, ['Version', 'Trained', 'Examples', 'Cross-validated macro-F1', 'Held-out macro-F1', ''].map(x => h('th', {}, x))),
+      r.versions.map(v => h('tr', {}, h('td', {}, 'v' + v.version), h('td', {}, fmtTime(v.trained_at)), h('td', {}, v.examples ?? ''),
+        h('td', {}, pct(v.cv_macro_f1)), h('td', {}, pct(v.held_out_macro_f1)), h('td', {}, v.installed ? h('strong', {}, 'in use') : ''))))
+      : h('p', { class: 'muted' }, 'No model saved yet.'));
+
+  const history = h('div', { class: 'card' }, h('h3', {}, 'Retrain history'),
+    r.history.length ? h('table', { class: 'grid', id: 'classifier-history' },
+      h('tr', {}, ['When', 'Who', 'New examples', 'Result'].map(x => h('th', {}, x))),
+      r.history.map(a => h('tr', {}, h('td', {}, fmtTime(a.at)), h('td', {}, a.actor), h('td', {}, a.new_examples ?? ''),
+        h('td', { class: a.installed === false ? 'muted' : '' }, a.result || ''))))
+      : h('p', { class: 'muted' }, 'No retrain yet.'));
+
+  clear(body).append(model, retrain, corrections, versions, history);
+  if (rt.running) classifierPoll = setTimeout(() => { if (document.body.contains(body)) adminClassifier(body); }, 1000);
+}
+
 async function adminCanned(body) {
   const r = await api('GET', '/canned');
   const f = { shortcut: h('input', { type: 'text', id: 'canned-shortcut' }), title: h('input', { type: 'text', id: 'canned-title' }),
@@ -927,6 +1089,24 @@ async function adminTokens(body) {
     h('div', { class: 'form-row' }, name, h('button', { onclick: async () => {
       try { const t = await api('POST', '/me/tokens', { name: name.value || 'token' }); clear(shown).append(h('p', {}, 'Copy it now: ', h('code', {}, t.token))); } catch (e) { fail(e); }
     } }, 'Create')), shown));
+}
+
+// Every token of every user (and those made without a user by the CLI), by
+// public id; an admin revokes any of them here.
+async function adminAllTokens(body) {
+  const r = await api('GET', '/tokens');
+  const live = r.items.filter(t => !t.revoked_at).length;
+  clear(body).append(h('div', { class: 'card' }, h('h2', {}, 'API tokens'),
+    h('p', { class: 'muted small' }, live + ' live, ' + (r.items.length - live) + ' revoked. A token acts as its user (never above the user\'s role); one without a user has its own role.'),
+    h('table', { class: 'grid', id: 'all-tokens' },
+      h('tr', {}, ['Id', 'Name', 'User', 'Role', 'Created', 'State'].map(x => h('th', {}, x))),
+      r.items.map(t => h('tr', { 'data-token': t.id },
+        h('td', {}, h('code', {}, t.id)), h('td', {}, t.name || ''), h('td', {}, t.username || h('span', { class: 'muted' }, 'no user')),
+        h('td', {}, t.role), h('td', {}, fmtTime(t.created_at)),
+        h('td', {}, t.revoked_at ? 'revoked ' + fmtTime(t.revoked_at) : h('button', { class: 'danger', onclick: async () => {
+          if (!confirm('Revoke token ' + (t.name || t.id) + (t.username ? ' of ' + t.username : '') + '? Whatever uses it stops working at once.')) return;
+          try { await api('DELETE', '/tokens/' + t.id); toast('Token revoked'); showAdmin(); } catch (e) { fail(e); }
+        } }, 'Revoke')))))));
 }
 
 // ------------------------------------------------------------------ router --
@@ -968,4 +1148,5 @@ live.on(e => { if (document.querySelector('.inbox')) onInboxEvent(e); });
 // SLA countdowns age without any event: redraw the list once a minute.
 setInterval(() => { if (document.querySelector('.inbox') && !document.hidden) refreshList(); }, 60000);
 live.start();
+notices.start();
 route();

@@ -142,6 +142,13 @@
     ".od-in{background:var(--od-color);color:#fff;margin-left:auto}" +
     ".od-meta{display:block;font-size:11px;opacity:.7;margin-top:3px}" +
     ".od-failed{background:#ffebe9;color:#82071e;border:1px solid #ff8182;cursor:pointer}" +
+    ".od-survey{display:flex;flex-wrap:wrap;gap:4px;margin:4px 0 8px}" +
+    ".od-survey button{flex:1 1 auto;min-width:34px;padding:6px 8px;border:1px solid var(--od-color);" +
+    "border-radius:8px;background:#fff;color:var(--od-color);cursor:pointer;font-size:13px}" +
+    ".od-survey button:disabled{opacity:.45;cursor:default}" +
+    ".od-survey button.od-chosen{background:var(--od-color);color:#fff;opacity:1}" +
+    ".od-survey.od-rating{flex-direction:column;max-width:80%}" +
+    ".od-survey.od-rating button{text-align:left}" +
     "#od-profile{padding:8px 12px;border-top:1px solid #d0d7de;font-size:13px}" +
     "#od-profile[hidden]{display:none}" +
     "#od-profile input{width:100%;margin:3px 0;padding:6px;border:1px solid #d0d7de;border-radius:6px}" +
@@ -287,7 +294,9 @@
     }
     if (typeof m.id !== "number") return;
     var known = !!state.bubbles["out:" + m.id];
-    bubble("out:" + m.id, "out", m.text, timeOf(m.at));
+    // A survey question with buttons needs no "1 = ..., reply with a number".
+    var ob = bubble("out:" + m.id, "out", (m.survey && m.survey.question) || m.text, timeOf(m.at));
+    if (m.survey && !known) surveyButtons(ob, m.survey);
     if (m.id > state.maxOutId) state.maxOutId = m.id;
     if (m.state === "sent") queueReceipt("delivered", m.id);
     if (m.state !== "read") {
@@ -301,6 +310,29 @@
         }
       }
     }
+  }
+
+  // A satisfaction survey: its choices as buttons under the question; a
+  // click sends the number as the visitor's answer (the server takes it as
+  // the rating), and the buttons close.
+  function surveyButtons(after, survey) {
+    var stick = atBottom();
+    var row = el("div", { class: "od-survey" + (survey.stage === "rating" ? " od-rating" : ""), role: "group" });
+    var choices = (survey.choices || []).slice();
+    if (survey.stage === "rating") choices.reverse(); // best first
+    choices.forEach(function (c) {
+      var btn = el("button", { type: "button", "data-value": String(c.value), title: c.label }, String(c.value) + (c.label !== String(c.value) ? " \u00b7 " + c.label : ""));
+      btn.addEventListener("click", function () {
+        Array.prototype.forEach.call(row.querySelectorAll("button"), function (x) {
+          x.disabled = true;
+        });
+        btn.classList.add("od-chosen");
+        sendText(String(c.value), newId(), false);
+      });
+      row.appendChild(btn);
+    });
+    log.insertBefore(row, after.nextSibling);
+    if (stick) log.scrollTop = log.scrollHeight;
   }
 
   function renderBadge() {

@@ -1,0 +1,155 @@
+"""Time-based rules under the scheduler, on a controllable clock: a rule fires
+once when its condition starts to hold, not every minute while it holds, and
+again only in a new episode; its actions (a canned reply, tags, notices, a
+status) are audited with the rule's name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from omnidesk.service.clock import ManualClock
+from omnidesk.store import Store
+from omnidesk.store.canned import save_canned
+from omnidesk.store.conversations import message_rows
+from omnidesk.store.service import get_state, notifications_for
+from tests.service.helpers import berlin, make_desk, rules_with
+
+RULES = """
+[[rule]]
+name = "nudge-pending"
+on = "time"
+when = { status = "pending", hours_since_agent.at_least = 48 }
+then = { tags = ["nudged"], notify = ["assignee"], reply = "nudge" }
+
+[[rule]]
+name = "nearly-due"
+on = "time"
+when = { status = "open", sla_due_in_hours.below = 1 }
+then = { tags = ["nearly-due"] }
+
+[[sla]]
+name = "all"
+first_response = "4h"
+"""
+
+
+@pytest.fixture
+def clock(clock_at: Callable[[float], ManualClock]) -> ManualClock:
+    return clock_at(berlin(2026, 3, 2, 10, 0))  # a Monday
+
+
+async def test_a_time_rule_fires_once_per_episode(
+    store: Store, tmp_path: Path, clock: ManualClock
+) -> None:
+    desk = await make_desk(store, rules_with(tmp_path, RULES, keep=False), clock)
+    await store.write(
+        save_canned,
+        actor="admin:root",
+        shortcut="nudge",
+        title="Nudge",
+        body="Hello {contact.first_name}, do you still need help with this?",
+    )
+    await desk.message("Can I change my delivery address?", thread="t1")
+    await desk.reply("Sure: which address should it go to?")
+    await desk.set_status("pending")
+    await desk.tick()
+    conv = await desk.conversation()
+    state = await store.read(get_state, 1)
+    # Nothing to do for 48 hours: the next look is booked for then.
+    assert state["check_at"] == conv["last_reply_at"] + 48 * 3600
+    # A tick every minute around the threshold, then every hour for a day.
+    start = conv["last_reply_at"]
+    for minute in range(47 * 60 + 50, 48 * 60 + 30):
+        clock.set(start + minute * 60)
+        await desk.tick()
+    for hour in range(49, 73):
+        clock.set(start + hour * 3600)
+        await desk.tick(sweep=True)
+    fired = await desk.audit(action="rule_fired")
+    assert [a["actor"] for a in fired] == ["rule:nudge-pending"]
+    assert fired[0]["at"] == start + 48 * 3600
+    assert "hours_since_agent 48.0 at least 48" in fired[0]["reason"]
+    conv = await desk.conversation()
+    assert "nudged" in conv["tags"] and conv["status"] == "pending"
+    msgs = await store.read(message_rows, 1)
+    nudges = [m for m in msgs if m["auto"] == "rule:nudge-pending"]
+    assert [m["text"] for m in nudges] == ["Hello Ann, do you still need help with this?"]
+    # The canned reply is automatic: it is no agent reply, the rule still holds
+    # and does not fire again.
+    assert conv["last_reply_at"] == start
+    assert len(await store.read(notifications_for, conv["assignee"])) == 1
+    # The customer writes: the episode ends. A new one starts when the
+    # conversation waits on them again, and fires 48 hours into it.
+    await desk.message("Yes: 12 Elm Street", thread="t1")
+    await desk.tick()
+    assert "rule:nudge-pending" not in (await store.read(get_state, 1))["fired"]
+    await desk.reply("Done, it will go to Elm Street.")
+    await desk.set_status("pending")
+    second = clock.now()
+    for hour in range(1, 50):
+        clock.set(second + hour * 3600)
+        await desk.tick()
+    fired = await desk.audit(action="rule_fired")
+    assert [a["actor"] for a in fired] == ["rule:nudge-pending"] * 2
+
+
+async def test_an_sla_condition_fires_before_the_due_time(
+    store: Store, tmp_path: Path, clock: ManualClock
+) -> None:
+    desk = await make_desk(store, rules_with(tmp_path, RULES, keep=False), clock)
+    await desk.message("Is the shop open on Sunday?")
+    await desk.tick()
+    due = (await store.read(get_state, 1))["first_due"]
+    for minute in range(0, 4 * 60 + 10, 5):
+        clock.set(berlin(2026, 3, 2, 10, 0) + minute * 60)
+        await desk.tick()
+        check = (await store.read(get_state, 1))["check_at"]
+        if check is not None and check < clock.now() + 300:
+            clock.set(check)  # as the scheduler's loop would, on time
+            await desk.tick()
+    [fired] = await desk.audit(action="rule_fired")
+    # Looked at the second the hour left went below 1, not at the next sweep.
+    assert fired["actor"] == "rule:nearly-due" and fired["at"] == due - 3600 + 1
+    assert "nearly-due" in (await desk.conversation())["tags"]
+
+
+async def test_an_action_that_cannot_be_done_is_audited(
+    store: Store, tmp_path: Path, clock: ManualClock
+) -> None:
+    # No canned reply "nudge" exists: the rule's other actions still happen.
+    desk = await make_desk(store, rules_with(tmp_path, RULES, keep=False), clock)
+    await desk.message("Question", thread="t2")
+    await desk.reply("Answer")
+    await desk.set_status("pending")
+    clock.advance(49 * 3600)
+    await desk.tick(sweep=True)
+    [failed] = await desk.audit(action="action_failed")
+    assert "no canned reply with the shortcut 'nudge'" in failed["reason"]
+    assert "nudged" in (await desk.conversation())["tags"]
+
+
+async def test_a_rule_added_later_is_applied_to_conversations_already_waiting(
+    store: Store, tmp_path: Path, clock: ManualClock
+) -> None:
+    from omnidesk.rules import load_rules
+
+    desk = await make_desk(store, rules_with(tmp_path, "", keep=False), clock)
+    await desk.message("Question", thread="w")
+    await desk.reply("Answer")
+    await desk.set_status("pending")
+    await desk.tick()
+    assert (await store.read(get_state, 1))["check_at"] is None  # nothing to wait for
+    clock.advance(60 * 3600)
+    await desk.tick(sweep=True)
+    assert await desk.audit(action="rule_fired") == []
+    # An admin adds the nudge rule: the pending conversation is looked at again.
+    new = load_rules(
+        rules_with(tmp_path, RULES.replace('reply = "nudge"', 'status = "open"'), keep=False)
+    )
+    desk.scheduler.rules = lambda: new
+    await desk.tick()
+    [fired] = await desk.audit(action="rule_fired")
+    assert fired["actor"] == "rule:nudge-pending"
