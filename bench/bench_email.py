@@ -320,7 +320,7 @@ async def omnidesk_smtp(
 ) -> tuple[float, float | None]:
     """(seconds until the last 250, seconds until the pipeline is done or
     None when it does not run here)."""
-    from omnidesk.daemon import Daemon
+    from omnidesk.app import Daemon
 
     cfg = _config(
         tmp,
@@ -390,7 +390,7 @@ accept = ["{SUPPORT}"]
 
 
 async def omnidesk_smtp_pg(tmp: Path, url: str, n: int, connections: int) -> tuple[float, float]:
-    from omnidesk.daemon import Daemon
+    from omnidesk.app import Daemon
     from tests.postgres.pgtools import temp_schema
 
     with temp_schema(url) as schema_url:
@@ -488,7 +488,7 @@ async def omnidesk_imap(
     """Seconds from the mailbox's first login until the last message is
     stored (or accepted, without workers); starting the daemon and its
     pipeline (process) is not timed."""
-    from omnidesk.daemon import Daemon
+    from omnidesk.app import Daemon
 
     cfg = _config(
         tmp,

@@ -44,8 +44,8 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from omnidesk.app import Daemon
 from omnidesk.config import parse_config
-from omnidesk.daemon import Daemon
 from omnidesk.store import open_store
 from omnidesk.store.base import migration_files
 from omnidesk.store.tokens import create_token

@@ -304,9 +304,9 @@ async def profile_one(url: str, n: int) -> dict[str, float]:
     message's time goes."""
     import structlog
 
-    from omnidesk import pipeline
+    from omnidesk.app import Daemon
     from omnidesk.config import parse_config
-    from omnidesk.daemon import Daemon
+    from omnidesk.pipeline import decide as decide_stage
     from omnidesk.store import postgres as pg
     from omnidesk.store.inbound import insert_envelopes
 
@@ -322,7 +322,7 @@ async def profile_one(url: str, n: int) -> dict[str, float]:
             spent["db"] += time.perf_counter() - t
             spent["statements"] += 1
 
-    decide = pipeline._decide
+    decide = decide_stage.decide
 
     def timed_decide(*a: Any, **kw: Any) -> Any:
         t = time.perf_counter()
@@ -362,7 +362,7 @@ async def profile_one(url: str, n: int) -> dict[str, float]:
         ]
         await daemon.store.write(insert_envelopes, envs)
         pg._PgDb._wait = timed_wait  # type: ignore[method-assign]
-        pipeline._decide = timed_decide
+        decide_stage.decide = timed_decide
         adapter.normalize = timed_normalize  # type: ignore[method-assign]
         try:
             t0 = time.perf_counter()
@@ -370,7 +370,7 @@ async def profile_one(url: str, n: int) -> dict[str, float]:
             total = time.perf_counter() - t0
         finally:
             pg._PgDb._wait = wait  # type: ignore[method-assign]
-            pipeline._decide = decide
+            decide_stage.decide = decide
         await daemon.stop()
     spent["total"] = total
     return {k: v / n for k, v in spent.items()}

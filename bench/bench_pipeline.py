@@ -29,9 +29,9 @@ from benchrows import record
 from rich.console import Console
 from rich.table import Table
 
+from omnidesk.app import Daemon
 from omnidesk.channels.api import parse_body, sign, verify
 from omnidesk.config import parse_config
-from omnidesk.daemon import Daemon
 from omnidesk.model import Envelope
 from omnidesk.store.inbound import count_pending
 

@@ -49,8 +49,8 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from omnidesk.app import Daemon
 from omnidesk.config import parse_config
-from omnidesk.daemon import Daemon
 from omnidesk.rules import load_rules
 from omnidesk.service.clock import ManualClock
 from omnidesk.service.evaluate import Settings

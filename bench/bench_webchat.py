@@ -77,8 +77,8 @@ def config(workdir: Path, workers: int) -> dict[str, Any]:
 
 async def serve(workdir: Path, workers: int) -> None:
     from omnidesk import logging as odlog
+    from omnidesk.app import Daemon
     from omnidesk.config import parse_config
-    from omnidesk.daemon import Daemon
 
     odlog.configure("warning", json=True)
     daemon = Daemon(parse_config(config(workdir, workers), base_dir=REPO))

@@ -86,8 +86,8 @@ async def _serve_floor() -> None:
 
 async def _serve_daemon(mode: str, workdir: Path) -> None:
     from omnidesk import logging as odlog
+    from omnidesk.app import Daemon
     from omnidesk.config import parse_config
-    from omnidesk.daemon import Daemon
 
     odlog.configure("warning", json=True)
     cfg = parse_config(
@@ -137,7 +137,7 @@ async def _serve_daemon(mode: str, workdir: Path) -> None:
 
 
 def deliveries(n: int, run: str) -> list[tuple[bytes, dict[str, str]]]:
-    from omnidesk.channels.meta import SIGNATURE_HEADER, sign
+    from omnidesk.channels.meta.webhook import SIGNATURE_HEADER, sign
 
     texts = [
         "Hi, when will order {n} ship? Thanks",

@@ -19,9 +19,9 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
+from omnidesk.app import Daemon
 from omnidesk.channels.api import SIGNATURE_HEADER, sign
 from omnidesk.config import Config, parse_config
-from omnidesk.daemon import Daemon
 from omnidesk.store import Store, open_store
 from tests import testdata
 

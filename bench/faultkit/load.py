@@ -306,7 +306,7 @@ class WebhookSender(HttpSender):
         return f"wamid.{ident}"
 
     def body(self, ident: str) -> tuple[bytes, dict[str, str]]:
-        from omnidesk.channels.meta import SIGNATURE_HEADER, sign
+        from omnidesk.channels.meta.webhook import SIGNATURE_HEADER, sign
 
         n = int(ident.rsplit("-", 1)[1])
         wa_id = f"4915{100000000 + n % 5000:09d}"

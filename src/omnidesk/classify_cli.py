@@ -250,12 +250,11 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .cli import _rules as rules_of
-    from .cli import _rules_source
+    from .cmdline import rules_of, rules_source
     from .rules import evaluate_labelled
 
     records = read_jsonl([args.file])
-    _folder, config = _rules_source(args)  # -c must name a config that loads
+    _folder, config = rules_source(args)  # -c must name a config that loads
     ruleset = rules_of(args)
     model = _model(args, config)
     runs: list[tuple[str, Any]] = []

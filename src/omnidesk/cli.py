@@ -21,21 +21,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from . import __version__
+from .cmdline import CliError, rules_error, rules_of, rules_source
 from .config import Config, ConfigError, load_config
 
 T = TypeVar("T")
 
 DEFAULT_CONFIG = os.environ.get("OMNIDESK_CONFIG", "config.toml")
 CONFIG_HELP = "config file (default: $OMNIDESK_CONFIG or ./config.toml)"
-
-
-class CliError(Exception):
-    """A user's mistake or a missing resource: one line on stderr, no
-    traceback; ``code`` is the exit code."""
-
-    def __init__(self, message: str, code: int = 2) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def _read_text(path: str, what: str) -> str:
@@ -49,19 +41,6 @@ def _read_text(path: str, what: str) -> str:
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
         raise CliError(f"{path}:{line}: the {what} must be UTF-8 text") from None
-
-
-def _rules_error(exc: Exception, config: Config | None) -> CliError:
-    """Rules that do not load, as one line: the first problem and where to
-    see them all."""
-    from .cmdline import command
-    from .rules import RulesError
-
-    problems = exc.problems if isinstance(exc, RulesError) else []
-    first = str(problems[0]) if problems else str(exc)
-    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-    check = command("rules", "check", config=config.file if config else None)
-    return CliError(f"rules: {first}{more}; see {check}")
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -84,7 +63,7 @@ async def _with_store(config: Config, fn: Callable[[Any], Awaitable[T]]) -> T:
     try:
         await store.open()
     except (ConnectionError, OSError, sqlite3.Error) as exc:
-        from .daemon import store_failure
+        from .app import store_failure
 
         await store.close()
         raise CliError(str(store_failure(config.storage_url, exc)), 1) from None
@@ -109,7 +88,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     the daemon's event loop takes them over, ``main``'s handlers raise
     :class:`_Interrupted`: nothing is open yet then)."""
     from . import logging as odlog
-    from .daemon import Daemon
+    from .app import Daemon
 
     config = _config(args)
     odlog.configure(config.log_level)
@@ -124,37 +103,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 # -- rules -----------------------------------------------------------------
-def _rules_source(args: argparse.Namespace) -> tuple[Path, Config | None]:
-    """The rules folder and the config naming it. ``-c`` (or
-    $OMNIDESK_CONFIG) must name a config that loads; without either,
-    ./config.toml when there is one. ``--rules`` picks the folder."""
-    config = None
-    if args.config is not None:
-        config = load_config(args.config)
-    elif os.environ.get("OMNIDESK_CONFIG"):
-        config = load_config(os.environ["OMNIDESK_CONFIG"])
-    elif Path("config.toml").is_file():
-        config = load_config("config.toml")
-    if args.rules:
-        return Path(args.rules), config
-    return (config.rules_dir if config is not None else Path("rules")), config
-
-
-def _rules(args: argparse.Namespace) -> Any:
-    from .rules import RulesError, load_rules
-
-    folder, config = _rules_source(args)
-    try:
-        return load_rules(folder)
-    except RulesError as exc:
-        raise _rules_error(exc, config) from None
-
-
 def cmd_rules_check(args: argparse.Namespace) -> int:
     from .cmdline import shown_path
     from .rules import Defined, check_rules
 
-    folder, config = _rules_source(args)
+    folder, config = rules_source(args)
     defined = None
     if config is not None:
         defined = Defined(
@@ -173,7 +126,7 @@ def cmd_rules_test(args: argparse.Namespace) -> int:
     from .model import RuleInput
     from .rules import detect_language
 
-    ruleset = _rules(args)
+    ruleset = rules_of(args)
     try:
         # The trained model installed in the data directory decides too (--model none: not)
         ruleset = ruleset.with_model(_model(args, _maybe_config(args)))
@@ -494,7 +447,7 @@ def cmd_quarantine_show(args: argparse.Namespace) -> int:
 def cmd_quarantine_retry(args: argparse.Namespace) -> int:
     """Requeue, then run the pipeline here so the outcome is printed now (a
     running daemon would pick the entries up too: claims are transactional)."""
-    from .daemon import build_adapters, pipeline_context
+    from .app import build_adapters, pipeline_context
     from .intake import Intake
     from .pipeline import PipelineRunner
     from .rules import RulesError, load_rules
@@ -516,7 +469,7 @@ def cmd_quarantine_retry(args: argparse.Namespace) -> int:
         try:
             rules = load_rules(config.rules_dir)
         except RulesError as exc:
-            raise _rules_error(exc, config) from None
+            raise rules_error(exc, config) from None
         runner = PipelineRunner(
             store,
             pipeline_context(config, adapters, lambda: rules, acks),
@@ -751,7 +704,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .channels.imap import register_cli as register_imap
 
-    register_imap(sub, _add_config)  # omnidesk imap backfill CHANNEL --since DATE
+    register_imap(sub, _add_config, _channel_adapters)  # omnidesk imap backfill CHANNEL
     from .classify_cli import register_cli as register_classify
 
     # omnidesk classify eval|train|retrain|models, omnidesk rules replay
@@ -763,6 +716,12 @@ def build_parser() -> argparse.ArgumentParser:
     service_commands.add_rules_commands(rsub, _add_config)
     service_commands.add_commands(sub, _add_config)
     return p
+
+
+def _channel_adapters(config: Config) -> Any:
+    from .app import channel_adapters
+
+    return channel_adapters(config)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

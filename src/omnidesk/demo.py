@@ -8,18 +8,37 @@ import asyncio
 import json
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
 from .channels.api import SIGNATURE_HEADER, sign
 from .cmdline import command
-from .store import Db
+from .store import Db, Store
 from .store.inbox import ConversationFilter, list_conversations
 from .store.tokens import create_token
 
 if TYPE_CHECKING:
-    from .daemon import Daemon
+    from .channels.base import ChannelAdapter
+    from .config import Config
+    from .pipeline_proc import PipelineProcesses
+
+
+class Running(Protocol):
+    """The running daemon as the demo uses it (``omnidesk run --demo``)."""
+
+    @property
+    def config(self) -> Config: ...
+    @property
+    def store(self) -> Store: ...
+    @property
+    def adapters(self) -> Mapping[str, ChannelAdapter]: ...
+    @property
+    def pipeline_processes(self) -> PipelineProcesses | None: ...
+    @property
+    def web_port(self) -> int: ...
+
 
 SAMPLES: list[dict[str, Any]] = [
     {
@@ -74,7 +93,7 @@ def _demo_admin(db: Db) -> str:
     return password
 
 
-async def run_demo(daemon: Daemon) -> None:
+async def run_demo(daemon: Running) -> None:
     api = next((a for a in daemon.adapters.values() if a.type == "api"), None)
     if api is None:
         print('--demo needs an API channel ([[channels]] type = "api")', file=sys.stderr)

@@ -14,16 +14,12 @@ from collections.abc import Callable, Sequence
 
 import structlog
 
-from .channels.base import Accept
+from .channels.base import Accept, IntakeError
 from .model import Envelope
 from .store import Store
 from .store.inbound import insert_envelopes
 
 log = structlog.get_logger(__name__)
-
-
-class IntakeError(Exception):
-    """The envelope could not be stored; the adapter must not acknowledge."""
 
 
 class Intake(Accept):

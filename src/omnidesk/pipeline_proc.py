@@ -43,7 +43,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import BrokenExecutor, Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -52,12 +52,11 @@ from typing import Any
 
 import structlog
 
-from .channels.base import Accept
 from .config import Config
 from .events import Event
-from .model import Envelope
-from .pipeline import BatchResult, Normalized, PipelineContext, prepare_envelope
+from .pipeline import BatchResult, ChannelParser, Normalized, PipelineContext, prepare_envelope
 from .rules import RuleSet
+from .store import Store
 from .store.inbound import InboundRow
 
 log = structlog.get_logger(__name__)
@@ -138,6 +137,25 @@ class InFlightFile:
         self._map.close()
 
 
+@dataclass(frozen=True, slots=True)
+class ProcessWiring:
+    """How a pipeline or parse process builds what it runs: the composition
+    root (``app.py``) hands its own builders in, so a child builds exactly as
+    the daemon does while this module imports no root. Module-level
+    functions: they reach a spawned child by name."""
+
+    # The channels, to normalize only (never started, no intake), and their
+    # auto-acknowledgement texts; the store is None in a parse process.
+    adapters: Callable[[Config, Store | None], tuple[dict[str, ChannelParser], dict[str, str]]]
+    # The pipeline's context: (config, adapters, current rules, acks).
+    context: Callable[
+        [Config, Mapping[str, ChannelParser], Callable[[], RuleSet], Mapping[str, str]],
+        PipelineContext,
+    ]
+    # Where trained classifier models are installed.
+    model_dir: Callable[[Config], Path]
+
+
 @dataclass
 class _Child:
     index: int
@@ -160,10 +178,13 @@ class PipelineProcesses:
         config: Config,
         n: int,
         on_result: Callable[[BatchResult], None],
+        *,
+        wiring: ProcessWiring,
         share_waiting: Callable[[Any], None] | None = None,
         quarantine: Callable[[list[int], str], Awaitable[None]] | None = None,
     ) -> None:
         self.config = config
+        self.wiring = wiring
         self.quarantine = quarantine
         self._deaths: dict[int, int] = {}  # inbound id -> deaths while it was in flight
         # SQLite writes one transaction at a time: one pipeline process
@@ -233,6 +254,7 @@ class PipelineProcesses:
             target=child_main,
             args=(
                 self.config,
+                self.wiring,
                 child.index,
                 wake_r,
                 res_w,
@@ -439,6 +461,7 @@ def _result_to(res: BatchResult) -> bytes:
 # -- the child ---------------------------------------------------------------
 def child_main(
     config: Config,
+    wiring: ProcessWiring,
     index: int,
     wake: Connection,
     results: Connection,
@@ -455,7 +478,7 @@ def child_main(
     # its children itself, in order.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        asyncio.run(_serve(config, wake, results, counters, parsers, in_flight))
+        asyncio.run(_serve(config, wiring, wake, results, counters, parsers, in_flight))
     except Exception:
         log.exception("pipeline_process_failed")
         raise SystemExit(1) from None
@@ -463,13 +486,13 @@ def child_main(
 
 async def _serve(
     config: Config,
+    wiring: ProcessWiring,
     wake: Connection,
     results: Connection,
     counters: Any,
     parsers: int,
     in_flight: Any = None,
 ) -> None:
-    from .daemon import build_adapters, model_dir, pipeline_context
     from .pipeline import PipelineRunner
     from .rules import RulesHolder, load_language_model, load_rules
     from .store import open_store
@@ -488,19 +511,25 @@ async def _serve(
     # daemon's intake may be waiting for) is not the one left without CPU.
     with contextlib.suppress(OSError):
         os.nice(CHILD_NICE)
-    rules = RulesHolder(config.rules_dir, load_rules(config.rules_dir), model_dir=model_dir(config))
+    rules = RulesHolder(
+        config.rules_dir, load_rules(config.rules_dir), model_dir=wiring.model_dir(config)
+    )
     # The adapters normalize here; they are never started (the daemon runs
     # the channels).
-    adapters, acks = build_adapters(config, _NoIntake(), store)
+    adapters, acks = wiring.adapters(config, store)
     await asyncio.to_thread(load_language_model)
 
     def send(res: BatchResult) -> None:
         results.send_bytes(_result_to(res))
 
-    pool = ParsePool(config, parsers, lambda: rules.current.fingerprint) if parsers else None
+    pool = (
+        ParsePool(config, parsers, lambda: rules.current.fingerprint, wiring=wiring)
+        if parsers
+        else None
+    )
     runner = PipelineRunner(
         store,
-        pipeline_context(config, adapters, lambda: rules.current, acks),
+        wiring.context(config, adapters, lambda: rules.current, acks),
         batch_size=config.pipeline_batch,
         on_result=send,
         prenormalize=True,
@@ -568,9 +597,15 @@ class ParsePool:
     MAX_BREAKS = 3
 
     def __init__(
-        self, config: Config, n: int, rules_fingerprint: Callable[[], str] | None = None
+        self,
+        config: Config,
+        n: int,
+        rules_fingerprint: Callable[[], str] | None = None,
+        *,
+        wiring: ProcessWiring,
     ) -> None:
         self.config = config
+        self.wiring = wiring
         self.n = n
         self.rules_fingerprint = rules_fingerprint
         self.breaks = 0
@@ -581,7 +616,7 @@ class ParsePool:
             self.n,
             mp_context=mp.get_context("spawn"),
             initializer=_parser_init,
-            initargs=(self.config,),
+            initargs=(self.config, self.wiring),
         )
 
     def submit(self, rows: list[InboundRow]) -> asyncio.Future[list[tuple[int, Normalized]]]:
@@ -708,20 +743,19 @@ class ParseRules:
         self.ruleset = self.ruleset.with_model(model)
 
 
-def _parser_init(config: Config) -> None:
+def _parser_init(config: Config, wiring: ProcessWiring) -> None:
     global _PARSE_CTX, _PARSE_RULES
-    from .daemon import build_adapters, model_dir
     from .rules import detect_language, load_language_model
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _exit_with_parent()
     load_language_model()
     # Adapters only normalize here; they have no intake and no store.
-    adapters, _ = build_adapters(config, _NoIntake(), None)
+    adapters, _ = wiring.adapters(config, None)
     _PARSE_CTX = PipelineContext(
         adapters=adapters, rules=_no_rules, detect_language=detect_language
     )
-    _PARSE_RULES = ParseRules(config.rules_dir, model_dir(config))
+    _PARSE_RULES = ParseRules(config.rules_dir, wiring.model_dir(config))
 
 
 def _exit_with_parent(every: float = 0.5) -> None:
@@ -748,17 +782,6 @@ def _parse_rows(
 
 def _no_rules() -> Any:
     raise RuntimeError("a parse process does not classify (it previews, see ParseRules)")
-
-
-class _NoIntake(Accept):
-    """The intake of adapters that only normalize (pipeline and parse
-    processes: the daemon runs the channels)."""
-
-    async def accept(self, envelope: Envelope) -> bool:
-        raise RuntimeError("a parse process accepts nothing")
-
-    async def accept_many(self, envelopes: Sequence[Envelope]) -> list[bool]:
-        raise RuntimeError("a parse process accepts nothing")
 
 
 def _store_options(config: Config) -> dict[str, Any]:

@@ -12,8 +12,8 @@ import httpx
 import pytest
 from aiohttp import web
 
+from omnidesk.app import Daemon
 from omnidesk.channels.api import SIGNATURE_HEADER, TOLERANCE, sign, verify
-from omnidesk.daemon import Daemon
 from omnidesk.store.inbound import count_pending
 from tests.conftest import API_SECRET, admin_token, message, post_inbound, settle, signed
 

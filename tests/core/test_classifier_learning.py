@@ -12,9 +12,9 @@ from typing import Any
 
 import httpx
 
+from omnidesk.app import Daemon, model_dir
 from omnidesk.classify_cli import replay, retrain
 from omnidesk.config import Config
-from omnidesk.daemon import Daemon, model_dir
 from omnidesk.learning import held_out as _held_out
 from omnidesk.rules import load_rules
 from omnidesk.rules.trained import Example, ModelStore, train

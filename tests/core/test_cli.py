@@ -203,8 +203,8 @@ def test_tokens_create_prints_the_token_last(tmp_path: Path) -> None:
 
 
 async def test_quarantine_list_show_retry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from omnidesk.app import Daemon
     from omnidesk.config import load_config
-    from omnidesk.daemon import Daemon
     from omnidesk.model import Envelope
 
     cfg_path = config_file(tmp_path)

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 import trustme
 
+from omnidesk.app import build_adapters
 from omnidesk.config import Options, parse_config
-from omnidesk.daemon import build_adapters
 from omnidesk.intake import Intake
 from omnidesk.store import open_store
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from omnidesk.daemon import Daemon
+from omnidesk.app import Daemon
 
 
 async def test_task_cancelled_before_its_first_step_closes_its_work() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from omnidesk.daemon import Daemon
+from omnidesk.app import Daemon
 from omnidesk.model import Envelope
 from omnidesk.store.inbound import count_pending, get_quarantine, list_quarantine, retry_quarantine
 from omnidesk.store.inbox import ConversationFilter, get_conversation_full, list_conversations

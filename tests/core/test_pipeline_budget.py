@@ -86,11 +86,11 @@ async def test_a_failing_message_is_quarantined_alone_and_rolled_back(
     """SQLite runs a batch under one savepoint first; a failure redoes it with
     one savepoint per message. Either way: the others are kept, the failing
     one leaves nothing behind but its quarantine entry (and its raw bytes)."""
-    import omnidesk.pipeline as pipeline
+    import omnidesk.pipeline.batch as batch
     from omnidesk.store.inbound import list_quarantine
 
     ctx = await pipeline_with(store, 4)
-    persist = pipeline._persist_message
+    persist = batch.handle_message
 
     def failing(db: Any, ctx: Any, adapter: Any, row: Any, msg: Any, res: Any) -> Any:
         out = persist(db, ctx, adapter, row, msg, res)  # contact, conversation, message
@@ -98,7 +98,7 @@ async def test_a_failing_message_is_quarantined_alone_and_rolled_back(
             raise RuntimeError("disk says no")
         return out
 
-    monkeypatch.setattr(pipeline, "_persist_message", failing)
+    monkeypatch.setattr(batch, "handle_message", failing)
     res = await store.write(process_batch, ctx, 64, None)
     assert (res.claimed, res.quarantined) == (4, 1)
 
@@ -119,7 +119,7 @@ async def test_a_failing_assignment_leaves_its_conversation_unassigned_with_the_
 ) -> None:
     import dataclasses
 
-    import omnidesk.pipeline as pipeline
+    import omnidesk.pipeline.route as route
     from omnidesk.config import TeamConfig
 
     ctx = dataclasses.replace(
@@ -127,7 +127,7 @@ async def test_a_failing_assignment_leaves_its_conversation_unassigned_with_the_
         teams={"support": TeamConfig("support", ["alice", "bob"])},
         default_team="support",
     )
-    routed = pipeline._routed
+    routed = route.routed
 
     def fails_for_b1(db: Any, conv_id: int, team: Any, agent: Any, why: str, at: float) -> None:
         ext = db.val("SELECT external_id FROM messages WHERE conversation_id = ?", (conv_id,))
@@ -135,7 +135,7 @@ async def test_a_failing_assignment_leaves_its_conversation_unassigned_with_the_
             raise RuntimeError("agent directory unreachable")
         routed(db, conv_id, team, agent, why, at)
 
-    monkeypatch.setattr(pipeline, "_routed", fails_for_b1)
+    monkeypatch.setattr(route, "routed", fails_for_b1)
     res = await store.write(process_batch, ctx, 64, None)
     assert (res.claimed, res.stored, res.quarantined) == (3, 3, 0)
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from omnidesk.app import PROCESS_WIRING
 from omnidesk.config import ConfigError
 from omnidesk.model import Category, Envelope
 from omnidesk.pipeline import NormalizeFailed, PipelineRunner, process_batch
@@ -433,7 +434,7 @@ async def test_a_parse_pool_that_cannot_start_is_given_up(tmp_path: Path) -> Non
         f"sqlite:///{tmp_path / 'x.db'}",
         channels=[{"name": "odd", "type": "no-such-type"}],
     )
-    pool = ParsePool(cfg, 1)
+    pool = ParsePool(cfg, 1, wiring=PROCESS_WIRING)
     row = InboundRow(1, Envelope("odd", "e-1", b"{}"), 0, False)
     outcomes = []
     try:
@@ -461,7 +462,7 @@ async def test_a_mail_that_hangs_its_parse_process_is_quarantined(
     endless loop): the job times out, the processes are replaced, the job's
     rows are parsed again one at a time, and the one that hangs on its own
     goes to quarantine with its raw bytes; the rest are stored, once each."""
-    from omnidesk.daemon import build_adapters
+    from omnidesk.app import build_adapters
     from omnidesk.intake import Intake
     from omnidesk.pipeline import PipelineContext
     from omnidesk.pipeline_proc import ParsePool
@@ -485,7 +486,7 @@ async def test_a_mail_that_hangs_its_parse_process_is_quarantined(
     payloads[3] = b"HANG"
     envs = [Envelope("h", f"m{i}", p, content_type="text/plain") for i, p in enumerate(payloads)]
     assert await intake.accept_many(envs) == [True] * 6
-    pool = ParsePool(cfg, 1)
+    pool = ParsePool(cfg, 1, wiring=PROCESS_WIRING)
     pids = []
     restart = pool.restart
 
@@ -530,7 +531,7 @@ async def test_parse_processes_preview_with_the_writer_s_rules_only(tmp_path: Pa
     cfg = make_config(tmp_path, f"sqlite:///{tmp_path / 'x.db'}")
     writers = load_rules(cfg.rules_dir)
     asked = [writers.fingerprint]
-    pool = ParsePool(cfg, 1, lambda: asked[0])
+    pool = ParsePool(cfg, 1, lambda: asked[0], wiring=PROCESS_WIRING)
     body = json.dumps(message("p-1", "This is unacceptable, I want a refund")).encode()
     row = InboundRow(1, Envelope("api", "p-1", body), 0, False)
     try:

@@ -5,7 +5,7 @@ from typing import Any
 import httpx
 import pytest
 
-from omnidesk.daemon import Daemon
+from omnidesk.app import Daemon
 from omnidesk.store.tokens import create_token
 from tests.conftest import admin_token, message, post_inbound, settle
 

@@ -23,8 +23,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from omnidesk.app import Daemon
 from omnidesk.config import Config
-from omnidesk.daemon import Daemon
 from omnidesk.store.inbound import count_pending
 from tests.conftest import admin_token, make_config, message, post_inbound, wait_for
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from omnidesk.daemon import Daemon
+from omnidesk.app import Daemon
 from tests.conftest import admin_token, message, post_inbound, settle
 
 CUSTOM = """

@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 import tomlkit
 
+from omnidesk.app import Daemon
 from omnidesk.config import ConfigError
-from omnidesk.daemon import Daemon
 from omnidesk.startup import StartupError
 from tests.conftest import API_SECRET, config_data, make_config, require_service
 

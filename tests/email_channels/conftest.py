@@ -27,8 +27,8 @@ from typing import Any
 import pytest
 import trustme
 
+from omnidesk.app import Daemon
 from omnidesk.channels.imap import quote_mailbox
-from omnidesk.daemon import Daemon
 from tests.conftest import free_port, make_config, require_service
 
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"

@@ -22,8 +22,8 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
+from omnidesk.app import Daemon
 from omnidesk.channels.api import SIGNATURE_HEADER, verify
-from omnidesk.daemon import Daemon
 from tests.conftest import agent_api, agent_reply, settle, wait_for
 
 from .conftest import (

@@ -11,9 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
+from omnidesk.app import Daemon, build_adapters
 from omnidesk.channels.imap import ImapChannel, imap_utf7, parse_fetch, uid_set
 from omnidesk.config import ConfigError, parse_config
-from omnidesk.daemon import Daemon, build_adapters
 from omnidesk.intake import Intake
 from omnidesk.store import open_store
 from tests.conftest import admin_token, settle

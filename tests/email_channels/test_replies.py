@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from omnidesk.daemon import Daemon
+from omnidesk.app import Daemon
 from tests.conftest import admin_token, settle
 
 from .conftest import (

@@ -15,8 +15,8 @@ from typing import Any
 import aiosmtplib
 import pytest
 
+from omnidesk.app import Daemon, build_adapters
 from omnidesk.config import ConfigError, parse_config
-from omnidesk.daemon import Daemon, build_adapters
 from omnidesk.intake import Intake
 from omnidesk.store import open_store
 from omnidesk.store.inbound import insert_envelopes

@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from omnidesk.daemon import Daemon
+from omnidesk.app import Daemon
 from omnidesk.model import Envelope
 from omnidesk.outbox import queue_reply
 from omnidesk.store import Db

@@ -12,8 +12,8 @@ from typing import Any
 
 import httpx
 
+from omnidesk.app import Daemon
 from omnidesk.cli import main as cli
-from omnidesk.daemon import Daemon
 from omnidesk.store.tokens import create_token
 from omnidesk.store.users import create_user
 from tests.conftest import API_SECRET

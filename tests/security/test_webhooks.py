@@ -27,8 +27,8 @@ from typing import Any
 import httpx
 import pytest
 
+from omnidesk.app import Daemon
 from omnidesk.channels.api import sign as api_sign
-from omnidesk.daemon import Daemon
 from tests.security.daemon_proc import CHANNELS, SECRETS
 from tests.standins.slack_api import event_callback, message_event
 from tests.standins.slack_api import sign as slack_sign

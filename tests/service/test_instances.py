@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from omnidesk.app import Daemon
 from omnidesk.config import Config
-from omnidesk.daemon import Daemon
 from omnidesk.model import Envelope
 from omnidesk.outbox import queue_reply
 from omnidesk.service.clock import ManualClock

@@ -25,7 +25,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from omnidesk.daemon import Daemon
+from omnidesk.app import Daemon
 from omnidesk.model import Envelope
 from omnidesk.outbox import queue_reply
 from omnidesk.service.clock import ManualClock, SystemClock

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
-from omnidesk.daemon import Daemon
+from omnidesk.app import Daemon
 from omnidesk.service.surveys import TOKEN_SALT
 from omnidesk.store import reports
 from tests.conftest import RULES, admin_token, settle, wait_for

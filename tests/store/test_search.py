@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from omnidesk.daemon import Daemon
+from omnidesk.app import Daemon
 from omnidesk.model import Direction, Identity, MessageKind
 from omnidesk.store import Db, Store
 from omnidesk.store import conversations as convs

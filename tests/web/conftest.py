@@ -20,7 +20,7 @@ import pytest_asyncio
 from aiohttp import web
 
 from omnidesk.accounts import hash_password
-from omnidesk.daemon import Daemon
+from omnidesk.app import Daemon
 from omnidesk.store.tokens import create_token
 from omnidesk.store.users import create_user
 from tests.conftest import API_SECRET, PG_URL, REPO, engines, make_config, require_service

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from omnidesk.daemon import Daemon
+from omnidesk.app import Daemon
 from tests.conftest import REPO, make_config
 from tests.web.conftest import screenshot_path
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from omnidesk.daemon import Daemon
+from omnidesk.app import Daemon
 from tests.conftest import (
     API_SECRET,
     agent_api,

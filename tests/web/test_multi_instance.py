@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from omnidesk.daemon import Daemon
+from omnidesk.app import Daemon
 from tests.conftest import PG_URL, make_config, message, post_inbound, require_service
 from tests.web.conftest import add_users, login, wait_for
 

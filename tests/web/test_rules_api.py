@@ -11,7 +11,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from omnidesk.daemon import Daemon
+from omnidesk.app import Daemon
 from tests.conftest import make_config, message, post_inbound, settle
 from tests.web.conftest import add_users
 

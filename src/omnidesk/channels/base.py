@@ -21,13 +21,21 @@ serves more than one endpoint (a chat widget, its script and live stream)
 returns Starlette routes from ``routes()``: they are mounted at
 ``/{type}/{channel name}`` after the core API (a core path always wins) and
 answer without a user token, so the adapter authenticates its callers itself.
+
+The context (``ChannelContext``) is all an adapter gets of the rest of the
+daemon, through small ports: ``intake`` (accept envelopes), ``state`` (its own
+small key-value state: cursors, offsets), ``queries`` (the few read-only
+questions adapters ask of what is stored), ``contacts`` (link an identity a
+customer gave to the one they write from) and ``emit`` (events for the
+inbox's live feed). Never the store: what an adapter may do to the stored
+data is exactly what these ports offer.
 """
 
 from __future__ import annotations
 
 import abc
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -35,14 +43,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import structlog
 
 from ..config import ChannelConfig, Options
-from ..model import Envelope, Normalized, OutboundMessage, SendResult
+from ..events import Event
+from ..model import Envelope, Identity, Normalized, OutboundMessage, SendResult
 
 if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.responses import Response
     from starlette.routing import BaseRoute
-
-    from ..store import Store
 
 # What an adapter can do; the inbox uses this to offer or hide features.
 CAPABILITIES = frozenset(
@@ -58,8 +65,13 @@ CAPABILITIES = frozenset(
 )
 
 
+class IntakeError(Exception):
+    """The envelope could not be stored; the adapter must not acknowledge."""
+
+
 class Accept(abc.ABC):
-    """The intake as an adapter sees it."""
+    """The intake as an adapter sees it. ``accept`` raises
+    :class:`IntakeError` when the envelope could not be stored."""
 
     @abc.abstractmethod
     async def accept(self, envelope: Envelope) -> bool:
@@ -67,6 +79,58 @@ class Accept(abc.ABC):
 
     @abc.abstractmethod
     async def accept_many(self, envelopes: Sequence[Envelope]) -> list[bool]: ...
+
+
+class ChannelState(abc.ABC):
+    """The adapter's own small durable state (an IMAP folder's cursor, a
+    poller's offset): text values under keys of its choosing, kept per
+    channel, so one channel never sees another's. Write a cursor only after
+    ``accept`` returned for what it covers: a crash in between means the
+    same input is fetched again, and the intake dedupes it."""
+
+    @abc.abstractmethod
+    async def get(self, key: str) -> str | None: ...
+
+    @abc.abstractmethod
+    async def items(self, prefix: str = "") -> dict[str, str]:
+        """Every key starting with ``prefix``, with its value."""
+
+    @abc.abstractmethod
+    async def put(self, values: Mapping[str, str | None]) -> None:
+        """Set several keys at once (all or none); ``None`` deletes a key."""
+
+
+class ChannelQueries(abc.ABC):
+    """The read-only questions adapters ask of what is stored, each about
+    this channel only."""
+
+    @abc.abstractmethod
+    async def known_external_ids(self, external_ids: Sequence[str]) -> set[str]:
+        """Which of these ids the intake already holds (a re-sync or a
+        provider's retry need not download what it would only dedupe)."""
+
+    @abc.abstractmethod
+    async def last_inbound_at(self, conversation_id: int, customer: Identity) -> float | None:
+        """When ``customer`` last wrote in this conversation on this channel
+        (the start of a provider's messaging window); None when unknown."""
+
+    @abc.abstractmethod
+    async def thread_messages(self, thread_key: str) -> list[dict[str, Any]]:
+        """The messages, as stored, of the latest conversation on this
+        channel with this thread key (a chat widget's history)."""
+
+
+class ContactLinks(abc.ABC):
+    """Customers telling who they are (a chat visitor giving an e-mail)."""
+
+    @abc.abstractmethod
+    async def link(self, owner: Identity, extra: Identity | None = None) -> str:
+        """Record ``owner`` (with its display name and data) and attach
+        ``extra`` to the same contact (a later message from ``extra`` meets
+        it). Returns what became of ``extra``: ``"added"``, ``"already"``,
+        ``"other"`` (it belongs to another contact and stays there: anyone can
+        type any address, so joining two is an agent's decision) or
+        ``"none"`` (no ``extra``)."""
 
 
 @dataclass(slots=True)
@@ -93,16 +157,26 @@ class Health:
 
 @dataclass(slots=True)
 class ChannelContext:
-    """What the daemon hands an adapter."""
+    """What the daemon hands an adapter: its settings and the ports. A port
+    left None is not offered (a unit test's context, or a tool that only
+    normalizes): the adapter does without or refuses to start."""
 
     name: str
     config: ChannelConfig
     intake: Accept
-    store: Store | None = None
+    state: ChannelState | None = None
+    queries: ChannelQueries | None = None
+    contacts: ContactLinks | None = None
+    # Publishes an event on the inbox's live feed (``channel`` set to this
+    # channel's name); whom it reaches is the feed's decision.
+    emit: Callable[[Event], None] | None = None
     public_url: str = "http://127.0.0.1:8080"
     data_dir: Path = Path("data")
     # Runs a coroutine as a supervised background task of the daemon.
     spawn: Callable[[Awaitable[Any], str], Any] | None = None
+    # Several daemon instances share the database (another instance's outbox
+    # may deliver this channel's replies).
+    multi_instance: bool = False
 
     @property
     def options(self) -> Options:

@@ -59,21 +59,24 @@ import random
 import re
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..email.headers import extract_msgids
 from ..model import Envelope
-from ..store.channel_state import get_states, known_external_ids, set_states
 from .base import ChannelContext
 from .mailout import EmailChannel, envelope_id
 
 if TYPE_CHECKING:
     import argparse
+    from contextlib import AbstractAsyncContextManager
 
     from ..config import Config, Secret
+    from .base import ChannelAdapter
+
+    OpenAdapters = Callable[[Config], AbstractAsyncContextManager[Mapping[str, ChannelAdapter]]]
 
 T = TypeVar("T")
 
@@ -461,9 +464,9 @@ class FolderSync:
         return f"folder:{self.folder}:"
 
     async def load(self) -> None:
-        store = self.ch.ctx.store
-        assert store is not None
-        raw = await store.read(get_states, self.ch.name, self._prefix)
+        state = self.ch.ctx.state
+        assert state is not None
+        raw = await state.items(self._prefix)
         p = self._prefix
         self.state = FolderState(
             uidvalidity=int(raw[p + "uidvalidity"]) if p + "uidvalidity" in raw else None,
@@ -473,13 +476,11 @@ class FolderSync:
         self.loaded = True
 
     async def save(self, *, uidvalidity: int | None, last_uid: int) -> None:
-        store = self.ch.ctx.store
-        assert store is not None
+        state = self.ch.ctx.state
+        assert state is not None
         now = time.time()
         p = self._prefix
-        await store.write(
-            set_states,
-            self.ch.name,
+        await state.put(
             {
                 p + "uidvalidity": None if uidvalidity is None else str(uidvalidity),
                 p + "last_uid": str(last_uid),
@@ -563,8 +564,8 @@ class FolderSync:
         """Accept ``uids`` in chunks: look at sizes and Message-IDs, download
         what the store does not hold, accept, mark, then move the cursor."""
         ch = self.ch
-        store = ch.ctx.store
-        assert store is not None and s.selected is not None
+        queries = ch.ctx.queries
+        assert queries is not None and s.selected is not None
         report = SyncReport()
         total = len(uids)
         for start in range(0, total, ch.fetch_batch):
@@ -578,7 +579,7 @@ class FolderSync:
                 )
                 if found:
                     ids[f.uid] = found[0]
-            known = await store.read(known_external_ids, ch.name, list(ids.values()))
+            known = await queries.known_external_ids(list(ids.values()))
             sizes = {u: int(m.group(1)) for u, f in present.items() if (m := _SIZE.search(f.text))}
             wanted = [u for u in chunk if u in present and ids.get(u) not in known]
             small = [u for u in wanted if sizes.get(u, 0) <= ch.max_size]
@@ -705,8 +706,8 @@ class ImapChannel(EmailChannel):
 
     # -- lifecycle ---------------------------------------------------------
     async def start(self) -> None:
-        if self.ctx.store is None:
-            raise RuntimeError("the imap channel needs the store (for its cursor)")
+        if self.ctx.state is None or self.ctx.queries is None:
+            raise RuntimeError("the imap channel needs its state and queries (for its cursor)")
         self.set_health(True, "starting", f"connecting to {self.host}:{self.port}")
         for folder in self.folders:
             coro = self._watch(FolderSync(self, folder))
@@ -878,7 +879,7 @@ def parse_since(text: str) -> date:
 
 
 async def run_backfill(
-    config: Config,
+    adapters: Mapping[str, ChannelAdapter],
     channel: str,
     since: date,
     *,
@@ -886,57 +887,47 @@ async def run_backfill(
     mark: bool = True,
     show_progress: bool = True,
 ) -> SyncReport:
-    """Connect the named imap channel and backfill it into the intake. The
-    daemon's pipeline processes the messages (now, or when it next runs)."""
+    """Backfill the named imap channel into the intake. The daemon's
+    pipeline processes the messages (now, or when it next runs)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from ..daemon import build_adapters
-    from ..intake import Intake
-    from ..store import open_store
+    adapter = adapters.get(channel)
+    if adapter is None:
+        known = ", ".join(n for n, a in adapters.items() if isinstance(a, ImapChannel))
+        raise KeyError(f"no enabled channel named {channel!r} (imap channels: {known or 'none'})")
+    if not isinstance(adapter, ImapChannel):
+        raise KeyError(f"channel {channel!r} is of type {adapter.type!r}, not imap")
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+        disable=not show_progress,
+        transient=False,
+    ) as bar:
+        tasks: dict[str, Any] = {}
 
-    store = open_store(config.storage_url)
-    await store.open()
-    try:
-        intake = Intake(store)
-        adapters, _ = build_adapters(config, intake, store)
-        adapter = adapters.get(channel)
-        if adapter is None:
-            known = ", ".join(n for n, a in adapters.items() if isinstance(a, ImapChannel))
-            raise KeyError(
-                f"no enabled channel named {channel!r} (imap channels: {known or 'none'})"
+        def progress(folder: str, done: int, total: int, r: SyncReport) -> None:
+            if folder not in tasks:
+                tasks[folder] = bar.add_task(folder, total=total, detail="")
+            bar.update(
+                tasks[folder],
+                completed=done,
+                total=total,
+                detail=f"new {r.new}, known {r.known}"
+                + (f", oversize {r.oversize}" if r.oversize else ""),
             )
-        if not isinstance(adapter, ImapChannel):
-            raise KeyError(f"channel {channel!r} is of type {adapter.type!r}, not imap")
-        with Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[detail]}"),
-            TimeElapsedColumn(),
-            disable=not show_progress,
-            transient=False,
-        ) as bar:
-            tasks: dict[str, Any] = {}
 
-            def progress(folder: str, done: int, total: int, r: SyncReport) -> None:
-                if folder not in tasks:
-                    tasks[folder] = bar.add_task(folder, total=total, detail="")
-                bar.update(
-                    tasks[folder],
-                    completed=done,
-                    total=total,
-                    detail=f"new {r.new}, known {r.known}"
-                    + (f", oversize {r.oversize}" if r.oversize else ""),
-                )
-
-            report = await adapter.backfill(since, folders=folders, mark=mark, progress=progress)
-        await intake.drain()
-        return report
-    finally:
-        await store.close()
+        return await adapter.backfill(since, folders=folders, mark=mark, progress=progress)
 
 
-def cmd_backfill(args: argparse.Namespace) -> int:
+async def _backfill(config: Config, open_adapters: OpenAdapters, **kw: Any) -> SyncReport:
+    async with open_adapters(config) as adapters:
+        return await run_backfill(adapters, **kw)
+
+
+def cmd_backfill(args: argparse.Namespace, open_adapters: OpenAdapters) -> int:
     import sys
 
     from .. import logging as odlog
@@ -953,10 +944,11 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         return 2
     try:
         report = asyncio.run(
-            run_backfill(
+            _backfill(
                 config,
-                args.channel,
-                since,
+                open_adapters,
+                channel=args.channel,
+                since=since,
                 folders=args.folder or None,
                 mark=not args.no_mark,
                 show_progress=not args.quiet,
@@ -977,8 +969,13 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     return 0
 
 
-def register_cli(sub: Any, add_config: Callable[[argparse.ArgumentParser], None]) -> None:
-    """``omnidesk imap backfill CHANNEL --since DATE``."""
+def register_cli(
+    sub: Any, add_config: Callable[[argparse.ArgumentParser], None], open_adapters: OpenAdapters
+) -> None:
+    """``omnidesk imap backfill CHANNEL --since DATE``. ``open_adapters``
+    opens the store and builds the configured channels with their ports (the
+    composition root's): the adapters by name, the intake drained and the
+    store closed on exit."""
     imap = sub.add_parser("imap", help="IMAP mailbox channels")
     isub = imap.add_subparsers(dest="imap_command", required=True)
     bf = isub.add_parser(
@@ -991,4 +988,4 @@ def register_cli(sub: Any, add_config: Callable[[argparse.ArgumentParser], None]
     bf.add_argument("--no-mark", action="store_true", help="leave flags and folders as they are")
     bf.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_config(bf)
-    bf.set_defaults(func=cmd_backfill)
+    bf.set_defaults(func=lambda args: cmd_backfill(args, open_adapters))

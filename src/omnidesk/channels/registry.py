@@ -42,9 +42,9 @@ BUILTIN: dict[str, str] = {
     "imap": "omnidesk.channels.imap:ImapChannel",
     "telegram": "omnidesk.channels.telegram:TelegramChannel",
     "slack": "omnidesk.channels.slack:SlackChannel",
-    "messenger": "omnidesk.channels.meta:MessengerChannel",
-    "instagram": "omnidesk.channels.meta:InstagramChannel",
-    "whatsapp": "omnidesk.channels.meta:WhatsAppChannel",
+    "messenger": "omnidesk.channels.meta.messenger:MessengerChannel",
+    "instagram": "omnidesk.channels.meta.instagram:InstagramChannel",
+    "whatsapp": "omnidesk.channels.meta.whatsapp:WhatsAppChannel",
     "webchat": "omnidesk.channels.webchat:WebchatChannel",
 }
 

@@ -451,12 +451,10 @@ class SlackChannel(ChannelAdapter):
     async def _known(self, ext: str) -> bool:
         """A Slack retry of something already stored needs no new profile or
         file downloads (intake would dedupe it anyway)."""
-        if self.ctx.store is None:
+        if self.ctx.queries is None:
             return False
-        from ..store.channel_state import known_external_ids
-
         try:
-            return ext in await self.ctx.store.read(known_external_ids, self.name, [ext])
+            return ext in await self.ctx.queries.known_external_ids([ext])
         except Exception:
             return False
 

@@ -72,15 +72,12 @@ from ..model import (
     Skip,
     StatusUpdate,
 )
-from ..store import conversations as convs
 from .base import ChannelAdapter, ChannelContext
 
 if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.responses import Response
     from starlette.routing import BaseRoute
-
-    from ..store import Db
 
 STATIC_DIR = Path(__file__).resolve().parents[1] / "web" / "static" / "webchat"
 KIND = "webchat"
@@ -169,13 +166,6 @@ class _Refused(Exception):
         self.headers = headers or {}
 
 
-def _visitor_messages(db: Db, channel: str, visitor: str) -> list[dict[str, Any]]:
-    """Messages of the visitor's latest conversation on this channel (the
-    thread key is the visitor id), as stored."""
-    conv = convs.find_by_thread_key(db, channel, visitor)
-    return [] if conv is None else convs.message_rows(db, int(conv["id"]))
-
-
 def public_message(m: dict[str, Any], visitor: str) -> dict[str, Any] | None:
     """What the widget may show of a stored message: never notes, never a
     reply that has not been handed to the channel yet (or failed)."""
@@ -254,8 +244,7 @@ class WebchatChannel(ChannelAdapter):
         self._script: bytes | None = None
         # Another instance's outbox may deliver a reply: then only polling
         # the store finds it, so poll more often.
-        multi = ctx.store is not None and ctx.store.multi_instance
-        self.poll_interval = 2.0 if multi else KEEPALIVE
+        self.poll_interval = 2.0 if ctx.multi_instance else KEEPALIVE
 
     # -- lifecycle --------------------------------------------------------
     async def start(self) -> None:
@@ -522,9 +511,9 @@ class WebchatChannel(ChannelAdapter):
         return self._json(request, {"visitor": visit.visitor, "messages": msgs})
 
     async def _messages(self, visitor: str) -> list[dict[str, Any]]:
-        if self.ctx.store is None:
+        if self.ctx.queries is None:
             return []
-        rows = await self.ctx.store.read(_visitor_messages, self.name, visitor)
+        rows = await self.ctx.queries.thread_messages(visitor)
         return [p for p in (public_message(m, visitor) for m in rows) if p is not None]
 
     async def receipts(self, request: Request) -> Response:
@@ -545,8 +534,8 @@ class WebchatChannel(ChannelAdapter):
                     raise _Refused(400, f"'{state}' must hold message ids (integers)")
                 wanted.append((state, i))
         rows = {}
-        if wanted and self.ctx.store is not None:
-            stored = await self.ctx.store.read(_visitor_messages, self.name, visit.visitor)
+        if wanted and self.ctx.queries is not None:
+            stored = await self.ctx.queries.thread_messages(visit.visitor)
             rows = {m["id"]: m for m in stored if m["direction"] == "out" and m["kind"] != "note"}
         envelopes: list[Envelope] = []
         pending: list[int] = []
@@ -577,8 +566,6 @@ class WebchatChannel(ChannelAdapter):
 
     async def identify(self, request: Request) -> Response:
         """``{"name": ..., "email": ...}`` (either may be missing)."""
-        from ..store.contacts import link_identity
-
         self._check_origin(request)
         visit = self._visit(request)
         self._limit(self._ip_limit, self._client_ip(request))
@@ -596,11 +583,11 @@ class WebchatChannel(ChannelAdapter):
             raise _Refused(400, "that does not look like an e-mail address")
         if name is None and email is None:
             raise _Refused(400, "give a 'name' or an 'email'")
-        if self.ctx.store is None:
+        if self.ctx.contacts is None:
             raise _Refused(503, "no store")
         owner = normalize_identity(KIND, visit.visitor, name, {"email": email} if email else None)
         extra = normalize_identity("email", email, name) if email else None
-        _, outcome = await self.ctx.store.write(link_identity, owner, extra)
+        outcome = await self.ctx.contacts.link(owner, extra)
         return self._json(request, {"name": name, "email": email, "email_linked": outcome})
 
     async def events(self, request: Request) -> Response:

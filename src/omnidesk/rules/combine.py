@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from omnidesk.model import Category
 
-from .trained import metrics
+from .scores import metrics
 
 NOT_COMPLAINT = "not_complaint"
 _TIE_ORDER = {Category.COMPLAINT: 0, Category.INQUIRY: 1, Category.FEEDBACK: 2}

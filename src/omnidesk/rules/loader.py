@@ -28,6 +28,7 @@ from .keywords import Keyword, parse_keyword
 from .problems import Problem, RulesError, describe, did_you_mean
 from .schema import ParseEnv, Report, parse_clock, parse_condition, parse_weekday
 from .service import ServiceParser, TimedRule, calendar_from_settings, parse_duration
+from .source import FileDoc, Locator
 
 TOP_KEYS = ("settings", "classifier", "rule", "example", "calendar", "teams", "sla", "survey")
 SETTINGS_KEYS = ("timezone", "business_hours")
@@ -78,55 +79,7 @@ CONVERSATION_EXAMPLE_KEYS = {
     "sla_due": timed.SLA_DUE,
 }
 
-_HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]\[#]+?)\s*\]\]?\s*(?:#.*)?$")
 _TOML_POS = re.compile(r"\s*\(at line (\d+), column \d+\)$")
-
-
-class Locator:
-    """Finds the line of a table, or of a key inside it, in a TOML file's text.
-
-    tomllib reports lines only for syntax errors; for a semantic mistake we find the
-    ``[[rule]]`` header of the rule it belongs to and, within that rule's lines, the first
-    line that mentions the offending key or value.
-    """
-
-    def __init__(self, text: str) -> None:
-        self.lines = text.splitlines()
-        self.headers: list[tuple[int, str, bool]] = []  # (1-based line, name, is array)
-        for n, line in enumerate(self.lines, 1):
-            m = _HEADER.match(line)
-            if m:
-                name = re.sub(r"[\s\"']", "", m.group(2))
-                self.headers.append((n, name, m.group(1) == "[["))
-
-    def span(self, name: str, index: int | None = None) -> tuple[int, int] | None:
-        """Lines (first, last) of table ``name`` (``index``-th of an array of tables)."""
-        seen = -1
-        for pos, (line, hname, is_array) in enumerate(self.headers):
-            if hname != name or is_array != (index is not None):
-                continue
-            seen += 1
-            if index is not None and seen != index:
-                continue
-            end = len(self.lines)
-            for later_line, later, _ in self.headers[pos + 1 :]:
-                if not later.startswith(name + "."):
-                    end = later_line - 1
-                    break
-            return line, end
-        return None
-
-    def find(self, span: tuple[int, int] | None, needles: tuple[str, ...]) -> int | None:
-        if span is None:
-            span = (1, len(self.lines))
-        for needle in needles:
-            if not needle:
-                continue
-            for n in range(span[0], span[1] + 1):
-                line = self.lines[n - 1]
-                if not line.lstrip().startswith("#") and needle in line:
-                    return n
-        return None
 
 
 @dataclass
@@ -135,14 +88,6 @@ class _Settings:
     timezone_name: str = "UTC"
     business_hours: BusinessHours | None = None
     defined: dict[str, str] = field(default_factory=dict)  # setting -> file that set it
-
-
-@dataclass
-class _FileDoc:
-    path: str
-    text: str
-    data: dict[str, Any]
-    locator: Locator
 
 
 class _Loader:
@@ -162,7 +107,7 @@ class _Loader:
 
     # -- reporting ------------------------------------------------------------------
 
-    def reporter(self, doc: _FileDoc, span: tuple[int, int] | None, prefix: str = "") -> Report:
+    def reporter(self, doc: FileDoc, span: tuple[int, int] | None, prefix: str = "") -> Report:
         def report(reason: str, *needles: str) -> None:
             line = doc.locator.find(span, needles) if needles else None
             if line is None and span is not None:
@@ -186,7 +131,7 @@ class _Loader:
 
     # -- files ----------------------------------------------------------------------
 
-    def read(self, path: Path) -> _FileDoc | None:
+    def read(self, path: Path) -> FileDoc | None:
         name = str(path)
         try:
             text = path.read_text(encoding="utf-8")
@@ -207,9 +152,9 @@ class _Loader:
             reason = _TOML_POS.sub("", msg).replace(" (at end of document)", "")
             self.problems.append(Problem(name, line, f"TOML syntax error: {reason}"))
             return None
-        return _FileDoc(name, text, data, Locator(text))
+        return FileDoc(name, text, data, Locator(text))
 
-    def top_level(self, doc: _FileDoc) -> None:
+    def top_level(self, doc: FileDoc) -> None:
         report = self.reporter(doc, None)
         for key, value in doc.data.items():
             if key not in TOP_KEYS:
@@ -230,7 +175,7 @@ class _Loader:
 
     # -- settings -------------------------------------------------------------------
 
-    def parse_settings(self, doc: _FileDoc) -> None:
+    def parse_settings(self, doc: FileDoc) -> None:
         raw = doc.data.get("settings")
         if not isinstance(raw, dict):
             return
@@ -261,7 +206,7 @@ class _Loader:
         )
         return None
 
-    def business_hours(self, doc: _FileDoc, raw: Any) -> BusinessHours | None:
+    def business_hours(self, doc: FileDoc, raw: Any) -> BusinessHours | None:
         span = doc.locator.span("settings.business_hours") or doc.locator.span("settings")
         report = self.reporter(doc, span, "settings.business_hours: ")
         if not isinstance(raw, dict):
@@ -287,7 +232,7 @@ class _Loader:
 
     # -- rules ----------------------------------------------------------------------
 
-    def parse_rules(self, doc: _FileDoc, file_index: int) -> None:
+    def parse_rules(self, doc: FileDoc, file_index: int) -> None:
         raws = doc.data.get("rule")
         if not isinstance(raws, list):
             return
@@ -300,7 +245,7 @@ class _Loader:
 
     def parse_rule(
         self,
-        doc: _FileDoc,
+        doc: FileDoc,
         file_index: int,
         position: int,
         raw: Any,
@@ -389,7 +334,7 @@ class _Loader:
 
     # -- classifier -----------------------------------------------------------------
 
-    def parse_classifier(self, doc: _FileDoc) -> None:
+    def parse_classifier(self, doc: FileDoc) -> None:
         raw = doc.data.get("classifier")
         if not isinstance(raw, dict):
             return
@@ -473,7 +418,7 @@ class _Loader:
         return result
 
     def parse_phrase_group(
-        self, doc: _FileDoc, group: Any, span: tuple[int, int] | None, index: int
+        self, doc: FileDoc, group: Any, span: tuple[int, int] | None, index: int
     ) -> None:
         report = self.reporter(doc, span, f"classifier.phrases #{index + 1}: ")
         if not isinstance(group, dict):
@@ -522,7 +467,7 @@ class _Loader:
 
     # -- examples -------------------------------------------------------------------
 
-    def parse_examples(self, doc: _FileDoc) -> None:
+    def parse_examples(self, doc: FileDoc) -> None:
         raws = doc.data.get("example")
         if not isinstance(raws, list):
             return
@@ -534,7 +479,7 @@ class _Loader:
                 self.examples.append(example)
 
     def parse_example(
-        self, doc: _FileDoc, raw: Any, span: tuple[int, int] | None, report: Report
+        self, doc: FileDoc, raw: Any, span: tuple[int, int] | None, report: Report
     ) -> Example | None:
         if not isinstance(raw, dict):
             report("must be a table")
@@ -588,7 +533,7 @@ class _Loader:
         return Example(doc.path, span[0] if span else None, raw.get("name"), inp, dict(expect))
 
     def parse_timed_example(
-        self, doc: _FileDoc, raw: dict[str, Any], span: tuple[int, int] | None, report: Report
+        self, doc: FileDoc, raw: dict[str, Any], span: tuple[int, int] | None, report: Report
     ) -> Example | None:
         """``on = "time"``: a conversation's facts, a clock (``at``, or ``later``
         than the latest time given), and what the time-based rules should do."""
@@ -708,7 +653,7 @@ def load_rules(directory: str | Path) -> RuleSet:
         raise RulesError([Problem(str(root), None, "no *.toml rule files in the directory")])
     loader = _Loader()
     digest = hashlib.sha256()
-    docs: list[_FileDoc] = []
+    docs: list[FileDoc] = []
     for path in paths:
         doc = loader.read(path)
         digest.update(path.name.encode() + b"\0")

@@ -20,7 +20,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, tzinfo
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from omnidesk.model import Priority
@@ -30,10 +30,8 @@ from .calendar import WEEKDAYS, Calendar, Range, around_the_clock, parse_ranges
 from .conditions import Always, BusinessHours, Node
 from .problems import describe, did_you_mean
 from .schema import ParseEnv, Report, parse_condition
+from .source import Collector, FileDoc
 from .timed import TIME_NODES
-
-if TYPE_CHECKING:
-    from .loader import _FileDoc, _Loader
 
 CALENDAR_KEYS = ("name", "timezone", "hours", "days", "from", "to", "holidays", "teams")
 TEAM_KEYS = ("calendar", "lead")
@@ -272,21 +270,19 @@ def calendar_from_settings(tz: tzinfo, tz_name: str, hours: BusinessHours | None
 class ServiceParser:
     """Collects the service sections of every file for the rules loader."""
 
-    def __init__(self, loader: _Loader) -> None:
+    def __init__(self, loader: Collector) -> None:
         self.loader = loader
         self.calendars: dict[str, Calendar] = {}
         self.calendar_teams: dict[str, str] = {}  # team -> calendar named in [[calendar]] teams
         self.calendar_where: dict[str, str] = {}
         self.teams: dict[str, TeamService] = {}
         self.team_where: dict[str, str] = {}
-        self.policies: list[
-            tuple[tuple[int, int], SlaPolicy, _FileDoc, tuple[int, int] | None]
-        ] = []
+        self.policies: list[tuple[tuple[int, int], SlaPolicy, FileDoc, tuple[int, int] | None]] = []
         self.survey: SurveySettings | None = None
         self.survey_where: str | None = None
 
     # -- calendars ----------------------------------------------------------
-    def parse_calendars(self, doc: _FileDoc) -> None:
+    def parse_calendars(self, doc: FileDoc) -> None:
         raws = doc.data.get("calendar")
         if not isinstance(raws, list):
             return
@@ -378,7 +374,7 @@ class ServiceParser:
         return Calendar(name.strip(), tz[0], tz[1], week, holidays)
 
     # -- teams ----------------------------------------------------------------
-    def parse_teams(self, doc: _FileDoc) -> None:
+    def parse_teams(self, doc: FileDoc) -> None:
         raw = doc.data.get("teams")
         if not isinstance(raw, dict):
             return
@@ -403,7 +399,7 @@ class ServiceParser:
             self.team_where[team] = doc.path
 
     # -- SLA policies -------------------------------------------------------
-    def parse_policies(self, doc: _FileDoc, file_index: int, env_for: Any) -> None:
+    def parse_policies(self, doc: FileDoc, file_index: int, env_for: Any) -> None:
         raws = doc.data.get("sla")
         if not isinstance(raws, list):
             return
@@ -493,7 +489,7 @@ class ServiceParser:
         return dict.fromkeys(priorities, secs)
 
     # -- survey ---------------------------------------------------------------
-    def parse_survey(self, doc: _FileDoc) -> None:
+    def parse_survey(self, doc: FileDoc) -> None:
         raw = doc.data.get("survey")
         if not isinstance(raw, dict):
             return

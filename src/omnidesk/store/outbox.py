@@ -7,8 +7,70 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..model import now_ts
+from . import conversations as convs
 from . import jsoncol
 from .base import Db, row_dict
+
+
+class ReplyError(Exception):
+    """The reply cannot be queued (no such conversation, nobody to answer)."""
+
+
+def build_payload(
+    db: Db,
+    conversation_id: int,
+    message_id: int | None,
+    *,
+    text: str,
+    html: str | None = None,
+    automatic: bool = False,
+    attachments: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """What the adapter needs to answer in place, captured when the reply is
+    queued: the customer's identity on this conversation's channel, the last
+    message to answer, the thread key and the email reference chain."""
+    conv = convs.get_conversation_row(db, conversation_id)
+    if conv is None:
+        raise ReplyError(f"no conversation {conversation_id}")
+    last_in = db.one(
+        "SELECT external_id, sender_kind, sender_address, sender_name, subject, meta"
+        " FROM messages WHERE conversation_id = ? AND direction = 'in' AND kind != 'auto'"
+        " ORDER BY id DESC LIMIT 1",
+        (conversation_id,),
+    )
+    if last_in is None or last_in["sender_address"] is None:
+        raise ReplyError(f"conversation {conversation_id} has no customer message to answer")
+    refs = [
+        r["key"]
+        for r in db.all(
+            "SELECT key FROM thread_keys WHERE conversation_id = ? ORDER BY id",
+            (conversation_id,),
+        )
+    ]
+    extra: dict[str, Any] = {}
+    reply_to = jsoncol.loads(last_in["meta"], {}).get("reply_to")
+    if last_in["sender_kind"] == "email" and reply_to and isinstance(reply_to, list):
+        # The customer's mail asked for answers elsewhere (Reply-To): the
+        # e-mail channel decides whether to honour it (see mailout.py).
+        extra["reply_to"] = [str(a) for a in reply_to][:10]
+    return {
+        "conversation_id": conversation_id,
+        "message_id": message_id,
+        "recipient": {
+            "kind": last_in["sender_kind"],
+            "address": last_in["sender_address"],
+            "display_name": last_in["sender_name"],
+        },
+        "text": text,
+        "html": html,
+        "subject": conv["subject"] or last_in["subject"],
+        "reply_to_external_id": last_in["external_id"],
+        "thread_key": conv["thread_key"],
+        "references": refs,
+        "automatic": automatic,
+        "attachments": attachments or [],
+        "meta": extra,
+    }
 
 
 def enqueue(

@@ -27,10 +27,10 @@ from ..store.users import (
     update_user,
 )
 from .auth import Principal, current_principal, require_admin, require_user
-from .deps import DB_INT_MAX, get_daemon
+from .deps import DB_INT_MAX, get_services
 
 if TYPE_CHECKING:
-    from ..daemon import Daemon
+    from .services import WebServices
 
 router = APIRouter(prefix="/api/v1", tags=["accounts"])
 
@@ -126,15 +126,17 @@ TokenId = Annotated[
 
 @router.get("/me/tokens", response_model=TokenList)
 async def my_tokens(
-    p: Principal = Depends(current_principal), daemon: Daemon = Depends(get_daemon)
+    p: Principal = Depends(current_principal), services: WebServices = Depends(get_services)
 ) -> dict[str, Any]:
     """Your API tokens; a token made without a user sees only itself."""
-    return {"items": await daemon.store.read(list_tokens, p.token_owner())}
+    return {"items": await services.store.read(list_tokens, p.token_owner())}
 
 
 @router.post("/me/tokens", status_code=201, response_model=NewTokenOut)
 async def new_token(
-    body: TokenIn, p: Principal = Depends(require_user), daemon: Daemon = Depends(get_daemon)
+    body: TokenIn,
+    p: Principal = Depends(require_user),
+    services: WebServices = Depends(get_services),
 ) -> dict[str, Any]:
     """Create an API token acting as you (shown once)."""
     role = body.role or p.role
@@ -150,10 +152,12 @@ async def new_token(
         )
         return {"id": made["id"], "token": token, "role": role, "name": body.name}
 
-    return await daemon.store.write(make)
+    return await services.store.write(make)
 
 
-async def _revoke(daemon: Daemon, p: Principal, token_id: str, owner: Owner) -> dict[str, Any]:
+async def _revoke(
+    services: WebServices, p: Principal, token_id: str, owner: Owner
+) -> dict[str, Any]:
     def drop(db: Db) -> dict[str, Any] | None:
         gone = revoke_token(db, token_id, owner)
         if gone is not None:
@@ -165,7 +169,7 @@ async def _revoke(daemon: Daemon, p: Principal, token_id: str, owner: Owner) -> 
             )
         return gone
 
-    if await daemon.store.write(drop) is None:
+    if await services.store.write(drop) is None:
         raise HTTPException(404, "no such live token" + ("" if owner.everyone else " of yours"))
     return {"revoked": token_id}
 
@@ -174,11 +178,11 @@ async def _revoke(daemon: Daemon, p: Principal, token_id: str, owner: Owner) -> 
 async def drop_token(
     token_id: TokenId,
     p: Principal = Depends(current_principal),
-    daemon: Daemon = Depends(get_daemon),
+    services: WebServices = Depends(get_services),
 ) -> dict[str, Any]:
     """Revoke one of your tokens (a token made without a user: only itself).
     Admins revoke anyone's with ``DELETE /api/v1/tokens/{id}``."""
-    return await _revoke(daemon, p, token_id, p.token_owner())
+    return await _revoke(services, p, token_id, p.token_owner())
 
 
 # -- every token (admins) -------------------------------------------------------
@@ -186,20 +190,20 @@ async def drop_token(
 
 @router.get("/tokens", response_model=TokenList, tags=["admin"])
 async def all_tokens(
-    _: Principal = Depends(require_admin), daemon: Daemon = Depends(get_daemon)
+    _: Principal = Depends(require_admin), services: WebServices = Depends(get_services)
 ) -> dict[str, Any]:
     """Every API token, live and revoked (never a secret)."""
-    return {"items": await daemon.store.read(list_tokens, Owner.anyone())}
+    return {"items": await services.store.read(list_tokens, Owner.anyone())}
 
 
 @router.delete("/tokens/{token_id}", tags=["admin"])
 async def revoke_any_token(
     token_id: TokenId,
     p: Principal = Depends(require_admin),
-    daemon: Daemon = Depends(get_daemon),
+    services: WebServices = Depends(get_services),
 ) -> dict[str, Any]:
     """Revoke any token (recorded in the audit trail)."""
-    return await _revoke(daemon, p, token_id, Owner.anyone())
+    return await _revoke(services, p, token_id, Owner.anyone())
 
 
 # -- users (admins) ------------------------------------------------------------
@@ -217,14 +221,14 @@ async def _hash(password: str | None, username: str) -> str | None:
 
 @router.get("/users", response_model=list[UserOut])
 async def users(
-    _: Principal = Depends(require_admin), daemon: Daemon = Depends(get_daemon)
+    _: Principal = Depends(require_admin), services: WebServices = Depends(get_services)
 ) -> list[dict[str, Any]]:
-    return await daemon.store.read(list_users)
+    return await services.store.read(list_users)
 
 
 @router.get("/agents")
 async def agents(
-    _: Principal = Depends(current_principal), daemon: Daemon = Depends(get_daemon)
+    _: Principal = Depends(current_principal), services: WebServices = Depends(get_services)
 ) -> dict[str, Any]:
     """Who can be assigned: active accounts and team members (names only)."""
 
@@ -241,12 +245,14 @@ async def agents(
             ).setdefault("teams", []).append(r["team"])
         return sorted(people.values(), key=lambda x: x["username"])
 
-    return {"items": await daemon.store.read(load)}
+    return {"items": await services.store.read(load)}
 
 
 @router.post("/users", status_code=201, response_model=UserOut)
 async def add_user(
-    body: UserIn, p: Principal = Depends(require_admin), daemon: Daemon = Depends(get_daemon)
+    body: UserIn,
+    p: Principal = Depends(require_admin),
+    services: WebServices = Depends(get_services),
 ) -> dict[str, Any]:
     pw = await _hash(body.password, body.username)
 
@@ -269,7 +275,7 @@ async def add_user(
         return u
 
     try:
-        return await daemon.store.write(make)
+        return await services.store.write(make)
     except AccountError as exc:
         raise HTTPException(422, str(exc)) from None
 
@@ -279,7 +285,7 @@ async def edit_user(
     username: str,
     body: UserPatch,
     p: Principal = Depends(require_admin),
-    daemon: Daemon = Depends(get_daemon),
+    services: WebServices = Depends(get_services),
 ) -> dict[str, Any]:
     """Change role, name, e-mail, teams or password, or disable the account
     (which ends its sessions and revokes its tokens)."""
@@ -308,7 +314,7 @@ async def edit_user(
         return after
 
     try:
-        return await daemon.store.write(change)
+        return await services.store.write(change)
     except AccountError as exc:
         raise HTTPException(404 if "no user" in str(exc) else 422, str(exc)) from None
 
@@ -318,9 +324,9 @@ async def edit_user(
 
 @router.get("/teams")
 async def teams(
-    _: Principal = Depends(current_principal), daemon: Daemon = Depends(get_daemon)
+    _: Principal = Depends(current_principal), services: WebServices = Depends(get_services)
 ) -> dict[str, Any]:
-    return {"items": await daemon.store.read(list_teams)}
+    return {"items": await services.store.read(list_teams)}
 
 
 @router.put("/teams/{name}")
@@ -328,7 +334,7 @@ async def put_team(
     name: str,
     body: TeamIn,
     p: Principal = Depends(require_admin),
-    daemon: Daemon = Depends(get_daemon),
+    services: WebServices = Depends(get_services),
 ) -> dict[str, Any]:
     """Create or change a team (members in round-robin order, strategy, cap)."""
 
@@ -353,14 +359,14 @@ async def put_team(
         return team
 
     try:
-        return await daemon.store.write(change)
+        return await services.store.write(change)
     except AccountError as exc:
         raise HTTPException(422, str(exc)) from None
 
 
 @router.delete("/teams/{name}")
 async def remove_team(
-    name: str, p: Principal = Depends(require_admin), daemon: Daemon = Depends(get_daemon)
+    name: str, p: Principal = Depends(require_admin), services: WebServices = Depends(get_services)
 ) -> dict[str, Any]:
     """Delete a team (its conversations keep the name and wait for a supervisor).
     A team still listed in ``[[teams]]`` comes back at the next start."""
@@ -371,7 +377,7 @@ async def remove_team(
             add_audit(db, p.actor, "team_deleted", detail={"team": name})
         return ok
 
-    if not await daemon.store.write(drop):
+    if not await services.store.write(drop):
         raise HTTPException(404, "no such team")
     return {"deleted": name}
 
@@ -408,10 +414,10 @@ async def audit(
     before: int | None = Query(None, ge=1, le=DB_INT_MAX),
     actor: str | None = Query(None, max_length=200),
     _: Principal = Depends(require_admin),
-    daemon: Daemon = Depends(get_daemon),
+    services: WebServices = Depends(get_services),
 ) -> dict[str, Any]:
     """The audit trail, newest first: who did what, when, and why."""
-    return {"items": await daemon.store.read(_audit, limit, before, actor)}
+    return {"items": await services.store.read(_audit, limit, before, actor)}
 
 
 @router.get("/corrections", tags=["admin"])
@@ -419,8 +425,8 @@ async def corrections(
     after: int = Query(0, ge=0, le=DB_INT_MAX),
     limit: int = Query(1000, ge=1, le=10000),
     _: Principal = Depends(require_admin),
-    daemon: Daemon = Depends(get_daemon),
+    services: WebServices = Depends(get_services),
 ) -> dict[str, Any]:
     """Agents' category and priority corrections with the customer's text:
     material to teach the classifier."""
-    return {"items": await daemon.store.read(list_corrections, limit=limit, after=after)}
+    return {"items": await services.store.read(list_corrections, limit=limit, after=after)}

@@ -8,10 +8,10 @@ from fastapi import APIRouter, Depends, HTTPException
 
 from ..store.inbound import get_quarantine, list_quarantine, retry_quarantine
 from .auth import Principal, require_admin
-from .deps import Id, get_daemon
+from .deps import Id, get_services
 
 if TYPE_CHECKING:
-    from ..daemon import Daemon
+    from .services import WebServices
 
 router = APIRouter(prefix="/api/v1", tags=["admin"])
 
@@ -20,16 +20,16 @@ router = APIRouter(prefix="/api/v1", tags=["admin"])
 async def quarantine_list(
     state: str | None = "open",
     _: Principal = Depends(require_admin),
-    daemon: Daemon = Depends(get_daemon),
+    services: WebServices = Depends(get_services),
 ) -> list[dict[str, Any]]:
-    return await daemon.store.read(list_quarantine, state=state)
+    return await services.store.read(list_quarantine, state=state)
 
 
 @router.get("/quarantine/{qid}")
 async def quarantine_show(
-    qid: Id, _: Principal = Depends(require_admin), daemon: Daemon = Depends(get_daemon)
+    qid: Id, _: Principal = Depends(require_admin), services: WebServices = Depends(get_services)
 ) -> dict[str, Any]:
-    q = await daemon.store.read(get_quarantine, qid)
+    q = await services.store.read(get_quarantine, qid)
     if q is None:
         raise HTTPException(404, "no such quarantine entry")
     raw: bytes = q.pop("payload")
@@ -40,10 +40,10 @@ async def quarantine_show(
 
 @router.post("/quarantine/{qid}/retry")
 async def quarantine_retry(
-    qid: Id, _: Principal = Depends(require_admin), daemon: Daemon = Depends(get_daemon)
+    qid: Id, _: Principal = Depends(require_admin), services: WebServices = Depends(get_services)
 ) -> dict[str, Any]:
-    done = await daemon.store.write(retry_quarantine, [qid])
+    done = await services.store.write(retry_quarantine, [qid])
     if not done:
         raise HTTPException(404, "no open quarantine entry with that id")
-    daemon.wake_pipeline()
+    services.wake_pipeline()
     return {"requeued": done}

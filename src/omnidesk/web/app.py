@@ -34,10 +34,10 @@ from .limits import BodyLimits, body_budget, route_limits
 from .search import router as search_router
 
 if TYPE_CHECKING:
-    from ..daemon import Daemon
+    from .services import WebServices
 
 
-def create_app(daemon: Daemon) -> FastAPI:
+def create_app(services: WebServices) -> FastAPI:
     app = FastAPI(
         title="omnidesk",
         version=__version__,
@@ -47,10 +47,10 @@ def create_app(daemon: Daemon) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
-    app.state.daemon = daemon
+    app.state.services = services
     # Every request body goes through one capped, budgeted reader first.
-    limit_for = route_limits(daemon.adapters)
-    budget = body_budget(daemon.config.body_memory_mb, daemon.adapters)
+    limit_for = route_limits(services.adapters)
+    budget = body_budget(services.config.body_memory_mb, services.adapters)
     app.add_middleware(BodyLimits, limit_for=limit_for, budget_bytes=budget)
     app.add_exception_handler(HTTPException, http_error)  # 422s as the schema declares them
     app.add_exception_handler(IntakeError, inbound.intake_unavailable)
@@ -68,7 +68,7 @@ def create_app(daemon: Daemon) -> FastAPI:
     app.mount("/static", ui.static_files(), name="static")
     # Channel adapters' own endpoints (a chat widget...), after the core API
     # so a core path always wins.
-    for adapter in daemon.adapters.values():
+    for adapter in services.adapters.values():
         if routes := list(adapter.routes()):
             app.router.routes.append(Mount(f"/{adapter.type}/{adapter.name}", routes=routes))
     return app

@@ -29,7 +29,7 @@ from ..store.tokens import Owner, lookup_token
 from ..store.users import ROLE_RANK, teams_of
 
 if TYPE_CHECKING:
-    from ..daemon import Daemon
+    from .services import WebServices
 
 SESSION_COOKIE = "omnidesk_session"
 CSRF_HEADER = "X-CSRF-Token"
@@ -114,13 +114,15 @@ def _from_session(
     return s
 
 
-def _same_origin(request: Request, daemon: Daemon) -> bool:
+def _same_origin(request: Request, services: WebServices) -> bool:
     origin = request.headers.get("origin")
     if origin is None:
         # Browsers send Origin on every cross-site POST; its absence with a
         # valid CSRF token is a same-site request from an older browser.
         return True
-    allowed = {urlsplit(daemon.config.public_url)._replace(path="", query="", fragment="").geturl()}
+    allowed = {
+        urlsplit(services.config.public_url)._replace(path="", query="", fragment="").geturl()
+    }
     host = request.headers.get("host")
     if host:
         allowed.add(f"{request.url.scheme}://{host}")
@@ -139,14 +141,16 @@ async def _csrf_value(request: Request) -> str | None:
     return None
 
 
-async def session_principal(request: Request, daemon: Daemon, token: str) -> Principal | None:
-    cfg = daemon.config
+async def session_principal(
+    request: Request, services: WebServices, token: str
+) -> Principal | None:
+    cfg = services.config
     idle, most = cfg.session_idle_hours * 3600, cfg.session_max_days * 86400
-    s = await daemon.store.read(_from_session, token, idle, most)
+    s = await services.store.read(_from_session, token, idle, most)
     if s is None:
         return None
     if s["touch"]:
-        await daemon.store.write(touch_session, s["id_hash"], s["new_expiry"])
+        await services.store.write(touch_session, s["id_hash"], s["new_expiry"])
     return Principal(
         role=s["role"],
         username=s["username"],
@@ -162,11 +166,11 @@ async def current_principal(
     creds: HTTPAuthorizationCredentials | None = Depends(bearer),
     cookie: str | None = Depends(session_cookie),
 ) -> Principal:
-    daemon: Daemon = request.app.state.daemon
+    services: WebServices = request.app.state.services
     if creds is not None and creds.credentials:
         if creds.scheme.lower() != "bearer":
             raise HTTPException(401, "authentication required", {"WWW-Authenticate": "Bearer"})
-        row = await daemon.store.read(_from_token, creds.credentials)
+        row = await services.store.read(_from_token, creds.credentials)
         if row is None:
             raise HTTPException(401, "invalid or revoked token", {"WWW-Authenticate": "Bearer"})
         return Principal(
@@ -177,7 +181,7 @@ async def current_principal(
             token_id=row["token_id"],
         )
     if cookie:
-        p = await session_principal(request, daemon, cookie)
+        p = await session_principal(request, services, cookie)
         if p is None:
             raise HTTPException(
                 401, "session expired: log in again", {"WWW-Authenticate": "Bearer"}
@@ -186,7 +190,7 @@ async def current_principal(
             sent = await _csrf_value(request)
             if not sent or not hmac.compare_digest(sent, p.csrf_token or ""):
                 raise HTTPException(403, "CSRF token missing or wrong")
-            if not _same_origin(request, daemon):
+            if not _same_origin(request, services):
                 raise HTTPException(403, "cross-origin request refused")
         return p
     raise HTTPException(401, "authentication required", {"WWW-Authenticate": "Bearer"})

@@ -15,10 +15,10 @@ from ..store import jsoncol
 from ..store.base import Db
 from ..store.training import category_corrections, count_new
 from .auth import Principal, require_admin
-from .deps import get_daemon
+from .deps import get_services
 
 if TYPE_CHECKING:
-    from ..daemon import Daemon
+    from .services import WebServices
 
 router = APIRouter(prefix="/api/v1", tags=["admin"])
 
@@ -56,19 +56,19 @@ def _learning(db: Db, since: float) -> dict[str, Any]:
 
 @router.get("/classifier")
 async def classifier_state(
-    _: Principal = Depends(require_admin), daemon: Daemon = Depends(get_daemon)
+    _: Principal = Depends(require_admin), services: WebServices = Depends(get_services)
 ) -> dict[str, Any]:
     """The model in use (its report), every saved version, the retrain history, what
     agents corrected since the model's training data ends, and a retrain's progress."""
-    if daemon.rules.models is not None:
-        daemon.rules.check_model()  # a model installed a moment ago shows at once
-    rules = daemon.rules.current
+    if services.rules.models is not None:
+        services.rules.check_model()  # a model installed a moment ago shows at once
+    rules = services.rules.current
     model = rules.model
     report = {k: model.report.get(k) for k in _REPORT_KEYS} if model is not None else None
     since = 0.0
     if model is not None:
         since = float(model.report.get("store_until") or model.report.get("trained_at") or 0.0)
-    store = daemon.retrainer.model_store
+    store = services.retrainer.model_store
     current = store.current_version()
     versions = []
     for v in reversed(store.versions()):
@@ -94,10 +94,10 @@ async def classifier_state(
         "settings": used,
         "versions": versions,
         "since": since,
-        "min_new": daemon.config.retrain_min_new,
-        "schedule_seconds": daemon.config.retrain_every,
-        "retrain": daemon.retrainer.status(),
-        **await daemon.store.read(_learning, since),
+        "min_new": services.config.retrain_min_new,
+        "schedule_seconds": services.config.retrain_every,
+        "retrain": services.retrainer.status(),
+        **await services.store.read(_learning, since),
     }
 
 
@@ -110,11 +110,11 @@ class RetrainBody(BaseModel):
 async def classifier_retrain(
     body: RetrainBody | None = None,
     p: Principal = Depends(require_admin),
-    daemon: Daemon = Depends(get_daemon),
+    services: WebServices = Depends(get_services),
 ) -> dict[str, Any]:
     """Start a retrain in the background; ``GET /classifier`` shows its progress and,
     once done, its outcome (also in the audit trail)."""
-    min_new = 1 if body is not None and body.force else daemon.config.retrain_min_new
-    if not daemon.retrainer.start(daemon.spawn, actor=p.actor, min_new=min_new):
+    min_new = 1 if body is not None and body.force else services.config.retrain_min_new
+    if not services.retrainer.start(services.spawn, actor=p.actor, min_new=min_new):
         raise HTTPException(409, "a retrain is already running")
     return {"started": True, "min_new": min_new}

@@ -22,10 +22,10 @@ from ..store.contact_admin import (
 from ..store.contacts import get_contact
 from ..store.search import SearchError, search_contacts
 from .auth import Principal, current_principal, require_admin
-from .deps import DB_INT_MAX, Id, can_see, get_daemon, visibility
+from .deps import DB_INT_MAX, Id, can_see, get_services, visibility
 
 if TYPE_CHECKING:
-    from ..daemon import Daemon
+    from .services import WebServices
 
 router = APIRouter(prefix="/api/v1", tags=["contacts"])
 
@@ -52,14 +52,14 @@ async def contacts(
     q: str = Query(..., min_length=1, max_length=200, description="name, e-mail, phone, handle"),
     limit: int = Query(25, ge=1, le=100),
     p: Principal = Depends(current_principal),
-    daemon: Daemon = Depends(get_daemon),
+    services: WebServices = Depends(get_services),
 ) -> dict[str, Any]:
     """Search contacts by name, e-mail address, phone number or channel handle
     (every word must occur; exact matches first). Agents find only contacts
     with a conversation they can see."""
     teams, user = visibility(p)
     try:
-        items = await daemon.store.read(
+        items = await services.store.read(
             search_contacts, q, limit=limit, visible_teams=teams, visible_user=user
         )
     except SearchError as exc:
@@ -67,10 +67,10 @@ async def contacts(
     return {"items": items}
 
 
-async def _check_contact(daemon: Daemon, p: Principal, contact_id: int) -> None:
+async def _check_contact(services: WebServices, p: Principal, contact_id: int) -> None:
     teams, user = visibility(p)
-    if not await daemon.store.read(contact_visible, contact_id, teams, user):
-        exists = await daemon.store.read(contact_visible, contact_id, None, None)
+    if not await services.store.read(contact_visible, contact_id, teams, user):
+        exists = await services.store.read(contact_visible, contact_id, None, None)
         if not exists:
             raise HTTPException(404, "no such contact")
         raise HTTPException(403, "no conversation of this contact is visible to you")
@@ -80,7 +80,7 @@ async def _check_contact(daemon: Daemon, p: Principal, contact_id: int) -> None:
 async def contact(
     contact_id: Id,
     p: Principal = Depends(current_principal),
-    daemon: Daemon = Depends(get_daemon),
+    services: WebServices = Depends(get_services),
 ) -> dict[str, Any]:
     """A contact: identities on each channel, attributes, every conversation on
     any channel (an agent sees those of their teams), merges and changes."""
@@ -97,7 +97,7 @@ async def contact(
             c["surveys"] = surveys_of(db, contact_id=contact_id)
         return c
 
-    c = await daemon.store.read(load)
+    c = await services.store.read(load)
     if c is None:
         raise HTTPException(404, "no such contact")
     if not p.sees_all():
@@ -116,17 +116,17 @@ async def edit_contact(
     contact_id: Id,
     body: ContactPatch,
     p: Principal = Depends(current_principal),
-    daemon: Daemon = Depends(get_daemon),
+    services: WebServices = Depends(get_services),
 ) -> dict[str, Any]:
     """Rename, or set attributes (tier, company, language...); recorded."""
-    await _check_contact(daemon, p, contact_id)
+    await _check_contact(services, p, contact_id)
     try:
-        out = await daemon.store.write(
+        out = await services.store.write(
             update_contact, contact_id, actor=p.actor, name=body.name, attributes=body.attributes
         )
     except ContactError as exc:
         raise HTTPException(422, str(exc)) from None
-    daemon.publish([{"type": "contact.updated", "contact_id": contact_id}])
+    services.publish([{"type": "contact.updated", "contact_id": contact_id}])
     return out
 
 
@@ -135,21 +135,21 @@ async def merge(
     contact_id: Id,
     body: MergeIn,
     p: Principal = Depends(current_principal),
-    daemon: Daemon = Depends(get_daemon),
+    services: WebServices = Depends(get_services),
 ) -> dict[str, Any]:
     """Merge ``source_id`` into this contact: every identity and conversation
     moves here. Recorded; an admin can undo it exactly."""
-    await _check_contact(daemon, p, contact_id)
-    await _check_contact(daemon, p, body.source_id)
+    await _check_contact(services, p, contact_id)
+    await _check_contact(services, p, body.source_id)
     try:
-        out = await daemon.store.write(
+        out = await services.store.write(
             merge_contacts, body.source_id, contact_id, actor=p.actor, reason=body.reason
         )
     except ContactError as exc:
         raise HTTPException(422, str(exc)) from None
     except LookupError as exc:
         raise HTTPException(404, str(exc)) from None
-    daemon.publish(
+    services.publish(
         [
             {
                 "type": "contact.merged",
@@ -166,25 +166,25 @@ async def merge(
 async def merges(
     limit: int = Query(100, ge=1, le=1000),
     _: Principal = Depends(require_admin),
-    daemon: Daemon = Depends(get_daemon),
+    services: WebServices = Depends(get_services),
 ) -> dict[str, Any]:
-    return {"items": await daemon.store.read(merges_of, None, limit=limit)}
+    return {"items": await services.store.read(merges_of, None, limit=limit)}
 
 
 @router.post("/contact-merges/{merge_id}/undo")
 async def undo(
     merge_id: Id,
     p: Principal = Depends(require_admin),
-    daemon: Daemon = Depends(get_daemon),
+    services: WebServices = Depends(get_services),
 ) -> dict[str, Any]:
     """Undo a merge: exactly the identities and conversations it moved go back."""
     try:
-        out = await daemon.store.write(undo_merge, merge_id, actor=p.actor)
+        out = await services.store.write(undo_merge, merge_id, actor=p.actor)
     except ContactError as exc:
         raise HTTPException(409, str(exc)) from None
     except LookupError as exc:
         raise HTTPException(404, str(exc)) from None
-    daemon.publish(
+    services.publish(
         [
             {
                 "type": "contact.merged",

@@ -10,7 +10,7 @@ from ..store.inbox import conversation_access
 from .auth import Principal
 
 if TYPE_CHECKING:
-    from ..daemon import Daemon
+    from .services import WebServices
 
 
 # The largest integer SQLite and PostgreSQL's BIGINT hold. An id or key past
@@ -20,10 +20,10 @@ DB_INT_MAX = 2**63 - 1
 Id = Annotated[int, Path(ge=1, le=DB_INT_MAX, description="a row id")]
 
 
-async def get_daemon(request: Request) -> Daemon:
+async def get_services(request: Request) -> WebServices:
     # async: FastAPI runs a plain ``def`` dependency in a worker thread, a
     # thread hop on every request (it halved webhook throughput, measured).
-    return request.app.state.daemon
+    return request.app.state.services
 
 
 def can_see(p: Principal, conv: dict[str, Any]) -> bool:
@@ -41,9 +41,11 @@ def visibility(p: Principal) -> tuple[list[str] | None, str | None]:
     return (None if p.sees_all() else list(p.teams)), p.username
 
 
-async def check_conversation(daemon: Daemon, p: Principal, conversation_id: int) -> dict[str, Any]:
+async def check_conversation(
+    services: WebServices, p: Principal, conversation_id: int
+) -> dict[str, Any]:
     """The conversation's access facts, or 404/403."""
-    conv = await daemon.store.read(conversation_access, conversation_id)
+    conv = await services.store.read(conversation_access, conversation_id)
     if conv is None:
         raise HTTPException(404, "no such conversation")
     if not can_see(p, conv):

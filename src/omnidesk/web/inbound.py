@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 
-from .deps import get_daemon
+from .deps import get_services
 
 if TYPE_CHECKING:
-    from ..daemon import Daemon
+    from .services import WebServices
 
 router = APIRouter(tags=["channels"])
 RETRY_AFTER = 5  # seconds a sender is asked to wait when the store cannot take its message
@@ -30,9 +30,11 @@ async def intake_unavailable(request: Request, exc: Exception) -> Response:
 
 
 @router.post("/api/v1/inbound/{channel}", status_code=202)
-async def inbound(channel: str, request: Request, daemon: Daemon = Depends(get_daemon)) -> Response:
+async def inbound(
+    channel: str, request: Request, services: WebServices = Depends(get_services)
+) -> Response:
     """Signed inbound message for an API channel (see the API channel docs)."""
-    adapter = daemon.adapters.get(channel)
+    adapter = services.adapters.get(channel)
     if adapter is None or adapter.type != "api":
         raise HTTPException(404, f"no API channel named {channel!r}")
     return await adapter.handle_webhook(request)
@@ -44,7 +46,7 @@ async def webhook(request: Request) -> Response:
     its channel. A plain Starlette route: FastAPI's per-route machinery cost
     more than the whole webhook (bench/bench_webhooks.py)."""
     name = request.path_params["channel"]
-    adapter = request.app.state.daemon.adapters.get(name)
+    adapter = request.app.state.services.adapters.get(name)
     if adapter is None:
         return JSONResponse({"detail": f"no channel named {name!r}"}, status_code=404)
     response: Response = await adapter.handle_webhook(request)

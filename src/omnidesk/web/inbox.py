@@ -31,12 +31,12 @@ from ..store.inbox import (
     list_conversations,
 )
 from .auth import Principal, current_principal
-from .deps import DB_INT_MAX, Id, can_see, check_conversation, get_daemon, visibility
+from .deps import DB_INT_MAX, Id, can_see, check_conversation, get_services, visibility
 from .live import presence_tracker
 from .service_api import business_left, conversation_extras, live_sla
 
 if TYPE_CHECKING:
-    from ..daemon import Daemon
+    from .services import WebServices
 
 router = APIRouter(prefix="/api/v1")
 
@@ -149,9 +149,9 @@ class TagsIn(BaseModel):
 # -- list and read -------------------------------------------------------------
 
 
-def _summary(daemon: Daemon, c: dict[str, Any], now: float) -> dict[str, Any]:
+def _summary(services: WebServices, c: dict[str, Any], now: float) -> dict[str, Any]:
     c["sla_breached"] = c["sla_due_at"] is not None and c["sla_due_at"] < now
-    c["sla_business_seconds_left"] = business_left(daemon, c["team"], c["sla_due_at"], now)
+    c["sla_business_seconds_left"] = business_left(services, c["team"], c["sla_due_at"], now)
     c.pop("decision", None)
     return c
 
@@ -178,7 +178,7 @@ async def conversations(
     ),
     cursor: str | None = Query(None, description="sort=urgency: `next_cursor` of the last page"),
     p: Principal = Depends(current_principal),
-    daemon: Daemon = Depends(get_daemon),
+    services: WebServices = Depends(get_services),
 ) -> dict[str, Any]:
     vis_teams, user = visibility(p)
     flt = ConversationFilter(
@@ -200,7 +200,7 @@ async def conversations(
     elif scope == "unassigned":
         flt.assignee = "none"
     try:
-        items = await daemon.store.read(
+        items = await services.store.read(
             list_conversations, flt, limit=limit, before=before, sort=sort, cursor=cursor
         )
     except ValueError as exc:
@@ -208,7 +208,7 @@ async def conversations(
     now = now_ts()
     full = len(items) == limit
     return {
-        "items": [_summary(daemon, c, now) for c in items],
+        "items": [_summary(services, c, now) for c in items],
         "next_before": items[-1]["id"] if full and sort == "newest" else None,
         "next_cursor": encode_cursor(items[-1]) if full and sort == "urgency" else None,
     }
@@ -224,9 +224,9 @@ def _full(db: Db, conversation_id: int) -> dict[str, Any] | None:
 
 
 async def visible_conversation(
-    daemon: Daemon, p: Principal, conversation_id: int
+    services: WebServices, p: Principal, conversation_id: int
 ) -> dict[str, Any]:
-    conv = await daemon.store.read(_full, conversation_id)
+    conv = await services.store.read(_full, conversation_id)
     if conv is None:
         raise HTTPException(404, "no such conversation")
     if not can_see(p, conv):
@@ -253,21 +253,21 @@ def _permissions(p: Principal, conv: dict[str, Any]) -> dict[str, bool]:
 async def conversation(
     conversation_id: Id,
     p: Principal = Depends(current_principal),
-    daemon: Daemon = Depends(get_daemon),
+    services: WebServices = Depends(get_services),
 ) -> dict[str, Any]:
     """The thread (messages in order, with attachments and delivery states),
     the rules' decision and why, corrections, the audit trail, the contact
     (identities, attributes, every conversation on any channel), who else is
     here, and what the caller may do."""
-    conv = await visible_conversation(daemon, p, conversation_id)
+    conv = await visible_conversation(services, p, conversation_id)
     conv["sla_breached"] = conv["sla_due_at"] is not None and conv["sla_due_at"] < now_ts()
     # SLA clocks in business hours, and the satisfaction surveys (web/service_api.py).
-    conv["sla"] = live_sla(daemon, conv)
-    extras = await daemon.store.read(conversation_extras, conversation_id, conv["contact_id"])
+    conv["sla"] = live_sla(services, conv)
+    extras = await services.store.read(conversation_extras, conversation_id, conv["contact_id"])
     conv["surveys"] = extras["surveys"]
     if conv.get("contact"):
         conv["contact"]["satisfaction"] = extras["contact_satisfaction"]
-    conv["presence"] = presence_tracker(daemon).snapshot(conversation_id)
+    conv["presence"] = presence_tracker(services).snapshot(conversation_id)
     conv["can"] = _permissions(p, conv)
     return conv
 
@@ -303,14 +303,14 @@ async def post_message(
     conversation_id: Id,
     body: ReplyIn,
     p: Principal = Depends(current_principal),
-    daemon: Daemon = Depends(get_daemon),
+    services: WebServices = Depends(get_services),
 ) -> Any:
     """A reply (delivered through the conversation's channel via the outbox;
     its ``delivery_state`` starts ``queued`` and moves on live) or a private
     note."""
-    await check_conversation(daemon, p, conversation_id)
+    await check_conversation(services, p, conversation_id)
     try:
-        out = await daemon.store.write(_reply, conversation_id, body, p.actor, p.username)
+        out = await services.store.write(_reply, conversation_id, body, p.actor, p.username)
     except ReplyError as exc:
         raise HTTPException(409, str(exc)) from None
     if "conflict" in out:
@@ -324,8 +324,8 @@ async def post_message(
         )
     msg = out["message"]
     if body.kind == "reply":
-        daemon.outbox.wake()
-    daemon.publish(
+        services.wake_outbox()
+    services.publish(
         [
             {
                 "type": "message.created",
@@ -340,14 +340,14 @@ async def post_message(
     return msg
 
 
-async def _run_action(daemon: Daemon, fn: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+async def _run_action(services: WebServices, fn: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
     try:
-        events = await daemon.store.write(fn, *args, **kwargs)
+        events = await services.store.write(fn, *args, **kwargs)
     except actions.ActionError as exc:
         raise HTTPException(422, str(exc)) from None
     except LookupError as exc:
         raise HTTPException(404, str(exc)) from None
-    daemon.publish(events)
+    services.publish(events)
     return {"changed": bool(events)}
 
 
@@ -356,13 +356,13 @@ async def change_status(
     conversation_id: Id,
     body: StatusIn,
     p: Principal = Depends(current_principal),
-    daemon: Daemon = Depends(get_daemon),
+    services: WebServices = Depends(get_services),
 ) -> dict[str, Any]:
     """open, pending, snoozed (until ``snoozed_until``: it wakes up open) or resolved."""
-    await check_conversation(daemon, p, conversation_id)
+    await check_conversation(services, p, conversation_id)
     until = body.snoozed_until.timestamp() if body.snoozed_until is not None else None
     return await _run_action(
-        daemon,
+        services,
         actions.set_status,
         conversation_id,
         str(body.status),
@@ -377,12 +377,12 @@ async def assign(
     conversation_id: Id,
     body: AssignIn,
     p: Principal = Depends(current_principal),
-    daemon: Daemon = Depends(get_daemon),
+    services: WebServices = Depends(get_services),
 ) -> dict[str, Any]:
     """Assign or reassign to an agent and/or team. Supervisors and admins may
     do anything; an agent may take an unassigned conversation of their team,
     or give back their own."""
-    conv = await check_conversation(daemon, p, conversation_id)
+    conv = await check_conversation(services, p, conversation_id)
     change_team = "team" in body.model_fields_set
     if not p.sees_all():
         taking = (
@@ -396,7 +396,7 @@ async def assign(
                 " ask a supervisor to reassign",
             )
     return await _run_action(
-        daemon,
+        services,
         actions.assign,
         conversation_id,
         actor=p.actor,
@@ -412,13 +412,13 @@ async def classification(
     conversation_id: Id,
     body: ClassificationIn,
     p: Principal = Depends(current_principal),
-    daemon: Daemon = Depends(get_daemon),
+    services: WebServices = Depends(get_services),
 ) -> dict[str, Any]:
     """Correct the category and/or priority the rules chose (recorded as a
     correction, with who and when, for teaching the classifier)."""
-    await check_conversation(daemon, p, conversation_id)
+    await check_conversation(services, p, conversation_id)
     return await _run_action(
-        daemon,
+        services,
         actions.correct,
         conversation_id,
         actor=p.actor,
@@ -433,11 +433,11 @@ async def tags(
     conversation_id: Id,
     body: TagsIn,
     p: Principal = Depends(current_principal),
-    daemon: Daemon = Depends(get_daemon),
+    services: WebServices = Depends(get_services),
 ) -> dict[str, Any]:
-    await check_conversation(daemon, p, conversation_id)
+    await check_conversation(services, p, conversation_id)
     return await _run_action(
-        daemon, actions.set_tags, conversation_id, actor=p.actor, add=body.add, remove=body.remove
+        services, actions.set_tags, conversation_id, actor=p.actor, add=body.add, remove=body.remove
     )
 
 
@@ -446,17 +446,17 @@ async def canned_for(
     conversation_id: Id,
     canned_id: Id,
     p: Principal = Depends(current_principal),
-    daemon: Daemon = Depends(get_daemon),
+    services: WebServices = Depends(get_services),
 ) -> dict[str, Any]:
     """A canned reply with its placeholders filled in for this conversation."""
-    await check_conversation(daemon, p, conversation_id)
+    await check_conversation(services, p, conversation_id)
 
     def load(db: Db) -> tuple[dict[str, Any] | None, dict[str, str]]:
         return get_canned(db, canned_id), placeholder_values(
             db, conversation_id, p.username, p.display_name
         )
 
-    canned, values = await daemon.store.read(load)
+    canned, values = await services.store.read(load)
     if canned is None or (
         not p.sees_all() and canned["team"] is not None and canned["team"] not in p.teams
     ):
@@ -486,8 +486,8 @@ def _message_access(db: Db, message_id: int) -> dict[str, Any] | None:
     return r
 
 
-async def _visible_message(daemon: Daemon, p: Principal, message_id: int) -> dict[str, Any]:
-    m = await daemon.store.read(_message_access, message_id)
+async def _visible_message(services: WebServices, p: Principal, message_id: int) -> dict[str, Any]:
+    m = await services.store.read(_message_access, message_id)
     if m is None or m["conversation"] is None:
         raise HTTPException(404, "no such message")
     if not can_see(p, m["conversation"]):
@@ -499,18 +499,18 @@ async def _visible_message(daemon: Daemon, p: Principal, message_id: int) -> dic
 async def retry(
     message_id: Id,
     p: Principal = Depends(current_principal),
-    daemon: Daemon = Depends(get_daemon),
+    services: WebServices = Depends(get_services),
 ) -> dict[str, Any]:
     """Send a failed reply again."""
-    await _visible_message(daemon, p, message_id)
+    await _visible_message(services, p, message_id)
     try:
-        out = await daemon.store.write(actions.retry_reply, message_id, actor=p.actor)
+        out = await services.store.write(actions.retry_reply, message_id, actor=p.actor)
     except actions.ActionError as exc:
         raise HTTPException(409, str(exc)) from None
     except LookupError as exc:
         raise HTTPException(404, str(exc)) from None
-    daemon.outbox.wake()
-    daemon.publish([{"type": "delivery", "state": "queued", **out}])
+    services.wake_outbox()
+    services.publish([{"type": "delivery", "state": "queued", **out}])
     return {"delivery_state": "queued", **out}
 
 
@@ -527,16 +527,16 @@ async def message_html(
     message_id: Id,
     remote_images: bool = Query(False, description="let remote images (tracking pixels) load"),
     p: Principal = Depends(current_principal),
-    daemon: Daemon = Depends(get_daemon),
+    services: WebServices = Depends(get_services),
 ) -> Response:
     """A message's HTML as a document for a sandboxed frame: sanitized again
     at display time, no script can run (CSP ``sandbox``, no script source),
     remote images blocked unless asked for, inline (cid:) images embedded."""
-    m = await _visible_message(daemon, p, message_id)
+    m = await _visible_message(services, p, message_id)
     html = sanitize_html(m["html"] or "")
     images = m["inline_images"]
     if images:
-        blobs = await daemon.store.read(
+        blobs = await services.store.read(
             lambda db: {sha: get_blob(db, sha) for _, sha in images.values()}
         )
 
@@ -587,12 +587,12 @@ def _whole_text(db: Db, message_id: int) -> bytes:
 async def message_text(
     message_id: Id,
     p: Principal = Depends(current_principal),
-    daemon: Daemon = Depends(get_daemon),
+    services: WebServices = Depends(get_services),
 ) -> Response:
     """A message's whole text as a plain-text download, however long (the
     inbox folds long text and links here)."""
-    await _visible_message(daemon, p, message_id)
-    whole = await daemon.store.read(_whole_text, message_id)
+    await _visible_message(services, p, message_id)
+    whole = await services.store.read(_whole_text, message_id)
     return Response(
         whole,
         media_type="text/plain; charset=utf-8",
@@ -633,19 +633,19 @@ def content_disposition(kind: str, filename: str | None) -> str:
 async def attachment(
     attachment_id: Id,
     p: Principal = Depends(current_principal),
-    daemon: Daemon = Depends(get_daemon),
+    services: WebServices = Depends(get_services),
 ) -> Response:
     """Download an attachment. Common image types are shown inline; anything
     else is a download (``Content-Disposition: attachment``), never rendered
     on this origin."""
-    a = await daemon.store.read(_attachment, attachment_id)
+    a = await services.store.read(_attachment, attachment_id)
     if a is None or a["conversation"] is None:
         raise HTTPException(404, "no such attachment")
     if not can_see(p, a["conversation"]):
         raise HTTPException(403, "not your team's conversation")
     if a["sha256"] is None:
         raise HTTPException(404, "only a provider reference is stored for this attachment")
-    data = await daemon.store.read(get_blob, a["sha256"])
+    data = await services.store.read(get_blob, a["sha256"])
     if data is None:
         raise HTTPException(404, "attachment content is missing")
     ctype = (a["content_type"] or "").lower().split(";")[0].strip()

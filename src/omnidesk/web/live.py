@@ -29,10 +29,10 @@ from ..events import Event, EventBus
 from ..store.base import Db
 from ..store.inbox import conversation_access
 from .auth import Principal, current_principal
-from .deps import Id, can_see, check_conversation, get_daemon
+from .deps import Id, can_see, check_conversation, get_services
 
 if TYPE_CHECKING:
-    from ..daemon import Daemon
+    from .services import WebServices
 
 router = APIRouter(prefix="/api/v1", tags=["live"])
 
@@ -73,10 +73,10 @@ class PresenceTracker:
             for u, (state, _, name) in sorted(entries.items())
         ]
 
-    def ensure_following(self, daemon: Daemon) -> None:
+    def ensure_following(self, services: WebServices) -> None:
         """Follow the bus (started on first use, inside the running loop)."""
         if self._task is None or self._task.done():
-            self._task = daemon.spawn(self._follow(daemon.events), "presence")
+            self._task = services.spawn(self._follow(services.events), "presence")
 
     async def _follow(self, bus: EventBus) -> None:
         async with bus.subscribe() as q:
@@ -84,12 +84,11 @@ class PresenceTracker:
                 self.apply(await q.get())
 
 
-def presence_tracker(daemon: Daemon) -> PresenceTracker:
-    tracker = getattr(daemon, "_presence", None)
+def presence_tracker(services: WebServices) -> PresenceTracker:
+    tracker: PresenceTracker | None = services.presence
     if tracker is None:
-        tracker = PresenceTracker()
-        daemon._presence = tracker  # type: ignore[attr-defined]
-    tracker.ensure_following(daemon)
+        tracker = services.presence = PresenceTracker()
+    tracker.ensure_following(services)
     return tracker
 
 
@@ -102,12 +101,12 @@ async def post_presence(
     conversation_id: Id,
     body: PresenceIn,
     p: Principal = Depends(current_principal),
-    daemon: Daemon = Depends(get_daemon),
+    services: WebServices = Depends(get_services),
 ) -> dict[str, Any]:
     """Heartbeat: the caller is viewing or typing in the conversation (renew
     every ~10 s), or has left it. Returns who is there now."""
-    await check_conversation(daemon, p, conversation_id)
-    tracker = presence_tracker(daemon)
+    await check_conversation(services, p, conversation_id)
+    tracker = presence_tracker(services)
     event = {
         "type": "presence",
         "conversation_id": conversation_id,
@@ -117,7 +116,7 @@ async def post_presence(
         "ttl": PRESENCE_TTL,
     }
     tracker.apply(event)
-    daemon.publish([event])
+    services.publish([event])
     return {"presence": tracker.snapshot(conversation_id)}
 
 
@@ -130,8 +129,8 @@ class _Visibility:
     """Decides, per event, whether this subscriber may see it (with a short
     cache of conversation teams so a burst of events costs one read each)."""
 
-    def __init__(self, daemon: Daemon, p: Principal) -> None:
-        self.daemon = daemon
+    def __init__(self, services: WebServices, p: Principal) -> None:
+        self.services = services
         self.p = p
         self._cache: dict[int, tuple[float, dict[str, Any] | None]] = {}
 
@@ -165,13 +164,13 @@ class _Visibility:
             hit = self._cache.get(key)
             if hit is not None and now - hit[0] < 2.0:
                 return hit[1]
-            conv = await self.daemon.store.read(conversation_access, key)
+            conv = await self.services.store.read(conversation_access, key)
             self._cache[key] = (now, conv)
             if len(self._cache) > 1000:
                 self._cache.clear()
             return conv
         if "message_id" in e:
-            return await self.daemon.store.read(_message_conversation, int(e["message_id"]))
+            return await self.services.store.read(_message_conversation, int(e["message_id"]))
         return None
 
 
@@ -179,20 +178,19 @@ class _Visibility:
 async def events(
     request: Request,
     p: Principal = Depends(current_principal),
-    daemon: Daemon = Depends(get_daemon),
+    services: WebServices = Depends(get_services),
 ) -> EventSourceResponse:
     """Server-sent events: ``conversation.created``, ``conversation.updated``,
     ``message.created``, ``delivery``, ``presence``, ``contact.merged``,
     ``resync``. Each ``data`` is the event as JSON."""
-    presence_tracker(daemon)
-    vis = _Visibility(daemon, p)
+    presence_tracker(services)
+    vis = _Visibility(services, p)
 
     async def stream() -> AsyncIterator[dict[str, Any]]:
         yield {"event": "ready", "data": json.dumps({"user": p.username, "role": p.role})}
-        async with daemon.events.subscribe() as q:
+        async with services.events.subscribe() as q:
             while True:
-                server = daemon.web_server
-                if (server is not None and server.should_exit) or await request.is_disconnected():
+                if services.stopping() or await request.is_disconnected():
                     return  # let the server shut down without waiting for us
                 try:
                     async with asyncio.timeout(0.5):  # wait_for may swallow a cancel (3.11)

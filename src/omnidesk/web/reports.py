@@ -21,11 +21,11 @@ from ..model import now_ts
 from ..service import charts
 from ..service.reports import GROUPS, REPORTS, Params, build, csv_rows
 from .auth import Principal, require_supervisor
-from .deps import get_daemon
+from .deps import get_services
 from .ui import _principal, page, templates
 
 if TYPE_CHECKING:
-    from ..daemon import Daemon
+    from .services import WebServices
 
 router = APIRouter(prefix="/api/v1", tags=["reports"])
 pages = APIRouter(include_in_schema=False)
@@ -44,13 +44,13 @@ ReportName = Literal[
 ]
 
 
-def _today(daemon: Daemon) -> date:
-    tz = daemon.rules.current.service.default_calendar.tz
+def _today(services: WebServices) -> date:
+    tz = services.rules.current.service.default_calendar.tz
     return datetime.now(UTC).astimezone(tz).date()
 
 
 def params(
-    daemon: Daemon,
+    services: WebServices,
     start: str | None,
     end: str | None,
     *,
@@ -63,7 +63,7 @@ def params(
 ) -> Params:
     """Report parameters from query strings; 422 naming what is wrong."""
     try:
-        to = date.fromisoformat(end) if end else _today(daemon)
+        to = date.fromisoformat(end) if end else _today(services)
         frm = date.fromisoformat(start) if start else to - timedelta(days=29)
     except ValueError:
         raise HTTPException(422, "from and to are dates like 2026-03-01") from None
@@ -88,8 +88,8 @@ def params(
     )
 
 
-async def _report(daemon: Daemon, name: str, p: Params) -> dict[str, Any]:
-    return await daemon.store.read(build, name, p, now_ts())
+async def _report(services: WebServices, name: str, p: Params) -> dict[str, Any]:
+    return await services.store.read(build, name, p, now_ts())
 
 
 def csv_response(report: dict[str, Any]) -> Response:
@@ -119,12 +119,12 @@ async def report(
     interval: str = Query("auto", description="day, week, month or auto"),
     format: Literal["json", "csv"] = "json",
     p: Principal = Depends(require_supervisor),
-    daemon: Daemon = Depends(get_daemon),
+    services: WebServices = Depends(get_services),
 ) -> Any:
     """One report over a period (default: the last 30 days), filtered by
     channel, team, agent and category; ``format=csv`` for its table."""
     prm = params(
-        daemon,
+        services,
         start,
         end,
         channel=channel,
@@ -134,7 +134,7 @@ async def report(
         by=by,
         interval=interval,
     )
-    out = await _report(daemon, name, prm)
+    out = await _report(services, name, prm)
     return csv_response(out) if format == "csv" else out
 
 
@@ -147,11 +147,11 @@ async def overview(
     agent: str | None = None,
     category: str | None = None,
     p: Principal = Depends(require_supervisor),
-    daemon: Daemon = Depends(get_daemon),
+    services: WebServices = Depends(get_services),
 ) -> dict[str, Any]:
     """Every report at once, as the reports page shows them."""
-    prm = params(daemon, start, end, channel=channel, team=team, agent=agent, category=category)
-    return {name: await _report(daemon, name, prm) for name in REPORTS}
+    prm = params(services, start, end, channel=channel, team=team, agent=agent, category=category)
+    return {name: await _report(services, name, prm) for name in REPORTS}
 
 
 # -- the page -------------------------------------------------------------------------
@@ -250,15 +250,15 @@ def _show(v: Any) -> str:
 
 
 @pages.get("/reports")
-async def reports_page(request: Request, daemon: Daemon = Depends(get_daemon)) -> Response:
-    p = await _principal(request, daemon)
+async def reports_page(request: Request, services: WebServices = Depends(get_services)) -> Response:
+    p = await _principal(request, services)
     if p is None:
         return RedirectResponse("/login?next=/reports", status_code=303)
     if not p.at_least("supervisor"):
         raise HTTPException(403, "supervisors and admins only")
     q = request.query_params
     prm = params(
-        daemon,
+        services,
         q.get("from"),
         q.get("to"),
         channel=q.get("channel"),
@@ -277,7 +277,7 @@ async def reports_page(request: Request, daemon: Daemon = Depends(get_daemon)) -
     query = urlencode({k: v for k, v in filters.items() if v})
     panels = []
     for name in REPORTS:
-        r = await _report(daemon, name, prm)
+        r = await _report(services, name, prm)
         cols, rows = csv_rows(r)
         panels.append(
             {
@@ -294,7 +294,7 @@ async def reports_page(request: Request, daemon: Daemon = Depends(get_daemon)) -
     html = templates.get_template("reports.html").render(
         me={"name": p.name, "role": p.role},
         filters=filters,
-        channels=sorted(daemon.adapters),
+        channels=sorted(services.adapters),
         interval=prm.grain,
         panels=panels,
     )

@@ -27,11 +27,11 @@ from pydantic import BaseModel, Field
 from ..rules import RulesError, load_rules
 from ..store.audit import add_audit
 from .auth import Principal, require_admin
-from .deps import get_daemon
+from .deps import get_services
 from .errors import validation_error
 
 if TYPE_CHECKING:
-    from ..daemon import Daemon
+    from .services import WebServices
 
 router = APIRouter(prefix="/api/v1", tags=["rules"])
 
@@ -62,30 +62,30 @@ def _sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _path(daemon: Daemon, name: str) -> Path:
+def _path(services: WebServices, name: str) -> Path:
     if not FILE_NAME.fullmatch(name) or name.startswith("."):
         raise HTTPException(404, "a rules file is a name like 50-routing.toml")
-    return daemon.rules.directory / name
+    return services.rules.directory / name
 
 
 @router.get("/rules")
 async def rules_files(
-    _: Principal = Depends(require_admin), daemon: Daemon = Depends(get_daemon)
+    _: Principal = Depends(require_admin), services: WebServices = Depends(get_services)
 ) -> dict[str, Any]:
     """The rule files, and the running rules' version and last reload error."""
-    err = daemon.rules.last_error
+    err = services.rules.last_error
     return {
-        "files": await asyncio.to_thread(_list, daemon.rules.directory),
-        "version": daemon.rules.version,
+        "files": await asyncio.to_thread(_list, services.rules.directory),
+        "version": services.rules.version,
         "error": None if err is None else [str(x) for x in err.problems],
     }
 
 
 @router.get("/rules/{name}")
 async def rules_file(
-    name: str, _: Principal = Depends(require_admin), daemon: Daemon = Depends(get_daemon)
+    name: str, _: Principal = Depends(require_admin), services: WebServices = Depends(get_services)
 ) -> dict[str, Any]:
-    text = await asyncio.to_thread(_read, _path(daemon, name))
+    text = await asyncio.to_thread(_read, _path(services, name))
     if text is None:
         raise HTTPException(404, "no such rules file")
     return {"name": name, "text": text, "sha256": _sha(text)}
@@ -122,30 +122,30 @@ async def save_rules_file(
     name: str,
     body: RulesFileIn,
     p: Principal = Depends(require_admin),
-    daemon: Daemon = Depends(get_daemon),
+    services: WebServices = Depends(get_services),
 ) -> Any:
     """Validate, save atomically, record (author, reason, diff) and hot-reload.
     Invalid rules are refused with every problem listed; the running rules
     stay as they were."""
-    path = _path(daemon, name)
-    lock = getattr(daemon, "_rules_save_lock", None)
-    if lock is None:
-        lock = daemon._rules_save_lock = asyncio.Lock()  # type: ignore[attr-defined]
-    async with lock:  # two admins saving at once must not interleave check and write
-        return await _save(daemon, p, path, name, body)
+    path = _path(services, name)
+    # Two admins saving at once must not interleave check and write.
+    async with services.rules_save_lock:
+        return await _save(services, p, path, name, body)
 
 
-async def _save(daemon: Daemon, p: Principal, path: Path, name: str, body: RulesFileIn) -> Any:
+async def _save(
+    services: WebServices, p: Principal, path: Path, name: str, body: RulesFileIn
+) -> Any:
     old = await asyncio.to_thread(_read, path) or ""
     if body.base_sha256 is not None and body.base_sha256 != _sha(old):
         raise HTTPException(409, "the file changed since you loaded it: reload and edit again")
-    problems = await asyncio.to_thread(_validate, daemon.rules.directory, name, body.text)
+    problems = await asyncio.to_thread(_validate, services.rules.directory, name, body.text)
     if problems is not None:
         why = "the rules do not validate: "
         detail = [validation_error(why + x, ("body", "text")) for x in problems]
         return JSONResponse({"detail": detail, "problems": problems}, 422)
     if body.text == old:
-        return {"name": name, "changed": False, "version": daemon.rules.version}
+        return {"name": name, "changed": False, "version": services.rules.version}
     diff = "".join(
         difflib.unified_diff(
             old.splitlines(keepends=True),
@@ -155,7 +155,7 @@ async def _save(daemon: Daemon, p: Principal, path: Path, name: str, body: Rules
         )
     )
     await asyncio.to_thread(_write_atomically, path, body.text)
-    await daemon.store.write(
+    await services.store.write(
         add_audit,
         p.actor,
         "rules_edited",
@@ -167,16 +167,16 @@ async def _save(daemon: Daemon, p: Principal, path: Path, name: str, body: Rules
             "sha256_after": _sha(body.text),
         },
     )
-    reloaded = await asyncio.to_thread(daemon.rules.reload)
+    reloaded = await asyncio.to_thread(services.rules.reload)
     if reloaded:
-        daemon.rules_reloaded()
-    err = daemon.rules.last_error
+        services.rules_reloaded()
+    err = services.rules.last_error
     return {
         "name": name,
         "changed": True,
         "sha256": _sha(body.text),
         "reloaded": reloaded,
-        "version": daemon.rules.version,
+        "version": services.rules.version,
         "error": None if err is None else str(err),
         "diff": diff,
     }

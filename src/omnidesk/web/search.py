@@ -9,10 +9,10 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 
 from ..store.search import SearchError, search_contacts, search_messages
 from .auth import Principal, current_principal
-from .deps import DB_INT_MAX, get_daemon, visibility
+from .deps import DB_INT_MAX, get_services, visibility
 
 if TYPE_CHECKING:
-    from ..daemon import Daemon
+    from .services import WebServices
 
 router = APIRouter(prefix="/api/v1")
 
@@ -35,7 +35,7 @@ async def search(
     ),
     channel: str | None = Query(None, description="messages: from one channel"),
     p: Principal = Depends(current_principal),
-    daemon: Daemon = Depends(get_daemon),
+    services: WebServices = Depends(get_services),
 ) -> dict[str, Any]:
     """Messages newest first (keyset pages: pass ``next_before`` as ``before``),
     or contacts best match first. Agents find only what their teams' or their
@@ -43,11 +43,11 @@ async def search(
     teams, user = visibility(p)
     try:
         if kind == "contacts":
-            items = await daemon.store.read(
+            items = await services.store.read(
                 search_contacts, q, limit=limit, visible_teams=teams, visible_user=user
             )
             return {"kind": kind, "items": items, "next_before": None}
-        items = await daemon.store.read(
+        items = await services.store.read(
             search_messages,
             q,
             limit=limit,

@@ -18,21 +18,21 @@ from ..service.surveys import surveys_of
 from ..store import service as svc
 from ..store.base import Db
 from .auth import Principal, current_principal
-from .deps import get_daemon
+from .deps import get_services
 
 if TYPE_CHECKING:
-    from ..daemon import Daemon
+    from .services import WebServices
 
 router = APIRouter(prefix="/api/v1", tags=["service"])
 
 
 def live_sla(
-    daemon: Daemon, conv: dict[str, Any], now: float | None = None
+    services: WebServices, conv: dict[str, Any], now: float | None = None
 ) -> dict[str, Any] | None:
     """The SLA policy that applies to ``conv`` and its clocks as of now (due
     times, business seconds left, breaches), or None without a policy."""
     now = now_ts() if now is None else now
-    ruleset = daemon.rules.current
+    ruleset = services.rules.current
     service = ruleset.service
     contact = conv.get("contact") or {}
     facts = {**conv, "contact": contact.get("attributes", {}) if isinstance(contact, dict) else {}}
@@ -40,21 +40,23 @@ def live_sla(
         facts,
         datetime.fromtimestamp(now, UTC),
         service.calendar_for(conv.get("team")),
-        daemon.scheduler.settings.channel_types,
+        services.scheduler.settings.channel_types,
     )
     ctx = ruleset.conversation_context(inp, conv.get("category"))
-    policy = policy_for(ruleset, ctx, daemon.scheduler.settings.fallback_policy)
+    policy = policy_for(ruleset, ctx, services.scheduler.settings.fallback_policy)
     if policy is None:
         return None
     calendar = service.calendar_for(conv.get("team"), policy)
     return clocks(policy, calendar, conv).to_dict(now)
 
 
-def business_left(daemon: Daemon, team: str | None, due: float | None, now: float) -> float | None:
+def business_left(
+    services: WebServices, team: str | None, due: float | None, now: float
+) -> float | None:
     """Business seconds from now to ``due`` in the team's calendar."""
     if due is None:
         return None
-    return daemon.rules.current.service.calendar_for(team).between(now, due)
+    return services.rules.current.service.calendar_for(team).between(now, due)
 
 
 def conversation_extras(db: Db, conversation_id: int, contact_id: int) -> dict[str, Any]:
@@ -73,7 +75,7 @@ class ReadIn(BaseModel):
 async def notifications(
     unread: bool = False,
     p: Principal = Depends(current_principal),
-    daemon: Daemon = Depends(get_daemon),
+    services: WebServices = Depends(get_services),
 ) -> dict[str, Any]:
     """The caller's notifications, newest first, and how many are unread."""
     if p.username is None:
@@ -86,16 +88,16 @@ async def notifications(
             "unread": svc.unread_count(db, user),
         }
 
-    return await daemon.store.read(load)
+    return await services.store.read(load)
 
 
 @router.post("/notifications/read")
 async def read_notifications(
     body: ReadIn,
     p: Principal = Depends(current_principal),
-    daemon: Daemon = Depends(get_daemon),
+    services: WebServices = Depends(get_services),
 ) -> dict[str, Any]:
     if p.username is None:
         return {"marked": 0}
-    n = await daemon.store.write(svc.mark_read, p.username, body.ids, now_ts())
+    n = await services.store.write(svc.mark_read, p.username, body.ids, now_ts())
     return {"marked": n}

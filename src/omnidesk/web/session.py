@@ -34,41 +34,43 @@ from ..store.sessions import (
 )
 from ..store.users import password_hash, touch_login, update_user
 from .auth import SESSION_COOKIE, Principal, current_principal, session_cookie
-from .deps import get_daemon
+from .deps import get_services
 
 if TYPE_CHECKING:
-    from ..daemon import Daemon
+    from .services import WebServices
 
 log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/api/v1", tags=["session"])
 
 
-def cookie_secure(request: Request, daemon: Daemon) -> bool:
-    mode = daemon.config.cookie_secure
+def cookie_secure(request: Request, services: WebServices) -> bool:
+    mode = services.config.cookie_secure
     if mode != "auto":
         return mode == "always"
-    return daemon.config.public_url.startswith("https://") or request.url.scheme == "https"
+    return services.config.public_url.startswith("https://") or request.url.scheme == "https"
 
 
-def set_session_cookie(response: Response, request: Request, daemon: Daemon, token: str) -> None:
+def set_session_cookie(
+    response: Response, request: Request, services: WebServices, token: str
+) -> None:
     response.set_cookie(
         SESSION_COOKIE,
         token,
-        max_age=int(daemon.config.session_max_days * 86400),
+        max_age=int(services.config.session_max_days * 86400),
         path="/",
         httponly=True,
         samesite="lax",
-        secure=cookie_secure(request, daemon),
+        secure=cookie_secure(request, services),
     )
 
 
-def clear_session_cookie(response: Response, request: Request, daemon: Daemon) -> None:
+def clear_session_cookie(response: Response, request: Request, services: WebServices) -> None:
     response.delete_cookie(
         SESSION_COOKIE,
         path="/",
         httponly=True,
         samesite="lax",
-        secure=cookie_secure(request, daemon),
+        secure=cookie_secure(request, services),
     )
 
 
@@ -77,8 +79,8 @@ def client_ip(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def _policies(daemon: Daemon) -> tuple[ThrottlePolicy, ThrottlePolicy]:
-    cfg = daemon.config
+def _policies(services: WebServices) -> tuple[ThrottlePolicy, ThrottlePolicy]:
+    cfg = services.config
     cap = cfg.login_lockout_max_minutes * 60
     user = ThrottlePolicy(free=cfg.login_lockout_after, base=30.0, cap=cap, forget=3600.0)
     # One address may hold many people (an office behind NAT): more allowance.
@@ -96,18 +98,18 @@ class LoginResult:
 
 
 async def attempt_login(
-    request: Request, daemon: Daemon, username: str, password: str
+    request: Request, services: WebServices, username: str, password: str
 ) -> LoginResult:
     username = username.strip()
     ip = client_ip(request)
     keys = [f"ip:{ip}", f"user:{username.lower()}"]
-    wait = await daemon.store.read(throttle_status, keys)
+    wait = await services.store.read(throttle_status, keys)
     if wait > 0:
         return LoginResult(False, error="too many failed logins: try again later", retry_after=wait)
-    found = await daemon.store.read(password_hash, username) if username else None
+    found = await services.store.read(password_hash, username) if username else None
     stored, disabled = found if found is not None else (None, True)
     ok = await asyncio.to_thread(verify_password, stored, password) and not disabled
-    user_policy, ip_policy = _policies(daemon)
+    user_policy, ip_policy = _policies(services)
     if not ok:
 
         def fail(db: Db) -> float | None:
@@ -121,11 +123,11 @@ async def attempt_login(
             )
             return max(a or 0.0, b or 0.0) or None
 
-        lock = await daemon.store.write(fail)
+        lock = await services.store.write(fail)
         log.info("login_failed", username=username[:64], ip=ip, locked_for=lock)
         return LoginResult(False, error="wrong username or password", retry_after=lock)
     rehash = hash_password(password) if stored and needs_rehash(stored) else None
-    idle = daemon.config.session_idle_hours * 3600
+    idle = services.config.session_idle_hours * 3600
     agent = request.headers.get("user-agent")
 
     def succeed(db: Db) -> tuple[str, str]:
@@ -136,7 +138,7 @@ async def attempt_login(
         add_audit(db, f"user:{username}", "login", detail={"ip": ip})
         return create_session(db, username, idle_seconds=idle, ip=ip, user_agent=agent)
 
-    token, csrf = await daemon.store.write(succeed)
+    token, csrf = await services.store.write(succeed)
     log.info("login", username=username, ip=ip)
     return LoginResult(True, token=token, csrf=csrf)
 
@@ -148,19 +150,22 @@ class LoginIn(BaseModel):
 
 @router.post("/session")
 async def login(
-    body: LoginIn, request: Request, response: Response, daemon: Daemon = Depends(get_daemon)
+    body: LoginIn,
+    request: Request,
+    response: Response,
+    services: WebServices = Depends(get_services),
 ) -> dict[str, Any]:
     """Log in with a password: sets the session cookie and returns the CSRF
     token to send as ``X-CSRF-Token`` on state-changing calls. (A JSON body
     cannot be posted cross-site without CORS, which this server never allows.)"""
     if not request.headers.get("content-type", "").startswith("application/json"):
         raise HTTPException(415, "send JSON")
-    result = await attempt_login(request, daemon, body.username, body.password)
+    result = await attempt_login(request, services, body.username, body.password)
     if not result.ok:
         headers = {"Retry-After": str(int(result.retry_after) + 1)} if result.retry_after else None
         raise HTTPException(429 if result.retry_after else 401, result.error, headers)
     assert result.token is not None
-    set_session_cookie(response, request, daemon, result.token)
+    set_session_cookie(response, request, services, result.token)
     return {"username": body.username.strip(), "csrf_token": result.csrf}
 
 
@@ -170,10 +175,10 @@ async def logout(
     response: Response,
     p: Principal = Depends(current_principal),
     cookie: str | None = Depends(session_cookie),
-    daemon: Daemon = Depends(get_daemon),
+    services: WebServices = Depends(get_services),
 ) -> dict[str, Any]:
     """End this browser session."""
     if p.via == "session" and cookie:
-        await daemon.store.write(delete_session, cookie)
-    clear_session_cookie(response, request, daemon)
+        await services.store.write(delete_session, cookie)
+    clear_session_cookie(response, request, services)
     return {"logged_out": True}

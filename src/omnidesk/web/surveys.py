@@ -20,11 +20,11 @@ from fastapi.responses import Response
 
 from ..model import now_ts
 from ..service.surveys import TokenError, get_survey, read_token, record_answer, scale_lines
-from .deps import get_daemon
+from .deps import get_services
 from .ui import page, templates
 
 if TYPE_CHECKING:
-    from ..daemon import Daemon
+    from .services import WebServices
 
 router = APIRouter(include_in_schema=False)
 
@@ -81,16 +81,18 @@ def _problem(kind: str, language: str | None = None) -> Response:
     return _headers(page(html, 404 if kind == "invalid" else 410))
 
 
-async def _survey(daemon: Daemon, token: str) -> tuple[dict[str, Any] | None, Response | None]:
-    settings = daemon.rules.current.service.survey
-    key = daemon.scheduler.key
+async def _survey(
+    services: WebServices, token: str
+) -> tuple[dict[str, Any] | None, Response | None]:
+    settings = services.rules.current.service.survey
+    key = services.scheduler.key
     if key is None:
         return None, _problem("invalid")
     try:
         sid = read_token(key, token, settings.valid_for)
     except TokenError as exc:
         return None, _problem(exc.kind)
-    sv = await daemon.store.read(get_survey, sid)
+    sv = await services.store.read(get_survey, sid)
     if sv is None or sv["state"] not in ("sent", "answered"):
         return None, _problem("invalid" if sv is None else "expired")
     if sv["expires_at"] is not None and now_ts() > sv["expires_at"]:
@@ -99,7 +101,7 @@ async def _survey(daemon: Daemon, token: str) -> tuple[dict[str, Any] | None, Re
 
 
 def _form(
-    daemon: Daemon,
+    services: WebServices,
     token: str,
     sv: dict[str, Any],
     *,
@@ -107,9 +109,9 @@ def _form(
     done: bool = False,
     status: int = 200,
 ) -> Response:
-    texts = daemon.rules.current.service.survey.texts_for(sv["language"])
+    texts = services.rules.current.service.survey.texts_for(sv["language"])
     ui = _ui(sv["language"])
-    tz = daemon.rules.current.service.default_calendar.tz
+    tz = services.rules.current.service.default_calendar.tz
     until = None
     if sv["expires_at"] is not None:
         until = datetime.fromtimestamp(sv["expires_at"], UTC).astimezone(tz).strftime("%Y-%m-%d")
@@ -134,14 +136,14 @@ def _form(
 
 @router.get("/survey/{token}")
 async def survey_page(
-    token: str, r: str | None = None, daemon: Daemon = Depends(get_daemon)
+    token: str, r: str | None = None, services: WebServices = Depends(get_services)
 ) -> Response:
     """The question with the clicked point chosen. Records nothing."""
-    sv, problem = await _survey(daemon, token)
+    sv, problem = await _survey(services, token)
     if problem is not None or sv is None:
         return problem or _problem("invalid")
     chosen = int(r) if r is not None and r.isdigit() and 1 <= int(r) <= sv["scale"] else None
-    return _form(daemon, token, sv, selected=chosen if chosen is not None else sv["rating"])
+    return _form(services, token, sv, selected=chosen if chosen is not None else sv["rating"])
 
 
 def _int(form: dict[str, list[str]], name: str) -> int | None:
@@ -151,10 +153,10 @@ def _int(form: dict[str, list[str]], name: str) -> int | None:
 
 @router.post("/survey/{token}")
 async def survey_submit(
-    token: str, request: Request, daemon: Daemon = Depends(get_daemon)
+    token: str, request: Request, services: WebServices = Depends(get_services)
 ) -> Response:
     """Record (or change) the answer."""
-    sv, problem = await _survey(daemon, token)
+    sv, problem = await _survey(services, token)
     if problem is not None or sv is None:
         return problem or _problem("invalid")
     form = parse_qs((await request.body()).decode("utf-8", "replace")[:20_000])
@@ -162,11 +164,11 @@ async def survey_submit(
     loyalty = _int(form, "loyalty")
     comment = (form.get("comment") or [""])[0].strip()[:2000] or None
     if rating is None:
-        return _form(daemon, token, sv, selected=None, status=422)
-    res = await daemon.store.write(
+        return _form(services, token, sv, selected=None, status=422)
+    res = await services.store.write(
         record_answer,
         int(sv["id"]),
-        service=daemon.rules.current.service,
+        service=services.rules.current.service,
         rating=rating,
         loyalty=loyalty,
         comment=comment,
@@ -176,8 +178,8 @@ async def survey_submit(
     if res.status in ("expired", "closed"):
         return _problem("expired", sv["language"])
     if (res.status != "recorded" and res.status != "changed") or res.survey is None:
-        return _form(daemon, token, sv, selected=rating, status=422)
-    daemon.publish(
+        return _form(services, token, sv, selected=rating, status=422)
+    services.publish(
         [
             {
                 "type": "survey.answered",
@@ -187,4 +189,4 @@ async def survey_submit(
             }
         ]
     )
-    return _form(daemon, token, res.survey, selected=res.survey["rating"], done=True)
+    return _form(services, token, res.survey, selected=res.survey["rating"], done=True)

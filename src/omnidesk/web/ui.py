@@ -26,11 +26,11 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from .. import __version__
 from ..store.sessions import delete_session
 from .auth import SESSION_COOKIE, Principal, session_principal
-from .deps import get_daemon
+from .deps import get_services
 from .session import attempt_login, clear_session_cookie, cookie_secure, set_session_cookie
 
 if TYPE_CHECKING:
-    from ..daemon import Daemon
+    from .services import WebServices
 
 HERE = Path(__file__).parent
 router = APIRouter(include_in_schema=False)
@@ -72,13 +72,18 @@ def _safe_next(target: str | None) -> str:
     return target
 
 
-async def _principal(request: Request, daemon: Daemon) -> Principal | None:
+async def _principal(request: Request, services: WebServices) -> Principal | None:
     token = request.cookies.get(SESSION_COOKIE)
-    return await session_principal(request, daemon, token) if token else None
+    return await session_principal(request, services, token) if token else None
 
 
 def _login_page(
-    request: Request, daemon: Daemon, *, error: str | None, next_url: str, status_code: int = 200
+    request: Request,
+    services: WebServices,
+    *,
+    error: str | None,
+    next_url: str,
+    status_code: int = 200,
 ) -> Response:
     csrf = secrets.token_urlsafe(24)
     html = templates.get_template("login.html").render(
@@ -94,22 +99,22 @@ def _login_page(
         path="/login",
         httponly=True,
         samesite="strict",
-        secure=cookie_secure(request, daemon),
+        secure=cookie_secure(request, services),
     )
     return resp
 
 
 @router.get("/login")
 async def login_form(
-    request: Request, next: str | None = None, daemon: Daemon = Depends(get_daemon)
+    request: Request, next: str | None = None, services: WebServices = Depends(get_services)
 ) -> Response:
-    if await _principal(request, daemon) is not None:
+    if await _principal(request, services) is not None:
         return RedirectResponse(_safe_next(next), status_code=303)
-    return _login_page(request, daemon, error=None, next_url=_safe_next(next))
+    return _login_page(request, services, error=None, next_url=_safe_next(next))
 
 
 @router.post("/login")
-async def login_submit(request: Request, daemon: Daemon = Depends(get_daemon)) -> Response:
+async def login_submit(request: Request, services: WebServices = Depends(get_services)) -> Response:
     form = parse_qs((await request.body()).decode("utf-8", "replace"))
 
     def field(name: str) -> str:
@@ -120,31 +125,31 @@ async def login_submit(request: Request, daemon: Daemon = Depends(get_daemon)) -
     if not expected or not secrets.compare_digest(sent, expected):
         return _login_page(
             request,
-            daemon,
+            services,
             error="The form expired. Please try again.",
             next_url=next_url,
             status_code=403,
         )
-    result = await attempt_login(request, daemon, field("username"), field("password"))
+    result = await attempt_login(request, services, field("username"), field("password"))
     if not result.ok:
         status = 429 if result.retry_after else 401
         msg = "Wrong username or password."
         if result.retry_after and result.error and "too many" in result.error:
             msg = f"Too many failed logins. Try again in {int(result.retry_after) + 1} seconds."
-        resp = _login_page(request, daemon, error=msg, next_url=next_url, status_code=status)
+        resp = _login_page(request, services, error=msg, next_url=next_url, status_code=status)
         if result.retry_after:
             resp.headers["Retry-After"] = str(int(result.retry_after) + 1)
         return resp
     assert result.token is not None
     resp = RedirectResponse(next_url, status_code=303)
-    set_session_cookie(resp, request, daemon, result.token)
+    set_session_cookie(resp, request, services, result.token)
     resp.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
     return resp
 
 
 @router.post("/logout")
-async def logout(request: Request, daemon: Daemon = Depends(get_daemon)) -> Response:
-    p = await _principal(request, daemon)
+async def logout(request: Request, services: WebServices = Depends(get_services)) -> Response:
+    p = await _principal(request, services)
     form = parse_qs((await request.body()).decode("utf-8", "replace"))
     sent = (form.get("csrf_token") or [""])[0]
     if p is None or not secrets.compare_digest(sent, p.csrf_token or ""):
@@ -153,14 +158,14 @@ async def logout(request: Request, daemon: Daemon = Depends(get_daemon)) -> Resp
         return RedirectResponse("/login", status_code=303)
     token = request.cookies.get(SESSION_COOKIE)
     if token:
-        await daemon.store.write(delete_session, token)
+        await services.store.write(delete_session, token)
     resp = RedirectResponse("/login", status_code=303)
-    clear_session_cookie(resp, request, daemon)
+    clear_session_cookie(resp, request, services)
     return resp
 
 
-async def _app_page(request: Request, daemon: Daemon, view: str) -> Response:
-    p = await _principal(request, daemon)
+async def _app_page(request: Request, services: WebServices, view: str) -> Response:
+    p = await _principal(request, services)
     if p is None:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
@@ -188,17 +193,19 @@ async def root() -> Response:
 
 @router.get("/inbox")
 @router.get("/inbox/c/{conversation_id}")
-async def inbox_page(request: Request, daemon: Daemon = Depends(get_daemon)) -> Response:
-    return await _app_page(request, daemon, "inbox")
+async def inbox_page(request: Request, services: WebServices = Depends(get_services)) -> Response:
+    return await _app_page(request, services, "inbox")
 
 
 @router.get("/contacts")
 @router.get("/contacts/{contact_id}")
-async def contacts_page(request: Request, daemon: Daemon = Depends(get_daemon)) -> Response:
-    return await _app_page(request, daemon, "contacts")
+async def contacts_page(
+    request: Request, services: WebServices = Depends(get_services)
+) -> Response:
+    return await _app_page(request, services, "contacts")
 
 
 @router.get("/admin")
 @router.get("/admin/{section}")
-async def admin_page(request: Request, daemon: Daemon = Depends(get_daemon)) -> Response:
-    return await _app_page(request, daemon, "admin")
+async def admin_page(request: Request, services: WebServices = Depends(get_services)) -> Response:
+    return await _app_page(request, services, "admin")

@@ -13,10 +13,10 @@ from ..store.base import Db
 from ..store.canned import PLACEHOLDERS, CannedError, delete_canned, list_canned, save_canned
 from ..store.views import ViewError, delete_view, list_views, save_view
 from .auth import Principal, current_principal, require_supervisor, require_user
-from .deps import Id, get_daemon
+from .deps import Id, get_services
 
 if TYPE_CHECKING:
-    from ..daemon import Daemon
+    from .services import WebServices
 
 router = APIRouter(prefix="/api/v1")
 
@@ -44,42 +44,44 @@ def _user(p: Principal) -> str:
 
 @router.get("/views", tags=["views"])
 async def views(
-    p: Principal = Depends(require_user), daemon: Daemon = Depends(get_daemon)
+    p: Principal = Depends(require_user), services: WebServices = Depends(get_services)
 ) -> dict[str, Any]:
-    return {"items": await daemon.store.read(list_views, _user(p))}
+    return {"items": await services.store.read(list_views, _user(p))}
 
 
 @router.post("/views", tags=["views"], status_code=201)
 async def add_view(
-    body: ViewIn, p: Principal = Depends(require_user), daemon: Daemon = Depends(get_daemon)
+    body: ViewIn,
+    p: Principal = Depends(require_user),
+    services: WebServices = Depends(get_services),
 ) -> dict[str, Any]:
     """Save (or overwrite, by name) a view."""
     try:
-        return await daemon.store.write(save_view, _user(p), body.name, body.filters)
+        return await services.store.write(save_view, _user(p), body.name, body.filters)
     except ViewError as exc:
         raise HTTPException(422, str(exc)) from None
 
 
 @router.delete("/views/{view_id}", tags=["views"])
 async def drop_view(
-    view_id: Id, p: Principal = Depends(require_user), daemon: Daemon = Depends(get_daemon)
+    view_id: Id, p: Principal = Depends(require_user), services: WebServices = Depends(get_services)
 ) -> dict[str, Any]:
-    if not await daemon.store.write(delete_view, _user(p), view_id):
+    if not await services.store.write(delete_view, _user(p), view_id):
         raise HTTPException(404, "no such view of yours")
     return {"deleted": view_id}
 
 
 @router.get("/canned", tags=["canned"])
 async def canned(
-    p: Principal = Depends(current_principal), daemon: Daemon = Depends(get_daemon)
+    p: Principal = Depends(current_principal), services: WebServices = Depends(get_services)
 ) -> dict[str, Any]:
     """Canned replies the caller may use, and the placeholders they can hold."""
-    items = await daemon.store.read(list_canned, None if p.sees_all() else p.teams)
+    items = await services.store.read(list_canned, None if p.sees_all() else p.teams)
     return {"items": items, "placeholders": list(PLACEHOLDERS)}
 
 
 async def _save(
-    daemon: Daemon, p: Principal, body: CannedIn, canned_id: int | None
+    services: WebServices, p: Principal, body: CannedIn, canned_id: int | None
 ) -> dict[str, Any]:
     def save(db: Db) -> dict[str, Any]:
         c = save_canned(db, actor=p.actor, canned_id=canned_id, **body.model_dump())
@@ -92,7 +94,7 @@ async def _save(
         return c
 
     try:
-        return await daemon.store.write(save)
+        return await services.store.write(save)
     except CannedError as exc:
         raise HTTPException(422, str(exc)) from None
     except LookupError as exc:
@@ -101,9 +103,11 @@ async def _save(
 
 @router.post("/canned", tags=["canned"], status_code=201)
 async def add_canned(
-    body: CannedIn, p: Principal = Depends(require_supervisor), daemon: Daemon = Depends(get_daemon)
+    body: CannedIn,
+    p: Principal = Depends(require_supervisor),
+    services: WebServices = Depends(get_services),
 ) -> dict[str, Any]:
-    return await _save(daemon, p, body, None)
+    return await _save(services, p, body, None)
 
 
 @router.put("/canned/{canned_id}", tags=["canned"])
@@ -111,14 +115,16 @@ async def put_canned(
     canned_id: Id,
     body: CannedIn,
     p: Principal = Depends(require_supervisor),
-    daemon: Daemon = Depends(get_daemon),
+    services: WebServices = Depends(get_services),
 ) -> dict[str, Any]:
-    return await _save(daemon, p, body, canned_id)
+    return await _save(services, p, body, canned_id)
 
 
 @router.delete("/canned/{canned_id}", tags=["canned"])
 async def drop_canned(
-    canned_id: Id, p: Principal = Depends(require_supervisor), daemon: Daemon = Depends(get_daemon)
+    canned_id: Id,
+    p: Principal = Depends(require_supervisor),
+    services: WebServices = Depends(get_services),
 ) -> dict[str, Any]:
     def drop(db: Db) -> bool:
         ok = delete_canned(db, canned_id)
@@ -126,6 +132,6 @@ async def drop_canned(
             add_audit(db, p.actor, "canned_deleted", detail={"id": canned_id})
         return ok
 
-    if not await daemon.store.write(drop):
+    if not await services.store.write(drop):
         raise HTTPException(404, "no such canned reply")
     return {"deleted": canned_id}

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from omnidesk.app import Daemon
 from omnidesk.channels.base import ChannelAdapter
 from omnidesk.channels.registry import (
     BUILTIN,
@@ -25,7 +26,6 @@ from omnidesk.channels.registry import (
     dropin_adapters,
 )
 from omnidesk.config import ConfigError
-from omnidesk.daemon import Daemon
 from tests.conftest import make_config
 
 ADAPTER = """

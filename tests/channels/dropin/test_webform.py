@@ -19,7 +19,7 @@ import httpx
 import pytest
 from aiosmtpd.smtp import SMTP
 
-from omnidesk.daemon import Daemon
+from omnidesk.app import Daemon
 from omnidesk.store import conversations as convs
 from omnidesk.store.inbound import count_pending
 from tests.channels.webchat.conftest import wait_for

@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from omnidesk.channels.meta import SIGNATURE_HEADER, sign
-from omnidesk.daemon import Daemon
+from omnidesk.app import Daemon
+from omnidesk.channels.meta.webhook import SIGNATURE_HEADER, sign
 from omnidesk.store.base import row_dict
 from tests.conftest import API_SECRET, admin_token
 from tests.standins.graph_api import GraphApiStandIn

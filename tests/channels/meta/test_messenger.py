@@ -10,7 +10,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from omnidesk.channels.meta import ECHO_MARK
+from omnidesk.channels.meta.messenger import ECHO_MARK
 from omnidesk.store.conversations import update_conversation
 from tests.channels.meta.conftest import (
     ACCESS_TOKEN,

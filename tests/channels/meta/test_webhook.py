@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from omnidesk.channels.meta import SIGNATURE_HEADER, sign, split_delivery, verify_signature
+from omnidesk.channels.meta.webhook import SIGNATURE_HEADER, sign, split_delivery, verify_signature
 from tests.channels.meta.conftest import (
     APP_SECRET,
     PAGE_ID,
@@ -225,7 +225,7 @@ async def test_unknown_channel_and_wrong_method(meta: Meta) -> None:
 async def test_oversized_body_is_refused_before_storing(
     meta: Meta, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import omnidesk.channels.meta as meta_module
+    import omnidesk.channels.meta.graph as meta_module
 
     # The web server enforces the channel's declared cap (web/limits.py).
     monkeypatch.setattr(meta_module.MetaChannel, "max_body", 2000)

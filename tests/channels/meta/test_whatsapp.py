@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from omnidesk.channels.base import ChannelContext
-from omnidesk.channels.meta import WHATSAPP_WINDOW_REASON, WhatsAppChannel
+from omnidesk.channels.meta.graph import WHATSAPP_WINDOW_REASON
+from omnidesk.channels.meta.whatsapp import WhatsAppChannel
 from omnidesk.config import parse_config
 from omnidesk.model import Direction, Message, MessageKind, StatusUpdate
 from tests.channels.meta.conftest import (

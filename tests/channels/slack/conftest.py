@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from omnidesk.daemon import Daemon
+from omnidesk.app import Daemon
 from tests.conftest import API_SECRET, wait_for
 from tests.standins.slack_api import BOT_TOKEN, SIGNING_SECRET, SlackStandIn, sign
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from omnidesk.daemon import Daemon
+from omnidesk.app import Daemon
 from omnidesk.store.contacts import get_contact
 from omnidesk.store.inbound import get_quarantine, list_quarantine
 from tests.conftest import conversations_full

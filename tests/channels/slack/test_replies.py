@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from omnidesk.daemon import Daemon
+from omnidesk.app import Daemon
 from omnidesk.model import Attachment
 from omnidesk.outbox import queue_reply
 from tests.conftest import agent_api, agent_reply, conversations_full, wait_delivery, wait_for

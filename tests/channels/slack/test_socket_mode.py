@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from omnidesk.daemon import Daemon
+from omnidesk.app import Daemon
 from tests.conftest import conversations_full, wait_for
 from tests.standins.slack_api import APP_TOKEN, SlackStandIn, event_callback, message_event
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from omnidesk.daemon import Daemon
+from omnidesk.app import Daemon
 from tests.conftest import API_SECRET, free_port, wait_for
 from tests.standins.telegram_api import TelegramStandIn
 

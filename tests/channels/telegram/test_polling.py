@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from omnidesk.daemon import Daemon
+from omnidesk.app import Daemon
 from omnidesk.store.contacts import get_contact
 from tests.conftest import conversations_full, wait_for
 from tests.standins.telegram_api import TelegramStandIn

@@ -8,7 +8,7 @@ import json
 import httpx
 import pytest
 
-from omnidesk.daemon import Daemon
+from omnidesk.app import Daemon
 from omnidesk.store.inbound import get_quarantine, list_quarantine
 from tests.conftest import conversations_full, wait_for
 from tests.standins.telegram_api import TelegramStandIn

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from omnidesk.daemon import Daemon
+from omnidesk.app import Daemon
 from omnidesk.store import conversations as convs
 from omnidesk.store.inbound import count_pending
 from tests.conftest import API_SECRET, admin_token

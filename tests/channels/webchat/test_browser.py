@@ -13,7 +13,7 @@ import httpx
 import pytest
 from aiohttp import web
 
-from omnidesk.daemon import Daemon
+from omnidesk.app import Daemon
 from omnidesk.store.contacts import get_contact
 from tests.channels.webchat.conftest import Agent, channels, wait_for
 from tests.conftest import REPO, require_service

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from omnidesk.daemon import Daemon
+from omnidesk.app import Daemon
 from omnidesk.store.contacts import get_contact
 from tests.channels.webchat.conftest import Agent, Stream, Visitor, idle, wait_for
 from tests.conftest import message, post_inbound

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from omnidesk.daemon import Daemon
+from omnidesk.app import Daemon
 from omnidesk.store.inbound import count_pending
 from tests.channels.webchat.conftest import CHAT, SITE, Stream, Visitor, channels
 

@@ -1,5 +1,13 @@
-"""Wiring: store, rules, channel adapters, intake, pipeline, outbox and the web
-server, started and stopped in order."""
+"""The composition root: the one place that builds the parts and wires them
+together - store, rules, channel adapters with their ports, intake,
+pipeline (here or in processes), outbox, health and the web app - and starts
+and stops them in order (``Daemon``).
+
+Nothing imports this module but the CLI (a contract in pyproject.toml): the
+web layer is handed ``WebServices`` (``web/services.py``), channel adapters
+their ports (``channel_services.py``), and pipeline processes build from the
+builders here, handed to them as ``PROCESS_WIRING``.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +18,19 @@ import io
 import signal
 import socket
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from .channel_services import (
+    IntakePort,
+    StoredContactLinks,
+    StoredQueries,
+    StoredState,
+    emitter,
+)
 from .channels.base import Accept, ChannelAdapter, ChannelContext
 from .channels.registry import UnknownChannelType, adapter_class, dropin_adapters
 from .config import Config, ConfigError
@@ -24,9 +39,16 @@ from .health import HealthMonitor
 from .intake import Intake
 from .learning import Retrainer
 from .metrics import Metrics
+from .model import Envelope
 from .outbox import OutboxWorker
-from .pipeline import BatchResult, PipelineContext, PipelineRunner, quarantine_pending
-from .pipeline_proc import POISON_AFTER, InFlightFile, PipelineProcesses
+from .pipeline import (
+    BatchResult,
+    ChannelParser,
+    PipelineContext,
+    PipelineRunner,
+    quarantine_pending,
+)
+from .pipeline_proc import POISON_AFTER, InFlightFile, PipelineProcesses, ProcessWiring
 from .rules import (
     RulesError,
     RuleSet,
@@ -44,7 +66,10 @@ from .snooze import snooze_waker
 from .startup import CONFIGURATION, StartupError, bind, check_writable
 from .store import Store, open_store
 
-log = structlog.get_logger(__name__)
+if TYPE_CHECKING:
+    from .web.services import WebServices
+
+log = structlog.get_logger("omnidesk.daemon")
 
 NOTIFY_CHANNEL = "omnidesk_events"
 STOP_TIMEOUT = 10.0  # seconds for background tasks to end at shutdown
@@ -55,10 +80,15 @@ def build_adapters(
     intake: Accept,
     store: Store | None,
     spawn: Callable[[Awaitable[Any], str], Any] | None = None,
+    publish: Callable[[list[Event]], None] | None = None,
 ) -> tuple[dict[str, ChannelAdapter], dict[str, str]]:
-    """Instantiate every enabled channel. Returns (adapters, auto-ack texts).
-    Raises ConfigError naming the channel's key on any problem."""
+    """Instantiate every enabled channel, each with its ports (see
+    ``channel_services.py``; without a store, no state, queries or contact
+    links). Returns (adapters, auto-ack texts). Raises ConfigError naming the
+    channel's key on any problem."""
     folder = config.channels_dir or (config.base_dir / "channels")
+    port = IntakePort(intake)
+    links = StoredContactLinks(store) if store is not None else None
     dropins = dropin_adapters(folder)
     adapters: dict[str, ChannelAdapter] = {}
     acks: dict[str, str] = {}
@@ -75,14 +105,42 @@ def build_adapters(
         ctx = ChannelContext(
             name=ch.name,
             config=ch,
-            intake=intake,
-            store=store,
+            intake=port,
+            state=StoredState(store, ch.name) if store is not None else None,
+            queries=StoredQueries(store, ch.name) if store is not None else None,
+            contacts=links,
+            emit=emitter(ch.name, publish) if publish is not None else None,
             public_url=config.public_url,
             data_dir=config.data_dir,
-            spawn=spawn,
+            spawn=_spawner(spawn) if spawn is not None else None,
+            multi_instance=store is not None and store.multi_instance,
         )
         adapters[ch.name] = cls(ctx)
     return adapters, acks
+
+
+def _spawner(
+    spawn: Callable[[Awaitable[Any], str], Any],
+) -> Callable[[Awaitable[Any], str], Any]:
+    """``ctx.spawn``: the daemon's supervised tasks, without the daemon
+    (a bound method would carry it along)."""
+    return lambda coro, name: spawn(coro, name)
+
+
+@contextlib.asynccontextmanager
+async def channel_adapters(config: Config) -> AsyncIterator[dict[str, ChannelAdapter]]:
+    """The configured channels with their ports, for a command that drives a
+    channel without the daemon (``omnidesk imap backfill``): the store opened,
+    what was accepted drained to it on the way out, the store closed."""
+    store = open_store(config.storage_url)
+    await store.open()
+    try:
+        intake = Intake(store)
+        adapters, _ = build_adapters(config, intake, store)
+        yield adapters
+        await intake.drain()
+    finally:
+        await store.close()
 
 
 def model_dir(config: Config) -> Path:
@@ -92,9 +150,9 @@ def model_dir(config: Config) -> Path:
 
 def pipeline_context(
     config: Config,
-    adapters: dict[str, ChannelAdapter],
+    adapters: Mapping[str, ChannelParser],
     rules: Callable[[], RuleSet],
-    acks: dict[str, str],
+    acks: Mapping[str, str],
 ) -> PipelineContext:
     """What the pipeline needs, from the configuration (the daemon's own
     pipeline, a pipeline process and ``quarantine retry`` build it alike).
@@ -113,6 +171,32 @@ def pipeline_context(
             capture_chat_answer(db, conv, msg.text, now, rules().service) is not None
         ),
     )
+
+
+class _NoIntake(Accept):
+    """The intake of adapters that only normalize (pipeline and parse
+    processes: the daemon runs the channels)."""
+
+    async def accept(self, envelope: Envelope) -> bool:
+        raise RuntimeError("a pipeline or parse process accepts nothing")
+
+    async def accept_many(self, envelopes: Sequence[Envelope]) -> list[bool]:
+        raise RuntimeError("a pipeline or parse process accepts nothing")
+
+
+def normalizing_adapters(
+    config: Config, store: Store | None
+) -> tuple[dict[str, ChannelParser], dict[str, str]]:
+    """The channels as a pipeline or parse process has them: built like the
+    daemon's, never started, accepting nothing."""
+    adapters, acks = build_adapters(config, _NoIntake(), store)
+    return dict(adapters), acks
+
+
+# What a pipeline or parse process builds with (pipeline_proc.py).
+PROCESS_WIRING = ProcessWiring(
+    adapters=normalizing_adapters, context=pipeline_context, model_dir=model_dir
+)
 
 
 # -- start-up failures --------------------------------------------------------
@@ -164,7 +248,9 @@ class Daemon:
             log.warning("rules_name_unknown_teams", teams=sorted(unknown))
         self.intake = Intake(self.store, on_commit=self._on_commit)
         self._tasks: dict[str, asyncio.Task[Any]] = {}
-        self.adapters, acks = build_adapters(config, self.intake, self.store, self.spawn)
+        self.adapters, acks = build_adapters(
+            config, self.intake, self.store, self.spawn, self.publish
+        )
         self.pipeline = PipelineRunner(
             self.store,
             pipeline_context(config, self.adapters, lambda: self.rules.current, acks),
@@ -181,6 +267,7 @@ class Daemon:
                 config,
                 config.pipeline_processes,
                 self._on_batch,
+                wiring=PROCESS_WIRING,
                 share_waiting=getattr(self.store, "share_waiting", None),
                 quarantine=self._quarantine_poison,
             )
@@ -473,7 +560,7 @@ class Daemon:
         from .web.app import create_app
         from .web.server import EmbeddedServer
 
-        app = create_app(self)
+        app = create_app(self.web_services())
         cfg = uvicorn.Config(
             app,
             host=self.config.web_host,
@@ -495,6 +582,31 @@ class Daemon:
                 raise StartupError(
                     f"the web server did not start on {self.config.web_host}:{self.web_port}"
                 )
+
+    def web_services(self) -> WebServices:
+        """What the web layer gets of the daemon."""
+        from .web.services import WebServices
+
+        return WebServices(
+            config=self.config,
+            store=self.store,
+            rules=self.rules,
+            adapters=self.adapters,
+            events=self.events,
+            publish=self.publish,
+            health=self.health,
+            metrics=self.metrics,
+            scheduler=self.scheduler,
+            retrainer=self.retrainer,
+            spawn=self.spawn,
+            wake_pipeline=self.wake_pipeline,
+            wake_outbox=self.outbox.wake,
+            rules_reloaded=self.rules_reloaded,
+            pipeline_status=lambda: (
+                self.pipeline_processes.status() if self.pipeline_processes else None
+            ),
+            stopping=lambda: self.web_server is not None and bool(self.web_server.should_exit),
+        )
 
     @property
     def web_port(self) -> int:

@@ -1,0 +1,128 @@
+"""The daemon's side of the ports channel adapters get (``channels/base.py``):
+intake, state, queries and contact links, each bound to one channel and
+backed by the store.
+
+The store stays out of reach of the adapter: each port keeps what it works
+with in closures, not in attributes, so an adapter looking through its
+context's attributes finds ports, never the store, the intake's internals or
+the daemon (``tests/channels/dropin/test_ports.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+from .channels.base import Accept, ChannelQueries, ChannelState, ContactLinks
+from .events import Event
+from .model import Envelope, Identity
+from .store import Db, Store
+from .store import conversations as convs
+from .store.channel_state import get_state, get_states, known_external_ids, set_states
+from .store.contacts import link_identity
+
+Run = Callable[..., Awaitable[Any]]
+
+
+def _runners(store: Store) -> tuple[Run, Run]:
+    """``store.read`` and ``store.write`` without a reference to the store
+    in anything an adapter can look at."""
+
+    async def read(fn: Callable[..., Any], *args: Any) -> Any:
+        return await store.read(fn, *args)
+
+    async def write(fn: Callable[..., Any], *args: Any) -> Any:
+        return await store.write(fn, *args)
+
+    return read, write
+
+
+class IntakePort(Accept):
+    """``accept`` and ``accept_many`` of the daemon's intake, nothing else."""
+
+    __slots__ = ("_accept", "_accept_many")
+
+    def __init__(self, intake: Accept) -> None:
+        self._accept: Callable[[Envelope], Awaitable[bool]] = lambda e: intake.accept(e)
+        self._accept_many: Callable[[Sequence[Envelope]], Awaitable[list[bool]]] = lambda es: (
+            intake.accept_many(es)
+        )
+
+    async def accept(self, envelope: Envelope) -> bool:
+        return await self._accept(envelope)
+
+    async def accept_many(self, envelopes: Sequence[Envelope]) -> list[bool]:
+        return await self._accept_many(envelopes)
+
+
+class StoredState(ChannelState):
+    """The ``channel_state`` rows of one channel."""
+
+    __slots__ = ("_channel", "_read", "_write")
+
+    def __init__(self, store: Store, channel: str) -> None:
+        self._channel = channel
+        self._read, self._write = _runners(store)
+
+    async def get(self, key: str) -> str | None:
+        value: str | None = await self._read(get_state, self._channel, key)
+        return value
+
+    async def items(self, prefix: str = "") -> dict[str, str]:
+        found: dict[str, str] = await self._read(get_states, self._channel, prefix)
+        return found
+
+    async def put(self, values: Mapping[str, str | None]) -> None:
+        await self._write(set_states, self._channel, dict(values))
+
+
+def _thread_messages(db: Db, channel: str, thread_key: str) -> list[dict[str, Any]]:
+    conv = convs.find_by_thread_key(db, channel, thread_key)
+    return [] if conv is None else convs.message_rows(db, int(conv["id"]))
+
+
+class StoredQueries(ChannelQueries):
+    """Read-only questions about one channel's stored data."""
+
+    __slots__ = ("_channel", "_read")
+
+    def __init__(self, store: Store, channel: str) -> None:
+        self._channel = channel
+        self._read, _ = _runners(store)
+
+    async def known_external_ids(self, external_ids: Sequence[str]) -> set[str]:
+        found: set[str] = await self._read(known_external_ids, self._channel, list(external_ids))
+        return found
+
+    async def last_inbound_at(self, conversation_id: int, customer: Identity) -> float | None:
+        at: float | None = await self._read(
+            convs.last_inbound_at, conversation_id, customer.kind, customer.address
+        )
+        return at
+
+    async def thread_messages(self, thread_key: str) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = await self._read(_thread_messages, self._channel, thread_key)
+        return rows
+
+
+class StoredContactLinks(ContactLinks):
+    """Identities customers give, attached to their contact (an agent joins
+    two contacts; this never does)."""
+
+    __slots__ = ("_write",)
+
+    def __init__(self, store: Store) -> None:
+        _, self._write = _runners(store)
+
+    async def link(self, owner: Identity, extra: Identity | None = None) -> str:
+        _, outcome = await self._write(link_identity, owner, extra)
+        return str(outcome)
+
+
+def emitter(channel: str, publish: Callable[[list[Event]], None]) -> Callable[[Event], None]:
+    """``ctx.emit``: the event on the live feed, marked with the channel."""
+
+    def emit(event: Event) -> None:
+        publish([{**event, "channel": channel}])
+
+    return emit
