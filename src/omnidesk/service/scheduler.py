@@ -47,10 +47,13 @@ from .satisfaction import refresh_contact
 log = structlog.get_logger(__name__)
 
 LOCK = "service-scheduler"
+ORIGIN = "scheduler"  # the events a pass publishes say so: it does not look again because of them
 CHUNK = 200  # conversations per transaction
 # After the rules changed, every open conversation is looked at again (new
 # rules, policies, calendars), this many a tick.
 RESWEEP_PAGE = 5000
+GATHER = 0.2  # seconds events gather before a pass
+DUTY = 4.0  # a pass of t seconds is followed by a pause of at least 4t
 
 
 @dataclass(slots=True)
@@ -166,6 +169,10 @@ class Scheduler:
         res.seconds = time.process_time() - t0
         self.ticks += 1
         if res.events and self.publish is not None:
+            for e in res.events:
+                # What this pass changed needs no second look because of its
+                # own events (what an action changed is marked by look_again).
+                e["origin"] = ORIGIN
             self.publish(res.events)
         if res.outbox and self.outbox_wake is not None:
             self.outbox_wake()
@@ -308,18 +315,26 @@ class Scheduler:
                 except Exception as exc:
                     log.warning("scheduler_lock_check_failed", error=str(exc))
                     owner = False
+                took = 0.0
                 if owner:
+                    t0 = time.monotonic()
                     try:
                         await self.tick()
                     except Exception:
                         log.exception("scheduler_tick_failed")
+                    took = time.monotonic() - t0
                 else:
                     self._dirty.clear()  # the owner hears the same events
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.interval):
                         await self._wake.wait()
                 self._wake.clear()
-                await asyncio.sleep(0.2)  # let a burst of events gather
+                # Let a burst of events gather; under load a pass takes longer
+                # and the next one waits longer (at most a fifth of the time
+                # goes to passes, and never more than `interval`), so intake
+                # keeps the machine while what it stored is looked at in
+                # bigger, cheaper passes.
+                await asyncio.sleep(min(self.interval, max(GATHER, DUTY * took)))
         finally:
             if listener is not None:
                 listener.cancel()
@@ -331,7 +346,11 @@ class Scheduler:
                 if e.get("type") == "resync":
                     self._last_sweep = 0.0
                     self._wake.set()
-                elif isinstance(e.get("conversation_id"), int) and e.get("type") != "notification":
+                elif (
+                    isinstance(e.get("conversation_id"), int)
+                    and e.get("type") != "notification"
+                    and e.get("origin") != ORIGIN
+                ):
                     self.mark([e["conversation_id"]])
 
 
