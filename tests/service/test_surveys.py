@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
 from omnidesk.app import Daemon
@@ -44,14 +43,6 @@ def survey_rules(tmp: Path, **replace: str) -> Path:
         text = text.replace(old, new)
     f.write_text(text)
     return dst
-
-
-@pytest.fixture
-async def relay() -> Any:
-    r = Relay()
-    await r.start()
-    yield r
-    await r.stop()
 
 
 async def api(d: Daemon) -> httpx.AsyncClient:

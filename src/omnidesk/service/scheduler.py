@@ -66,6 +66,7 @@ class TickResult:
     surveys_sent: int = 0
     events: list[Event] = field(default_factory=list)
     outbox: int = 0
+    notice_mail: int = 0
     seconds: float = 0.0
 
 
@@ -80,6 +81,7 @@ class Scheduler:
         public_url: str = "http://127.0.0.1:8080",
         publish: Callable[[list[Event]], None] | None = None,
         outbox_wake: Callable[[], None] | None = None,
+        notice_wake: Callable[[], None] | None = None,
         interval: float = 5.0,
         sweep: float = 60.0,
     ) -> None:
@@ -90,6 +92,7 @@ class Scheduler:
         self.public_url = public_url.rstrip("/")
         self.publish = publish
         self.outbox_wake = outbox_wake
+        self.notice_wake = notice_wake
         self.interval = interval
         self.sweep_every = sweep
         self.key: str | None = None  # the survey links' signing key
@@ -165,6 +168,7 @@ class Scheduler:
             res.records += res_part.records
             res.surveys_sent += res_part.surveys_sent
             res.outbox += res_part.outbox
+            res.notice_mail += res_part.notice_mail
             res.events += res_part.events
         res.seconds = time.process_time() - t0
         self.ticks += 1
@@ -176,6 +180,8 @@ class Scheduler:
             self.publish(res.events)
         if res.outbox and self.outbox_wake is not None:
             self.outbox_wake()
+        if res.notice_mail and self.notice_wake is not None:
+            self.notice_wake()
         if res.fired or res.lost:
             log.info(
                 "scheduler_tick",
@@ -254,6 +260,7 @@ class Scheduler:
                     res.written += 1
                     res.events += effects.events
                     res.outbox += effects.outbox
+                    res.notice_mail += effects.notice_mail
             except Exception:
                 log.exception("scheduler_apply_failed", conversation_id=cid)
         return res
