@@ -183,3 +183,21 @@ async def test_a_pass_is_not_triggered_again_by_its_own_events(
         assert desk.scheduler._dirty == {1}
     finally:
         listening.cancel()
+
+
+async def test_a_pass_takes_at_most_its_limit_and_the_rest_follows(
+    store: Store, tmp_path: Path, clock: ManualClock
+) -> None:
+    """More conversations to look at than a pass takes (after an upgrade,
+    after a burst): each pass stays within its limit, the next pass goes on
+    (sweeping again when the sweep was full) until every one was looked at."""
+    desk = await make_desk(store, rules_with(tmp_path, RULES, keep=False), clock)
+    for i in range(7):
+        await desk.message(f"Question {i}", thread=f"t{i}")
+    desk.scheduler._dirty.clear()  # only the sweep finds them, as after an upgrade
+    looked: list[int] = []
+    while not looked or desk.scheduler.behind:
+        looked.append((await desk.tick(sweep=True if not looked else None, limit=3)).looked)
+        assert len(looked) < 10, looked
+    assert max(looked) <= 3 and sum(looked) == 7
+    assert (await desk.tick(sweep=True)).looked == 0

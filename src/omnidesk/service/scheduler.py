@@ -51,7 +51,7 @@ ORIGIN = "scheduler"  # the events a pass publishes say so: it does not look aga
 CHUNK = 200  # conversations per transaction
 # After the rules changed, every open conversation is looked at again (new
 # rules, policies, calendars), this many a tick.
-RESWEEP_PAGE = 5000
+RESWEEP_PAGE = 2000  # after a change of rules: conversations added to each pass
 TICK_LIMIT = 4_000  # conversations a pass evaluates at most (about 0.2 ms each)
 GATHER = 0.2  # seconds events gather before a pass
 DUTY = 4.0  # a pass of t seconds is followed by a pause of at least 4t
@@ -129,6 +129,12 @@ class Scheduler:
         self._dirty.update(int(i) for i in conversation_ids)
         self._wake.set()
 
+    @property
+    def behind(self) -> bool:
+        """Whether work is left over for the next pass (more than one pass
+        takes, or the look at every conversation after a change of rules)."""
+        return bool(self._dirty) or self._resweep is not None or self._last_sweep == 0.0
+
     def on_events(self, events: list[Event]) -> None:
         ids = [e["conversation_id"] for e in events if isinstance(e.get("conversation_id"), int)]
         if ids:
@@ -157,7 +163,13 @@ class Scheduler:
             self._resweep = page[-1] if len(page) == RESWEEP_PAGE else None
         if sweep or (sweep is None and time.monotonic() - self._last_sweep >= self.sweep_every):
             self._last_sweep = time.monotonic()
-            ids.update(await self.store.read(svc.changed_ids, limit))
+            changed = await self.store.read(svc.changed_ids, limit)
+            ids.update(changed)
+            if len(changed) >= limit:
+                # More changed than a pass takes (the first passes after an
+                # upgrade): the next pass sweeps again, at once.
+                self._last_sweep = 0.0
+                self._wake.set()
         ordered = sorted(ids)
         if len(ordered) > limit:
             # A pass stays short (under a second of CPU): the rest is the
