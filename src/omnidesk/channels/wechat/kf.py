@@ -67,7 +67,7 @@ from ...model import (
     Skip,
     StatusUpdate,
 )
-from ..base import ChannelAdapter, ChannelContext, IntakeError
+from ..base import ChannelAdapter, ChannelContext
 from .api import (
     MAX_AGE,
     WeChatApi,
@@ -261,7 +261,7 @@ class WeChatKfChannel(ChannelAdapter):
                     last_full = time.monotonic()
                 failures = 0
                 self.set_health(True, "running", "pulling messages with sync_msg")
-            except (WeChatApiError, IntakeError) as exc:
+            except Exception as exc:  # WeChat, the intake or the state: retried, never fatal
                 failures += 1
                 state = "degraded" if failures < 3 else "failing"
                 self.set_health(False, state, f"sync_msg failed: {exc}")
