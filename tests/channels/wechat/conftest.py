@@ -21,7 +21,7 @@ from wechatpy.utils import WeChatSigner
 
 from omnidesk.app import Daemon
 from tests.channels.meta.conftest import Meta
-from tests.conftest import admin_token, settle, wait_for
+from tests.conftest import API_SECRET, admin_token, settle, wait_for
 from tests.standins.wechat_api import WeChatApiStandIn
 
 APP_ID = "wx1234567890abcdef"
@@ -54,6 +54,7 @@ def wechat_channels(base_url: str, **extra: dict[str, Any]) -> list[dict[str, An
         "api_base_url": base_url,
     }
     return [
+        {"name": "api", "type": "api", "secret": API_SECRET},
         {"name": "wx", **oa, "encoding_aes_key": AES_KEY, **extra.get("wx", {})},
         {"name": "wxp", **oa, "mode": "plain", **extra.get("wxp", {})},
         {

@@ -210,10 +210,12 @@ async def test_forged_stale_and_replayed_notices(wechat: WeChat) -> None:
 
 async def test_a_large_backlog_is_pulled_in_pages(wechat_factory: Any) -> None:
     wechat: WeChat = await wechat_factory()
-    wechat.api.kf_push(OPEN_KFID, *[text(f"b{i}", f"#{i}") for i in range(2500)])
+    wechat.api.kf_push(OPEN_KFID, *[text(f"b{i}", f"#{i}") for i in range(1500)])
     await wechat.kf_notice()
-    await wait_for(lambda: _stored(wechat, 2500), timeout=30)
-    assert (await wechat.state("kf"))[f"cursor:{OPEN_KFID}"] == "c2500"
+    await wait_for(lambda: _cursor_is(wechat, "c1500"), timeout=60)
+    assert len(await wechat.inbound("kf")) == 1500
+    limits = {c.body["limit"] for c in wechat.api.of("kf/sync_msg")}
+    assert limits == {1000}, "pages of 1000: sync_msg's largest"
 
 
 # -- replies -------------------------------------------------------------------------------

@@ -357,3 +357,42 @@ async def test_restart_loses_and_duplicates_nothing(wechat_factory: Any) -> None
     await second.delivery_state(conv_id, again["id"], "sent")
     assert len(second.api.of("token")) == 1
     assert len(second.api.of("message/custom/send")) == 2
+
+
+# -- one contact across channels (issue 24 item 6) -------------------------------------------
+
+
+async def test_an_agent_merges_the_wechat_and_email_contacts_and_replies_stay_on_wechat(
+    wechat: WeChat,
+) -> None:
+    from tests.conftest import message, post_inbound
+
+    wx_conv = await customer_writes(wechat, 9001, "我的快递丢了")
+    r = await post_inbound(
+        wechat.client, message("mail-1", "About my lost parcel", address="li.wei@example.com")
+    )
+    assert r.status_code == 202, r.text
+    await wechat.settle()
+    [mail_conv] = await wechat.conversations("api")
+    wx_contact = (await wechat.conversation(wx_conv))["contact_id"]
+    mail_contact = (await wechat.conversation(mail_conv["id"]))["contact_id"]
+    assert wx_contact != mail_contact
+    r = await wechat.client.post(
+        f"/api/v1/contacts/{mail_contact}/merge",
+        json={"source_id": wx_contact, "reason": "same person, confirmed by phone"},
+        headers=wechat.auth,
+    )
+    assert r.status_code == 200, r.text
+    r = await wechat.client.get(f"/api/v1/contacts/{mail_contact}", headers=wechat.auth)
+    contact = r.json()
+    kinds = {(i["kind"], i["address"]) for i in contact["identities"]}
+    assert {("wechat", CUSTOMER), ("email", "li.wei@example.com")} <= kinds
+    assert {c["channel"] for c in contact["conversations"]} == {"wx", "api"}
+    # The customer writes on WeChat again: the same, merged contact.
+    await wechat.push_safe(oa_xml("text", msg_id=9002, Content="还在吗"))
+    await wechat.settle()
+    assert (await wechat.conversation(wx_conv))["contact_id"] == mail_contact
+    reply = await wechat.reply(wx_conv, "在的，正在为您查询。")
+    await wechat.delivery_state(wx_conv, reply["id"], "sent")
+    [send] = wechat.api.of("message/custom/send")
+    assert send.body["touser"] == CUSTOMER
