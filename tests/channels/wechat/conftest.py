@@ -56,7 +56,7 @@ def wechat_channels(base_url: str, **extra: dict[str, Any]) -> list[dict[str, An
     return [
         {"name": "api", "type": "api", "secret": API_SECRET},
         {"name": "wx", **oa, "encoding_aes_key": AES_KEY, **extra.get("wx", {})},
-        {"name": "wxp", **oa, "mode": "plain", **extra.get("wxp", {})},
+        {"name": "wxp", **oa, "mode": "plain", "check_token": False, **extra.get("wxp", {})},
         {
             "name": "kf",
             "type": "wechat_kf",

@@ -189,6 +189,31 @@ async def test_notice_pulls_messages_from_the_cursor(wechat: WeChat) -> None:
     ]
 
 
+async def test_servicer_messages_and_send_failures_reach_the_conversation(wechat: WeChat) -> None:
+    conv_id = await customer_writes(wechat, "c1", "发票开错了")
+    reply = await wechat.reply(conv_id, "我们重新开。")
+    await wechat.delivery_state(conv_id, reply["id"], "sent")
+    [sent] = wechat.api.of("kf/send_msg")
+    wechat.api.kf_push(
+        OPEN_KFID,
+        text("c2", "已经重新开好了", origin=5, servicer_userid="zhangsan"),
+        kf_msg(
+            "c3",
+            "event",
+            {"event_type": "msg_send_fail", "fail_msgid": sent.body["msgid"], "fail_type": 10},
+            origin=4,
+        ),
+    )
+    await wechat.kf_notice()
+    await wait_for(lambda: _has(wechat, "c3"))
+    await wechat.settle()
+    msgs = (await wechat.conversation(conv_id))["messages"]
+    out = [m for m in msgs if m["direction"] == "out"]
+    assert [m["text"] for m in out] == ["我们重新开。", "已经重新开好了"]
+    m = await wechat.delivery_state(conv_id, reply["id"], "failed")
+    assert "fail_type 10" in m["delivery_error"]
+
+
 async def _stored(wechat: WeChat, n: int) -> bool:
     return len(await wechat.inbound("kf")) >= n
 

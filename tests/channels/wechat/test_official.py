@@ -24,6 +24,7 @@ from tests.channels.wechat.conftest import (
     oa_xml,
     sign,
 )
+from tests.conftest import wait_for
 
 # -- unit: every message type ----------------------------------------------------------
 
@@ -324,6 +325,13 @@ async def test_rate_limits_and_busy_answers_are_retried(wechat: WeChat) -> None:
 
 async def test_a_wrong_secret_fails_the_reply_and_the_channel_health(wechat_factory: Any) -> None:
     wechat: WeChat = await wechat_factory(wx={"app_secret": "not-the-secret"})
+    adapter = wechat.daemon.adapters["wx"]
+
+    async def failing() -> bool:
+        return not adapter.health().ok
+
+    await wait_for(failing)  # found at start, before any reply
+    assert "40125" in adapter.health().detail
     conv_id = await customer_writes(wechat, 7007)
     reply = await wechat.reply(conv_id, "hello")
     m = await wechat.delivery_state(conv_id, reply["id"], "failed")

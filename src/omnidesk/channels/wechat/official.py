@@ -140,6 +140,7 @@ class WeChatOfficialChannel(ChannelAdapter):
         self.api_base_url: str = o.string("api_base_url", DEFAULT_API).rstrip("/")
         self.timeout: float = o.number("timeout", 10.0, min=0.1)
         self.check_window: bool = o.boolean("check_window", True)
+        self.check_token: bool = o.boolean("check_token", True)
         o.check_unused()
         self._token = self.token.reveal()
         self.crypto = aes_crypto(WeChatCrypto, o, self._token, aes, self.app_id) if aes else None
@@ -153,6 +154,20 @@ class WeChatOfficialChannel(ChannelAdapter):
 
     async def start(self) -> None:
         self.set_health(True, "running", "waiting for message pushes")
+        if self.check_token and self.ctx.spawn is not None:
+            self.ctx.spawn(self._check_token(), f"{self.name}-token-check")
+
+    async def _check_token(self) -> None:
+        """Get (or find in the state) the access token once at start, so a
+        wrong secret or a missing IP whitelist entry shows on /healthz before
+        the first reply fails."""
+        try:
+            await self.api.token()
+        except WeChatApiError as exc:
+            err = send_error(exc, REFUSALS)
+            self.set_health(False, "failing" if not err.retry else "degraded", err.reason)
+        else:
+            self.set_health(True, "running", "access token ready; waiting for message pushes")
 
     async def stop(self) -> None:
         self.set_health(True, "stopped")
