@@ -46,6 +46,7 @@ from __future__ import annotations
 import hashlib
 import time
 from typing import TYPE_CHECKING, Any, ClassVar
+from xml.etree import ElementTree
 
 from wechatpy import events as wx_events
 from wechatpy import messages as wx_messages
@@ -107,11 +108,26 @@ REFUSALS = {
 _AES_KEY_LEN = 43
 
 
-def _external_id(msg: Any, body: bytes) -> str:
-    if isinstance(msg, wx_events.BaseEvent):
-        return f"event:{msg.source}:{msg.time}:{msg.event}"
-    if getattr(msg, "id", 0):
-        return f"msg:{msg.id}"
+def push_fields(xml: bytes) -> dict[str, str]:
+    """The top-level fields of a push (``<xml><MsgId>...``). ElementTree (C)
+    reads them ~10x faster than wechatpy's xmltodict, which normalize() then
+    uses for the whole message; the webhook needs only the ids. Raises
+    ValueError for what is not XML."""
+    try:
+        root = ElementTree.fromstring(xml)
+    except ElementTree.ParseError as exc:
+        raise ValueError(f"not XML: {exc}") from None
+    return {child.tag: (child.text or "").strip() for child in root}
+
+
+def external_id(fields: dict[str, str], body: bytes) -> str:
+    """``msg:{MsgId}``; for events (no MsgId), as WeChat advises, sender and
+    time: ``event:{FromUserName}:{CreateTime}:{Event}``."""
+    if fields.get("MsgType", "").lower() == "event":
+        event = fields.get("Event", "").lower()
+        return f"event:{fields.get('FromUserName')}:{fields.get('CreateTime')}:{event}"
+    if fields.get("MsgId", "0") not in ("", "0"):
+        return f"msg:{fields['MsgId']}"
     return f"body:{hashlib.sha256(body).hexdigest()}"
 
 
@@ -191,8 +207,9 @@ class WeChatOfficialChannel(ChannelAdapter):
         if encrypted:
             assert self.crypto is not None
             try:
+                encrypted_part = {"Encrypt": push_fields(body)["Encrypt"]}
                 xml = self.crypto.decrypt_message(
-                    body, q.get("msg_signature"), timestamp, nonce
+                    encrypted_part, q.get("msg_signature"), timestamp, nonce
                 ).encode()
             except InvalidSignatureException:
                 self.log.info("webhook_refused", reason="msg_signature mismatch")
@@ -257,19 +274,20 @@ class WeChatOfficialChannel(ChannelAdapter):
 
     def envelope(self, xml: bytes, *, encrypted: bool = False) -> Envelope:
         try:
-            msg = parse_message(xml)
-        except Exception as exc:  # not XML, no MsgType
-            ext = f"body:{hashlib.sha256(xml).hexdigest()}"
+            fields = push_fields(xml)
+            if not fields.get("MsgType"):
+                raise ValueError("no MsgType")
+        except ValueError as exc:
             return Envelope(
                 channel=self.name,
-                external_id=ext,
+                external_id=f"body:{hashlib.sha256(xml).hexdigest()}",
                 payload=xml,
                 content_type="application/octet-stream",
-                meta={"unparseable": f"{type(exc).__name__}: {exc}"[:300]},
+                meta={"unparseable": str(exc)[:300]},
             )
         return Envelope(
             channel=self.name,
-            external_id=_external_id(msg, xml)[:500],
+            external_id=external_id(fields, xml)[:500],
             payload=xml,
             content_type="application/xml",
             meta={"encrypted": True} if encrypted else {},
