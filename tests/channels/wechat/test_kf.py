@@ -377,3 +377,15 @@ async def test_one_poller_across_instances(
     pulls = {c.query["access_token"] for c in wxapi.of("kf/sync_msg")}
     assert len(wxapi.of("gettoken")) == 1, f"one token for both instances ({states})"
     assert len(pulls) == 1
+
+
+async def test_a_refused_secret_shows_in_the_channels_health(wechat_factory: Any) -> None:
+    wechat: WeChat = await wechat_factory(kf={"secret": "not-the-secret"})
+    adapter = wechat.daemon.adapters["kf"]
+
+    async def failing() -> bool:
+        return not adapter.health().ok
+
+    await wait_for(failing)
+    assert "40001" in adapter.health().detail and "access token" in adapter.health().detail
+    assert wechat.api.of("kf/sync_msg") == []

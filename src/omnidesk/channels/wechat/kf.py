@@ -264,7 +264,12 @@ class WeChatKfChannel(ChannelAdapter):
             except Exception as exc:  # WeChat, the intake or the state: retried, never fatal
                 failures += 1
                 state = "degraded" if failures < 3 else "failing"
-                self.set_health(False, state, f"sync_msg failed: {exc}")
+                detail = f"sync_msg failed: {exc}"
+                if isinstance(exc, WeChatApiError) and exc.token_fetch:
+                    # A wrong corp id or secret, an untrusted IP: only an admin fixes it.
+                    state = "failing"
+                    detail = send_error(exc, {}, product="WeChat customer service").reason
+                self.set_health(False, state, detail)
                 await asyncio.sleep(
                     min(30.0, 0.5 * 2 ** min(failures, 6)) * random.uniform(0.8, 1.2)
                 )
