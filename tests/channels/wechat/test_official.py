@@ -180,7 +180,14 @@ async def test_forged_and_misaddressed_pushes_are_refused_and_nothing_stored(
     assert (await wechat.push_plain(xml, token="wrong")).status_code == 403
     r = await wechat.client.post("/webhooks/wxp", content=xml)
     assert r.status_code == 401
-    assert await wechat.inbound("wx") == [] and await wechat.inbound("wxp") == []
+    # Signed query, body that is no encrypted push: a clear 400.
+    good = await wechat.push_safe(oa_xml("text", msg_id=5099, Content="x"))
+    query = dict(good.request.url.params)
+    for junk in (b"not xml", b"<xml><ToUserName>gh</ToUserName></xml>"):
+        r = await wechat.client.post("/webhooks/wx", params=query, content=junk)
+        assert r.status_code == 400, r.text
+    assert [i["external_id"] for i in await wechat.inbound("wx")] == ["msg:5099"]
+    assert await wechat.inbound("wxp") == []
 
 
 async def test_stale_pushes_are_refused(wechat: WeChat) -> None:
