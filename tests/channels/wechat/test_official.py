@@ -411,3 +411,21 @@ async def test_an_agent_merges_the_wechat_and_email_contacts_and_replies_stay_on
     await wechat.delivery_state(wx_conv, reply["id"], "sent")
     [send] = wechat.api.of("message/custom/send")
     assert send.body["touser"] == CUSTOMER
+
+
+async def test_a_reply_with_a_file_fails_with_the_reason_rather_than_lose_it() -> None:
+    from omnidesk.model import Attachment, Identity, OutboundMessage, SendError
+
+    out = OutboundMessage(
+        outbox_id=1,
+        channel="wx",
+        conversation_id=1,
+        message_id=1,
+        recipient=Identity("wechat", CUSTOMER),
+        text="Your invoice",
+        attachments=[Attachment("invoice.pdf", "application/pdf", data=b"%PDF-1.4")],
+        thread_key=CUSTOMER,
+    )
+    with pytest.raises(SendError) as err:
+        await adapter().send(out)
+    assert not err.value.retry and "invoice.pdf" in err.value.reason

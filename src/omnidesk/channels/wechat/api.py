@@ -38,7 +38,7 @@ from wechatpy.enterprise.client import WeChatClient as WeComClient
 from wechatpy.exceptions import WeChatClientException
 
 from ...config import Options
-from ...model import SendError
+from ...model import OutboundMessage, SendError
 from ..base import ChannelState
 
 TOKEN_KEY = "access_token"
@@ -216,6 +216,18 @@ def send_error(
     if code in TOKEN_ERRORS:
         return SendError(f"{product} refused a freshly fetched access token: {err}", retry=True)
     return SendError(f"{product} refused the message: {err.errmsg} (errcode {code})", retry=False)
+
+
+def refuse_attachments(message: OutboundMessage) -> None:
+    """Files are not sent on WeChat yet (they need a media upload first): a
+    reply carrying one fails with the reason rather than go out without it."""
+    files = [a.filename or a.content_type for a in message.attachments if a.data is not None]
+    if files:
+        raise SendError(
+            f"the WeChat channels send text only; not sent: {', '.join(files)}"
+            " (share a link to the file instead)",
+            retry=False,
+        )
 
 
 def utf8_chunks(text: str, limit: int) -> list[str]:

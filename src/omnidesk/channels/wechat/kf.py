@@ -74,6 +74,7 @@ from .api import (
     WeChatApiError,
     WeComKfClient,
     aes_crypto,
+    refuse_attachments,
     send_error,
     stale,
     utf8_chunks,
@@ -414,6 +415,7 @@ class WeChatKfChannel(ChannelAdapter):
             last = await queries.last_inbound_at(message.conversation_id, message.recipient)
             if last is not None and time.time() - last > WINDOW_SECONDS:
                 raise SendError(WINDOW_REASON, retry=False)
+        refuse_attachments(message)
         if not message.text.strip():
             raise SendError("nothing to send: the reply has no text", retry=False)
         try:

@@ -75,6 +75,7 @@ from .api import (
     WeChatApi,
     WeChatApiError,
     aes_crypto,
+    refuse_attachments,
     send_error,
     stale,
     utf8_chunks,
@@ -381,6 +382,7 @@ class WeChatOfficialChannel(ChannelAdapter):
             last = await queries.last_inbound_at(message.conversation_id, message.recipient)
             if last is not None and time.time() - last > WINDOW_SECONDS:
                 raise SendError(WINDOW_REASON, retry=False)
+        refuse_attachments(message)
         if not message.text.strip():
             raise SendError("nothing to send: the reply has no text", retry=False)
         for piece in utf8_chunks(message.text, MAX_TEXT_BYTES):
