@@ -429,3 +429,39 @@ async def test_a_reply_with_a_file_fails_with_the_reason_rather_than_lose_it() -
     with pytest.raises(SendError) as err:
         await adapter().send(out)
     assert not err.value.retry and "invoice.pdf" in err.value.reason
+
+
+@pytest.mark.postgres
+async def test_instances_on_postgresql_share_one_access_token(
+    pg_url: str, tmp_path: Any, daemon_factory: Any, wxapi: Any
+) -> None:
+    from tests.channels.wechat.conftest import wechat_channels
+    from tests.conftest import make_config
+
+    adapters = []
+    for n in ("a", "b"):
+        cfg = make_config(
+            tmp_path / n,
+            pg_url,
+            channels=wechat_channels(wxapi.base_url, wx={"check_token": False}),
+            daemon={"data_dir": str(tmp_path / n / "data"), "instance_name": n},
+        )
+        adapters.append((await daemon_factory(cfg)).adapters["wx"])
+    a, b = adapters
+
+    def send(text: str) -> Any:
+        return lambda client: client.message.send_text(CUSTOMER, text)
+
+    await a.api.call(send("from a"))
+    await b.api.call(send("from b"))
+    assert len(wxapi.of("token")) == 1, "b took a's token from the database"
+    # WeChat expires it: b refreshes; a, refused, takes b's new token from the
+    # database instead of fetching a third (which would expire b's again).
+    wxapi.expire_tokens()
+    await b.api.call(send("b again"))
+    await a.api.call(send("a again"))
+    assert len(wxapi.of("token")) == 2
+    tokens = [c.query["access_token"] for c in wxapi.of("message/custom/send")]
+    answers = [c.answer["errcode"] for c in wxapi.of("message/custom/send")]
+    assert answers == [0, 0, 42001, 0, 42001, 0]
+    assert tokens[3] == tokens[5] != tokens[0]
