@@ -9,6 +9,7 @@ import base64
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
@@ -21,7 +22,7 @@ from wechatpy.utils import WeChatSigner
 
 from omnidesk.app import Daemon
 from tests.channels.meta.conftest import Meta
-from tests.conftest import API_SECRET, admin_token, settle, wait_for
+from tests.conftest import API_SECRET, admin_token, make_config, settle, wait_for
 from tests.standins.wechat_api import WeChatApiStandIn
 
 APP_ID = "wx1234567890abcdef"
@@ -71,6 +72,22 @@ def wechat_channels(base_url: str, **extra: dict[str, Any]) -> list[dict[str, An
             **extra.get("kf", {}),
         },
     ]
+
+
+async def two_instances(
+    pg_url: str, tmp_path: Path, daemon_factory: Any, base_url: str, **extra: dict[str, Any]
+) -> list[Daemon]:
+    """Two daemon instances with the WeChat channels on one PostgreSQL schema."""
+    daemons = []
+    for n in ("a", "b"):
+        cfg = make_config(
+            tmp_path / n,
+            pg_url,
+            channels=wechat_channels(base_url, **extra),
+            daemon={"data_dir": str(tmp_path / n / "data"), "instance_name": n},
+        )
+        daemons.append(await daemon_factory(cfg))
+    return daemons
 
 
 def sign(*parts: str) -> str:

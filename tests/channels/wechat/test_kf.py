@@ -26,9 +26,9 @@ from tests.channels.wechat.conftest import (
     OPEN_KFID,
     WeChat,
     sign,
-    wechat_channels,
+    two_instances,
 )
-from tests.conftest import admin_token, make_config, wait_for
+from tests.conftest import admin_token, wait_for
 from tests.standins.wechat_api import WeChatApiStandIn
 
 USER = "wmAJ2GCAAAme1XQRC-NI-q0_ZM9ukoAw"
@@ -352,15 +352,7 @@ async def _cursor_is(wechat: WeChat, value: str) -> bool:
 async def test_one_poller_across_instances(
     pg_url: str, tmp_path: Path, daemon_factory: Any, wxapi: WeChatApiStandIn
 ) -> None:
-    daemons = []
-    for n in ("a", "b"):
-        cfg = make_config(
-            tmp_path / n,
-            pg_url,
-            channels=wechat_channels(wxapi.base_url),
-            daemon={"data_dir": str(tmp_path / n / "data"), "instance_name": n},
-        )
-        daemons.append(await daemon_factory(cfg))
+    daemons = await two_instances(pg_url, tmp_path, daemon_factory, wxapi.base_url)
     states = {d.adapters["kf"].health().state for d in daemons}
 
     async def one_owner() -> bool:

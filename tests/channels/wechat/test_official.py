@@ -435,19 +435,12 @@ async def test_a_reply_with_a_file_fails_with_the_reason_rather_than_lose_it() -
 async def test_instances_on_postgresql_share_one_access_token(
     pg_url: str, tmp_path: Any, daemon_factory: Any, wxapi: Any
 ) -> None:
-    from tests.channels.wechat.conftest import wechat_channels
-    from tests.conftest import make_config
+    from tests.channels.wechat.conftest import two_instances
 
-    adapters = []
-    for n in ("a", "b"):
-        cfg = make_config(
-            tmp_path / n,
-            pg_url,
-            channels=wechat_channels(wxapi.base_url, wx={"check_token": False}),
-            daemon={"data_dir": str(tmp_path / n / "data"), "instance_name": n},
-        )
-        adapters.append((await daemon_factory(cfg)).adapters["wx"])
-    a, b = adapters
+    daemons = await two_instances(
+        pg_url, tmp_path, daemon_factory, wxapi.base_url, wx={"check_token": False}
+    )
+    a, b = (d.adapters["wx"] for d in daemons)
 
     def send(text: str) -> Any:
         return lambda client: client.message.send_text(CUSTOMER, text)
