@@ -224,6 +224,20 @@ async def test_unparseable_push_goes_to_quarantine_with_its_bytes(wechat: WeChat
     assert "not a WeChat push" in row["error"]
 
 
+async def test_an_entity_bomb_is_quarantined_not_expanded(wechat: WeChat) -> None:
+    levels = "".join(
+        f'<!ENTITY l{i} "{(f"&l{i - 1};" if i > 1 else "lol") * 10}">' for i in range(1, 10)
+    )
+    bomb = f'<?xml version="1.0"?><!DOCTYPE x [{levels}]>' + oa_xml(
+        "text", msg_id=6999, Content="BOMB"
+    ).replace("BOMB", "&l9;")
+    r = await wechat.push_plain(bomb)
+    assert (r.status_code, r.text) == (200, "success")
+    await wechat.settle()
+    [row] = await wechat.inbound("wxp")
+    assert row["external_id"].startswith("body:") and row["error"]
+
+
 async def test_every_type_arrives_through_the_webhook(wechat: WeChat) -> None:
     pushes = [
         oa_xml("text", msg_id=6001, Content="hello"),
