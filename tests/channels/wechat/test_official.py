@@ -472,3 +472,37 @@ async def test_instances_on_postgresql_share_one_access_token(
     answers = [c.answer["errcode"] for c in wxapi.of("message/custom/send")]
     assert answers == [0, 0, 42001, 0, 42001, 0]
     assert tokens[3] == tokens[5] != tokens[0]
+
+
+async def test_the_token_is_refreshed_before_it_expires(
+    wxapi: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from omnidesk.channels.base import ChannelState
+    from omnidesk.channels.wechat import api as wxapi_mod
+
+    class State(ChannelState):
+        def __init__(self) -> None:
+            self.values: dict[str, str] = {}
+
+        async def get(self, key: str) -> str | None:
+            return self.values.get(key)
+
+        async def items(self, prefix: str = "") -> dict[str, str]:
+            return {k: v for k, v in self.values.items() if k.startswith(prefix)}
+
+        async def put(self, values: Any) -> None:
+            self.values.update(values)
+
+    state = State()
+    api = wxapi_mod.WeChatApi(
+        wxapi_mod.OfficialAccountClient(APP_ID, "oa-app-secret-0123456789", wxapi.base_url, 5.0),
+        state,
+    )
+    first = await api.token()
+    assert await api.token() == first and len(wxapi.of("token")) == 1
+    now = time.time()
+    # 7,200 s tokens are refreshed in their last five minutes, not at expiry.
+    monkeypatch.setattr(wxapi_mod.time, "time", lambda: now + 7200 - 299)
+    second = await api.token()
+    assert second != first and len(wxapi.of("token")) == 2
+    assert state.values["access_token"] == second
