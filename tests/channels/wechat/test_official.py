@@ -136,11 +136,16 @@ def test_two_events_of_one_second_from_one_customer_are_two_envelopes() -> None:
     assert one.external_id != two.external_id
 
 
-def test_safe_mode_needs_the_aes_key() -> None:
+def test_safe_mode_needs_a_real_aes_key() -> None:
     from omnidesk.config import ConfigError
 
     with pytest.raises(ConfigError, match="encoding_aes_key"):
         adapter(encoding_aes_key="short")
+    # 43 characters, but not base64 of 32 bytes: one line naming the key.
+    with pytest.raises(ConfigError, match="encoding_aes_key: is not an EncodingAESKey"):
+        adapter(encoding_aes_key="!" * 43)
+    with pytest.raises(ConfigError, match="mode"):
+        adapter(mode="encrypted")
 
 
 # -- the webhook ---------------------------------------------------------------------------
