@@ -34,6 +34,7 @@ from .channel_services import (
 from .channels.base import Accept, ChannelAdapter, ChannelContext
 from .channels.registry import UnknownChannelType, adapter_class, dropin_adapters
 from .config import Config, ConfigError
+from .customers.redact import Redactor
 from .events import Event, EventBus
 from .health import HealthMonitor
 from .intake import Intake
@@ -60,6 +61,7 @@ from .rules import (
 from .rules.holder import MODEL_FOLDER
 from .rules.service import SlaPolicy
 from .service.evaluate import Settings as ServiceSettings
+from .service.privacy import RetentionJob
 from .service.scheduler import Scheduler, channel_types
 from .service.surveys import capture_chat_answer
 from .snooze import snooze_waker
@@ -169,6 +171,11 @@ def pipeline_context(
         auto_ack=acks,
         survey_answer=lambda db, conv, msg, now: (
             capture_chat_answer(db, conv, msg.text, now, rules().service) is not None
+        ),
+        redact=(
+            Redactor(config.privacy.redact_card_numbers, config.privacy.redact_patterns)
+            if config.privacy.redacting
+            else None
         ),
     )
 
@@ -308,6 +315,9 @@ class Daemon:
             publish=self.publish,
             outbox_wake=self.outbox.wake,
         )
+        # [privacy] retention policies, run by the scheduler (service/privacy.py).
+        retention = RetentionJob(config.privacy)
+        self.scheduler.jobs.append(lambda now: retention.maybe_run(self.store, now))
         self.web_server: Any = None
         self.started = asyncio.Event()
         self._stopping = False
