@@ -256,7 +256,17 @@ def append_event(
     if ext is not None and not (isinstance(ext, str | int) and 0 < len(str(ext)) <= 200):
         raise CustomerError("external_id is a text of at most 200 characters")
     ext = None if ext is None else str(ext)
-    at = ev.get("occurred_at", now)
+    old = (
+        db.one(
+            "SELECT id, contact_id, occurred_at, amount, currency, status, items, data"
+            " FROM contact_events WHERE kind = ? AND external_id = ?",
+            (kind, ext),
+        )
+        if ext is not None
+        else None
+    )
+    # Sent again without a time (a status update): it keeps the time it had.
+    at = ev.get("occurred_at", old["occurred_at"] if old is not None else now)
     if isinstance(at, bool) or not isinstance(at, int | float) or at <= 0:
         raise CustomerError("occurred_at is a UNIX time in seconds")
     amount: float | None = None
@@ -275,15 +285,6 @@ def append_event(
         status,
         jsoncol.dumps(items),
         jsoncol.dumps(data),
-    )
-    old = (
-        db.one(
-            "SELECT id, contact_id, occurred_at, amount, currency, status, items, data"
-            " FROM contact_events WHERE kind = ? AND external_id = ?",
-            (kind, ext),
-        )
-        if ext is not None
-        else None
     )
     if old is not None:
         if int(old["contact_id"]) != contact_id:

@@ -13,6 +13,7 @@ back (``--dry-run``: the same report, nothing kept).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,7 @@ from ..model import now_ts
 from . import jsoncol
 from .base import Db, chunks, placeholders
 
+_E164 = re.compile(r"\+[1-9]\d{7,14}")
 OUTCOMES = ("created", "updated", "unchanged", "conflicting", "invalid")
 MAX_LISTED = 10_000  # rows named in the report per outcome (the counts are always exact)
 
@@ -80,7 +82,9 @@ def _identities(raw: Mapping[str, Any]) -> list[tuple[str, str]]:
         out.append(("email", e))
     phone = raw.get("phone")
     if phone is not None:
-        p = normalize_phone(str(phone))
+        text = str(phone).strip()
+        # Already E.164 (most exports): as the channels store it, without a parse.
+        p = text if _E164.fullmatch(text) else normalize_phone(text)
         if p is None:
             raise _Invalid(f"phone {str(phone)[:40]!r} is not a phone number (E.164: +15551234567)")
         out.append(("phone", p))
@@ -181,7 +185,7 @@ def import_rows(
 
     def company_id(name: str) -> int:
         key = name.casefold()
-        if key not in companies:
+        if companies.get(key) is None:
             cid = db.val("SELECT id FROM companies WHERE lower(name) = lower(?)", (name,))
             if cid is None:
                 cid = db.val(
@@ -253,12 +257,13 @@ def import_rows(
                 why.append(f"name is {c.name!r} here, {row.name!r} in the file")
         comp = c.company_id
         if row.company:
-            known = companies.get(row.company.casefold())
-            if known is None:
+            key = row.company.casefold()
+            if key not in companies:
                 known_id = db.val(
                     "SELECT id FROM companies WHERE lower(name) = lower(?)", (row.company,)
                 )
-                known = None if known_id is None else int(known_id)
+                companies[key] = None if known_id is None else int(known_id)
+            known = companies[key]
             if c.company_id is None or overwrite:
                 comp = known if known is not None else -1
             elif known != c.company_id:
