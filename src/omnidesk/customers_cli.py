@@ -15,6 +15,15 @@ from .cmdline import CliError
 from .config import Config, load_config
 
 
+def _config(args: argparse.Namespace) -> Config:
+    """The config, and logging set up as the daemon's (personal data masked)."""
+    from . import logging as odlog
+
+    config = load_config(args.config)
+    odlog.configure(config.log_level, personal_data=config.privacy.log_personal_data)
+    return config
+
+
 def _store_run(config: Config, fn: Callable[[Any], Any]) -> Any:
     from .store import open_store
 
@@ -40,7 +49,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     from .customers.files import ImportFileError, read_rows
     from .service.imports import import_file
 
-    config = load_config(args.config)
+    config = _config(args)
     path = Path(args.file)
     fields = config.customer_fields.contact
     try:
@@ -90,7 +99,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from .service.privacy import export_archive
 
-    config = load_config(args.config)
+    config = _config(args)
 
     async def go(store: Any) -> bytes | None:
         return await export_archive(store, args.contact_id, actor="cli")
@@ -108,7 +117,7 @@ def cmd_erase(args: argparse.Namespace) -> int:
     from .service.privacy import erase
     from .store.privacy import PrivacyError
 
-    config = load_config(args.config)
+    config = _config(args)
     if args.confirm != args.contact_id:
         raise CliError(f"erasing cannot be undone: repeat the id, --confirm {args.contact_id}", 2)
 
@@ -141,7 +150,7 @@ def cmd_retention(args: argparse.Namespace) -> int:
 
     from .service.privacy import run_retention
 
-    config = load_config(args.config)
+    config = _config(args)
     policies = config.privacy.retention
     if args.policy:
         policies = tuple(p for p in policies if p.name == args.policy)
