@@ -96,8 +96,8 @@ def get_contact(db: Db, contact_id: int) -> dict[str, Any] | None:
     """A contact with its identities and every conversation on every channel."""
     c = row_dict(
         db.one(
-            "SELECT id, name, attributes, created_at, updated_at, merged_into FROM contacts"
-            " WHERE id = ?",
+            "SELECT id, name, attributes, created_at, updated_at, merged_into, company_id,"
+            " erased_at FROM contacts WHERE id = ?",
             (contact_id,),
         )
     )
