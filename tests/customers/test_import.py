@@ -6,10 +6,11 @@ writes nothing; importing the same file again creates no duplicate."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
-from omnidesk.cli import main
 from omnidesk.config import parse_config
 from omnidesk.service.imports import import_file
 from omnidesk.store import Store
@@ -116,9 +117,14 @@ async def test_import_report_is_exact_and_reimport_adds_nothing(
     assert over["conflicting"] == 1  # still two contacts for one row
 
 
-def test_cli_import_prints_the_report_and_refuses_unknown_columns(
-    tmp_path: Path, capsys: object
-) -> None:
+def omnidesk(*args: str) -> subprocess.CompletedProcess[str]:
+    # In a child: the command sets up logging for its process.
+    return subprocess.run(
+        [sys.executable, "-m", "omnidesk.cli", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_cli_import_prints_the_report_and_refuses_unknown_columns(tmp_path: Path) -> None:
     cfg = tmp_path / "config.toml"
     lines = [f'[storage]\nurl = "sqlite:///{tmp_path}/db.sqlite"\n']
     for table, fields in FIELDS.items():
@@ -129,13 +135,18 @@ def test_cli_import_prints_the_report_and_refuses_unknown_columns(
     f = tmp_path / "c.csv"
     f.write_text(CSV)
     report = tmp_path / "report.json"
-    assert main(["contacts", "import", str(f), "-c", str(cfg), "--report", str(report)]) == 0
-    out = capsys.readouterr().out  # type: ignore[attr-defined]
-    assert "7 rows: 3 created, 0 updated, 0 unchanged, 1 conflicting, 3 invalid" in out
-    assert f"{f}:5: conflict: contact #1" in out
+    dry = omnidesk("contacts", "import", str(f), "-c", str(cfg), "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "(dry run: nothing written)" in dry.stdout
+    r = omnidesk("contacts", "import", str(f), "-c", str(cfg), "--report", str(report))
+    assert r.returncode == 0, r.stderr
+    assert "7 rows: 3 created, 0 updated, 0 unchanged, 1 conflicting, 3 invalid" in r.stdout
+    assert f"{f}:5: conflict: contact #1" in r.stdout
+    assert "7/7" in r.stderr  # the progress bar's last state
     assert json.loads(report.read_text())["created"] == 3
     bad = tmp_path / "bad.csv"
     bad.write_text("email,lifetime_valu\nx@example.com,3\n")
-    assert main(["contacts", "import", str(bad), "-c", str(cfg)]) == 2
-    err = capsys.readouterr().err  # type: ignore[attr-defined]
-    assert "bad.csv:1: unknown column 'lifetime_valu'" in err
+    r = omnidesk("contacts", "import", str(bad), "-c", str(cfg))
+    assert r.returncode == 2
+    assert "bad.csv:1: unknown column 'lifetime_valu'" in r.stderr
+    assert "Traceback" not in r.stderr

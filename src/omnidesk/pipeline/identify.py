@@ -4,26 +4,15 @@ visitor's e-mail, say) are linked to it."""
 
 from __future__ import annotations
 
-import structlog
-
 from ..model import Identity, Message
 from ..store import Db
 from ..store.audit import add_audit
 from ..store.contacts import link_identity, resolve_contact
 
-log = structlog.get_logger(__name__)
-
 
 def identify_sender(db: Db, msg: Message, now: float) -> tuple[int, bool]:
     """(contact id, whether this message created the contact)."""
     contact_id, new_contact = resolve_contact(db, msg.sender)
-    if new_contact:
-        # (the address is masked in the log unless [privacy] log_personal_data)
-        log.debug(
-            "contact_created",
-            contact_id=contact_id,
-            identity=f"{msg.sender.kind}:{msg.sender.address}",
-        )
     for extra in msg.extra_identities:
         _link_extra_identity(db, msg, contact_id, extra, now)
     return contact_id, new_contact

@@ -16,7 +16,7 @@ from ..customers.fields import FieldError, FieldSet
 from ..model import now_ts
 from . import jsoncol
 from .audit import add_audit
-from .base import Db, placeholders, row_dict
+from .base import Db, chunks, placeholders, row_dict
 
 DAY = 86400.0
 YEAR = 365 * DAY
@@ -342,23 +342,27 @@ def events_of(db: Db, contact_id: int, limit: int = 500) -> list[dict[str, Any]]
     return out
 
 
-def purchase_summary(db: Db, contact_id: int, now: float) -> dict[str, Any]:
-    """Orders: count, total (in the most used currency), open ones, the last
-    one, and the purchase frequency (orders in the last 365 days). Cancelled
-    and refunded orders are not purchases."""
+def _summaries(db: Db, contact_ids: Sequence[int], now: float) -> dict[int, dict[str, Any]]:
+    """``purchase_summary`` for many contacts at once (one query a 500)."""
+    out: dict[int, list[Any]] = {}
     cancelled = placeholders(len(CANCELLED))
     done = placeholders(len(DONE))
-    rows = db.all(
-        "SELECT currency, COUNT(*) AS n, SUM(COALESCE(amount, 0)) AS total,"
-        " MAX(occurred_at) AS last_at,"
-        f" SUM(CASE WHEN COALESCE(status, 'open') IN ({done}) THEN 0 ELSE 1 END) AS open,"
-        " SUM(CASE WHEN occurred_at > ? THEN 1 ELSE 0 END) AS year"
-        " FROM contact_events WHERE contact_id = ? AND kind = 'order'"
-        f" AND COALESCE(status, '') NOT IN ({cancelled}) GROUP BY currency",
-        (*DONE, now - YEAR, contact_id, *CANCELLED),
-    )
-    if not rows:
-        return {"count": 0, "open": 0, "per_year": 0}
+    for part in chunks(list(contact_ids), 500):
+        for r in db.all(
+            "SELECT contact_id, currency, COUNT(*) AS n, SUM(COALESCE(amount, 0)) AS total,"
+            " MAX(occurred_at) AS last_at,"
+            f" SUM(CASE WHEN COALESCE(status, 'open') IN ({done}) THEN 0 ELSE 1 END) AS open,"
+            " SUM(CASE WHEN occurred_at > ? THEN 1 ELSE 0 END) AS year"
+            f" FROM contact_events WHERE contact_id IN ({placeholders(len(part))})"
+            f" AND kind = 'order' AND COALESCE(status, '') NOT IN ({cancelled})"
+            " GROUP BY contact_id, currency",
+            (*DONE, now - YEAR, *part, *CANCELLED),
+        ):
+            out.setdefault(int(r["contact_id"]), []).append(r)
+    return {cid: _summary(rows, now) for cid, rows in out.items()}
+
+
+def _summary(rows: list[Any], now: float) -> dict[str, Any]:
     main = max(rows, key=lambda r: (int(r["n"]), str(r["currency"] or "")))
     last_at = max(float(r["last_at"]) for r in rows)
     return {
@@ -373,43 +377,63 @@ def purchase_summary(db: Db, contact_id: int, now: float) -> dict[str, Any]:
     }
 
 
+NO_ORDERS: dict[str, Any] = {"count": 0, "open": 0, "per_year": 0}
+
+
+def purchase_summary(db: Db, contact_id: int, now: float) -> dict[str, Any]:
+    """Orders: count, total (in the most used currency), open ones, the last
+    one, and the purchase frequency (orders in the last 365 days). Cancelled
+    and refunded orders are not purchases."""
+    return _summaries(db, [contact_id], now).get(contact_id, dict(NO_ORDERS))
+
+
 def customer_facts(db: Db, contact_id: int, now: float | None = None) -> dict[str, Any]:
     """What rules see of the contact besides its attributes, flattened with
     dots: ``company`` (its name) and ``company.<field>``, ``orders.count``,
     ``orders.open``, ``orders.total``, ``orders.days_since_last``,
     ``orders.per_year``, and ``events.<kind>.count`` /
     ``events.<kind>.days_since_last`` for other events."""
+    return customer_facts_many(db, [contact_id], now).get(contact_id, {})
+
+
+def customer_facts_many(
+    db: Db, contact_ids: Sequence[int], now: float | None = None
+) -> dict[int, dict[str, Any]]:
+    """``customer_facts`` of many contacts in a few queries (the scheduler
+    evaluates conversations by the hundred)."""
     now = now if now is not None else now_ts()
-    facts: dict[str, Any] = {}
-    c = db.one(
-        "SELECT m.name, m.domain, m.attributes FROM contacts k"
-        " JOIN companies m ON m.id = k.company_id WHERE k.id = ?",
-        (contact_id,),
-    )
-    if c is not None:
-        facts["company"] = c["name"]
-        facts["company.name"] = c["name"]
-        if c["domain"]:
-            facts["company.domain"] = c["domain"]
-        for k, v in jsoncol.loads(c["attributes"], {}).items():
-            facts[f"company.{k}"] = v
-    kinds = db.all(
-        "SELECT kind, COUNT(*) AS n, MAX(occurred_at) AS last_at FROM contact_events"
-        " WHERE contact_id = ? GROUP BY kind",
-        (contact_id,),
-    )
-    if any(r["kind"] == "order" for r in kinds):
-        for k, v in purchase_summary(db, contact_id, now).items():
-            if not isinstance(v, dict):
-                facts[f"orders.{k}"] = v
-    else:
-        facts.update({"orders.count": 0, "orders.open": 0, "orders.per_year": 0})
-    for r in kinds:
-        if r["kind"] != "order":
-            facts[f"events.{r['kind']}.count"] = int(r["n"])
-            facts[f"events.{r['kind']}.days_since_last"] = round(
+    ids = sorted(set(contact_ids))
+    facts: dict[int, dict[str, Any]] = {
+        i: {f"orders.{k}": v for k, v in NO_ORDERS.items()} for i in ids
+    }
+    for part in chunks(ids, 500):
+        ph = placeholders(len(part))
+        for c in db.all(
+            "SELECT k.id, m.name, m.domain, m.attributes FROM contacts k"
+            f" JOIN companies m ON m.id = k.company_id WHERE k.id IN ({ph})",
+            part,
+        ):
+            f = facts[int(c["id"])]
+            f["company"] = f["company.name"] = c["name"]
+            if c["domain"]:
+                f["company.domain"] = c["domain"]
+            for k, v in jsoncol.loads(c["attributes"], {}).items():
+                f[f"company.{k}"] = v
+        for r in db.all(
+            "SELECT contact_id, kind, COUNT(*) AS n, MAX(occurred_at) AS last_at"
+            f" FROM contact_events WHERE contact_id IN ({ph}) AND kind <> 'order'"
+            " GROUP BY contact_id, kind",
+            part,
+        ):
+            f = facts[int(r["contact_id"])]
+            f[f"events.{r['kind']}.count"] = int(r["n"])
+            f[f"events.{r['kind']}.days_since_last"] = round(
                 max(now - float(r["last_at"]), 0.0) / DAY, 2
             )
+    for cid, summary in _summaries(db, ids, now).items():
+        for k, v in summary.items():
+            if not isinstance(v, dict):
+                facts[cid][f"orders.{k}"] = v
     return facts
 
 
