@@ -316,8 +316,8 @@ class Daemon:
             outbox_wake=self.outbox.wake,
         )
         # [privacy] retention policies, run by the scheduler (service/privacy.py).
-        retention = RetentionJob(config.privacy)
-        self.scheduler.jobs.append(lambda now: retention.maybe_run(self.store, now))
+        self.retention = RetentionJob(config.privacy)
+        self.scheduler.jobs.append(lambda now: self.retention.maybe_run(self.store, now))
         self.web_server: Any = None
         self.started = asyncio.Event()
         self._stopping = False

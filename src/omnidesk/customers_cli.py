@@ -177,7 +177,8 @@ def cmd_retention(args: argparse.Namespace) -> int:
 
             runs.append(_store_run(config, go))
     for r in runs:
-        what = "would " + r["action"] if r["dry_run"] else r["action"] + "d"
+        done = {"delete": "deleted", "redact": "redacted"}[r["action"]]
+        what = "would " + r["action"] if r["dry_run"] else done
         print(
             f"{r['policy']}: {what} {r['conversations']} conversations,"
             f" {r['messages']} messages (run {r['id']})"

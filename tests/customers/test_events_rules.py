@@ -195,3 +195,36 @@ async def test_bulk_upsert_api(daemon: Daemon, client: httpx.AsyncClient) -> Non
     r = await client.post("/api/v1/contacts/bulk", json=body, headers=auth)
     assert r.json()["contacts"]["unchanged"] == 2
     assert r.json()["companies"][0]["outcome"] == "unchanged"
+
+
+def test_rule_examples_give_the_contact_as_nested_tables(rules_copy: Path) -> None:
+    """An example's ``contact = { company = { plan = ... }, orders = { open = 1 } }``
+    is what a stored contact looks like to the rules; ``rules check`` runs it."""
+    from omnidesk.rules import check_rules
+
+    (rules_copy / "70-customers.toml").write_text(
+        RULES
+        + """
+[[example]]
+name = "an enterprise customer with an open order"
+text = "Hello, a question about my order"
+received_at = 2024-05-07T10:00:00Z
+expect = { tags = ["open-order", "ordered-lately", "enterprise", "big-spender"] }
+[example.contact]
+lifetime_value = 1500
+company = { plan = "enterprise" }
+orders = { open = 1, days_since_last = 3 }
+
+[[example]]
+name = "nothing known"
+text = "Hello, a question about my order"
+received_at = 2024-05-07T10:00:00Z
+contact = { company = { plan = "free" }, orders = { open = 0 } }
+expect = { tags = [] }
+"""
+    )
+    report = check_rules(rules_copy, None, strict=False)
+    assert report.ok, report.format()
+    bad = rules_copy / "70-customers.toml"
+    bad.write_text(bad.read_text().replace("open = 1,", "open = 0,", 1))
+    assert not check_rules(rules_copy, None, strict=False).ok

@@ -12,6 +12,7 @@ import io
 import json
 import re
 import subprocess
+import sys
 import urllib.parse
 import zipfile
 from pathlib import Path
@@ -23,7 +24,7 @@ from omnidesk.app import Daemon
 from omnidesk.customers.settings import RetentionPolicy
 from omnidesk.service.privacy import run_retention
 from omnidesk.store.base import Db
-from tests.conftest import admin_token, post_inbound, settle
+from tests.conftest import admin_token, post_inbound, settle, wait_for
 
 NAME = "Zelda Quixote"
 EMAIL = "zelda.quixote@example.net"
@@ -289,3 +290,100 @@ async def test_card_numbers_masked_before_storage(config_factory: Any, daemon_fa
     # A number failing the Luhn check (the order number) is left alone.
     assert text == "My card [card ****1111], [redacted], order 1234567890123."
     assert b"4111 1111 1111 1111" not in raw and b"**** **** **** 1111" in raw
+
+
+async def age_some(daemon: Daemon, n: int) -> list[int]:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{daemon.web_port}") as c:
+        for i in range(n):
+            await post_inbound(
+                c,
+                {
+                    "external_id": f"s-{i}",
+                    "sender": {"kind": "email", "address": f"s{i}@example.com"},
+                    "text": f"scheduled {i}",
+                    "thread_key": f"s{i}",
+                },
+            )
+        await settle(daemon)
+
+    def age(db: Db) -> list[int]:
+        ids = [int(r["id"]) for r in db.all("SELECT id FROM conversations ORDER BY id")]
+        for i in ids[1:]:
+            db.run(
+                "UPDATE conversations SET created_at = 1000, last_message_at = 1000 WHERE id = ?",
+                (i,),
+            )
+        return ids
+
+    return await daemon.store.write(age)
+
+
+async def test_the_scheduler_runs_the_retention_policies(
+    config_factory: Any, daemon_factory: Any
+) -> None:
+    daemon: Daemon = await daemon_factory(
+        config_factory(
+            privacy={
+                "retention": {"old": {"days": 30, "action": "delete"}},
+                "retention_every": "1h",
+            }
+        )
+    )
+    ids = await age_some(daemon, 3)
+    daemon.retention.last = 0.0  # due now
+    await daemon.scheduler.tick()
+
+    def state(db: Db) -> tuple[list[int], list[tuple[str, int, list[int]]]]:
+        left = [int(r["id"]) for r in db.all("SELECT id FROM conversations ORDER BY id")]
+        runs = [
+            (str(r["actor"]), int(r["dry_run"]), json.loads(r["ids"]))
+            for r in db.all(
+                "SELECT actor, dry_run, ids FROM retention_runs WHERE conversations > 0"
+            )
+        ]
+        return left, runs
+
+    # (the scheduler's own loop may be the one that found it due: wait for it)
+    async def done() -> bool:
+        return len((await daemon.store.read(state))[0]) == 1
+
+    await wait_for(done, timeout=20)
+    left, runs = await daemon.store.read(state)
+    assert left == ids[:1]
+    assert runs == [("scheduler", 0, ids[1:])]
+    # Not again before retention_every has passed.
+    await daemon.scheduler.tick()
+    assert len((await daemon.store.read(state))[1]) == 1
+
+
+async def test_cli_retention_and_erase_confirmation(
+    config_factory: Any, daemon_factory: Any, store_url: str, tmp_path: Path
+) -> None:
+    daemon: Daemon = await daemon_factory(config_factory())
+    ids = await age_some(daemon, 3)
+    cfg = tmp_path / "cli.toml"
+    cfg.write_text(
+        f'[storage]\nurl = "{store_url}"\n'
+        '[privacy.retention.old]\ndays = 30\naction = "redact"\nchannels = ["api"]\n'
+    )
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "omnidesk.cli", *args, "-c", str(cfg)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    dry = cli("privacy", "retention", "--dry-run", "--list")
+    assert dry.returncode == 0, dry.stderr
+    assert "old: would redact 2 conversations, 2 messages" in dry.stdout
+    assert f"  {ids[1]} {ids[2]}" in dry.stdout
+    real = cli("privacy", "retention")
+    assert "old: redacted 2 conversations" in real.stdout, real.stdout + real.stderr
+    r = cli("contacts", "erase", "1", "--confirm", "2")
+    assert r.returncode == 2 and "repeat the id, --confirm 1" in r.stderr
+    r = cli("contacts", "erase", "999", "--confirm", "999")
+    assert r.returncode == 1 and "no contact 999" in r.stderr
+    r = cli("contacts", "erase", "1", "--confirm", "1")
+    assert r.returncode == 0 and "contact 1 erased" in r.stdout, r.stderr
