@@ -23,6 +23,7 @@ import httpx
 from omnidesk.app import Daemon
 from omnidesk.customers.settings import RetentionPolicy
 from omnidesk.service.privacy import run_retention
+from omnidesk.store.audit import add_audit
 from omnidesk.store.base import Db
 from tests.conftest import admin_token, post_inbound, settle, wait_for
 
@@ -126,6 +127,15 @@ async def seed(c: httpx.AsyncClient, daemon: Daemon, auth: dict[str, str]) -> tu
     )
     assert r.status_code in (200, 201), r.text
     otto = (await c.get("/api/v1/contacts", params={"q": "otto"}, headers=auth)).json()["items"]
+    # What the pipeline writes when Otto's chat visitor types Zelda's address.
+    await daemon.store.write(
+        add_audit,
+        "pipeline",
+        "identity_in_use",
+        contact_id=otto[0]["id"],
+        reason=f"email {EMAIL} already belongs to another contact",
+        detail={"kind": "email", "address": EMAIL},
+    )
     return zelda, otto[0]["id"]
 
 

@@ -249,6 +249,20 @@ def erase_contact(db: Db, contact_id: int, *, actor: str, mode: str = "redact") 
             f"UPDATE conversations SET contact_id = ? WHERE contact_id IN ({ph})",
             (contact_id, *ids),
         )
+    # Audit entries about other contacts may quote an address of this one
+    # ("identity_in_use": someone typed it): they lose their details too.
+    quoted = [
+        str(r["address"])
+        for r in db.all(f"SELECT address FROM identities WHERE contact_id IN ({ph})", ids)
+        if len(str(r["address"])) >= 5
+    ]
+    for addr in quoted:
+        like = "%" + addr.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        db.run(
+            "UPDATE audit SET reason = NULL, detail = '{}'"
+            " WHERE reason LIKE ? ESCAPE '\\' OR detail LIKE ? ESCAPE '\\'",
+            (like, like),
+        )
     identities = int(db.val(f"SELECT COUNT(*) FROM identities WHERE contact_id IN ({ph})", ids))
     db.run(f"DELETE FROM identities WHERE contact_id IN ({ph})", ids)
     db.run(f"DELETE FROM contact_events WHERE contact_id IN ({ph})", ids)

@@ -5,6 +5,8 @@ retention (docs/customers.md)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
@@ -73,6 +75,17 @@ class BulkIn(BaseModel):
     overwrite: bool = Field(False, description="replace values that differ instead of reporting")
 
 
+@contextmanager
+def _refusals() -> Iterator[None]:
+    """What the store refuses, as HTTP: 422 with the reason, 404 for a missing row."""
+    try:
+        yield
+    except cust.CustomerError as exc:
+        raise HTTPException(422, str(exc)) from None
+    except LookupError as exc:
+        raise HTTPException(404, str(exc)) from None
+
+
 def _fields(services: WebServices) -> Any:
     return services.config.customer_fields
 
@@ -115,12 +128,8 @@ async def set_fields(
             cust.set_company(db, contact_id, body.company or None, actor=p.actor)
         return {"attributes": attrs}
 
-    try:
+    with _refusals():
         out = await services.store.write(write)
-    except cust.CustomerError as exc:
-        raise HTTPException(422, str(exc)) from None
-    except LookupError as exc:
-        raise HTTPException(404, str(exc)) from None
     services.publish([{"type": "contact.updated", "contact_id": contact_id}])
     return out
 
@@ -151,7 +160,7 @@ async def timeline(
             ]
 
         visible = await services.store.read(convs)
-    try:
+    with _refusals():
         return await services.store.read(
             cust.contact_timeline,
             contact_id,
@@ -159,8 +168,6 @@ async def timeline(
             before=before,
             visible_conversations=visible,
         )
-    except cust.CustomerError as exc:
-        raise HTTPException(422, str(exc)) from None
 
 
 @router.post("/contacts/{contact_id}/events", status_code=201)
@@ -182,12 +189,8 @@ async def add_event(
             refresh_contact(db, out["contact_id"], now_ts())
         return out
 
-    try:
+    with _refusals():
         out = await services.store.write(write)
-    except cust.CustomerError as exc:
-        raise HTTPException(422, str(exc)) from None
-    except LookupError as exc:
-        raise HTTPException(404, str(exc)) from None
     services.publish([{"type": "contact.updated", "contact_id": out["contact_id"]}])
     return out
 
@@ -263,12 +266,10 @@ async def find(
         if m is None:
             raise HTTPException(422, f"{w!r}: write FIELD OP VALUE (>, >=, <, <=, =, !=, ~)")
         conds.append((m[1], _OPS[m[2]], m[3].strip()))
-    try:
+    with _refusals():
         items = await services.store.read(
             cust.find_contacts, _fields(services).contact, conds, company=company, limit=limit
         )
-    except cust.CustomerError as exc:
-        raise HTTPException(422, str(exc)) from None
     return {"items": items}
 
 
@@ -289,7 +290,7 @@ async def put_company(
     services: WebServices = Depends(get_services),
 ) -> dict[str, Any]:
     """Create or update a company by name, its typed fields checked."""
-    try:
+    with _refusals():
         return await services.store.write(
             cust.upsert_company,
             _fields(services).company,
@@ -298,8 +299,6 @@ async def put_company(
             domain=body.domain,
             attributes=body.fields,
         )
-    except cust.CustomerError as exc:
-        raise HTTPException(422, str(exc)) from None
 
 
 @router.get("/companies/{company_id}")
