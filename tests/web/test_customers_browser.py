@@ -18,7 +18,7 @@ import pytest_asyncio
 from omnidesk.app import Daemon
 from tests.conftest import make_config, message, post_inbound, settle
 from tests.customers.helpers import FIELDS
-from tests.web.conftest import Env, add_users, log_in, screenshot_path
+from tests.web.conftest import Env, add_users, log_in, screenshot_path, wait_for
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.browser]
 
@@ -151,15 +151,32 @@ async def test_contact_page_fields_company_timeline_export_erase(env: Env, brows
     await page.fill("#field-lifetime_value", "3100")
     await page.select_option("#field-segment", "wholesale")
     await page.click("#fields-save")
-    await page.wait_for_function(
-        "(document.querySelector('#field-segment') || {}).value === 'wholesale'"
-    )
-    async with env.client() as c:
-        attrs = (await c.get(f"/api/v1/contacts/{cid}", headers=env.tokens["root"])).json()[
-            "attributes"
-        ]
+
+    async def saved() -> dict[str, Any] | None:
+        async with env.client() as c:
+            r = await c.get(f"/api/v1/contacts/{cid}", headers=env.tokens["root"])
+        attrs: dict[str, Any] = r.json()["attributes"]
+        return attrs if attrs.get("lifetime_value") == 3100 else None
+
+    attrs = await wait_for(saved)
     assert attrs["lifetime_value"] == 3100 and attrs["segment"] == "wholesale"
     await page.screenshot(path=screenshot_path("customers-02-fields-saved"), full_page=True)
+
+    # Find contacts by a typed field on the contacts page.
+    await page.goto(f"{env.base}/contacts")
+    await page.wait_for_selector("#find-field option[value=lifetime_value]", state="attached")
+    await page.select_option("#find-field", "lifetime_value")
+    await page.select_option("#find-op", ">")
+    await page.fill("#find-value", "3000")
+    await page.click("#find-go")
+    await page.wait_for_selector(f"#find-results li[data-contact-id='{cid}']")
+    await page.fill("#find-value", "5000")
+    await page.click("#find-go")
+    await page.wait_for_selector("#find-results li.muted")
+    await page.fill("#find-value", "3000")
+    await page.click("#find-go")
+    await page.wait_for_selector(f"#find-results li[data-contact-id='{cid}']")
+    await page.screenshot(path=screenshot_path("customers-03a-find-by-field"))
 
     # The same panel beside the conversation in the inbox.
     await page.goto(f"{env.base}/inbox/c/{conv}")

@@ -29,6 +29,9 @@ from .audit import add_audit
 from .base import Db, chunks, placeholders, row_dict
 
 ERASED = "[erased]"
+# An audit entry keeps its details only where they cannot hold personal data:
+# a status change says from which status to which.
+_KEPT_DETAIL = "CASE WHEN action = 'status_changed' THEN detail ELSE '{}' END"
 REDACTED = "[redacted by retention]"
 
 
@@ -204,7 +207,8 @@ def _purge_conversations(db: Db, conv_ids: Sequence[int], *, remove: bool, text:
         db.run(f"DELETE FROM notifications WHERE conversation_id IN ({ph})", part)
         db.run(f"DELETE FROM corrections WHERE conversation_id IN ({ph})", part)
         db.run(
-            f"UPDATE audit SET reason = NULL, detail = '{{}}' WHERE conversation_id IN ({ph})",
+            f"UPDATE audit SET reason = NULL, detail = {_KEPT_DETAIL}"
+            f" WHERE conversation_id IN ({ph})",
             part,
         )
         if remove:
@@ -269,7 +273,9 @@ def erase_contact(db: Db, contact_id: int, *, actor: str, mode: str = "redact") 
     db.run(f"DELETE FROM contact_scores WHERE contact_id IN ({ph})", ids)
     db.run(f"DELETE FROM surveys WHERE contact_id IN ({ph}) AND comment IS NOT NULL", ids)
     db.run(f"DELETE FROM contact_merges WHERE source_id IN ({ph}) OR target_id IN ({ph})", ids * 2)
-    db.run(f"UPDATE audit SET reason = NULL, detail = '{{}}' WHERE contact_id IN ({ph})", ids)
+    db.run(
+        f"UPDATE audit SET reason = NULL, detail = {_KEPT_DETAIL} WHERE contact_id IN ({ph})", ids
+    )
     now = now_ts()
     db.run(
         "UPDATE contacts SET name = NULL, attributes = '{}', company_id = NULL, erased_at = ?,"

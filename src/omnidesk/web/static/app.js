@@ -809,7 +809,8 @@ async function showContacts() {
   const results = h('ul', { class: 'results', id: 'contact-results' });
   const detail = h('div', { id: 'contact-detail' }, h('div', { class: 'empty' }, 'Search, then pick a contact.'));
   main.append(h('div', { class: 'page' }, h('div', { class: 'cols' },
-    h('div', {}, h('div', { class: 'card' }, h('h2', {}, 'Contacts'), q, results)), detail)));
+    h('div', {}, h('div', { class: 'card' }, h('h2', {}, 'Contacts'), q, results),
+      window.customers ? window.customers.finder() : null), detail)));
   const search = debounce(async () => {
     if (!q.value.trim()) { clear(results); return; }
     try {

@@ -26,6 +26,7 @@ window.customers = (() => {
 
   // The contact panel's customer part: typed fields (editable), company, purchases.
   function panel(contact, reload) {
+    if (contact.erased_at) return h('div', { class: 'customer', id: 'customer' }, h('p', { class: 'muted' }, 'Erased ' + fmtTime(contact.erased_at) + ': no customer data is kept.'));
     const box = h('div', { class: 'customer', id: 'customer' }, h('div', { class: 'muted small' }, 'loading customer data…'));
     load(contact, box, reload);
     return box;
@@ -135,5 +136,33 @@ window.customers = (() => {
           h('td', { class: 'muted small' }, fmtTime(x.last_message_at || x.created_at))))))));
   }
 
-  return { panel, page, company };
+  // The contacts page: find contacts by typed fields (supervisors and admins).
+  function finder() {
+    if (ME.role !== 'admin' && ME.role !== 'supervisor') return null;
+    const card = h('div', { class: 'card', id: 'field-finder' }, h('h3', {}, 'Find by field'));
+    const field = h('select', { id: 'find-field', 'aria-label': 'field' });
+    const op = h('select', { id: 'find-op', 'aria-label': 'comparison' }, ['=', '!=', '>', '>=', '<', '<=', '~'].map(o => h('option', { value: o }, o === '~' ? 'contains' : o)));
+    const value = h('input', { type: 'text', id: 'find-value', size: 10, 'aria-label': 'value' });
+    const company = h('input', { type: 'text', id: 'find-company', size: 12, placeholder: 'company (optional)', 'aria-label': 'company' });
+    const out = h('ul', { class: 'results', id: 'find-results' });
+    const go = async () => {
+      const params = new URLSearchParams();
+      if (field.value && value.value.trim()) params.append('where', field.value + op.value + value.value.trim());
+      if (company.value.trim()) params.append('company', company.value.trim());
+      try {
+        const r = await api('GET', '/customers/find?' + params.toString());
+        clear(out).append(...r.items.map(c => h('li', { 'data-contact-id': c.id, onclick: () => navigate('/contacts/' + c.id) },
+          h('strong', {}, c.name || '#' + c.id), ' ', h('span', { class: 'muted small' }, field.value ? String(c.attributes[field.value] ?? '') : ''))));
+        if (!r.items.length) out.append(h('li', { class: 'muted' }, 'no match'));
+      } catch (e) { clear(out).append(h('li', { class: 'error' }, e.message)); }
+    };
+    card.append(h('div', { class: 'form-row' }, field, op, value), h('div', { class: 'form-row' }, company, h('button', { id: 'find-go', onclick: go }, 'Find')), out);
+    api('GET', '/customer-fields').then(f => {
+      field.append(...f.contact.map(x => h('option', { value: x.name }, x.label)));
+      if (!f.contact.length) card.hidden = true;
+    }).catch(() => { card.hidden = true; });
+    return card;
+  }
+
+  return { panel, page, company, finder };
 })();
