@@ -222,3 +222,43 @@ async def test_contact_page_fields_company_timeline_export_erase(env: Env, brows
         assert r.json()["items"] == []
     assert not errors, errors
     await context.close()
+
+
+async def test_who_may_see_and_change_customer_data(env: Env) -> None:
+    """Agents see and edit the customer data of contacts whose conversations
+    they see; appending events takes a supervisor; erasing, an admin."""
+    async with env.client() as c:
+        r = await post_inbound(c, message("perm-1", "Hello from Bea", address="bea@example.com"))
+        assert r.status_code == 202
+        await settle(env.daemon)
+        root = env.tokens["root"]
+        found = await c.get("/api/v1/contacts", params={"q": "bea@example.com"}, headers=root)
+        cid = found.json()["items"][0]["id"]
+        team = (await c.get(f"/api/v1/contacts/{cid}", headers=root)).json()["conversations"][0]
+        assert team["team"] == "support"
+        alice, carol, sue = env.tokens["alice"], env.tokens["carol"], env.tokens["sue"]
+        # alice (support) sees the timeline and edits fields; carol (complaints) does not.
+        r = await c.get(f"/api/v1/contacts/{cid}/timeline", headers=alice)
+        assert r.status_code == 200 and r.json()["items"][0]["text"] == "Hello from Bea"
+        assert (await c.get(f"/api/v1/contacts/{cid}/timeline", headers=carol)).status_code == 403
+        r = await c.put(
+            f"/api/v1/contacts/{cid}/fields",
+            json={"fields": {"notes": "likes tents"}},
+            headers=alice,
+        )
+        assert r.status_code == 200
+        r = await c.put(
+            f"/api/v1/contacts/{cid}/fields", json={"fields": {"notes": "x"}}, headers=carol
+        )
+        assert r.status_code == 403
+        order = {"kind": "order", "external_id": "B-1", "amount": 1}
+        r = await c.post(f"/api/v1/contacts/{cid}/events", json=order, headers=alice)
+        assert r.status_code == 403
+        r = await c.post(f"/api/v1/contacts/{cid}/events", json=order, headers=sue)
+        assert r.status_code == 201
+        assert (await c.get(f"/api/v1/contacts/{cid}/export", headers=alice)).status_code == 403
+        assert (await c.get(f"/api/v1/contacts/{cid}/export", headers=sue)).status_code == 200
+        r = await c.delete(f"/api/v1/contacts/{cid}", params={"confirm": cid}, headers=sue)
+        assert r.status_code == 403
+        r = await c.delete(f"/api/v1/contacts/{cid}", params={"confirm": cid}, headers=root)
+        assert r.status_code == 200
