@@ -36,6 +36,10 @@ window.customers = (() => {
     let v;
     try { v = await api('GET', '/contacts/' + contact.id + '/customer'); } catch (e) { clear(box).append(h('p', { class: 'error' }, e.message)); return; }
     const attrs = contact.attributes || {};
+    // Typed fields are edited here: the free-form attribute list above leaves them out.
+    const typed = new Set(v.fields.contact.map(f => f.name));
+    const free = box.parentElement && box.parentElement.querySelector('#attributes');
+    if (free) for (const tr of [...free.querySelectorAll('tr')]) if (typed.has((tr.firstChild || {}).textContent)) tr.remove();
     const err = h('p', { class: 'error', id: 'fields-error', hidden: true });
     const company = h('input', { type: 'text', id: 'field-company', size: 14, 'aria-label': 'company', value: v.company ? v.company.name : '', placeholder: 'company' });
     const rows = v.fields.contact.map(f => h('tr', {}, h('th', {}, h('label', { for: 'field-' + f.name }, f.label)), h('td', {}, fieldInput(f, attrs[f.name]))));
