@@ -5,6 +5,7 @@ Screenshots of each step (customers-*.png)."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import zipfile
@@ -16,6 +17,7 @@ import pytest
 import pytest_asyncio
 
 from omnidesk.app import Daemon
+from omnidesk.store.base import Db
 from tests.conftest import make_config, message, post_inbound, settle
 from tests.customers.helpers import FIELDS
 from tests.web.conftest import Env, add_users, log_in, screenshot_path, wait_for
@@ -27,7 +29,12 @@ pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.browser]
 async def env(
     module_store_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Env]:
-    cfg = make_config(tmp_path_factory.mktemp("customers"), module_store_url, customers=FIELDS)
+    cfg = make_config(
+        tmp_path_factory.mktemp("customers"),
+        module_store_url,
+        customers=FIELDS,
+        privacy={"retention": {"old_api": {"days": 30, "action": "redact", "channels": ["api"]}}},
+    )
     daemon = Daemon(cfg)
     await daemon.start()
     tokens = await add_users(daemon)
@@ -262,3 +269,46 @@ async def test_who_may_see_and_change_customer_data(env: Env) -> None:
         assert r.status_code == 403
         r = await c.delete(f"/api/v1/contacts/{cid}", params={"confirm": cid}, headers=root)
         assert r.status_code == 200
+
+
+async def test_retention_page_dry_run_then_run(env: Env, browser: Any) -> None:
+    async with env.client() as c:
+        r = await post_inbound(c, message("old-1", "An old question", address="old@example.com"))
+        assert r.status_code == 202
+        await settle(env.daemon)
+
+    def age(db: Db) -> int:
+        conv = int(
+            db.val(
+                "SELECT c.id FROM conversations c JOIN identities i ON i.contact_id = c.contact_id"
+                " WHERE i.address = 'old@example.com'"
+            )
+        )
+        db.run(
+            "UPDATE conversations SET created_at = 1000, last_message_at = 1000 WHERE id = ?",
+            (conv,),
+        )
+        return conv
+
+    conv = await env.daemon.store.write(age)
+    context = await browser.new_context(viewport={"width": 1400, "height": 900})
+    page = await context.new_page()
+    page.on("dialog", lambda d: asyncio.ensure_future(d.accept()))
+    await log_in(page, env, "root")
+    await page.goto(f"{env.base}/privacy")
+    await page.wait_for_selector("#retention-policies .dry-run")
+    await page.click("#retention-policies .dry-run")
+    await page.wait_for_selector(".run-result")
+    assert "would redact 1 conversation, 1 message" in await page.inner_text("#retention-report")
+    assert await page.locator(f"#retention-report a[href='/inbox/c/{conv}']").count() == 1
+    await page.screenshot(path=screenshot_path("customers-07-retention-dry-run"))
+    await page.click("#retention-policies .run-now")
+    await page.wait_for_selector("text=redacted 1 conversation, 1 message")
+    await page.wait_for_selector("#retention-runs tr:nth-child(3)")
+    await page.screenshot(path=screenshot_path("customers-08-retention-run"))
+
+    def text(db: Db) -> str:
+        return str(db.val("SELECT text FROM messages WHERE conversation_id = ?", (conv,)))
+
+    assert await env.daemon.store.read(text) == "[redacted by retention]"
+    await context.close()

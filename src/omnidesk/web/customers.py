@@ -403,6 +403,12 @@ async def retention_run(
     return await run_retention(services.store, found[0], now_ts(), dry_run=dry_run, actor=p.actor)
 
 
+@pages.get("/privacy")
+async def privacy_page(request: Request, services: WebServices = Depends(get_services)) -> Response:
+    """Retention policies, their runs, a dry run or a run now (admins)."""
+    return await _app_page(request, services, "admin")
+
+
 @pages.get("/companies/{company_id}")
 async def company_page(request: Request, services: WebServices = Depends(get_services)) -> Response:
     return await _app_page(request, services, "contacts")

@@ -1125,6 +1125,7 @@ function route() {
   } else if (path.startsWith('/contacts')) showContacts();
   else if (path.startsWith('/admin')) showAdmin();
   else if (path.startsWith('/companies/') && window.customers) window.customers.company();
+  else if (path === '/privacy' && window.customers) window.customers.retention();
 }
 
 // A stalled channel, a failing store or refused rules must not go unnoticed:

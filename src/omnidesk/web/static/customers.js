@@ -6,6 +6,7 @@
 'use strict';
 
 window.customers = (() => {
+  const plural = (n, word) => n + ' ' + word + (n === 1 ? '' : 's');
   const money = (n, cur) => (n === null || n === undefined) ? '' : Number(n).toFixed(2) + (cur ? ' ' + cur : '');
 
   function fieldInput(f, value) {
@@ -107,7 +108,8 @@ window.customers = (() => {
     fetchPage();
     if (ME.role === 'admin' || ME.role === 'supervisor') {
       const privacy = h('div', { class: 'card', id: 'privacy' }, h('h3', {}, 'Privacy'),
-        h('p', {}, h('a', { href: '/api/v1/contacts/' + c.id + '/export', id: 'export-link', download: 'contact-' + c.id + '.zip' }, 'Export everything about this contact (ZIP)')));
+        h('p', {}, h('a', { href: '/api/v1/contacts/' + c.id + '/export', id: 'export-link', download: 'contact-' + c.id + '.zip' }, 'Export everything about this contact (ZIP)')),
+        ME.role === 'admin' ? h('p', { class: 'small' }, h('a', { href: '/privacy' }, 'Retention policies and runs')) : null);
       if (ME.role === 'admin' && !c.erased_at) {
         privacy.append(h('p', { class: 'muted small' }, 'Erasing deletes identities, fields, events, attachments and search entries and redacts or removes the messages. It cannot be undone.'),
           h('button', { class: 'danger', id: 'erase', onclick: async () => {
@@ -168,5 +170,49 @@ window.customers = (() => {
     return card;
   }
 
-  return { panel, page, company, finder };
+  // /privacy: the retention policies, their runs, a dry run or a run now (admins).
+  async function retention() {
+    clear(main);
+    const box = h('div', { class: 'page', id: 'retention' });
+    main.append(box);
+    let r;
+    try { r = await api('GET', '/privacy/retention'); } catch (e) { box.append(h('div', { class: 'empty error' }, e.message)); return; }
+    const report = h('div', { id: 'retention-report' });
+    const run = async (name, dry) => {
+      if (!dry && !confirm('Run the retention policy "' + name + '" now? What it covers is deleted or redacted.')) return;
+      clear(report).append(h('p', { class: 'muted' }, (dry ? 'Dry run of ' : 'Running ') + name + '…'));
+      try {
+        const x = await api('POST', '/privacy/retention/' + encodeURIComponent(name) + '/run?dry_run=' + dry);
+        clear(report).append(h('p', { class: 'run-result' }, h('strong', {}, name), ': ', dry ? 'would ' + x.action : { delete: 'deleted', redact: 'redacted' }[x.action], ' ',
+          plural(x.conversations, 'conversation') + ', ' + plural(x.messages, 'message') + ' (run ' + x.id + ')'),
+          x.ids.length ? h('p', { class: 'muted small' }, 'conversations: ', x.ids.slice(0, 200).map(i => [h('a', { href: '/inbox/c/' + i }, '#' + i), ' '])) : null);
+        retentionRuns(runs);
+      } catch (e) { clear(report).append(h('p', { class: 'error' }, e.message)); }
+    };
+    const runs = h('table', { class: 'grid', id: 'retention-runs' });
+    box.append(h('div', { class: 'card' }, h('h2', {}, 'Retention'),
+      h('p', { class: 'muted small' }, 'Policies are set in the config ([privacy.retention.NAME]); the scheduler runs them every ' + Math.round(r.every_seconds / 3600) + ' h. Try one with a dry run first.'),
+      r.policies.length ? h('table', { class: 'grid', id: 'retention-policies' },
+        h('tr', {}, ['policy', 'older than', 'action', 'channels', 'categories', ''].map(x => h('th', {}, x))),
+        r.policies.map(p => h('tr', {}, h('td', {}, p.name), h('td', {}, p.days + ' days'), h('td', {}, p.action),
+          h('td', {}, p.channels.join(', ') || 'any'), h('td', {}, p.categories.join(', ') || 'any'),
+          h('td', {}, h('button', { class: 'dry-run', onclick: () => run(p.name, true) }, 'Dry run'), ' ',
+            h('button', { class: 'danger run-now', onclick: () => run(p.name, false) }, 'Run now')))))
+        : h('p', {}, 'No retention policy is configured.'),
+      report),
+      h('div', { class: 'card' }, h('h3', {}, 'Runs'), runs));
+    fillRuns(runs, r.runs);
+  }
+
+  async function retentionRuns(table) {
+    try { fillRuns(table, (await api('GET', '/privacy/retention')).runs); } catch (e) { fail(e); }
+  }
+
+  function fillRuns(table, items) {
+    clear(table).append(h('tr', {}, ['run', 'policy', 'kind', 'conversations', 'messages', 'by', 'when'].map(x => h('th', {}, x))),
+      ...items.map(x => h('tr', {}, h('td', {}, String(x.id)), h('td', {}, x.policy), h('td', {}, x.dry_run ? 'dry run' : x.action),
+        h('td', {}, String(x.conversations)), h('td', {}, String(x.messages)), h('td', {}, x.actor), h('td', {}, fmtTime(x.started_at)))));
+  }
+
+  return { panel, page, company, finder, retention };
 })();
