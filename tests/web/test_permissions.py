@@ -65,7 +65,9 @@ async def test_no_route_answers_without_authentication(env: Env) -> None:
             if PUBLIC.match(path):
                 continue
             r = await c.request(method, path, json={})
-            if path == "/" or path.startswith(("/inbox", "/contacts", "/admin", "/reports")):
+            if path == "/" or path.startswith(
+                ("/inbox", "/contacts", "/admin", "/reports", "/privacy", "/companies")
+            ):
                 # UI pages send the browser to the login form and show nothing.
                 assert r.status_code == 303, (method, path, r.status_code)
                 assert r.headers["location"].startswith(("/login", "/inbox")), (method, path)
