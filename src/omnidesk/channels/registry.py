@@ -46,6 +46,7 @@ BUILTIN: dict[str, str] = {
     "instagram": "omnidesk.channels.meta.instagram:InstagramChannel",
     "whatsapp": "omnidesk.channels.meta.whatsapp:WhatsAppChannel",
     "webchat": "omnidesk.channels.webchat:WebchatChannel",
+    "sms": "omnidesk.channels.sms:SmsChannel",
 }
 
 ENTRY_POINT_GROUP = "omnidesk.channels"
