@@ -47,6 +47,7 @@ BUILTIN: dict[str, str] = {
     "whatsapp": "omnidesk.channels.meta.whatsapp:WhatsAppChannel",
     "webchat": "omnidesk.channels.webchat:WebchatChannel",
     "sms": "omnidesk.channels.sms:SmsChannel",
+    "x": "omnidesk.channels.x:XChannel",
 }
 
 ENTRY_POINT_GROUP = "omnidesk.channels"

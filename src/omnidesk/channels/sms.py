@@ -56,7 +56,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import json
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -80,6 +79,7 @@ from ..model import (
     StatusUpdate,
 )
 from .base import ChannelAdapter, ChannelContext
+from .parts import send_parts
 from .textsplit import split_units
 
 if TYPE_CHECKING:
@@ -507,25 +507,11 @@ class SmsChannel(ChannelAdapter):
         if state is not None and await state.get(optout_key(to)):
             raise SendError(OPTED_OUT, retry=False)
         parts = split_sms(message.text)
-        progress_key = f"sending:{message.outbox_id}"
-        done: list[str] = []
-        if state is not None:
-            saved = await state.get(progress_key)
-            done = json.loads(saved) if saved else []
-        for i, part in enumerate(parts):
-            if i < len(done):
-                continue  # sent before a retry: never twice
-            try:
-                sid = await self._create(to, part, done[0] if done else None)
-            except SendError as exc:
-                if not exc.retry and done and state is not None:
-                    await state.put({progress_key: None})
-                raise
-            done.append(sid)
-            if state is not None and len(parts) > 1:
-                await state.put({progress_key: json.dumps(done)})
-        if state is not None and len(parts) > 1:
-            await state.put({progress_key: None})
+
+        async def one(part: str, before: list[str]) -> str:
+            return await self._create(to, part, before[0] if before else None)
+
+        done = await send_parts(state, message.outbox_id, parts, one)
         self.set_health(True, "running", "replies are being delivered")
         return SendResult(provider_id=done[0])
 

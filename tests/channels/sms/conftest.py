@@ -16,8 +16,8 @@ from twilio.request_validator import RequestValidator
 
 from omnidesk.app import Daemon
 from omnidesk.channels.sms import SIGNATURE_HEADER
-from omnidesk.store.base import row_dict
-from tests.conftest import API_SECRET, agent_api, agent_reply, settle, wait_delivery
+from tests.channels.desk import Desk
+from tests.conftest import API_SECRET, agent_api
 from tests.standins.twilio_api import TwilioStandIn
 
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
@@ -92,10 +92,9 @@ def status_params(sid: str, status: str, error: int | None = None) -> dict[str, 
     return p
 
 
-class Sms:
+class Sms(Desk):
     def __init__(self, daemon: Daemon, client: httpx.AsyncClient, twilio: TwilioStandIn) -> None:
-        self.daemon = daemon
-        self.client = client
+        super().__init__(daemon, client)
         self.twilio = twilio
 
     @property
@@ -123,40 +122,6 @@ class Sms:
         assert r.status_code == 200, r.text
         return r
 
-    async def settle(self) -> None:
-        await settle(self.daemon)
-
-    async def conversations(self) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = (await self.client.get("/api/v1/conversations")).json()[
-            "items"
-        ]
-        return items
-
-    async def conversation(self, conv_id: int) -> dict[str, Any]:
-        conv: dict[str, Any] = (await self.client.get(f"/api/v1/conversations/{conv_id}")).json()
-        return conv
-
-    async def reply(self, conv_id: int, text: str) -> dict[str, Any]:
-        return await agent_reply(self.client, conv_id, text)
-
-    async def message(self, conv_id: int, message_id: int) -> dict[str, Any]:
-        conv = await self.conversation(conv_id)
-        return next(m for m in conv["messages"] if m["id"] == message_id)
-
-    async def delivery(self, conv_id: int, message_id: int, *states: str) -> dict[str, Any]:
-        return await wait_delivery(self.client, conv_id, message_id, *states)
-
-    async def inbound(self) -> list[dict[str, Any]]:
-        def q(db: Any) -> list[dict[str, Any]]:
-            rows = db.all(
-                "SELECT i.external_id, i.state, i.note, q.error FROM inbound i"
-                " LEFT JOIN quarantine q ON q.inbound_id = i.id WHERE i.channel = 'sms'"
-                " ORDER BY i.id"
-            )
-            return [d for d in map(row_dict, rows) if d is not None]
-
-        return await self.daemon.store.read(q)
-
 
 SmsFactory = Callable[..., Any]
 
@@ -169,6 +134,7 @@ async def sms_factory(
 
     async def start(*, extra_channels: list[dict[str, Any]] | None = None, **extra: Any) -> Sms:
         outbox = {"backoff_base": 0.02, "backoff_max": 0.1, "max_attempts": 4}
+        outbox.update(extra.pop("outbox", {}))
         channels = [
             {"name": "api", "type": "api", "secret": API_SECRET},
             sms_channel(twilio.base_url, **extra),

@@ -28,14 +28,6 @@ from tests.channels.sms.conftest import (
 from tests.conftest import wait_for
 from tests.standins.twilio_api import TwilioStandIn
 
-
-async def _only_conversation(sms: Sms) -> dict[str, Any]:
-    await sms.settle()
-    convs = await sms.conversations()
-    assert len(convs) == 1, convs
-    return await sms.conversation(convs[0]["id"])
-
-
 # -- inbound -----------------------------------------------------------------------
 
 
@@ -43,7 +35,7 @@ async def test_text_becomes_a_conversation_with_an_e164_phone_contact(sms: Sms) 
     r = await sms.text("Hello, my order has not arrived", frm="+1 (415) 555-0123")
     assert r.headers["content-type"].startswith("text/xml")
     assert "<Response></Response>" in r.text  # empty TwiML: Twilio sends nothing itself
-    conv = await _only_conversation(sms)
+    conv = await sms.only_conversation()
     msg = conv["messages"][0]
     assert msg["text"] == "Hello, my order has not arrived"
     assert conv["contact"]["identities"][0]["kind"] == "phone"
@@ -67,10 +59,10 @@ async def test_missing_wrong_or_misdirected_signature_is_refused_and_nothing_sto
     tampered = dict(params, Body="changed after signing")
     assert (await sms.post(tampered, signature=good)).status_code == 403
     await sms.settle()
-    assert await sms.inbound() == []
+    assert await sms.inbound("sms") == []
     assert (await sms.post(params, signature=good)).status_code == 200
     await sms.settle()
-    assert [r["external_id"] for r in await sms.inbound()] == [params["MessageSid"]]
+    assert [r["external_id"] for r in await sms.inbound("sms")] == [params["MessageSid"]]
 
 
 async def test_replayed_and_stale_deliveries_are_stored_once(sms: Sms) -> None:
@@ -82,7 +74,7 @@ async def test_replayed_and_stale_deliveries_are_stored_once(sms: Sms) -> None:
     assert first.status_code == again.status_code == 200
     assert "X-Omnidesk-Duplicate" not in first.headers
     assert again.headers["X-Omnidesk-Duplicate"] == "1"
-    conv = await _only_conversation(sms)
+    conv = await sms.only_conversation()
     assert [m["text"] for m in conv["messages"]] == ["Where is my parcel?"]
 
 
@@ -99,7 +91,7 @@ async def test_mms_media_are_downloaded_or_kept_as_reference(sms: Sms, twilio: A
         MediaContentType1="application/pdf",
     )
     assert (await sms.post(params)).status_code == 200
-    conv = await _only_conversation(sms)
+    conv = await sms.only_conversation()
     msg = conv["messages"][0]
     assert msg["text"] == "[picture] [file]"
     atts = msg["attachments"]
@@ -116,7 +108,7 @@ async def test_signed_garbage_is_kept_in_quarantine(sms: Sms) -> None:
     params = {"AccountSid": ACCOUNT_SID, "Something": "else"}
     assert (await sms.post(params)).status_code == 200
     await sms.settle()
-    rows = await sms.inbound()
+    rows = await sms.inbound("sms")
     assert rows[0]["state"] == "quarantined"
     assert "no MessageSid" in rows[0]["error"]
 
@@ -154,7 +146,7 @@ async def test_reply_goes_out_through_twilio_and_status_callbacks_move_it(
     sms: Sms, twilio: TwilioStandIn
 ) -> None:
     await sms.text("Hi")
-    conv = await _only_conversation(sms)
+    conv = await sms.only_conversation()
     out = await sms.reply(conv["id"], "Hello from support")
     sent = await sms.delivery(conv["id"], out["id"], "sent")
     call = (await twilio.wait_sends(1))[0]
@@ -173,13 +165,13 @@ async def test_reply_goes_out_through_twilio_and_status_callbacks_move_it(
     await sms.post(status_params(sid, "sent") | {"SmsStatus": "sent"})
     await sms.settle()
     assert (await sms.message(conv["id"], out["id"]))["delivery_state"] == "delivered"
-    notes = [r["note"] for r in await sms.inbound() if r["external_id"].startswith("status:")]
+    notes = [r["note"] for r in await sms.inbound("sms") if r["external_id"].startswith("status:")]
     assert any("not a delivery state we track" in (n or "") for n in notes)
 
 
 async def test_undelivered_callback_shows_twilios_reason(sms: Sms, twilio: TwilioStandIn) -> None:
     await sms.text("Hi")
-    conv = await _only_conversation(sms)
+    conv = await sms.only_conversation()
     out = await sms.reply(conv["id"], "Call us back")
     sid = (await sms.delivery(conv["id"], out["id"], "sent"))["provider_id"]
     await sms.post(status_params(sid, "undelivered", error=30006))
@@ -193,7 +185,7 @@ async def test_rate_limit_is_retried_and_a_refusal_fails_with_the_reason(
     sms: Sms, twilio: TwilioStandIn
 ) -> None:
     await sms.text("Hi")
-    conv = await _only_conversation(sms)
+    conv = await sms.only_conversation()
     twilio.fail_next(429, 20429, "Too Many Requests", times=2)
     out = await sms.reply(conv["id"], "after the rate limit")
     await sms.delivery(conv["id"], out["id"], "sent")
@@ -209,7 +201,7 @@ async def test_rate_limit_is_retried_and_a_refusal_fails_with_the_reason(
 
 async def test_stop_blocks_replies_until_start(sms: Sms, twilio: TwilioStandIn) -> None:
     await sms.text("I have a question")
-    conv = await _only_conversation(sms)
+    conv = await sms.only_conversation()
     await sms.text("Stop")
     await sms.settle()
     out = await sms.reply(conv["id"], "Are you still there?")
@@ -231,7 +223,7 @@ async def test_twilios_unsubscribed_refusal_records_the_opt_out(
     sms: Sms, twilio: TwilioStandIn
 ) -> None:
     await sms.text("Hi")
-    conv = await _only_conversation(sms)
+    conv = await sms.only_conversation()
     twilio.unsubscribed.add(CUSTOMER)
     out = await sms.reply(conv["id"], "one")
     failed = await sms.delivery(conv["id"], out["id"], "failed")
@@ -245,7 +237,7 @@ async def test_long_reply_is_split_each_part_sent_once_and_callbacks_name_the_re
     sms: Sms, twilio: TwilioStandIn
 ) -> None:
     await sms.text("Hi")
-    conv = await _only_conversation(sms)
+    conv = await sms.only_conversation()
     text = " ".join(f"word{i}" for i in range(500))  # ~4,400 characters
     # The second part fails once with a server error: the retry sends only
     # what is missing.
@@ -281,13 +273,17 @@ async def test_long_reply_is_split_each_part_sent_once_and_callbacks_name_the_re
 async def test_restart_loses_and_duplicates_nothing(
     sms_factory: SmsFactory, twilio: TwilioStandIn
 ) -> None:
-    sms = await sms_factory()
+    # Retries a second apart: the reply waits in the outbox, not in a send.
+    sms = await sms_factory(outbox={"backoff_base": 1.0, "backoff_max": 1.0})
     first = inbound_params("before the restart")
     await sms.post(first)
-    conv = await _only_conversation(sms)
+    conv = await sms.only_conversation()
     twilio.fail_next(503, 20500, "down", times=1000)  # Twilio down: the reply waits
     out = await sms.reply(conv["id"], "queued across the restart")
-    await wait_for(lambda: _attempted(twilio))
+    # Stopped once the failed attempt is recorded (not while a send is in
+    # flight, whose lease would hold the reply for two minutes).
+    await sms.delivery(conv["id"], out["id"], "queued")
+    await wait_for(lambda: _retrying(sms, conv["id"], out["id"]))
     await sms.daemon.stop()
 
     twilio.script.clear()
@@ -303,8 +299,9 @@ async def test_restart_loses_and_duplicates_nothing(
     assert [c.form["Body"] for c in twilio.delivered()] == ["queued across the restart"]
 
 
-async def _attempted(twilio: TwilioStandIn) -> bool:
-    return bool(twilio.sends())
+async def _retrying(sms: Any, conv_id: int, message_id: int) -> bool:
+    msg = await sms.message(conv_id, message_id)
+    return "retrying" in (msg.get("delivery_error") or "")
 
 
 # -- pure helpers ----------------------------------------------------------------------
