@@ -336,3 +336,46 @@ def test_opt_out_keywords_are_the_whole_message() -> None:
     assert keyword("Unsubscribe") == "stop" and keyword("start") == "start"
     assert keyword("please stop calling me") is None
     assert keyword("yes") == "start"
+
+
+async def test_an_email_contact_and_an_sms_contact_become_one_by_an_agents_merge(
+    sms: Sms,
+) -> None:
+    from tests.conftest import message, post_inbound
+
+    r = await post_inbound(sms.client, message("e-1", "Order 1234 is late", "ann@example.com"))
+    assert r.status_code == 202, r.text
+    await sms.text("It's Ann again, by text")
+    await sms.settle()
+    by_kind = {}
+    for c in await sms.conversations():
+        conv = await sms.conversation(c["id"])
+        by_kind[conv["contact"]["identities"][0]["kind"]] = conv["contact"]["id"]
+    assert by_kind["email"] != by_kind["phone"]  # a phone number alone proves nothing
+    r = await sms.client.post(
+        f"/api/v1/contacts/{by_kind['email']}/merge",
+        json={"source_id": by_kind["phone"], "reason": "same customer"},
+    )
+    assert r.status_code == 200, r.text
+    await sms.text("And a third message")
+    await sms.settle()
+    contact = (await sms.client.get(f"/api/v1/contacts/{by_kind['email']}")).json()
+    kinds = {(i["kind"], i["address"]) for i in contact["identities"]}
+    assert {("email", "ann@example.com"), ("phone", CUSTOMER)} <= kinds
+    owners = {(await sms.conversation(c["id"]))["contact"]["id"] for c in await sms.conversations()}
+    assert owners == {by_kind["email"]}
+
+
+async def test_a_phone_given_in_any_format_elsewhere_meets_the_sms_sender(sms: Sms) -> None:
+    from tests.conftest import post_inbound
+
+    body = {
+        "external_id": "form-1",
+        "sender": {"address": "+1 (415) 555-0123", "kind": "phone", "name": "Ann"},
+        "text": "Please text me",
+    }
+    assert (await post_inbound(sms.client, body)).status_code == 202
+    await sms.text("Texting as asked")
+    await sms.settle()
+    owners = {(await sms.conversation(c["id"]))["contact"]["id"] for c in await sms.conversations()}
+    assert len(owners) == 1
