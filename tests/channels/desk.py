@@ -3,13 +3,15 @@ token, and the intake table of a channel (state, note, quarantine error)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
+import pytest
 
 from omnidesk.app import Daemon
 from omnidesk.store.base import row_dict
-from tests.conftest import agent_reply, settle, wait_delivery
+from tests.conftest import API_SECRET, agent_api, agent_reply, settle, wait_delivery
 
 
 class Desk:
@@ -58,3 +60,41 @@ class Desk:
             return [d for d in map(row_dict, rows) if d is not None]
 
         return await self.daemon.store.read(q)
+
+    async def retrying(self, conv_id: int, message_id: int) -> bool:
+        """The reply's last attempt failed and another is scheduled."""
+        msg = await self.message(conv_id, message_id)
+        return "retrying" in (msg.get("delivery_error") or "")
+
+
+# Fast retries, so a test sees a rate limit retried without waiting.
+FAST_OUTBOX = {"backoff_base": 0.02, "backoff_max": 0.1, "max_attempts": 4}
+
+StartDesk = Callable[..., Awaitable[tuple[Daemon, httpx.AsyncClient]]]
+
+
+@pytest.fixture
+async def start_desk(
+    config_factory: Callable[..., Any], daemon_factory: Any
+) -> AsyncIterator[StartDesk]:
+    """Start a daemon with the API channel and ``channels``, fast retries
+    (``outbox`` overrides them) and any other config ``sections``; returns it
+    and an inbox API client with an admin token (closed afterwards)."""
+    clients: list[httpx.AsyncClient] = []
+
+    async def start(
+        channels: list[dict[str, Any]], outbox: dict[str, Any] | None = None, **sections: Any
+    ) -> tuple[Daemon, httpx.AsyncClient]:
+        cfg = config_factory(
+            channels=[{"name": "api", "type": "api", "secret": API_SECRET}, *channels],
+            outbox={**FAST_OUTBOX, **(outbox or {})},
+            **sections,
+        )
+        d = await daemon_factory(cfg)
+        c = await agent_api(d)
+        clients.append(c)
+        return d, c
+
+    yield start
+    for c in clients:
+        await c.aclose()

@@ -48,6 +48,7 @@ BUILTIN: dict[str, str] = {
     "webchat": "omnidesk.channels.webchat:WebchatChannel",
     "sms": "omnidesk.channels.sms:SmsChannel",
     "x": "omnidesk.channels.x:XChannel",
+    "qq": "omnidesk.channels.qq:QqChannel",
 }
 
 ENTRY_POINT_GROUP = "omnidesk.channels"

@@ -16,8 +16,8 @@ from twilio.request_validator import RequestValidator
 
 from omnidesk.app import Daemon
 from omnidesk.channels.sms import SIGNATURE_HEADER
-from tests.channels.desk import Desk
-from tests.conftest import API_SECRET, agent_api
+from tests.channels import desk
+from tests.channels.desk import Desk, StartDesk
 from tests.standins.twilio_api import TwilioStandIn
 
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
@@ -27,6 +27,8 @@ CUSTOMER = "+14155550123"
 PUBLIC_URL = "https://desk.example.com"
 
 _sids = itertools.count(1)
+
+start_desk = desk.start_desk  # the fixture, for this folder's tests
 
 
 def new_sid(prefix: str = "SM") -> str:
@@ -127,28 +129,15 @@ SmsFactory = Callable[..., Any]
 
 
 @pytest.fixture
-async def sms_factory(
-    config_factory: Callable[..., Any], daemon_factory: Any, twilio: TwilioStandIn
-) -> AsyncIterator[SmsFactory]:
-    clients: list[httpx.AsyncClient] = []
-
-    async def start(*, extra_channels: list[dict[str, Any]] | None = None, **extra: Any) -> Sms:
-        outbox = {"backoff_base": 0.02, "backoff_max": 0.1, "max_attempts": 4}
-        outbox.update(extra.pop("outbox", {}))
-        channels = [
-            {"name": "api", "type": "api", "secret": API_SECRET},
-            sms_channel(twilio.base_url, **extra),
-            *(extra_channels or []),
-        ]
-        cfg = config_factory(channels=channels, outbox=outbox, web={"public_url": PUBLIC_URL})
-        d = await daemon_factory(cfg)
-        c = await agent_api(d)
-        clients.append(c)
+async def sms_factory(start_desk: StartDesk, twilio: TwilioStandIn) -> SmsFactory:
+    async def start(
+        *, extra_channels: list[dict[str, Any]] | None = None, outbox: Any = None, **extra: Any
+    ) -> Sms:
+        channels = [sms_channel(twilio.base_url, **extra), *(extra_channels or [])]
+        d, c = await start_desk(channels, outbox, web={"public_url": PUBLIC_URL})
         return Sms(d, c, twilio)
 
-    yield start
-    for c in clients:
-        await c.aclose()
+    return start
 
 
 @pytest.fixture

@@ -283,7 +283,7 @@ async def test_restart_loses_and_duplicates_nothing(
     # Stopped once the failed attempt is recorded (not while a send is in
     # flight, whose lease would hold the reply for two minutes).
     await sms.delivery(conv["id"], out["id"], "queued")
-    await wait_for(lambda: _retrying(sms, conv["id"], out["id"]))
+    await wait_for(lambda: sms.retrying(conv["id"], out["id"]))
     await sms.daemon.stop()
 
     twilio.script.clear()
@@ -297,11 +297,6 @@ async def test_restart_loses_and_duplicates_nothing(
     await sms2.delivery(conv["id"], out["id"], "sent")
     await asyncio.sleep(0.2)
     assert [c.form["Body"] for c in twilio.delivered()] == ["queued across the restart"]
-
-
-async def _retrying(sms: Any, conv_id: int, message_id: int) -> bool:
-    msg = await sms.message(conv_id, message_id)
-    return "retrying" in (msg.get("delivery_error") or "")
 
 
 # -- pure helpers ----------------------------------------------------------------------

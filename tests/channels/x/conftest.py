@@ -15,8 +15,8 @@ import pytest
 
 from omnidesk.app import Daemon
 from omnidesk.channels.x import SIGNATURE_HEADER, sign
-from tests.channels.desk import Desk
-from tests.conftest import API_SECRET, agent_api
+from tests.channels import desk
+from tests.channels.desk import Desk, StartDesk
 from tests.standins.x_api import XApiStandIn
 
 CONSUMER_KEY = "x-consumer-key"
@@ -27,6 +27,8 @@ OUR_ID = "835740314006511618"
 CUSTOMER_ID = "272953809"
 
 _ids = itertools.count(1_500_000_000_000_000_000)
+
+start_desk = desk.start_desk  # the fixture, for this folder's tests
 
 
 def now_ms() -> str:
@@ -115,27 +117,15 @@ XFactory = Callable[..., Any]
 
 
 @pytest.fixture
-async def x_factory(
-    config_factory: Callable[..., Any], daemon_factory: Any, xapi: XApiStandIn
-) -> AsyncIterator[XFactory]:
-    clients: list[httpx.AsyncClient] = []
-
-    async def start(channels: list[dict[str, Any]] | None = None, **extra: Any) -> X:
-        outbox = {"backoff_base": 0.02, "backoff_max": 0.1, "max_attempts": 4}
-        outbox.update(extra.pop("outbox", {}))
+async def x_factory(start_desk: StartDesk, xapi: XApiStandIn) -> XFactory:
+    async def start(
+        channels: list[dict[str, Any]] | None = None, outbox: Any = None, **extra: Any
+    ) -> X:
         chans = channels if channels is not None else [x_channel(xapi.base_url, **extra)]
-        cfg = config_factory(
-            channels=[{"name": "api", "type": "api", "secret": API_SECRET}, *chans],
-            outbox=outbox,
-        )
-        d = await daemon_factory(cfg)
-        c = await agent_api(d)
-        clients.append(c)
+        d, c = await start_desk(chans, outbox)
         return X(d, c, xapi)
 
-    yield start
-    for c in clients:
-        await c.aclose()
+    return start
 
 
 @pytest.fixture

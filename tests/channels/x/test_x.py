@@ -268,7 +268,7 @@ async def test_restart_loses_and_duplicates_nothing(x_factory: XFactory, xapi: X
     # Stopped once the failed attempt is recorded (not while a send is in
     # flight, whose lease would hold the reply for two minutes).
     await x.delivery(conv["id"], out["id"], "queued")
-    await wait_for(lambda: _retrying(x, conv["id"], out["id"]))
+    await wait_for(lambda: x.retrying(conv["id"], out["id"]))
     await x.daemon.stop()
 
     xapi.script.clear()
@@ -281,11 +281,6 @@ async def test_restart_loses_and_duplicates_nothing(x_factory: XFactory, xapi: X
     assert inbound == ["before the restart", "after the restart"]
     await x2.delivery(conv["id"], out["id"], "sent")
     assert [c.body["text"] for c in xapi.delivered()] == ["queued across the restart"]
-
-
-async def _retrying(x: X, conv_id: int, message_id: int) -> bool:
-    msg = await x.message(conv_id, message_id)
-    return "retrying" in (msg.get("delivery_error") or "")
 
 
 def test_split_names_each_event_by_its_id_and_leaves_typing_out() -> None:
