@@ -113,6 +113,13 @@ def _dict(v: Any) -> dict[str, Any]:
     return v if isinstance(v, dict) else {}
 
 
+def _loads(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, ValueError):
+        return None
+
+
 def _rfc3339(value: Any) -> float | None:
     try:
         return datetime.fromisoformat(_str(value)).timestamp()
@@ -186,17 +193,17 @@ class QqChannel(ChannelAdapter):
         body = await request.body()  # at most max_body (web/limits.py)
         ts = request.headers.get(TIMESTAMP_HEADER)
         sig = request.headers.get(SIGNATURE_HEADER)
-        try:
-            data: Any = json.loads(body)
-        except (UnicodeDecodeError, ValueError):
-            data = None
-        if isinstance(data, dict) and data.get("op") == 13 and not (sig and ts):
-            # The URL check (the platform does not always sign it).
-            return self._validation(_dict(data.get("d")))
+        if not (sig and ts):
+            # Only the URL check may come unsigned (the platform does not
+            # always sign it); anything else unsigned is refused unread.
+            check = _loads(body) if body.lstrip().startswith(b'{"') else None
+            if isinstance(check, dict) and check.get("op") == 13:
+                return self._validation(_dict(check.get("d")))
         problem = self.verify(ts, body, sig)
         if problem is not None:
             self.log.info("webhook_refused", reason=problem)
             return JSONResponse({"error": problem}, 401 if problem.startswith("missing") else 403)
+        data = _loads(body)
         if not isinstance(data, dict):
             # Never stored: a signed body that is not a JSON object can only
             # be an answer to a check replayed as a delivery.
