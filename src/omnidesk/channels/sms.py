@@ -265,7 +265,7 @@ class SmsChannel(ChannelAdapter):
                 self.auth_token.reveal(),
                 http_client=AsyncTwilioHttpClient(timeout=self.timeout),
             )
-            # Every Twilio domain object takes its base URL from here.
+            # The API domain (Messages live there) takes its base URL from here.
             client.api.base_url = self.api_base_url
             self._client = client
         return self._client
@@ -329,10 +329,12 @@ class SmsChannel(ChannelAdapter):
         else:
             ext = sid
             change = opt_change(params)
-            phone = normalize_phone(params.get("From", ""))
+            phone = normalize_phone(params.get("From", "")) if change else None
             try:
-                if change and phone and self.ctx.state is not None:
+                if change and phone and self.ctx.state is not None and not await self._seen(ext):
                     # Before the accept: a STOP must hold even if storing fails.
+                    # A redelivery changes nothing (an old STOP arriving after
+                    # a START must not silence the customer again).
                     stamp = str(time.time()) if change == "stop" else None
                     await self.ctx.state.put({optout_key(phone): stamp})
                 if self.download_media and _int(params.get("NumMedia")):
@@ -359,6 +361,10 @@ class SmsChannel(ChannelAdapter):
             return Plain(status_code=204)
         headers = {"X-Omnidesk-Duplicate": "1"} if not new else None
         return Plain(EMPTY_TWIML, media_type="text/xml", headers=headers)
+
+    async def _seen(self, external_id: str) -> bool:
+        queries = self.ctx.queries
+        return queries is not None and bool(await queries.known_external_ids([external_id]))
 
     async def _fetch_media(self, params: Mapping[str, str]) -> dict[str, dict[str, str]]:
         out: dict[str, dict[str, str]] = {}

@@ -202,7 +202,8 @@ async def test_rate_limit_is_retried_and_a_refusal_fails_with_the_reason(
 async def test_stop_blocks_replies_until_start(sms: Sms, twilio: TwilioStandIn) -> None:
     await sms.text("I have a question")
     conv = await sms.only_conversation()
-    await sms.text("Stop")
+    stop_sid = new_sid()
+    await sms.text("Stop", sid=stop_sid)
     await sms.settle()
     out = await sms.reply(conv["id"], "Are you still there?")
     failed = await sms.delivery(conv["id"], out["id"], "failed")
@@ -212,7 +213,12 @@ async def test_stop_blocks_replies_until_start(sms: Sms, twilio: TwilioStandIn) 
     assert ("Stop", "sms opt-out") in texts
     assert len(await sms.conversations()) == 1  # the STOP opened nothing
 
-    await sms.text("START")
+    start = inbound_params("START")
+    await sms.post(start)
+    await sms.settle()
+    # A late redelivery of the STOP changes nothing any more.
+    stop_again = await sms.post(inbound_params("Stop", sid=stop_sid))
+    assert stop_again.headers["X-Omnidesk-Duplicate"] == "1"
     await sms.settle()
     again = await sms.reply(conv["id"], "Welcome back")
     await sms.delivery(conv["id"], again["id"], "sent")
