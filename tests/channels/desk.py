@@ -61,6 +61,11 @@ class Desk:
 
         return await self.daemon.store.read(q)
 
+    async def health_says(self, channel: str, words: str) -> bool:
+        """The channel's health detail on /healthz holds ``words``."""
+        ch = (await self.client.get("/healthz")).json()["channels"][channel]
+        return words in ch["detail"]
+
     async def retrying(self, conv_id: int, message_id: int) -> bool:
         """The reply's last attempt failed and another is scheduled."""
         msg = await self.message(conv_id, message_id)

@@ -8,6 +8,8 @@ Endpoints:
   characters, else error 21617), ``StatusCallback``; HTTP Basic auth with the
   account SID and auth token (else 20003). Answers 201 with the message
   resource (``sid`` ``SM...``, ``status`` ``queued``, ``num_segments``).
+* ``GET /2010-04-01/Accounts/{AccountSid}.json`` - the account (``status``
+  ``active``): the adapter's start-up check of its credentials.
 * ``GET /2010-04-01/Accounts/{AccountSid}/Messages/{sid}/Media/{media}`` - the
   bytes of a media file a test put there (``add_media``), behind Basic auth.
 
@@ -116,6 +118,10 @@ class TwilioStandIn(StandInServer):
         if request.method == "GET" and call.path in self.media:
             ctype, data = self.media[call.path]
             return web.Response(body=data, content_type=ctype)
+        if request.method == "GET" and call.path == f"{prefix}.json":
+            return web.json_response(
+                {"sid": self.account_sid, "status": "active", "friendly_name": "Stand-in"}
+            )
         if request.method != "POST" or call.path != f"{prefix}/Messages.json":
             return self._error(404, 20404, f"The requested resource {call.path} was not found")
         if self.script:

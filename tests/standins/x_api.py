@@ -1,7 +1,9 @@
 """A local stand-in for X's API v2 (api.x.com), speaking its documented wire
 format, for the X channel and X's own SDK (xdk).
 
-Endpoint: ``POST /2/dm_conversations/with/{participant_id}/messages`` with a
+Endpoints: ``GET /2/users/me`` (the account the token belongs to: the
+adapter's start-up check) and
+``POST /2/dm_conversations/with/{participant_id}/messages`` with a
 JSON body ``{"text": ...}`` (at most 10,000 characters), authenticated with
 OAuth 1.0a user context: the ``Authorization: OAuth ...`` header's HMAC-SHA1
 signature is verified with oauthlib (an implementation independent of the
@@ -126,6 +128,9 @@ class XApiStandIn(StandInServer):
     def _answer(self, call: XCall) -> web.Response:
         if not call.signed:
             return self._problem(401, "Unauthorized", "Unauthorized")
+        if call.method == "GET" and call.path == "/2/users/me":
+            user = {"id": self.our_id, "name": "Example Support", "username": "examplesupport"}
+            return web.json_response({"data": user})
         parts = call.path.strip("/").split("/")
         if not (
             call.method == "POST"

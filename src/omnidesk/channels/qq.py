@@ -145,6 +145,7 @@ class QqChannel(ChannelAdapter):
         self.token_url: str = o.string("token_url", DEFAULT_TOKEN_URL)
         self.max_clock_skew: float = o.number("max_clock_skew", 600.0, min=1.0)
         self.timeout: float = o.number("timeout", 15.0, min=0.1)
+        self.check_credentials: bool = o.boolean("check_credentials", True)
         o.check_unused()
         self._key = signing_key(self.app_secret.reveal())
         self._public = self._key.public_key()
@@ -159,6 +160,19 @@ class QqChannel(ChannelAdapter):
 
     async def start(self) -> None:
         self.set_health(True, "running", "waiting for webhook deliveries")
+        if self.check_credentials and self.ctx.spawn is not None:
+            self.ctx.spawn(self._check(), f"{self.name}-credentials-check")
+
+    async def _check(self) -> None:
+        """Fetch an access token once at start: a wrong AppID or secret shows
+        on /healthz before the first reply fails (the token is then cached)."""
+        try:
+            await self._access_token()
+        except SendError as exc:
+            if exc.retry:
+                self.set_health(False, "degraded", exc.reason)
+            return  # a refusal has set the health to failing
+        self.set_health(True, "running", "credentials accepted; waiting for webhook deliveries")
 
     async def stop(self) -> None:
         if self._client is not None:

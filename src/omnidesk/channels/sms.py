@@ -245,6 +245,7 @@ class SmsChannel(ChannelAdapter):
         self.max_media_bytes: int = o.integer("max_media_bytes", 5 * 1024 * 1024, min=0)
         self.download_timeout: float = o.number("download_timeout", 10.0, min=0.1)
         self.timeout: float = o.number("timeout", 15.0, min=0.1)
+        self.check_credentials: bool = o.boolean("check_credentials", True)
         o.check_unused()
         from twilio.request_validator import RequestValidator
 
@@ -281,6 +282,27 @@ class SmsChannel(ChannelAdapter):
 
     async def start(self) -> None:
         self.set_health(True, "running", "waiting for webhook deliveries")
+        if self.check_credentials and self.ctx.spawn is not None:
+            self.ctx.spawn(self._check(), f"{self.name}-credentials-check")
+
+    async def _check(self) -> None:
+        """Fetch the account once at start: a wrong SID or token, or an
+        account that is not active, shows on /healthz before a reply fails."""
+        from twilio.base.exceptions import TwilioRestException
+
+        try:
+            account = await self._twilio().api.v2010.accounts(self.account_sid).fetch_async()
+        except TwilioRestException as exc:
+            what = f"{exc.msg} (HTTP {exc.status})"
+            self.set_health(False, "failing", f"Twilio refused the account credentials: {what}")
+            return
+        except Exception as exc:  # aiohttp's errors, timeouts
+            self.set_health(False, "degraded", f"Twilio unreachable: {type(exc).__name__}")
+            return
+        if account.status not in (None, "active"):
+            self.set_health(False, "failing", f"the Twilio account is {account.status}")
+            return
+        self.set_health(True, "running", "credentials accepted; waiting for webhook deliveries")
 
     async def stop(self) -> None:
         if self._client is not None:

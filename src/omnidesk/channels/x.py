@@ -206,6 +206,7 @@ class XChannel(ChannelAdapter):
                 raise o.error(key, "must not be empty")
         self.api_base_url: str = o.string("api_base_url", DEFAULT_API).rstrip("/")
         self.timeout: float = o.number("timeout", 15.0, min=0.1)
+        self.check_credentials: bool = o.boolean("check_credentials", True)
         o.check_unused()
         self._secret = self.consumer_secret.reveal()
         self._client: Any = None
@@ -242,6 +243,36 @@ class XChannel(ChannelAdapter):
 
     async def start(self) -> None:
         self.set_health(True, "running", "waiting for webhook deliveries")
+        if self.check_credentials and self.ctx.spawn is not None:
+            self.ctx.spawn(self._check(), f"{self.name}-credentials-check")
+
+    async def _check(self) -> None:
+        """Ask X who the access token belongs to, once at start: wrong
+        credentials, or a token of another account than ``user_id`` (whose
+        DMs would all be skipped), show on /healthz before a reply fails."""
+        import requests
+
+        try:
+            async with self._lock:
+                me = await asyncio.to_thread(lambda: self._sdk().users.get_me())
+        except requests.HTTPError as exc:
+            reason = self._refused(exc.response).reason
+            self.set_health(False, "failing", f"X refused the credentials check: {reason}")
+            return
+        except requests.RequestException as exc:
+            self.set_health(False, "degraded", f"X API unreachable: {type(exc).__name__}")
+            return
+        data = getattr(me, "data", None)
+        got = _str(getattr(data, "id", None) or (data.get("id") if isinstance(data, dict) else ""))
+        if got and got != self.user_id:
+            self.set_health(
+                False,
+                "failing",
+                f"the access token belongs to the X account {got}, not user_id {self.user_id}:"
+                " direct messages to this channel's account would be skipped",
+            )
+            return
+        self.set_health(True, "running", "credentials accepted; waiting for webhook deliveries")
 
     async def stop(self) -> None:
         if self._client is not None:

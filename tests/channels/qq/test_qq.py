@@ -182,8 +182,11 @@ async def test_a_retry_after_a_lost_answer_is_not_sent_twice(qq: Qq, qqapi: QqAp
 async def test_wrong_secret_fails_the_reply_and_the_channel_health(
     qq_factory: QqFactory, qqapi: QqApiStandIn
 ) -> None:
+    good = await qq_factory()
+    await wait_for(lambda: good.health_says("qq", "credentials accepted"))
     qqapi.secret = "rotated-at-the-platform"
     qq = await qq_factory()
+    await wait_for(lambda: qq.health_says("qq", "refused the AppID and secret"))  # at start
     await qq.deliver(c2c("hi"))
     conv = await qq.only_conversation()
     out = await qq.reply(conv["id"], "will not pass")

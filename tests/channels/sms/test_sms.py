@@ -101,7 +101,7 @@ async def test_mms_media_are_downloaded_or_kept_as_reference(sms: Sms, twilio: A
     errors = msg["meta"]["sms"]["media_errors"]
     assert "not a URL of" in errors["https://elsewhere.example.com/file.pdf"]
     # The download used the account's credentials.
-    assert [c.authorized for c in twilio.calls if c.method == "GET"] == [True]
+    assert [c.authorized for c in twilio.calls if "/Media/" in c.path] == [True]
 
 
 async def test_signed_garbage_is_kept_in_quarantine(sms: Sms) -> None:
@@ -380,3 +380,13 @@ async def test_a_phone_given_in_any_format_elsewhere_meets_the_sms_sender(sms: S
     await sms.settle()
     owners = {(await sms.conversation(c["id"]))["contact"]["id"] for c in await sms.conversations()}
     assert len(owners) == 1
+
+
+async def test_start_checks_the_account_credentials(sms_factory: SmsFactory) -> None:
+    good = await sms_factory()
+    await wait_for(lambda: good.health_says("sms", "credentials accepted"))
+    wrong = await sms_factory(auth_token="not-the-token")
+    await wait_for(lambda: wrong.health_says("sms", "Twilio refused the account credentials"))
+    health = (await wrong.client.get("/healthz")).json()
+    assert health["channels"]["sms"]["state"] == "failing"
+    assert "not-the-token" not in json.dumps(health)

@@ -302,3 +302,14 @@ async def test_two_channels_do_not_take_each_others_deliveries(
     body = delivery(dm("for the first"))
     assert (await x.deliver(body, channel="x2")).status_code == 403
     assert (await x.deliver(body, channel="x2", secret="other")).status_code == 200
+
+
+async def test_start_checks_whose_token_it_is(x_factory: XFactory, xapi: XApiStandIn) -> None:
+    good = await x_factory()
+    await wait_for(lambda: good.health_says("x", "credentials accepted"))
+    other = await x_factory(
+        [x_channel(xapi.base_url, name="x", user_id="999")]  # not the token's account
+    )
+    await wait_for(lambda: other.health_says("x", "belongs to the X account " + OUR_ID))
+    wrong = await x_factory([x_channel(xapi.base_url, consumer_secret="rotated")])
+    await wait_for(lambda: wrong.health_says("x", "refused the credentials check"))
