@@ -9,8 +9,9 @@ Measured:
 * **the scheduler** (``Scheduler.tick``), CPU seconds (``time.process_time``):
   the tick that runs every few seconds over the 100,000 open conversations
   with nothing due (a sweep for changes plus the due query; target under 1 s),
-  the same with 1,000 conversations changed, and the first tick after an
-  upgrade, which evaluates every open conversation.
+  the same with 1,000 conversations changed, and the first ticks after an
+  upgrade, which evaluate every open conversation (at most 4,000 a tick: the
+  longest tick and their sum).
 * ``omnidesk reports rebuild`` over the whole store (one transaction).
 
 Baselines from the same run: the same report requests on an empty store (the
@@ -374,9 +375,17 @@ async def scheduler_ticks(db: Path) -> dict[str, float]:
         out["baseline: scan the open conversations' ids and update times"] = (
             time.process_time() - t0
         )
-        with console.status("first tick: every open conversation evaluated..."):
-            first = await sched.tick(sweep=True, limit=10_000_000)
-        out[f"first tick after an upgrade ({first.looked:,} evaluated)"] = first.seconds
+        # After an upgrade every open conversation is evaluated once, in
+        # passes of at most TICK_LIMIT (each under a second of CPU).
+        passes: list[float] = []
+        looked = 0
+        with console.status("first ticks: every open conversation evaluated..."):
+            while not passes or sched.behind:
+                res = await sched.tick(sweep=True if not passes else None)
+                passes.append(res.seconds)
+                looked += res.looked
+        out[f"first ticks after an upgrade: the longest of {len(passes)}"] = max(passes)
+        out[f"first ticks after an upgrade: all {looked:,} evaluated"] = sum(passes)
         steady = []
         for _ in range(5):
             steady.append((await sched.tick(sweep=True)).seconds)

@@ -17,17 +17,24 @@ Rows, all measured in the same run on the same machine:
 * ``accept-only``: the real thing with ``pipeline.workers = 0`` (an instance
   that only takes deliveries; the pipeline runs elsewhere or catches up);
 * ``full daemon``: the same with the pipeline classifying and routing every
-  stored message while deliveries keep coming;
-* ``sms``, ``x``, ``qq``: accept-only for the other webhook channels, each
-  with its provider's signature: a Twilio SMS form with ``X-Twilio-Signature``
-  (checked with twilio's ``RequestValidator``), an X Account Activity DM with
-  ``x-twitter-webhooks-signature``, a QQ C2C message with its Ed25519
-  ``X-Signature-Ed25519`` (signed here before the run, the daemon verifies).
+  stored message while deliveries keep coming.
 
-Target: at least 2,000 deliveries/s with p99 under 25 ms (accept-only, and
-each of sms, x and qq).
+``--channel wechat`` sends WeChat Official Account pushes instead: one text
+message each (a distinct MsgId), in safe mode (AES-encrypted with wechatpy,
+``msg_signature`` in the query, ~600 bytes) to ``/webhooks/wx``, which checks
+the signature and the age, decrypts and stores before answering ``success``.
+
+``--channel sms``, ``x`` and ``qq`` send the other webhook channels'
+deliveries, one customer message each, with the provider's signature: a
+Twilio SMS form with ``X-Twilio-Signature`` (the daemon checks it with
+twilio's ``RequestValidator``), an X Account Activity DM with
+``x-twitter-webhooks-signature``, a QQ C2C message with its Ed25519
+``X-Signature-Ed25519`` (all signed here before the run).
+
+Target: at least 2,000 deliveries/s with p99 under 25 ms (accept-only).
 
     python bench/bench_webhooks.py [--deliveries 10000] [--concurrency 16] [--rounds 3]
+                                   [--channel whatsapp|wechat|sms|x|qq]
 
 (about 90 s with the defaults)
 """
@@ -51,14 +58,22 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 APP_SECRET = "bench-app-secret-0123456789"
 NUMBER_ID = "109876543210"
+WX_APP_ID = "wx1234567890abcdef"
+WX_TOKEN = "benchtoken"
+WX_AES_KEY = "YmVuY2gtd2VjaGF0LWFlcy1rZXktMzItYnl0ZXMhISE"  # base64 of 32 bytes, no '='
 TWILIO_SID = "AC" + "0123456789abcdef" * 2
 TWILIO_TOKEN = "bench-twilio-token"
 SMS_URL = "https://bench.example/webhooks/sms"  # the URL Twilio would sign
 X_SECRET = "bench-x-consumer-secret"
 X_USER = "835740314006511618"
 QQ_SECRET = "bench-qq-bot-secret-0123456789"
-# The accept-only modes of the channels other than WhatsApp: their webhook path.
-OTHER = {"sms": "sms", "x": "x", "qq": "qq"}
+CHANNEL_PATHS = {
+    "whatsapp": "/webhooks/wa",
+    "wechat": "/webhooks/wx",
+    "sms": "/webhooks/sms",
+    "x": "/webhooks/x",
+    "qq": "/webhooks/qq",
+}
 TARGET_RATE = 2000.0
 TARGET_P99_MS = 25.0
 
@@ -122,6 +137,14 @@ async def _serve_daemon(mode: str, workdir: Path) -> None:
                     "check_token": False,
                 },
                 {
+                    "name": "wx",
+                    "type": "wechat",
+                    "app_id": WX_APP_ID,
+                    "app_secret": "bench",
+                    "token": WX_TOKEN,
+                    "encoding_aes_key": WX_AES_KEY,
+                },
+                {
                     "name": "sms",
                     "type": "sms",
                     "account_sid": TWILIO_SID,
@@ -157,7 +180,11 @@ async def _serve_daemon(mode: str, workdir: Path) -> None:
         async def stub(envelopes: Any) -> list[bool]:
             return [True] * len(envelopes)
 
+        async def stub_one(envelope: Any) -> bool:
+            return True
+
         daemon.intake.accept_many = stub  # type: ignore[method-assign]
+        daemon.intake.accept = stub_one  # type: ignore[method-assign]
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -176,9 +203,146 @@ async def _serve_daemon(mode: str, workdir: Path) -> None:
 # -- the client side -----------------------------------------------------------------
 
 
-def deliveries(n: int, run: str, mode: str = "accept") -> list[tuple[bytes, dict[str, str]]]:
-    if mode in OTHER:
-        return [other_delivery(mode, i, run) for i in range(n)]
+Delivery = tuple[str, bytes, dict[str, str]]  # path with query, body, headers
+
+
+def deliveries(n: int, run: str, channel: str = "whatsapp") -> list[Delivery]:
+    if channel == "wechat":
+        return wechat_deliveries(n, run)
+    if channel in ("sms", "x", "qq"):
+        return [other_delivery(channel, i, run) for i in range(n)]
+    return whatsapp_deliveries(n, run)
+
+
+TEXTS = ["Hi, when will order {n} ship? Thanks", "你好，请问订单{n}什么时候发货？"]
+
+
+def other_delivery(channel: str, i: int, run: str) -> Delivery:
+    """One signed delivery of one customer message for the sms, x or qq channel."""
+    text = TEXTS[i % len(TEXTS)].format(n=1000 + i)
+    path = CHANNEL_PATHS[channel]
+    if channel == "sms":
+        from urllib.parse import urlencode
+
+        from twilio.request_validator import RequestValidator
+
+        sid = f"SM{run}{i:0{32 - len(run)}d}"
+        params = {
+            "MessageSid": sid,
+            "SmsSid": sid,
+            "AccountSid": TWILIO_SID,
+            "From": f"+4915{100000000 + (i * 7919) % 50000:09d}",
+            "To": "+15005550006",
+            "Body": text,
+            "NumMedia": "0",
+            "NumSegments": "1",
+            "SmsStatus": "received",
+            "ApiVersion": "2010-04-01",
+        }
+        sig = RequestValidator(TWILIO_TOKEN).compute_signature(SMS_URL, params)
+        headers = {"X-Twilio-Signature": sig, "Content-Type": "application/x-www-form-urlencoded"}
+        return path, urlencode(params).encode(), headers
+    if channel == "x":
+        from omnidesk.channels.x import SIGNATURE_HEADER, sign
+
+        sender = str(272953809 + i % 50000)
+        event_id = str(int.from_bytes(run.encode(), "big") % 10**6 * 10**12 + i)
+        body = {
+            "for_user_id": X_USER,
+            "direct_message_events": [
+                {
+                    "type": "message_create",
+                    "id": event_id,
+                    "created_timestamp": str(int(time.time() * 1000)),
+                    "message_create": {
+                        "target": {"recipient_id": X_USER},
+                        "sender_id": sender,
+                        "message_data": {"text": text, "entities": {"urls": []}},
+                    },
+                }
+            ],
+            "users": {sender: {"id": sender, "name": f"Customer {i}", "screen_name": f"c{i}"}},
+        }
+        raw = json.dumps(body, ensure_ascii=False).encode()
+        headers = {SIGNATURE_HEADER: sign(X_SECRET, raw), "Content-Type": "application/json"}
+        return path, raw, headers
+    from datetime import UTC, datetime
+
+    from omnidesk.channels.qq import SIGNATURE_HEADER as QQ_SIGNATURE
+    from omnidesk.channels.qq import TIMESTAMP_HEADER
+
+    body = {
+        "op": 0,
+        "id": f"C2C_MESSAGE_CREATE:{run}{i}",
+        "t": "C2C_MESSAGE_CREATE",
+        "d": {
+            "author": {"user_openid": f"E4F4AEA33253A2797FB897C5{i % 50000:08X}"},
+            "content": text,
+            "id": f"ROBOT1.0_{run}{i:08d}",
+            "timestamp": datetime.now(UTC).isoformat(),
+        },
+    }
+    raw = json.dumps(body, ensure_ascii=False).encode()
+    ts = str(int(time.time()))
+    sig = _qq_key().sign(ts.encode() + raw).hex()
+    return path, raw, {QQ_SIGNATURE: sig, TIMESTAMP_HEADER: ts, "Content-Type": "application/json"}
+
+
+_QQ_KEY: list[Any] = []
+
+
+def _qq_key() -> Any:
+    if not _QQ_KEY:
+        from omnidesk.channels.qq import signing_key
+
+        _QQ_KEY.append(signing_key(QQ_SECRET))
+    return _QQ_KEY[0]
+
+
+def wechat_deliveries(n: int, run: str) -> list[Delivery]:
+    """Official Account pushes in safe mode, encrypted and signed as WeChat does."""
+    from urllib.parse import urlencode
+
+    import xmltodict
+    from wechatpy.crypto import WeChatCrypto
+    from wechatpy.utils import WeChatSigner
+
+    crypto = WeChatCrypto(WX_TOKEN, WX_AES_KEY, WX_APP_ID)
+    texts = ["你好，请问订单{n}什么时候发货？", "我要退货，订单{n}", "Where is order {n}?"]
+    now = str(int(time.time()))
+    first_id = int.from_bytes(run.encode(), "big") % 10**6 * 10**9
+    out = []
+    for i in range(n):
+        openid = f"oUpF8uMuAJO_M2pxb1Q9zN{(i * 7919) % 50000:06d}"
+        xml = (
+            f"<xml><ToUserName>gh_0123456789ab</ToUserName><FromUserName>{openid}"
+            f"</FromUserName><CreateTime>{now}</CreateTime><MsgType>text</MsgType>"
+            f"<Content>{texts[i % len(texts)].format(n=1000 + i)}</Content>"
+            f"<MsgId>{first_id + i}</MsgId></xml>"
+        )
+        nonce = f"{run}{i:08d}"
+        packed = xmltodict.parse(crypto.encrypt_message(xml, nonce, now))["xml"]
+        signer = WeChatSigner()
+        signer.add_data(WX_TOKEN, now, nonce)
+        query = urlencode(
+            {
+                "signature": signer.signature,
+                "timestamp": now,
+                "nonce": nonce,
+                "openid": openid,
+                "encrypt_type": "aes",
+                "msg_signature": packed["MsgSignature"],
+            }
+        )
+        body = (
+            "<xml><ToUserName>gh_0123456789ab</ToUserName>"
+            f"<Encrypt>{packed['Encrypt']}</Encrypt></xml>"
+        ).encode()
+        out.append((f"{CHANNEL_PATHS['wechat']}?{query}", body, {"Content-Type": "text/xml"}))
+    return out
+
+
+def whatsapp_deliveries(n: int, run: str) -> list[Delivery]:
     from omnidesk.channels.meta.webhook import SIGNATURE_HEADER, sign
 
     texts = [
@@ -224,101 +388,18 @@ def deliveries(n: int, run: str, mode: str = "accept") -> list[tuple[bytes, dict
             ],
         }
         raw = json.dumps(body, ensure_ascii=False).encode()
-        out.append(
-            (raw, {SIGNATURE_HEADER: sign(APP_SECRET, raw), "Content-Type": "application/json"})
-        )
+        headers = {SIGNATURE_HEADER: sign(APP_SECRET, raw), "Content-Type": "application/json"}
+        out.append((CHANNEL_PATHS["whatsapp"], raw, headers))
     return out
 
 
-TEXTS = ["Hi, when will order {n} ship? Thanks", "你好，请问订单{n}什么时候发货？"]
-
-
-def other_delivery(mode: str, i: int, run: str) -> tuple[bytes, dict[str, str]]:
-    """One signed delivery of one customer message for the sms, x or qq channel."""
-    text = TEXTS[i % len(TEXTS)].format(n=1000 + i)
-    if mode == "sms":
-        from urllib.parse import urlencode
-
-        from twilio.request_validator import RequestValidator
-
-        sid = f"SM{run}{i:0{32 - len(run)}d}"
-        params = {
-            "MessageSid": sid,
-            "SmsSid": sid,
-            "AccountSid": TWILIO_SID,
-            "From": f"+4915{100000000 + (i * 7919) % 50000:09d}",
-            "To": "+15005550006",
-            "Body": text,
-            "NumMedia": "0",
-            "NumSegments": "1",
-            "SmsStatus": "received",
-            "ApiVersion": "2010-04-01",
-        }
-        sig = RequestValidator(TWILIO_TOKEN).compute_signature(SMS_URL, params)
-        headers = {"X-Twilio-Signature": sig, "Content-Type": "application/x-www-form-urlencoded"}
-        return urlencode(params).encode(), headers
-    if mode == "x":
-        from omnidesk.channels.x import SIGNATURE_HEADER, sign
-
-        sender = str(272953809 + i % 50000)
-        body = {
-            "for_user_id": X_USER,
-            "direct_message_events": [
-                {
-                    "type": "message_create",
-                    "id": f"{run}{i:012d}".replace("R", "9").replace("W", "8")[:19],
-                    "created_timestamp": str(int(time.time() * 1000)),
-                    "message_create": {
-                        "target": {"recipient_id": X_USER},
-                        "sender_id": sender,
-                        "message_data": {"text": text, "entities": {"urls": []}},
-                    },
-                }
-            ],
-            "users": {sender: {"id": sender, "name": f"Customer {i}", "screen_name": f"c{i}"}},
-        }
-        raw = json.dumps(body, ensure_ascii=False).encode()
-        return raw, {SIGNATURE_HEADER: sign(X_SECRET, raw), "Content-Type": "application/json"}
-    from datetime import UTC, datetime
-
-    from omnidesk.channels.qq import SIGNATURE_HEADER as QQ_SIG
-    from omnidesk.channels.qq import TIMESTAMP_HEADER
-
-    body = {
-        "op": 0,
-        "id": f"C2C_MESSAGE_CREATE:{run}{i}",
-        "t": "C2C_MESSAGE_CREATE",
-        "d": {
-            "author": {"user_openid": f"E4F4AEA33253A2797FB897C5{i % 50000:08X}"},
-            "content": text,
-            "id": f"ROBOT1.0_{run}{i:08d}",
-            "timestamp": datetime.now(UTC).isoformat(),
-        },
-    }
-    raw = json.dumps(body, ensure_ascii=False).encode()
-    ts = str(int(time.time()))
-    sig = _qq_key(QQ_SECRET).sign(ts.encode() + raw).hex()
-    return raw, {QQ_SIG: sig, TIMESTAMP_HEADER: ts, "Content-Type": "application/json"}
-
-
-_KEYS: dict[str, Any] = {}
-
-
-def _qq_key(secret: str) -> Any:
-    from omnidesk.channels.qq import signing_key
-
-    if secret not in _KEYS:
-        _KEYS[secret] = signing_key(secret)
-    return _KEYS[secret]
-
-
 async def drive(
-    port: int, items: list[tuple[bytes, dict[str, str]]], concurrency: int, path: str = "wa"
+    port: int, items: list[Delivery], concurrency: int
 ) -> tuple[float, list[float], int]:
     """Send everything; returns (seconds, latencies in ms, non-200 answers)."""
     import aiohttp
 
-    url = f"http://127.0.0.1:{port}/webhooks/{path}"
+    base = f"http://127.0.0.1:{port}"
     latencies: list[float] = []
     errors = 0
     it = iter(items)
@@ -328,8 +409,9 @@ async def drive(
 
         async def worker() -> None:
             nonlocal errors
-            for body, headers in it:
+            for path, body, headers in it:
                 t0 = time.perf_counter()
+                url = base + path
                 async with session.post(url, data=body, headers=headers) as resp:
                     await resp.read()
                     if resp.status != 200:
@@ -356,7 +438,9 @@ def stored_rows(db: Path) -> int:
         return int(conn.execute("SELECT COUNT(*) FROM inbound").fetchone()[0])
 
 
-def run_mode(mode: str, n: int, warmup: int, concurrency: int) -> dict[str, Any]:
+def run_mode(
+    mode: str, n: int, warmup: int, concurrency: int, channel: str = "whatsapp"
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-webhooks-") as tmp:
         work = Path(tmp)
         log = (work / "server.log").open("w")
@@ -377,11 +461,9 @@ def run_mode(mode: str, n: int, warmup: int, concurrency: int) -> dict[str, Any]
                 why = answer.get("error") or (work / "server.log").read_text()[-2000:]
                 raise RuntimeError(f"{mode} server did not start: {why}")
             port = answer["port"]
-            path = OTHER.get(mode, "wa")
-            warm = deliveries(warmup, f"W{mode[:2]}", mode)
-            asyncio.run(drive(port, warm, concurrency, path))
-            items = deliveries(n, f"R{mode[:2]}", mode)
-            elapsed, lat, errors = asyncio.run(drive(port, items, concurrency, path))
+            asyncio.run(drive(port, deliveries(warmup, f"W{mode[:2]}", channel), concurrency))
+            items = deliveries(n, f"R{mode[:2]}", channel)
+            elapsed, lat, errors = asyncio.run(drive(port, items, concurrency))
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -389,7 +471,7 @@ def run_mode(mode: str, n: int, warmup: int, concurrency: int) -> dict[str, Any]
             except subprocess.TimeoutExpired:
                 proc.kill()
             log.close()
-        rows = stored_rows(work / "bench.db") if mode not in ("floor", "nostore") else None
+        rows = stored_rows(work / "bench.db") if mode in ("accept", "full") else None
     return {
         "mode": mode,
         "rate": n / elapsed,
@@ -407,9 +489,6 @@ LABELS = {
     "nostore": "no store (webhook path, stub intake)",
     "accept": "accept-only (durable, pipeline elsewhere)",
     "full": "full daemon (pipeline running too)",
-    "sms": "SMS accept-only (Twilio form, RequestValidator)",
-    "x": "X DM accept-only (Account Activity, HMAC)",
-    "qq": "QQ C2C accept-only (Ed25519)",
 }
 
 
@@ -418,7 +497,8 @@ def main() -> None:
     ap.add_argument("--deliveries", type=int, default=10000)
     ap.add_argument("--warmup", type=int, default=1000)
     ap.add_argument("--concurrency", type=int, default=16)
-    ap.add_argument("--modes", default="floor,nostore,accept,full,sms,x,qq")
+    ap.add_argument("--modes", default="floor,nostore,accept,full")
+    ap.add_argument("--channel", choices=sorted(CHANNEL_PATHS), default="whatsapp")
     ap.add_argument("--rounds", type=int, default=3, help="median of this many runs per mode")
     ap.add_argument("--serve", choices=sorted(LABELS), help=argparse.SUPPRESS)
     ap.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
@@ -442,13 +522,22 @@ def main() -> None:
         for _ in range(args.rounds):
             for mode in modes:
                 progress.update(task, description=f"measuring {LABELS[mode]}")
-                runs[mode].append(run_mode(mode, args.deliveries, args.warmup, args.concurrency))
+                runs[mode].append(
+                    run_mode(mode, args.deliveries, args.warmup, args.concurrency, args.channel)
+                )
                 progress.advance(task)
     results = [sorted(runs[m], key=lambda r: r["rate"])[len(runs[m]) // 2] for m in modes]
 
     base = next((r for r in results if r["mode"] == "nostore"), results[0])
+    what = {
+        "whatsapp": "WhatsApp deliveries",
+        "wechat": "WeChat safe-mode pushes",
+        "sms": "Twilio SMS webhooks",
+        "x": "X Account Activity DMs",
+        "qq": "QQ C2C callbacks (Ed25519)",
+    }
     table = Table(
-        title=f"Webhook deliveries over HTTP, {args.deliveries} signed WhatsApp deliveries,"
+        title=f"Webhook deliveries over HTTP, {args.deliveries} signed {what[args.channel]},"
         f" {args.concurrency} connections, SQLite synchronous=FULL, {os.cpu_count()} CPUs,"
         f" median of {args.rounds} rounds"
     )
@@ -476,7 +565,7 @@ def main() -> None:
             stored,
         )
         record(
-            "webhooks",
+            "webhooks" if args.channel == "whatsapp" else f"webhooks-{args.channel}",
             f"{LABELS[r['mode']]}, p99 {r['p99']:.1f} ms",
             r["rate"],
             "deliveries/s",
@@ -485,17 +574,15 @@ def main() -> None:
             ratio=r["rate"] / base["rate"],
         )
     console.print(table)
-    for accept in (r for r in results if r["mode"] in ("accept", *OTHER)):
+    accept = next((r for r in results if r["mode"] == "accept"), None)
+    if accept is not None:
         ok = accept["rate"] >= TARGET_RATE and accept["p99"] < TARGET_P99_MS
         console.print(
-            f"target >= {TARGET_RATE:,.0f}/s with p99 < {TARGET_P99_MS:.0f} ms"
-            f" ({LABELS[accept['mode']]}): {'met' if ok else 'MISSED'}"
+            f"target >= {TARGET_RATE:,.0f}/s with p99 < {TARGET_P99_MS:.0f} ms (accept-only):"
+            f" {'met' if ok else 'MISSED'}"
         )
         if accept["stored"] != accept["expected"]:
-            console.print(
-                f"[red]{accept['mode']}: acknowledged deliveries missing from the inbound"
-                " table[/red]"
-            )
+            console.print("[red]acknowledged deliveries missing from the inbound table[/red]")
 
 
 if __name__ == "__main__":

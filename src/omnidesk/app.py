@@ -35,7 +35,7 @@ from .channels.base import Accept, ChannelAdapter, ChannelContext
 from .channels.registry import UnknownChannelType, adapter_class, dropin_adapters
 from .config import Config, ConfigError
 from .events import Event, EventBus
-from .health import HealthMonitor
+from .health import HealthMonitor, mail_channel, send_system_mail
 from .intake import Intake
 from .learning import Retrainer
 from .metrics import Metrics
@@ -60,6 +60,7 @@ from .rules import (
 from .rules.holder import MODEL_FOLDER
 from .rules.service import SlaPolicy
 from .service.evaluate import Settings as ServiceSettings
+from .service.notices import NoticeMail, NoticeMailer, Send
 from .service.scheduler import Scheduler, channel_types
 from .service.surveys import capture_chat_answer
 from .snooze import snooze_waker
@@ -307,7 +308,11 @@ class Daemon:
             public_url=config.public_url,
             publish=self.publish,
             outbox_wake=self.outbox.wake,
+            notice_wake=lambda: self.notices.wake(),
         )
+        # E-mail copies of notices (notify with email = true), through the
+        # relay of the e-mail channel that sends omnidesk's own mail.
+        self.notices = NoticeMailer(self.store, self._notice_sender(), public_url=config.public_url)
         self.web_server: Any = None
         self.started = asyncio.Event()
         self._stopping = False
@@ -315,6 +320,24 @@ class Daemon:
         self._web_socket: socket.socket | None = None
         self._adapters_begun: list[str] = []
         self._closed = False
+
+    def _notice_sender(self) -> Send | None:
+        channel = mail_channel(self.config, self.adapters)
+        if channel is None:
+            return None
+        sender = f"omnidesk {self.config.instance_name}".strip()
+
+        async def send(n: NoticeMail) -> None:
+            await send_system_mail(
+                channel,
+                sender=sender,
+                to=[(n.to_name, n.to)],
+                subject=n.subject,
+                body=n.body,
+                tag="notice",
+            )
+
+        return send
 
     # -- events -------------------------------------------------------------
     def publish(self, events: list[Event]) -> None:
@@ -457,6 +480,7 @@ class Daemon:
         self.spawn(snooze_waker(self.store, self.publish), "snooze-waker")
         await self.scheduler.prepare()
         self.spawn(self.scheduler.run(self.events), "scheduler")
+        self.spawn(self.notices.run(), "notice-mail")
         if self.config.rules_watch:
             self.spawn(self.rules.watch(), "rules-watch")
         if self.config.retrain_every:  # on one instance: whoever holds the lock

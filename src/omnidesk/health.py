@@ -423,11 +423,6 @@ class Notifier:
             r.raise_for_status()
 
     async def _mail(self, channel: EmailChannel, payload: dict[str, Any]) -> None:
-        from email.message import EmailMessage
-        from email.policy import SMTP
-        from email.utils import formataddr, formatdate
-
-        assert channel.relay is not None and channel.from_address and channel.bounce_address
         who = f"omnidesk {self.instance}".strip()
         problems = payload["problems"]
         if problems:
@@ -439,46 +434,82 @@ class Notifier:
         if payload["resolved"]:
             lines += ["", "Resolved:"] + [f"  - {p['message']}" for p in payload["resolved"]]
         lines += ["", "Details: GET /readyz on this instance; metrics on /metrics."]
-        msg = EmailMessage()
-        msg["From"] = formataddr((who, channel.from_address))
-        msg["To"] = ", ".join(self.recipients)
-        msg["Subject"] = subject[:200]
-        msg["Date"] = formatdate(localtime=True)
-        # od.* at our domain: should it land in a mailbox omnidesk reads, it
-        # is recognised as our own mail and not opened as a conversation.
-        msg["Message-ID"] = f"<od.health.{uuid.uuid4().hex}@{channel.message_id_domain}>"
-        msg["Auto-Submitted"] = "auto-generated"
-        msg.set_content("\n".join(lines) + "\n")
-        await channel.relay.deliver(
-            msg.as_bytes(policy=SMTP),
-            mail_from=channel.bounce_address,
-            recipients=list(self.recipients),
+        await send_system_mail(
+            channel,
+            sender=who,
+            to=[(None, r) for r in self.recipients],
+            subject=subject,
+            body="\n".join(lines) + "\n",
+            tag="health",
         )
+
+
+async def send_system_mail(
+    channel: EmailChannel,
+    *,
+    sender: str,
+    to: list[tuple[str | None, str]],
+    subject: str,
+    body: str,
+    tag: str,
+) -> None:
+    """A plain-text mail from omnidesk itself (alerts, notices to agents)
+    through an e-mail channel's relay: its From address under ``sender``'s
+    name, marked automatic."""
+    from email.message import EmailMessage
+    from email.policy import SMTP
+    from email.utils import formataddr, formatdate
+
+    assert channel.relay is not None and channel.from_address and channel.bounce_address
+    msg = EmailMessage()
+    msg["From"] = formataddr((sender, channel.from_address))
+    msg["To"] = ", ".join(formataddr((name or "", addr)) for name, addr in to)
+    msg["Subject"] = subject[:200]
+    msg["Date"] = formatdate(localtime=True)
+    # od.* at our domain: should it land in a mailbox omnidesk reads, it
+    # is recognised as our own mail and not opened as a conversation.
+    msg["Message-ID"] = f"<od.{tag}.{uuid.uuid4().hex}@{channel.message_id_domain}>"
+    msg["Auto-Submitted"] = "auto-generated"
+    msg.set_content(body)
+    await channel.relay.deliver(
+        msg.as_bytes(policy=SMTP),
+        mail_from=channel.bounce_address,
+        recipients=[addr for _name, addr in to],
+    )
+
+
+def mail_channel(config: Config, adapters: Mapping[str, ChannelAdapter]) -> EmailChannel | None:
+    """The e-mail channel omnidesk's own mail leaves through: the one named by
+    ``[health] notify_email_channel``, else the first with a relay (None when
+    there is none)."""
+    from .channels.mailout import EmailChannel
+
+    usable = [
+        a
+        for n, a in adapters.items()
+        if isinstance(a, EmailChannel)
+        and a.relay is not None
+        and a.from_address
+        and n == (config.health.notify_email_channel or n)
+    ]
+    return usable[0] if usable else None
 
 
 def _mail_channel(config: Config, adapters: Mapping[str, ChannelAdapter]) -> EmailChannel:
-    """The e-mail channel whose relay sends the alerts: the one named by
-    ``notify_email_channel``, else the first with a relay."""
-    from .channels.mailout import EmailChannel
-
+    """The e-mail channel whose relay sends the alerts (``mail_channel``);
+    a configuration error when there is none."""
+    found = mail_channel(config, adapters)
+    if found is not None:
+        return found
     name = config.health.notify_email_channel
-    usable = {
-        n: a
-        for n, a in adapters.items()
-        if isinstance(a, EmailChannel) and a.relay is not None and a.from_address
-    }
     if name is not None:
-        if name not in usable:
-            raise ConfigError(
-                config.file,
-                "health.notify_email_channel",
-                f"channel {name!r} is not an enabled e-mail channel (smtp or imap) with a relay",
-            )
-        return usable[name]
-    if not usable:
         raise ConfigError(
             config.file,
-            "health.notify_email",
-            "needs an e-mail channel (smtp or imap) with a relay to send through",
+            "health.notify_email_channel",
+            f"channel {name!r} is not an enabled e-mail channel (smtp or imap) with a relay",
         )
-    return next(iter(usable.values()))
+    raise ConfigError(
+        config.file,
+        "health.notify_email",
+        "needs an e-mail channel (smtp or imap) with a relay to send through",
+    )

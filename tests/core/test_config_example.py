@@ -153,13 +153,14 @@ def example_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """Every ``env:`` secret the example names, and the certificate files its
     TLS settings point at (relative to ``tmp_path``, the config's folder)."""
     for name in set(re.findall(r"env:([A-Z0-9_]+)", EXAMPLE.read_text())):
-        # A Telegram bot token is digits:letters; the rest take any text.
-        monkeypatch.setenv(
-            name,
-            "123456:example-value-" + "x" * 24
-            if "TELEGRAM_TOKEN" in name
-            else "example-value-" + "x" * 24,
-        )
+        # A Telegram bot token is digits:letters, a WeChat EncodingAESKey 43
+        # characters; the rest take any text.
+        value = "example-value-" + "x" * 24
+        if "TELEGRAM_TOKEN" in name:
+            value = "123456:" + value
+        elif name.endswith("AES_KEY"):
+            value = "exampleAESkey".ljust(43, "0")
+        monkeypatch.setenv(name, value)
     ca = trustme.CA()
     cert = ca.issue_cert("desk.example.com")
     for path in re.findall(r'(?:tls_cert|ca_file) = "([^"]+)"', EXAMPLE.read_text()):

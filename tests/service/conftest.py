@@ -1,4 +1,5 @@
-"""A manual clock for the service's tests (every ``now_ts`` reads it)."""
+"""A manual clock for the service's tests (every ``now_ts`` reads it), and
+the e-mail channels' upstream relay."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from omnidesk.service.clock import ManualClock
+from tests.email_channels.conftest import relay  # noqa: F401  (a fixture)
 from tests.service.helpers import control_time
 
 

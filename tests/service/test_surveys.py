@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
 from omnidesk.app import Daemon
@@ -44,14 +43,6 @@ def survey_rules(tmp: Path, **replace: str) -> Path:
         text = text.replace(old, new)
     f.write_text(text)
     return dst
-
-
-@pytest.fixture
-async def relay() -> Any:
-    r = Relay()
-    await r.start()
-    yield r
-    await r.stop()
 
 
 async def api(d: Daemon) -> httpx.AsyncClient:
@@ -312,9 +303,97 @@ async def test_telegram_customer_answers_with_a_digit_and_a_button(
             )
 
         await wait_for(thanked, 15)
+        # The press was answered (the button's spinner stops), once.
+        answers = tg.calls_to("answerCallbackQuery")
+        assert [c.params.get("callback_query_id") for c in answers] == ["cb1"]
+        assert tg.callback_queries == {"cb1": True}
         assert len(await rows(d, "SELECT id FROM conversations")) == 1
     finally:
         await tg.stop()
+
+
+async def test_slack_customer_answers_with_a_button(
+    tmp_path: Path, config_factory: Any, daemon_factory: Any
+) -> None:
+    """On Slack the question goes out with its choices as Block Kit buttons
+    (the stand-in refuses blocks Slack would refuse); a press, sent back as a
+    signed interactivity form, is the rating, in the same conversation."""
+    from tests.channels.slack.conftest import channel, post_event
+    from tests.conftest import API_SECRET
+    from tests.standins.slack_api import (
+        SlackStandIn,
+        block_actions,
+        event_callback,
+        message_event,
+        sign,
+    )
+
+    sl = SlackStandIn()
+    await sl.start()
+    try:
+        cfg = config_factory(
+            rules={
+                "dir": str(survey_rules(tmp_path, **{"loyalty = true": "loyalty = false"})),
+                "watch": False,
+            },
+            channels=[{"name": "api", "type": "api", "secret": API_SECRET}, channel(sl)],
+            outbox=FAST_OUTBOX,
+        )
+        d: Daemon = await daemon_factory(cfg)
+
+        async def running() -> bool:
+            return d.adapters["sl"].health().state == "running"
+
+        await wait_for(running)
+        r = await post_event(d, event_callback(message_event("The invoice total is wrong")))
+        assert r.status_code == 200
+
+        async def stored() -> bool:
+            return bool(await rows(d, "SELECT id FROM conversations"))
+
+        await wait_for(stored, 30)
+        await answer_and_resolve(d, 1, "Corrected, new invoice attached.")
+        await d.scheduler.tick()
+
+        async def survey_posted() -> Any:
+            return next((m for m in sl.posted if m.get("blocks")), None)
+
+        await wait_for(survey_posted, 15)
+        question = await survey_posted()
+        sid = (await survey_row(d))["id"]
+        [section, actions] = question["blocks"]
+        assert "How would you rate" in section["text"]["text"]
+        values = [e["value"] for e in actions["elements"]]
+        assert values == [f"survey:{sid}:{n}" for n in (5, 4, 3, 2, 1)]
+        assert "How would you rate" in question["text"]  # the fallback text stays
+
+        body = block_actions(question, f"survey:{sid}:4")
+        headers = {**sign(body), "Content-Type": "application/x-www-form-urlencoded"}
+        r = await post_event(d, body, headers=headers)
+        assert r.status_code == 200, r.text
+
+        async def rated() -> bool:
+            return (await survey_row(d))["rating"] == 4
+
+        await wait_for(rated, 30)
+        assert await rows(d, "SELECT id, status FROM conversations") == [
+            {"id": 1, "status": "resolved"}
+        ]
+        [answer] = await rows(
+            d, "SELECT kind, auto FROM messages WHERE direction = 'in' AND text = '4'"
+        )
+        assert answer == {"kind": "auto", "auto": "survey-answer"}
+        # A press forged without Slack's signature is refused and records nothing.
+        forged = block_actions(question, f"survey:{sid}:1")
+        bad = {
+            **sign(forged, secret="not-the-secret"),
+            "Content-Type": "application/x-www-form-urlencoded",
+        }
+        assert (await post_event(d, forged, headers=bad)).status_code == 401
+        await settle(d)
+        assert (await survey_row(d))["rating"] == 4
+    finally:
+        await sl.stop()
 
 
 async def test_web_chat_visitor_answers_in_the_widget(

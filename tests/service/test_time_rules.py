@@ -153,3 +153,51 @@ async def test_a_rule_added_later_is_applied_to_conversations_already_waiting(
     await desk.tick()
     [fired] = await desk.audit(action="rule_fired")
     assert fired["actor"] == "rule:nudge-pending"
+
+
+async def test_a_pass_is_not_triggered_again_by_its_own_events(
+    store: Store, tmp_path: Path, clock: ManualClock
+) -> None:
+    """The events a pass publishes (a new due time) reach every listener,
+    the scheduler's own too: they must not make it look at the same
+    conversations again, while anyone else's events still do."""
+    import asyncio
+
+    from omnidesk.events import EventBus
+
+    desk = await make_desk(store, rules_with(tmp_path, RULES, keep=False), clock)
+    bus = EventBus()
+    desk.scheduler.publish = bus.publish_many
+    listening = asyncio.ensure_future(desk.scheduler._listen(bus))
+    try:
+        while bus.subscriber_count == 0:
+            await asyncio.sleep(0.01)
+        await desk.message("Where is my parcel?", thread="t1")
+        res = await desk.tick()
+        assert res.looked == 1 and res.events, "the new conversation's due time is published"
+        await asyncio.sleep(0.05)
+        assert desk.scheduler._dirty == set()
+        assert (await desk.tick()).looked == 0
+        bus.publish({"type": "conversation.updated", "conversation_id": 1})
+        await asyncio.sleep(0.05)
+        assert desk.scheduler._dirty == {1}
+    finally:
+        listening.cancel()
+
+
+async def test_a_pass_takes_at_most_its_limit_and_the_rest_follows(
+    store: Store, tmp_path: Path, clock: ManualClock
+) -> None:
+    """More conversations to look at than a pass takes (after an upgrade,
+    after a burst): each pass stays within its limit, the next pass goes on
+    (sweeping again when the sweep was full) until every one was looked at."""
+    desk = await make_desk(store, rules_with(tmp_path, RULES, keep=False), clock)
+    for i in range(7):
+        await desk.message(f"Question {i}", thread=f"t{i}")
+    desk.scheduler._dirty.clear()  # only the sweep finds them, as after an upgrade
+    looked: list[int] = []
+    while not looked or desk.scheduler.behind:
+        looked.append((await desk.tick(sweep=True if not looked else None, limit=3)).looked)
+        assert len(looked) < 10, looked
+    assert max(looked) <= 3 and sum(looked) == 7
+    assert (await desk.tick(sweep=True)).looked == 0

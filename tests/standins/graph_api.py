@@ -253,6 +253,15 @@ class GraphApiStandIn:
                                 " template.",
                             ),
                         )
+        elif mtype == "interactive":
+            problem = _invalid_interactive(body.get("interactive"))
+            if problem:
+                return self._invalid(problem)
+            if to.lstrip("+") in self.window_closed:
+                return self._error(
+                    400,
+                    ScriptedError(400, 131047, "(#131047) Re-engagement message"),
+                )
         else:
             media = body.get(mtype)
             if not isinstance(media, dict) or not (media.get("id") or media.get("link")):
@@ -265,3 +274,39 @@ class GraphApiStandIn:
                 "messages": [{"id": wamid}],
             }
         )
+
+
+def _invalid_interactive(it: Any) -> str | None:
+    """WhatsApp's documented limits for reply-button and list messages (body
+    1024 characters; 1-3 buttons of 20-character titles and 256-character
+    ids, unique; a list button of 20, 1-10 rows in all, row titles 24,
+    descriptions 72); None when valid."""
+    if not isinstance(it, dict) or it.get("type") not in ("button", "list"):
+        return "interactive.type must be button or list"
+    body = (it.get("body") or {}).get("text")
+    if not isinstance(body, str) or not 0 < len(body) <= 1024:
+        return "interactive.body.text must be 1 to 1024 characters"
+    action = it.get("action") or {}
+    if it["type"] == "button":
+        buttons = action.get("buttons")
+        if not isinstance(buttons, list) or not 0 < len(buttons) <= 3:
+            return "interactive.action.buttons must hold 1 to 3 buttons"
+        ids = [(b.get("reply") or {}).get("id", "") for b in buttons]
+        titles = [(b.get("reply") or {}).get("title", "") for b in buttons]
+        if any(b.get("type") != "reply" for b in buttons) or len(set(ids)) != len(ids):
+            return "buttons must be of type reply with unique ids"
+        if any(not 0 < len(t) <= 20 for t in titles) or any(not 0 < len(i) <= 256 for i in ids):
+            return "button titles must be 1 to 20 characters, ids 1 to 256"
+        return None
+    label = action.get("button")
+    if not isinstance(label, str) or not 0 < len(label) <= 20:
+        return "interactive.action.button must be 1 to 20 characters"
+    rows = [r for sec in action.get("sections") or () for r in sec.get("rows") or ()]
+    if not 0 < len(rows) <= 10:
+        return "a list holds 1 to 10 rows in all"
+    for r in rows:
+        if not 0 < len(r.get("title", "")) <= 24 or len(r.get("description", "")) > 72:
+            return "row titles must be 1 to 24 characters, descriptions at most 72"
+        if not 0 < len(r.get("id", "")) <= 200:
+            return "row ids must be 1 to 200 characters"
+    return None

@@ -9,7 +9,8 @@ body; answers ``{"ok": true, "result": ...}`` or ``{"ok": false, "error_code",
 Methods: getMe, getUpdates (long poll with offset/limit/timeout; an update is
 confirmed, and forgotten, once getUpdates is called with a higher offset; 409
 while a webhook is set or when a newer poll takes over), setWebhook,
-deleteWebhook, getWebhookInfo, sendMessage, sendPhoto, sendDocument, getFile.
+deleteWebhook, getWebhookInfo, sendMessage, sendPhoto, sendDocument, getFile,
+answerCallbackQuery (a query it handed out, answered at most once).
 Method names are case-insensitive, as in Telegram.
 
 Tests script it: ``push_message()`` queues an update (and delivers it to the
@@ -63,6 +64,7 @@ class TelegramStandIn:
         self.blocked: set[int] = set()
         self.files: dict[str, tuple[str, bytes]] = {}  # file_id -> (file_path, data)
         self.too_big: set[str] = set()
+        self.callback_queries: dict[str, bool] = {}  # id -> answered
         self._poll_generation = 0
         self._arrived = asyncio.Condition()
         self._runner: web.AppRunner | None = None
@@ -150,6 +152,8 @@ class TelegramStandIn:
         """Queue an update of ``kind`` (message, edited_message, ...), or
         deliver it to the webhook when one is set (returns the update)."""
         update = {"update_id": next(self._ids), kind: obj}
+        if kind == "callback_query":
+            self.callback_queries[str(obj["id"])] = False  # not answered yet
         if self.webhook is not None:
             status = await self.deliver(update)
             self.webhook_deliveries.append((update, status))
@@ -282,6 +286,16 @@ class TelegramStandIn:
                 " make sure that only one bot instance is running",
             )
         return self._ok(self.updates[:limit])
+
+    async def _m_answercallbackquery(self, params: dict[str, Any], files: Any) -> web.Response:
+        qid = str(params.get("callback_query_id") or "")
+        if self.callback_queries.get(qid, True):  # unknown, or answered before
+            return self._error(
+                400,
+                "Bad Request: query is too old and response timeout expired or query ID is invalid",
+            )
+        self.callback_queries[qid] = True
+        return self._ok(True)
 
     async def _m_setwebhook(self, params: dict[str, Any], files: Any) -> web.Response:
         url = params.get("url") or ""

@@ -293,3 +293,41 @@ async def test_disabled_account_and_demoted_token(env: Env) -> None:
         audit = (await c.get("/api/v1/audit?actor=admin:root", headers=root)).json()["items"]
         changed = [a for a in audit if a["action"] == "user_updated"]
         assert changed[0]["detail"]["changed"]["disabled"] == {"from": False, "to": True}
+
+
+async def test_contact_ratings_of_other_teams_stay_hidden(env: Env) -> None:
+    """One customer, a complaint (complaints team) and an inquiry (support),
+    each rated: an agent of support sees the contact with the inquiry's
+    rating only, never the complaint's rating and comment."""
+    async with env.client() as c:
+        for ext, text in (("rated-c", COMPLAINT), ("rated-i", "Do you ship to Norway?")):
+            await post_inbound(c, message(ext, text, address="rated@example.com", name="Rated"))
+        await settle(env.daemon)
+        items = (await c.get("/api/v1/conversations?limit=500", headers=env.tokens["root"])).json()[
+            "items"
+        ]
+    mine = [x for x in items if x["contact_name"] == "Rated"]
+    by_team = {x["team"]: x for x in mine}
+    assert set(by_team) == {"complaints", "support"}
+
+    def rate(db: Any) -> None:
+        for team, x in by_team.items():
+            db.run(
+                "INSERT INTO surveys (conversation_id, contact_id, channel, resolved_at, state,"
+                " scale, send_at, rating, comment, team, created_at)"
+                " VALUES (?, ?, 'api', 1, 'answered', 5, 1, ?, ?, ?, 1)",
+                (x["id"], x["contact_id"], 1 if team == "complaints" else 5, f"about {team}", team),
+            )
+
+    await env.daemon.store.write(rate)
+    contact_id = mine[0]["contact_id"]
+    async with env.client() as c:
+        seen = (await c.get(f"/api/v1/contacts/{contact_id}", headers=env.tokens["alice"])).json()
+        everything = (
+            await c.get(f"/api/v1/contacts/{contact_id}", headers=env.tokens["root"])
+        ).json()
+    assert [s["comment"] for s in seen["surveys"]] == ["about support"]
+    assert sorted(s["comment"] for s in everything["surveys"]) == [
+        "about complaints",
+        "about support",
+    ]

@@ -46,6 +46,8 @@ BUILTIN: dict[str, str] = {
     "instagram": "omnidesk.channels.meta.instagram:InstagramChannel",
     "whatsapp": "omnidesk.channels.meta.whatsapp:WhatsAppChannel",
     "webchat": "omnidesk.channels.webchat:WebchatChannel",
+    "wechat": "omnidesk.channels.wechat.official:WeChatOfficialChannel",
+    "wechat_kf": "omnidesk.channels.wechat.kf:WeChatKfChannel",
     "sms": "omnidesk.channels.sms:SmsChannel",
     "x": "omnidesk.channels.x:XChannel",
     "qq": "omnidesk.channels.qq:QqChannel",

@@ -33,6 +33,12 @@ the sender's profile (``users.info``, cached) and the message's files
 envelope's meta. A profile or file that cannot be fetched in time is left
 out (files keep their Slack id and URL as the attachment reference).
 
+A satisfaction survey goes out with its choices as buttons (an ``actions``
+block); a press comes back as an interactivity payload (``block_actions``,
+a form field ``payload`` signed like events: set the app's Interactivity
+Request URL to the same ``/webhooks/{channel}``, or get it over Socket Mode)
+and is taken as the customer's answer, as if they had typed its number.
+
 Replies go out with ``chat.postMessage`` in the conversation's thread (text
 escaped for Slack's ``&``, ``<``, ``>``), attachments with the files upload
 flow (``files_upload_v2``). 429 (with ``Retry-After``) and 5xx are retried by
@@ -53,7 +59,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 from slack_bolt.async_app import AsyncApp
@@ -117,6 +123,9 @@ def event_external_id(payload: Any) -> str | None:
     kind = payload.get("type")
     if kind == "app_rate_limited":
         return f"rate-limited:{payload.get('team_id')}:{payload.get('minute_rate_limited')}"
+    if kind == "block_actions":
+        trigger = _str(payload.get("trigger_id"))
+        return f"action:{trigger}" if trigger else None
     if kind != "event_callback":
         return None
     ev = _dict(payload.get("event"))
@@ -459,7 +468,14 @@ class SlackChannel(ChannelAdapter):
             return False
 
     async def _enrich(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """Profile and files for a message event, within the time budget."""
+        """Profile and files for a message event (the profile for a button
+        press), within the time budget."""
+        if payload.get("type") == "block_actions":
+            out: dict[str, Any] = {}
+            user = _str(_dict(payload.get("user")).get("id"))
+            if user and self.fetch_profiles:
+                await self._profile_into(user, out)
+            return out
         if payload.get("type") != "event_callback":
             return {}
         ev = _dict(payload.get("event"))
@@ -468,7 +484,7 @@ class SlackChannel(ChannelAdapter):
         m = _dict(ev.get("message")) if ev.get("subtype") == "message_changed" else ev
         if m.get("bot_id"):
             return {}
-        out: dict[str, Any] = {}
+        out = {}
         user = _str(m.get("user"))
         jobs: list[Awaitable[Any]] = []
         if user and self.fetch_profiles:
@@ -555,7 +571,7 @@ class SlackChannel(ChannelAdapter):
     # -- normalize (pure) ----------------------------------------------------
     def normalize(self, envelope: Envelope) -> Normalized:
         try:
-            payload = json.loads(envelope.payload)
+            payload = json.loads(_interactive_json(envelope.payload))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise NormalizeError(f"not JSON: {exc}") from None
         if not isinstance(payload, dict):
@@ -568,6 +584,8 @@ class SlackChannel(ChannelAdapter):
             )
         if not isinstance(kind, str):
             raise NormalizeError("not a Slack Events API payload: no 'type'")
+        if kind == "block_actions":
+            return self._button(envelope, payload)
         if kind != "event_callback":
             return Skip(f"payload of type {kind} is not a customer message")
         ev = payload.get("event")
@@ -647,6 +665,37 @@ class SlackChannel(ChannelAdapter):
             meta={"slack": slack},
         )
 
+    def _button(self, envelope: Envelope, payload: dict[str, Any]) -> Normalized:
+        """A press on a survey button omnidesk sent: the customer's answer,
+        as if they had typed the button's number, in the conversation the
+        survey message belongs to."""
+        actions = [a for a in payload.get("actions") or () if isinstance(a, dict)]
+        value = _str(actions[0].get("value")) if actions else None
+        parts = (value or "").split(":")
+        if len(parts) != 3 or parts[0] != "survey" or not parts[2].isdigit():
+            return Skip("a button press on a message omnidesk did not send")
+        user = _dict(payload.get("user"))
+        uid = _str(user.get("id"))
+        container = _dict(payload.get("container"))
+        channel = _str(container.get("channel_id")) or _str(_dict(payload.get("channel")).get("id"))
+        if not uid or not channel:
+            raise NormalizeError("block_actions without a user or a channel")
+        m = _dict(payload.get("message"))
+        ts = _str(container.get("message_ts")) or _str(m.get("ts"))
+        thread = _str(container.get("thread_ts")) or _str(m.get("thread_ts")) or ts
+        team = _str(user.get("team_id")) or _str(_dict(payload.get("team")).get("id"))
+        profile = _dict(envelope.meta.get("profile"))
+        sender = self._sender(uid, team, profile, {"name": user.get("name")})
+        return Message(
+            channel=self.name,
+            external_id=envelope.external_id,
+            sender=sender,
+            text=parts[2],
+            sent_at=_ts_float(actions[0].get("action_ts")) or envelope.received_at,
+            thread_key=thread_key_for(channel, {}, {"thread_ts": thread}),
+            meta={"slack": {"channel": channel, "button": value, "message_ts": ts}},
+        )
+
     @staticmethod
     def _sender(
         user: str, team: str | None, profile: Mapping[str, Any], inline: Mapping[str, Any]
@@ -713,7 +762,8 @@ class SlackChannel(ChannelAdapter):
             if text.strip():
                 r = await self.client.chat_postMessage(
                     channel=channel,
-                    text=text,
+                    text=text,  # the notification's text, and what shows without blocks
+                    blocks=survey_blocks(text, message.meta.get("survey")),
                     thread_ts=thread_ts,
                     unfurl_links=False,
                     unfurl_media=False,
@@ -735,6 +785,47 @@ class SlackChannel(ChannelAdapter):
         except (SlackClientError, aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise SendError(f"Slack unreachable: {type(exc).__name__}: {exc}", retry=True) from None
         return SendResult(provider_id=provider)
+
+
+def _interactive_json(body: bytes) -> bytes:
+    """An interactivity request is a form whose ``payload`` field holds the
+    JSON; an Events API request is the JSON itself."""
+    if body.startswith(b"payload="):
+        fields = parse_qs(body.decode("utf-8", "strict"), max_num_fields=8)
+        return fields.get("payload", [""])[0].encode()
+    return body
+
+
+def survey_blocks(text: str, survey: Any) -> list[dict[str, Any]] | None:
+    """A survey's question with its choices as buttons (Block Kit: a section
+    and an ``actions`` block; a press comes back as ``block_actions`` with
+    the button's value ``survey:{id}:{choice}``). None for any other message."""
+    if not isinstance(survey, dict) or not isinstance(survey.get("choices"), list):
+        return None
+    sid = survey.get("id")
+    buttons = [
+        {
+            "type": "button",
+            "text": {"type": "plain_text", "text": _button_label(c)[:75], "emoji": True},
+            "action_id": f"survey-{sid}-{c['value']}",
+            "value": f"survey:{sid}:{c['value']}",
+        }
+        for c in survey["choices"]
+        if isinstance(c, dict) and "value" in c
+    ][:25]  # an actions block holds at most 25 elements
+    if not buttons:
+        return None
+    if survey.get("stage") != "loyalty":
+        buttons.reverse()  # best first, as the Telegram keyboard shows them
+    return [
+        {"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}},
+        {"type": "actions", "block_id": f"survey-{sid}-{survey.get('stage')}", "elements": buttons},
+    ]
+
+
+def _button_label(choice: Mapping[str, Any]) -> str:
+    value, label = str(choice["value"]), str(choice.get("label", ""))
+    return value if label in ("", value) else f"{value} · {label}"
 
 
 def _reason(exc: BaseException) -> str:

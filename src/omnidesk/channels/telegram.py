@@ -386,6 +386,7 @@ class TelegramChannel(ChannelAdapter):
         )
         self.me: dict[str, Any] | None = None
         self._task: asyncio.Task[Any] | None = None
+        self._answering: set[asyncio.Future[None]] = set()
         self._stopping = False
 
     # -- lifecycle -----------------------------------------------------------
@@ -406,6 +407,8 @@ class TelegramChannel(ChannelAdapter):
             # to raise; our own caller's cancellation still propagates.
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        if self._answering:
+            await asyncio.gather(*self._answering, return_exceptions=True)
         await self._request.shutdown()
         await self._poll_request.shutdown()
         self.set_health(True, "stopped")
@@ -513,6 +516,7 @@ class TelegramChannel(ChannelAdapter):
                     await self._pause(failures)
                     continue
                 self.touch()
+                self._answer_presses(updates)
                 ids = [
                     i for i in (_int(_dict(u).get("update_id")) for u in updates) if i is not None
                 ]
@@ -564,6 +568,28 @@ class TelegramChannel(ChannelAdapter):
                 out[ref.file_id] = {"data": base64.b64encode(data).decode()}
         return out
 
+    def _answer_presses(self, updates: list[Any]) -> None:
+        """Answer the button presses among stored updates (answerCallbackQuery):
+        until then the customer's Telegram shows a spinner on the button. Done
+        beside intake, never holding it up; a press answered too late (Telegram
+        allows about 15 s) or twice is only logged."""
+        ids = [
+            qid
+            for u in updates
+            if (qid := _str(_dict(_dict(u).get("callback_query")).get("id"))) is not None
+        ]
+        if ids:
+            task = asyncio.ensure_future(self._answer(ids))
+            self._answering.add(task)
+            task.add_done_callback(self._answering.discard)
+
+    async def _answer(self, ids: list[str]) -> None:
+        for qid in ids:
+            try:
+                await self.bot.answer_callback_query(qid)
+            except TelegramError as exc:
+                self.log.info("callback_answer_failed", error=self._error(exc))
+
     async def download(self, file_id: str) -> bytes:
         """A file's bytes by its ``file_id`` (``getFile`` then the file URL);
         raises ValueError over ``max_file_bytes``."""
@@ -600,6 +626,8 @@ class TelegramChannel(ChannelAdapter):
             self.log.warning("webhook_not_stored", error=str(exc))
             return JSONResponse({"error": "not stored, retry later"}, 503)
         self.touch()
+        if new:
+            self._answer_presses([update])
         return JSONResponse({"ok": True, "duplicate": not new})
 
     # -- normalize (pure) ----------------------------------------------------

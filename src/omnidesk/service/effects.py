@@ -30,6 +30,7 @@ class Effects:
 
     events: list[Event] = field(default_factory=list)
     outbox: int = 0
+    notice_mail: int = 0  # notices queued for an e-mail copy
     changed: bool = False  # the conversation itself was changed
 
 
@@ -66,7 +67,6 @@ def apply_fire(
     service: ServiceRules,
     now: float,
     out: Effects,
-    email: Callable[[Db, list[str], str, int], int] | None = None,
 ) -> None:
     cid = int(conv["id"])
     a: Actions = fire.actions
@@ -133,10 +133,12 @@ def apply_fire(
     if a.notify:
         who = _recipients(db, conv, a.notify, service)
         text = _notice(conv, fire)
-        for n in svc.notify(db, who, kind=fire.kind, text=text, conversation_id=cid, at=now):
+        notices = svc.notify(
+            db, who, kind=fire.kind, text=text, conversation_id=cid, at=now, email=a.email
+        )
+        for n in notices:
             out.events.append({"type": "notification", **n})
-        if a.email and email is not None and who:
-            out.outbox += email(db, who, text, cid)
+        out.notice_mail += len(notices) if a.email else 0
 
 
 def _priority(

@@ -47,10 +47,14 @@ from .satisfaction import refresh_contact
 log = structlog.get_logger(__name__)
 
 LOCK = "service-scheduler"
+ORIGIN = "scheduler"  # the events a pass publishes say so: it does not look again because of them
 CHUNK = 200  # conversations per transaction
 # After the rules changed, every open conversation is looked at again (new
 # rules, policies, calendars), this many a tick.
-RESWEEP_PAGE = 5000
+RESWEEP_PAGE = 2000  # after a change of rules: conversations added to each pass
+TICK_LIMIT = 4_000  # conversations a pass evaluates at most (about 0.2 ms each)
+GATHER = 0.2  # seconds events gather before a pass
+DUTY = 4.0  # a pass of t seconds is followed by a pause of at least 4t
 
 
 @dataclass(slots=True)
@@ -63,6 +67,7 @@ class TickResult:
     surveys_sent: int = 0
     events: list[Event] = field(default_factory=list)
     outbox: int = 0
+    notice_mail: int = 0
     seconds: float = 0.0
 
 
@@ -77,6 +82,7 @@ class Scheduler:
         public_url: str = "http://127.0.0.1:8080",
         publish: Callable[[list[Event]], None] | None = None,
         outbox_wake: Callable[[], None] | None = None,
+        notice_wake: Callable[[], None] | None = None,
         interval: float = 5.0,
         sweep: float = 60.0,
     ) -> None:
@@ -87,6 +93,7 @@ class Scheduler:
         self.public_url = public_url.rstrip("/")
         self.publish = publish
         self.outbox_wake = outbox_wake
+        self.notice_wake = notice_wake
         self.interval = interval
         self.sweep_every = sweep
         self.key: str | None = None  # the survey links' signing key
@@ -122,13 +129,19 @@ class Scheduler:
         self._dirty.update(int(i) for i in conversation_ids)
         self._wake.set()
 
+    @property
+    def behind(self) -> bool:
+        """Whether work is left over for the next pass (more than one pass
+        takes, or the look at every conversation after a change of rules)."""
+        return bool(self._dirty) or self._resweep is not None or self._last_sweep == 0.0
+
     def on_events(self, events: list[Event]) -> None:
         ids = [e["conversation_id"] for e in events if isinstance(e.get("conversation_id"), int)]
         if ids:
             self.mark(ids)
 
     # -- one pass ----------------------------------------------------------------
-    async def tick(self, *, sweep: bool | None = None, limit: int = 20_000) -> TickResult:
+    async def tick(self, *, sweep: bool | None = None, limit: int = TICK_LIMIT) -> TickResult:
         t0 = time.process_time()
         if self.key is None:
             await self.prepare()
@@ -150,8 +163,20 @@ class Scheduler:
             self._resweep = page[-1] if len(page) == RESWEEP_PAGE else None
         if sweep or (sweep is None and time.monotonic() - self._last_sweep >= self.sweep_every):
             self._last_sweep = time.monotonic()
-            ids.update(await self.store.read(svc.changed_ids, limit))
+            changed = await self.store.read(svc.changed_ids, limit)
+            ids.update(changed)
+            if len(changed) >= limit:
+                # More changed than a pass takes (the first passes after an
+                # upgrade): the next pass sweeps again, at once.
+                self._last_sweep = 0.0
+                self._wake.set()
         ordered = sorted(ids)
+        if len(ordered) > limit:
+            # A pass stays short (under a second of CPU): the rest is the
+            # next pass's, which comes at once.
+            self._dirty.update(ordered[limit:])
+            self._wake.set()
+            ordered = ordered[:limit]
         for i in range(0, len(ordered), CHUNK):
             part = ordered[i : i + CHUNK]
             res_part = await self.store.write(self._chunk, part, now)
@@ -162,13 +187,20 @@ class Scheduler:
             res.records += res_part.records
             res.surveys_sent += res_part.surveys_sent
             res.outbox += res_part.outbox
+            res.notice_mail += res_part.notice_mail
             res.events += res_part.events
         res.seconds = time.process_time() - t0
         self.ticks += 1
         if res.events and self.publish is not None:
+            for e in res.events:
+                # What this pass changed needs no second look because of its
+                # own events (what an action changed is marked by look_again).
+                e["origin"] = ORIGIN
             self.publish(res.events)
         if res.outbox and self.outbox_wake is not None:
             self.outbox_wake()
+        if res.notice_mail and self.notice_wake is not None:
+            self.notice_wake()
         if res.fired or res.lost:
             log.info(
                 "scheduler_tick",
@@ -247,6 +279,7 @@ class Scheduler:
                     res.written += 1
                     res.events += effects.events
                     res.outbox += effects.outbox
+                    res.notice_mail += effects.notice_mail
             except Exception:
                 log.exception("scheduler_apply_failed", conversation_id=cid)
         return res
@@ -308,18 +341,26 @@ class Scheduler:
                 except Exception as exc:
                     log.warning("scheduler_lock_check_failed", error=str(exc))
                     owner = False
+                took = 0.0
                 if owner:
+                    t0 = time.monotonic()
                     try:
                         await self.tick()
                     except Exception:
                         log.exception("scheduler_tick_failed")
+                    took = time.monotonic() - t0
                 else:
                     self._dirty.clear()  # the owner hears the same events
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.interval):
                         await self._wake.wait()
                 self._wake.clear()
-                await asyncio.sleep(0.2)  # let a burst of events gather
+                # Let a burst of events gather; under load a pass takes longer
+                # and the next one waits longer (at most a fifth of the time
+                # goes to passes, and never more than `interval`), so intake
+                # keeps the machine while what it stored is looked at in
+                # bigger, cheaper passes.
+                await asyncio.sleep(min(self.interval, max(GATHER, DUTY * took)))
         finally:
             if listener is not None:
                 listener.cancel()
@@ -331,7 +372,11 @@ class Scheduler:
                 if e.get("type") == "resync":
                     self._last_sweep = 0.0
                     self._wake.set()
-                elif isinstance(e.get("conversation_id"), int) and e.get("type") != "notification":
+                elif (
+                    isinstance(e.get("conversation_id"), int)
+                    and e.get("type") != "notification"
+                    and e.get("origin") != ORIGIN
+                ):
                     self.mark([e["conversation_id"]])
 
 

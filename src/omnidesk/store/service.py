@@ -231,13 +231,18 @@ def notify(
     text: str,
     conversation_id: int | None,
     at: float,
+    email: bool = False,
 ) -> list[dict[str, Any]]:
+    """In-app notifications, one per user; with ``email`` each also queued
+    for an e-mail copy (sent by ``service/notices.py``)."""
     out = []
+    state = "pending" if email else None
     for name in dict.fromkeys(u for u in usernames if u):
         nid = db.val(
-            "INSERT INTO notifications (username, at, kind, conversation_id, text)"
-            " VALUES (?, ?, ?, ?, ?) RETURNING id",
-            (name, at, kind, conversation_id, text),
+            "INSERT INTO notifications"
+            " (username, at, kind, conversation_id, text, email_state, email_next_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            (name, at, kind, conversation_id, text, state, at if email else None),
         )
         out.append(
             {
@@ -324,5 +329,68 @@ def user_emails(db: Db, usernames: Sequence[str]) -> dict[str, str]:
             f"SELECT username, email FROM users WHERE username IN ({placeholders(len(usernames))})"
             " AND email IS NOT NULL AND disabled = 0",
             tuple(usernames),
+        )
+    }
+
+
+def claim_notice_mail(db: Db, now: float, lease: float, limit: int = 20) -> list[dict[str, Any]]:
+    """Notices whose e-mail copy is due, claimed until ``now + lease`` (on
+    PostgreSQL, several instances claim different ones): each with the
+    agent's address and name, and the conversation's subject."""
+    rows = [
+        d
+        for d in (
+            row_dict(r)
+            for r in db.all(
+                "SELECT n.id, n.username, n.kind, n.text, n.conversation_id, n.at,"
+                " n.email_attempts, u.email, u.display_name, u.disabled, c.subject"
+                " FROM notifications n LEFT JOIN users u ON u.username = n.username"
+                " LEFT JOIN conversations c ON c.id = n.conversation_id"
+                " WHERE n.email_state IN ('pending', 'sending') AND n.email_next_at <= ?"
+                " ORDER BY n.email_next_at, n.id LIMIT ?",
+                (now, limit),
+            )
+        )
+        if d is not None
+    ]
+    claimed = []
+    for r in rows:
+        # Claimed only if nobody claimed it since it was read.
+        got = db.val(
+            "UPDATE notifications SET email_state = 'sending', email_next_at = ?"
+            " WHERE id = ? AND email_state IN ('pending', 'sending') AND email_next_at <= ?"
+            " RETURNING id",
+            (now + lease, r["id"], now),
+        )
+        if got is not None:
+            claimed.append(r)
+    return claimed
+
+
+def finish_notice_mail(
+    db: Db,
+    notification_id: int,
+    state: str,
+    *,
+    error: str | None = None,
+    attempts: int | None = None,
+    next_at: float | None = None,
+) -> None:
+    """Record how an e-mail copy went: 'sent', 'skipped', 'failed', or back
+    to 'pending' for another try at ``next_at``."""
+    db.run(
+        "UPDATE notifications SET email_state = ?, email_error = ?,"
+        " email_attempts = COALESCE(?, email_attempts), email_next_at = ? WHERE id = ?",
+        (state, error, attempts, next_at, notification_id),
+    )
+
+
+def notice_mail_states(db: Db) -> dict[str, int]:
+    """How many notices' e-mail copies are in each state (for metrics and tests)."""
+    return {
+        str(r[0]): int(r[1])
+        for r in db.all(
+            "SELECT email_state, COUNT(*) FROM notifications"
+            " WHERE email_state IS NOT NULL GROUP BY email_state"
         )
     }

@@ -108,6 +108,8 @@ async def contact(
         seen = {x["id"] for x in c["conversations"]}
         for m in c["merges"]:
             m["conversation_ids"] = [i for i in m["conversation_ids"] if i in seen]
+        # Ratings and comments too: only those about conversations the agent sees.
+        c["surveys"] = [s for s in c["surveys"] if s["conversation_id"] in seen]
     return c
 
 

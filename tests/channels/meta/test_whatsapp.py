@@ -8,6 +8,7 @@ import json
 import time
 from typing import Any
 
+import httpx
 import pytest
 
 from omnidesk.channels.base import ChannelContext
@@ -25,7 +26,7 @@ from tests.channels.meta.conftest import (
     wa_text,
 )
 from tests.channels.meta.test_messenger import delivery_state
-from tests.conftest import post_inbound
+from tests.conftest import post_inbound, wait_for
 
 CUSTOMER = "4915112345678"  # a German mobile number, as WhatsApp sends it (no '+')
 
@@ -424,3 +425,89 @@ def test_outbound_echo_is_a_message_with_direction_out() -> None:
     m = a.normalize(env)
     assert isinstance(m, Message) and m.direction == Direction.OUTBOUND
     assert m.recipients[0].address == "+4915112345678"
+
+
+def test_survey_choices_become_buttons_or_a_list_within_whatsapps_limits() -> None:
+    from omnidesk.channels.meta.whatsapp import survey_interactive
+    from tests.standins.graph_api import _invalid_interactive
+
+    def survey(n: int, low: int = 1, **kw: Any) -> dict[str, Any]:
+        values = range(low, low + n)
+        return {
+            "id": 9,
+            "min": low,
+            "max": low + n - 1,
+            **kw,
+            "choices": [{"value": v, "label": f"label {v} " * 4} for v in values],
+        }
+
+    three = survey_interactive("How was it?", survey(3))
+    assert three is not None and three["interactive"]["type"] == "button"
+    ids = [b["reply"]["id"] for b in three["interactive"]["action"]["buttons"]]
+    assert ids == ["survey:9:3", "survey:9:2", "survey:9:1"]
+    five = survey_interactive("How was it?", survey(5))
+    assert five is not None and five["interactive"]["type"] == "list"
+    assert five["interactive"]["action"]["button"] == "1–5"
+    for msg in (three, five):
+        assert _invalid_interactive(msg["interactive"]) is None  # long labels were cut
+    # Eleven choices (0-10), an over-long question, or no survey: plain text.
+    assert survey_interactive("How likely?", survey(11, low=0)) is None
+    assert survey_interactive("x" * 1025, survey(5)) is None
+    assert survey_interactive("Hello", None) is None
+
+
+async def test_survey_goes_out_as_a_list_and_the_choice_is_the_rating(
+    tmp_path: Any, config_factory: Any, daemon_factory: Any, graph: Any
+) -> None:
+    from tests.channels.meta.conftest import Meta, meta_channels
+    from tests.conftest import admin_token
+    from tests.email_channels.conftest import rows
+    from tests.service.test_surveys import answer_and_resolve, survey_rules
+
+    cfg = config_factory(
+        channels=meta_channels(graph.base_url),
+        rules={"dir": str(survey_rules(tmp_path)), "watch": False},
+        outbox={"backoff_base": 0.02, "backoff_max": 0.1, "max_attempts": 6},
+    )
+    d = await daemon_factory(cfg)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{d.web_port}", timeout=10) as c:
+        meta = Meta(d, c, graph)
+        meta.auth = await admin_token(d)
+        cid = await customer_writes(meta, "My order arrived damaged")
+        await answer_and_resolve(d, cid, "A new one is on its way.")
+        await d.scheduler.tick()
+
+        async def asked() -> Any:
+            return next((s for s in graph.sends() if s.body.get("type") == "interactive"), None)
+
+        await wait_for(asked, 15)
+        call = await asked()
+        sid = (await rows(d, "SELECT id FROM surveys"))[0]["id"]
+        it = call.body["interactive"]
+        assert it["type"] == "list" and "How would you rate" in it["body"]["text"]
+        row_ids = [r["id"] for r in it["action"]["sections"][0]["rows"]]
+        assert row_ids == [f"survey:{sid}:{n}" for n in (5, 4, 3, 2, 1)]
+        reply = {"type": "list_reply", "list_reply": {"id": f"survey:{sid}:4", "title": "4 · Good"}}
+        r = await meta.deliver(
+            "wa",
+            wa_delivery(
+                messages=[wa_message("wamid.answer1", CUSTOMER, "interactive", reply)],
+                contacts=[{"profile": {"name": "Ann Customer"}, "wa_id": CUSTOMER}],
+            ),
+        )
+        assert r.status_code == 200
+
+        async def rated() -> bool:
+            return (await rows(d, "SELECT rating FROM surveys"))[0]["rating"] == 4
+
+        await wait_for(rated, 30)
+        assert [x["status"] for x in await rows(d, "SELECT status FROM conversations")] == [
+            "resolved"
+        ]
+
+        # The loyalty question (0-10) goes as text: eleven choices fit no list.
+        async def loyalty() -> Any:
+            return next((s for s in graph.sends() if "recommend" in json.dumps(s.body)), None)
+
+        await wait_for(loyalty, 15)
+        assert (await loyalty()).body["type"] == "text"

@@ -117,9 +117,11 @@ def test_unreadable_payloads_are_refused_with_a_reason(
         normalize(payload)
 
 
-def test_interactive_payloads_are_skipped() -> None:
+def test_interactive_payloads_other_than_survey_buttons_are_skipped() -> None:
     item = normalize({"type": "block_actions", "user": {"id": "U1"}})
-    assert isinstance(item, Skip) and "block_actions" in item.reason
+    assert isinstance(item, Skip) and "did not send" in item.reason
+    item = normalize({"type": "view_submission", "user": {"id": "U1"}})
+    assert isinstance(item, Skip) and "view_submission" in item.reason
 
 
 class _Resp:
@@ -139,3 +141,26 @@ def test_send_errors_classify_retry_and_failure() -> None:
     assert err(200, {"ok": False, "error": "fatal_error"}).retry is True
     gone = err(200, {"ok": False, "error": "channel_not_found"})
     assert (gone.retry, gone.reason) == (False, "Slack refused: channel_not_found")
+
+
+def test_a_survey_button_press_is_the_answer_in_its_thread() -> None:
+    from urllib.parse import parse_qs
+
+    from tests.standins.slack_api import block_actions
+
+    a = _adapter()
+    posted = {"ts": "5.000001", "thread_ts": "4.000001", "text": "How would you rate us?"}
+    body = block_actions(posted, "survey:7:3", channel="C1", user="U0ANN")
+    payload = json.loads(parse_qs(body.decode())["payload"][0])
+    assert event_external_id(payload) == f"action:{payload['trigger_id']}"
+    got = a.normalize(Envelope("sl", "action:1", body, "application/x-www-form-urlencoded"))
+    assert isinstance(got, Message)
+    assert (got.text, got.thread_key) == ("3", "C1:4.000001")
+    assert got.sender.address.endswith(":U0ANN")
+    # A button omnidesk did not send, and a payload without its user.
+    other = block_actions(posted, "approve:7", channel="C1")
+    assert isinstance(a.normalize(Envelope("sl", "a2", other, "x")), Skip)
+    broken = json.loads(parse_qs(body.decode())["payload"][0])
+    del broken["user"]
+    with pytest.raises(NormalizeError, match="without a user"):
+        a.normalize(Envelope("sl", "a3", json.dumps(broken).encode(), "application/json"))

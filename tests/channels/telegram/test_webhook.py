@@ -84,6 +84,26 @@ async def test_replayed_delivery_is_stored_once(start_tg: StartTg, tg: TelegramS
     assert len(conv["messages"]) == 1
 
 
+async def test_a_button_press_is_answered_once(start_tg: StartTg, tg: TelegramStandIn) -> None:
+    """A press on an inline button is answered (answerCallbackQuery) once it is
+    stored, so the customer's spinner stops; a redelivery is not answered again."""
+    d = await start_webhook(start_tg, tg)
+    press = {"id": "press-1", "from": tg.user(), "message": tg.message(None), "data": "survey:1:4"}
+    update = await tg.push("callback_query", press)
+    assert tg.webhook_deliveries[-1][1] == 200
+
+    async def answered() -> bool:
+        return tg.callback_queries.get("press-1") is True
+
+    await wait_for(answered)
+    again = await post(d, json.dumps(update).encode())
+    assert again.json()["duplicate"] is True
+    await wait_stored(d, 1)
+    assert [c.params["callback_query_id"] for c in tg.calls_to("answerCallbackQuery")] == [
+        "press-1"
+    ]
+
+
 @pytest.mark.parametrize(
     ("body", "error"),
     [

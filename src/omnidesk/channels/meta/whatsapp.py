@@ -272,6 +272,9 @@ class WhatsAppChannel(MetaChannel):
             reply = _obj(body.get(kind))
             meta["interactive"] = body
             if kind in ("button_reply", "list_reply"):
+                answer = _survey_choice(_text(reply.get("id")))
+                if answer is not None:
+                    return answer, [], meta  # a survey's button: its number
                 title = _text(reply.get("title"))
                 desc = _text(reply.get("description"))
                 return (f"{title} ({desc})" if desc else title) or f"[{kind}]", [], meta
@@ -358,6 +361,10 @@ class WhatsAppChannel(MetaChannel):
                 )
             data = await self._post(f"{number}/messages", {**target, **self._template(message)})
             return SendResult(provider_id=_wamid(data))
+        survey = survey_interactive(message.text, message.meta.get("survey"))
+        if survey is not None:
+            data = await self._post(f"{number}/messages", {**target, **survey})
+            return SendResult(provider_id=_wamid(data))
         last_id: str | None = None
         for i, part in enumerate(_chunks(message.text, TEXT_LIMITS["whatsapp"])):
             body: dict[str, Any] = {
@@ -394,6 +401,56 @@ class WhatsAppChannel(MetaChannel):
                 {"type": "body", "parameters": [{"type": "text", "text": param}]}
             ]
         return {"type": "template", "template": template}
+
+
+def survey_interactive(text: str, survey: Any) -> dict[str, Any] | None:
+    """A survey question as an interactive message: up to three choices as
+    reply buttons, up to ten as a list; more (the 0-10 loyalty question) or a
+    question over WhatsApp's 1,024 characters stays a text the customer
+    answers with a number. A choice comes back as ``button_reply`` or
+    ``list_reply`` with its id ``survey:{id}:{choice}``."""
+    if not isinstance(survey, dict) or not isinstance(survey.get("choices"), list):
+        return None
+    sid = survey.get("id")
+    choices = [c for c in survey["choices"] if isinstance(c, dict) and "value" in c]
+    if not choices or len(choices) > 10 or len(text) > 1024:
+        return None
+    choices.reverse()  # best first
+    ids = [f"survey:{sid}:{c['value']}" for c in choices]
+    labels = [str(c.get("label") or c["value"]) for c in choices]
+    if len(choices) <= 3:
+        action: dict[str, Any] = {
+            "buttons": [
+                {"type": "reply", "reply": {"id": i, "title": _fit(label, 20)}}
+                for i, label in zip(ids, labels, strict=True)
+            ]
+        }
+        kind = "button"
+    else:
+        rows = [
+            {"id": i, "title": _fit(f"{c['value']} · {label}", 24)}
+            for i, c, label in zip(ids, choices, labels, strict=True)
+        ]
+        # The list's button says the scale (no words: the survey's language
+        # is in its text).
+        scale = f"{survey.get('min', '')}–{survey.get('max', '')}".strip("–") or "…"
+        action = {"button": _fit(scale, 20), "sections": [{"rows": rows}]}
+        kind = "list"
+    return {
+        "type": "interactive",
+        "interactive": {"type": kind, "body": {"text": text}, "action": action},
+    }
+
+
+def _fit(label: str, limit: int) -> str:
+    return label if len(label) <= limit else label[: limit - 1] + "…"
+
+
+def _survey_choice(reply_id: str | None) -> str | None:
+    parts = (reply_id or "").split(":")
+    if len(parts) == 3 and parts[0] == "survey" and parts[2].isdigit():
+        return parts[2]
+    return None
 
 
 def _wamid(data: Mapping[str, Any]) -> str | None:
