@@ -31,8 +31,10 @@ adapter answers the customer's last message, checks the window and the count
 first and fails the reply with a reason an agent can act on, and gives each
 outbox item its own ``msg_seq`` once, so a retry after a lost answer is
 recognised by the platform as the same message, not sent twice. The access
-token (``getAppAccessToken``, about 2 hours) is fetched on first use, cached
-and fetched again a minute before it expires or when the API refuses it.
+token (``getAppAccessToken``, about 2 hours) is fetched at start (which also
+checks the AppID and secret), kept in the channel state for a restart and the
+other instances, and fetched again a minute before it expires or when the API
+refuses it.
 """
 
 from __future__ import annotations
@@ -167,7 +169,7 @@ class QqChannel(ChannelAdapter):
         """Fetch an access token once at start: a wrong AppID or secret shows
         on /healthz before the first reply fails (the token is then cached)."""
         try:
-            await self._access_token()
+            await self._access_token(renew=True)  # a stored token proves nothing of the secret
         except SendError as exc:
             if exc.retry:
                 self.set_health(False, "degraded", exc.reason)
@@ -304,9 +306,20 @@ class QqChannel(ChannelAdapter):
 
     # -- send ------------------------------------------------------------------------
     async def _access_token(self, *, renew: bool = False) -> str:
+        """The API's access token: this instance's, else one another instance
+        (or this one before a restart) wrote to the channel state, else a new
+        one, written there for the others."""
         async with self._token_lock:
             if self._token and not renew and self._token[1] > time.time() + 60:
                 return self._token[0]
+            state = self.ctx.state
+            if not renew and state is not None:
+                stored = _loads((await state.get("access_token") or "").encode())
+                if isinstance(stored, list) and len(stored) == 2:
+                    token, until = str(stored[0]), float(stored[1])
+                    if until > time.time() + 60:
+                        self._token = (token, until)
+                        return token
             try:
                 resp = await self._http().post(
                     self.token_url,
@@ -328,6 +341,8 @@ class QqChannel(ChannelAdapter):
             except ValueError:
                 ttl = 7200.0
             self._token = (token, time.time() + ttl)
+            if state is not None:
+                await state.put({"access_token": json.dumps(list(self._token))})
             return token
 
     async def send(self, message: OutboundMessage) -> SendResult:
