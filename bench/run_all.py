@@ -46,6 +46,7 @@ BENCHES: dict[str, tuple[str, list[str]]] = {
     "webchat": ("bench_webchat.py", ["--messages", "400", "--replies", "30"]),
     "inbox": ("bench_inbox.py", ["--messages", "20000", "--contacts", "2000", "--requests", "60"]),
     "instances": ("bench_instances.py", ["--messages", "400", "--instances", "1,2"]),
+    "import": ("bench_import.py", ["--contacts", "10000"]),
 }
 
 

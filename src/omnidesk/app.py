@@ -34,6 +34,7 @@ from .channel_services import (
 from .channels.base import Accept, ChannelAdapter, ChannelContext
 from .channels.registry import UnknownChannelType, adapter_class, dropin_adapters
 from .config import Config, ConfigError
+from .customers.redact import Redactor
 from .events import Event, EventBus
 from .health import HealthMonitor, mail_channel, send_system_mail
 from .intake import Intake
@@ -61,6 +62,7 @@ from .rules.holder import MODEL_FOLDER
 from .rules.service import SlaPolicy
 from .service.evaluate import Settings as ServiceSettings
 from .service.notices import NoticeMail, NoticeMailer, Send
+from .service.privacy import RetentionJob
 from .service.scheduler import Scheduler, channel_types
 from .service.surveys import capture_chat_answer
 from .snooze import snooze_waker
@@ -170,6 +172,11 @@ def pipeline_context(
         auto_ack=acks,
         survey_answer=lambda db, conv, msg, now: (
             capture_chat_answer(db, conv, msg.text, now, rules().service) is not None
+        ),
+        redact=(
+            Redactor(config.privacy.redact_card_numbers, config.privacy.redact_patterns)
+            if config.privacy.redacting
+            else None
         ),
     )
 
@@ -313,6 +320,9 @@ class Daemon:
         # E-mail copies of notices (notify with email = true), through the
         # relay of the e-mail channel that sends omnidesk's own mail.
         self.notices = NoticeMailer(self.store, self._notice_sender(), public_url=config.public_url)
+        # [privacy] retention policies, run by the scheduler (service/privacy.py).
+        self.retention = RetentionJob(config.privacy)
+        self.scheduler.jobs.append(lambda now: self.retention.maybe_run(self.store, now))
         self.web_server: Any = None
         self.started = asyncio.Event()
         self._stopping = False

@@ -91,7 +91,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .app import Daemon
 
     config = _config(args)
-    odlog.configure(config.log_level)
+    odlog.configure(config.log_level, personal_data=config.privacy.log_personal_data)
     after = None
     if args.demo:
         from .demo import run_demo
@@ -715,6 +715,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     service_commands.add_rules_commands(rsub, _add_config)
     service_commands.add_commands(sub, _add_config)
+    # omnidesk contacts import|export|erase, omnidesk privacy retention
+    from .customers_cli import register as register_customers
+
+    register_customers(sub, _add_config)
     return p
 
 

@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .customers.fields import CustomerFields
+from .customers.settings import PrivacySettings, parse_customers, parse_privacy
+
 
 class ConfigError(Exception):
     """A configuration problem, naming the file and the key."""
@@ -319,6 +322,9 @@ class Config:
     teams: list[TeamConfig] = field(default_factory=list)
     channels: list[ChannelConfig] = field(default_factory=list)
     health: HealthConfig = field(default_factory=HealthConfig)
+    # [customers] typed fields and [privacy] (customers/settings.py, docs/customers.md)
+    customer_fields: CustomerFields = field(default_factory=CustomerFields)
+    privacy: PrivacySettings = field(default_factory=PrivacySettings)
 
     def channel(self, name: str) -> ChannelConfig:
         for ch in self.channels:
@@ -496,6 +502,8 @@ def parse_config(
         )
 
     health = parse_health(top, channels)
+    customer_fields = parse_customers(top.table("customers"))
+    privacy = parse_privacy(top.table("privacy"))
     top.check_unused()
     return Config(
         retrain_every=retrain_every,
@@ -534,4 +542,6 @@ def parse_config(
         teams=teams,
         channels=channels,
         health=health,
+        customer_fields=customer_fields,
+        privacy=privacy,
     )

@@ -472,7 +472,7 @@ def child_main(
     """A pipeline process's entry point (spawned, so it imports afresh)."""
     from . import logging as odlog
 
-    odlog.configure(config.log_level)
+    odlog.configure(config.log_level, personal_data=config.privacy.log_personal_data)
     structlog.contextvars.bind_contextvars(pipeline_process=index)
     # Ctrl-C in a terminal reaches the whole process group: the daemon stops
     # its children itself, in order.

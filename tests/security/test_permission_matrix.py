@@ -179,6 +179,8 @@ async def seed(env: Env) -> dict[str, Any]:
             "qid": 1,
             "merge_id": 1,
             "channel": "api",
+            "company_id": 1,
+            "policy": "no-such-policy",
         },
         "names": {
             "/api/v1/teams/{name}": "matrix-team",

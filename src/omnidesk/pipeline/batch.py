@@ -153,6 +153,8 @@ def handle_message(
     # Several instances: two messages of one new thread or sender must not
     # open two conversations or contacts; the second waits for the first.
     xact_lock(db, thread.work_keys(msg))
+    if ctx.redact is not None:
+        msg = persist.redact(db, ctx.redact, row, msg)
     if msg.direction == Direction.OUTBOUND:
         return persist.sent_elsewhere(db, row, msg, res, now)
     if persist.already_stored(db, msg):

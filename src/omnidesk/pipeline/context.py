@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..config import TeamConfig
+from ..customers.redact import Redactor
 from ..events import Event
 from ..model import Decision, Envelope, Message, RuleInput, Skip, StatusUpdate
 from ..store import Db
@@ -53,6 +54,8 @@ class PipelineContext:
     # conversation (a digit on a chat channel): recorded as the rating by this
     # hook (service/surveys.py), which says whether it was one.
     survey_answer: Callable[[Db, dict[str, Any], Message, float], bool] | None = None
+    # [privacy] redaction: card numbers and patterns masked before storage.
+    redact: Redactor | None = None
 
 
 @dataclass(slots=True)

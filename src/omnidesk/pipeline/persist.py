@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import structlog
 
+from ..customers.redact import Redactor
 from ..model import Decision, DeliveryState, Direction, Message, MessageKind, Skip, StatusUpdate
 from ..store import Db
 from ..store import conversations as convs
@@ -92,6 +93,16 @@ def open_conversation(
         at=now,
     )
     return conv_id
+
+
+def redact(db: Db, redactor: Redactor, row: InboundRow, msg: Message) -> Message:
+    """``[privacy]`` redaction, before anything of the message is stored or
+    decided: its text masked, and card numbers in the raw input kept beside
+    it (customers/redact.py)."""
+    payload = redactor.raw(row.envelope.payload)
+    if payload != row.envelope.payload:
+        db.run("UPDATE inbound SET payload = ? WHERE id = ?", (payload, row.id))
+    return redactor.message(msg)
 
 
 def store_inbound(db: Db, conv_id: int, row: InboundRow, msg: Message, now: float) -> int:

@@ -56,6 +56,23 @@ EXAMPLE_TEXT_KEYS = (
     "sender_name",
     "language",
 )
+
+
+def flat_contact(contact: Any, prefix: str = "") -> dict[str, Any]:
+    """An example's contact as rules see a stored one: nested tables
+    (``company = { plan = "enterprise" }``, ``orders = { open = 1 }``) as
+    dotted names (``company.plan``, ``orders.open``)."""
+    out: dict[str, Any] = {}
+    if not isinstance(contact, dict):
+        return out
+    for k, v in contact.items():
+        if isinstance(v, dict):
+            out.update(flat_contact(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 EXAMPLE_KEYS = (*EXAMPLE_TEXT_KEYS, "contact", "tags", "received_at", "expect")
 EXPECT_KEYS = ("category", "priority", "team", "agent", "tags", "rule")
 # An example of time-based rules: a conversation's facts and a clock.
@@ -526,7 +543,7 @@ class _Loader:
             subject=raw.get("subject", ""),
             text=raw.get("text", ""),
             language=raw.get("language"),
-            contact=dict(contact),
+            contact=flat_contact(contact),
             received_at=received,
             tags=frozenset(tags),
         )
@@ -592,7 +609,7 @@ class _Loader:
             channel=str(facts.get("channel", "example")),
             channel_type=str(facts.get("channel", "example")),
             sender="",
-            contact=dict(contact),
+            contact=flat_contact(contact),
             received_at=now,
             tags=frozenset(facts.get("tags", [])),
             conversation=facts,

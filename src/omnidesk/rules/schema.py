@@ -128,7 +128,7 @@ def _parse_key(key: str, value: Any, env: ParseEnv) -> Node | None:
         if not isinstance(value, dict) or not value:
             env.report("'contact' needs attribute names, e.g. contact.tier = \"gold\"", key)
             return None
-        nodes = [_parse_field(contact_field(attr), v, env) for attr, v in value.items()]
+        nodes = _contact_nodes("", value, env)
         if any(n is None for n in nodes):
             return None
         ok = [n for n in nodes if n is not None]
@@ -147,6 +147,21 @@ def _parse_key(key: str, value: Any, env: ParseEnv) -> Node | None:
         )
         return None
     return _parse_field(field, value, env)
+
+
+def _contact_nodes(prefix: str, value: dict[str, Any], env: ParseEnv) -> list[Node | None]:
+    """``contact.company.plan = "enterprise"`` and
+    ``contact.orders.open.at_least = 1``: a table whose keys are no operators
+    names a dotted attribute (the company's fields, the purchase summary)."""
+    nodes: list[Node | None] = []
+    for attr, v in value.items():
+        name = f"{prefix}{attr}"
+        field = contact_field(name)
+        if isinstance(v, dict) and v and not set(v) & set(field.ops):
+            nodes.extend(_contact_nodes(f"{name}.", v, env))
+        else:
+            nodes.append(_parse_field(field, v, env))
+    return nodes
 
 
 def _parse_conversation_field(key: str, value: Any, env: ParseEnv) -> Node | None:

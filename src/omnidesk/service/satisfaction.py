@@ -14,8 +14,11 @@ complaints         0.20    100, less 25 per complaint in the last 365 days, less
                            25 more while one is still open (at least 0)
 resolution speed   0.10    median hours to resolve the last 10 conversations:
                            100 at 4 h or less, 0 at 240 h or more (log scale)
-purchases          0.10    the contact's ``orders`` (or ``purchases``) attribute,
-                           orders in a year: 12 or more -> 100
+purchases          0.10    purchase frequency: orders in the last 365 days
+                           (order events, cancelled and refunded ones left
+                           out; store/customers.py), or else the contact's
+                           ``orders`` (or ``purchases``) attribute, orders in
+                           a year: 12 or more -> 100
 =================  ======  ======================================================
 
 Only the components with data take part; their weights are scaled to add up
@@ -35,6 +38,7 @@ from typing import Any
 from ..rules.service import good_rating
 from ..store import jsoncol
 from ..store.base import Db
+from ..store.customers import purchase_summary
 
 WEIGHTS = {
     "ratings": 0.35,
@@ -92,7 +96,7 @@ def figure(
         lo, hi = math.log(4), math.log(240)
         x = (math.log(max(med, 0.01)) - lo) / (hi - lo)
         parts["resolution"] = 100.0 * min(1.0, max(0.0, 1.0 - x))
-    for key in PURCHASE_KEYS:
+    for key in ("orders.per_year", *PURCHASE_KEYS):
         v = attributes.get(key)
         if isinstance(v, int | float) and not isinstance(v, bool):
             parts["purchases"] = min(float(v), 12.0) / 12.0 * 100
@@ -112,6 +116,8 @@ def figure(
         "complaint_open": complaint_open,
         "resolved_considered": len(resolution_hours),
     }
+    if "orders.per_year" in attributes:
+        inputs["orders_last_year"] = attributes["orders.per_year"]
     return Figure(round(score, 1), satisfaction, loyalty_value, at_risk, inputs)
 
 
@@ -149,6 +155,9 @@ def refresh_contact(db: Db, contact_id: int, now: float) -> Figure | None:
         )
     ]
     attrs = jsoncol.loads(db.val("SELECT attributes FROM contacts WHERE id = ?", (contact_id,)), {})
+    orders = purchase_summary(db, contact_id, now)
+    if orders["count"]:
+        attrs = {**attrs, "orders.per_year": orders["per_year"]}
     fig = figure(
         ratings=ratings,
         loyalty=loyalty,

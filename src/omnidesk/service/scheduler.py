@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,6 +103,9 @@ class Scheduler:
         self._rules_seen: str | None = None
         self._resweep: int | None = None  # the last id re-evaluated, while going through
         self.ticks = 0
+        # Other periodic work given the tick's time (retention: service/privacy.py);
+        # each decides itself whether its time has come.
+        self.jobs: list[Callable[[float], Awaitable[Any]]] = []
 
     # -- set-up ---------------------------------------------------------------
     async def prepare(self) -> None:
@@ -189,6 +192,11 @@ class Scheduler:
             res.outbox += res_part.outbox
             res.notice_mail += res_part.notice_mail
             res.events += res_part.events
+        for job in self.jobs:
+            try:
+                await job(now)
+            except Exception:
+                log.exception("scheduler_job_failed")
         res.seconds = time.process_time() - t0
         self.ticks += 1
         if res.events and self.publish is not None:

@@ -101,6 +101,11 @@ class Store(abc.ABC):
     async def unlock(self, name: str) -> None:  # noqa: B027
         """Release a lock taken with :meth:`try_lock`."""
 
+    async def scrub(self) -> None:  # noqa: B027 - optional
+        """After personal data was deleted (store/privacy.py): leave none of it
+        in the engine's own files where a later read of the disk could find
+        it. SQLite moves its write-ahead log into the database and empties it."""
+
     @property
     def multi_instance(self) -> bool:
         """Whether several daemons may share this store."""

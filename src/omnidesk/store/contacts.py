@@ -7,6 +7,7 @@ from typing import Any
 from ..model import Identity, now_ts
 from . import jsoncol
 from .base import Db, row_dict
+from .customers import customer_facts
 
 
 def resolve_contact(db: Db, ident: Identity) -> tuple[int, bool]:
@@ -70,9 +71,11 @@ def add_identity(db: Db, contact_id: int, ident: Identity) -> bool:
 
 
 def contact_attributes(db: Db, contact_id: int) -> dict[str, Any]:
-    """What rules see as ``contact.*``: the contact's attributes, and its
-    satisfaction figure as ``satisfaction`` (0-100) and ``at_risk`` once it
-    has one (service/satisfaction.py)."""
+    """What rules see as ``contact.*``: the contact's attributes (typed
+    fields among them), its company and purchase facts
+    (``store/customers.py:customer_facts``), and its satisfaction figure as
+    ``satisfaction`` (0-100) and ``at_risk`` once it has one
+    (service/satisfaction.py)."""
     r = db.one(
         "SELECT k.attributes, s.score, s.at_risk FROM contacts k"
         " LEFT JOIN contact_scores s ON s.contact_id = k.id WHERE k.id = ?",
@@ -80,7 +83,10 @@ def contact_attributes(db: Db, contact_id: int) -> dict[str, Any]:
     )
     if r is None:
         return {}
-    attrs: dict[str, Any] = jsoncol.loads(r["attributes"], {})
+    attrs: dict[str, Any] = {
+        **jsoncol.loads(r["attributes"], {}),
+        **customer_facts(db, contact_id),
+    }
     if r["score"] is not None:
         attrs = {**attrs, "satisfaction": r["score"], "at_risk": bool(r["at_risk"])}
     return attrs
@@ -90,8 +96,8 @@ def get_contact(db: Db, contact_id: int) -> dict[str, Any] | None:
     """A contact with its identities and every conversation on every channel."""
     c = row_dict(
         db.one(
-            "SELECT id, name, attributes, created_at, updated_at, merged_into FROM contacts"
-            " WHERE id = ?",
+            "SELECT id, name, attributes, created_at, updated_at, merged_into, company_id,"
+            " erased_at FROM contacts WHERE id = ?",
             (contact_id,),
         )
     )

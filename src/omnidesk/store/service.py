@@ -15,6 +15,7 @@ from typing import Any
 from . import jsoncol
 from .base import Db, chunks, placeholders, row_dict
 from .conversations import CONVERSATION_COLUMNS
+from .customers import customer_facts_many
 
 OPEN_STATUSES = ("open", "pending", "snoozed")
 
@@ -97,12 +98,17 @@ def load(db: Db, ids: Sequence[int]) -> list[dict[str, Any]]:
         surveys = _latest_surveys(db, part)
         contacts = {int(r["contact_id"]) for r in rows}
         last_survey = _contacts_last_survey(db, contacts)
+        # Company, purchases and events, as message rules see them (store/customers.py).
+        facts = customer_facts_many(db, sorted(contacts))
         for r in rows:
             d = row_dict(r)
             assert d is not None
             conv = {k: v for k, v in d.items() if not k.startswith(("s_", "k_"))}
             conv["tags"] = jsoncol.loads(conv.get("tags"), [])
-            attrs = jsoncol.loads(d["k_attributes"], {})
+            attrs = {
+                **jsoncol.loads(d["k_attributes"], {}),
+                **facts.get(int(d["contact_id"]), {}),
+            }
             if d["k_score"] is not None:
                 attrs = {**attrs, "satisfaction": d["k_score"], "at_risk": bool(d["k_at_risk"])}
             conv["contact"] = attrs

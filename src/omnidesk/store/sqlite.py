@@ -14,6 +14,7 @@ acknowledged message; WAL + NORMAL only survives process crashes).
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import sqlite3
 import time
@@ -279,6 +280,23 @@ class SQLiteStore(Store):
         assert self._readers, "store is not open"
         conn = self._readers[next(self._next_reader) % len(self._readers)]
         return await self._call(conn, _in_read_tx, fn, args, kwargs)
+
+    async def scrub(self) -> None:
+        """Checkpoint the WAL into the database and truncate it: its frames
+        still hold pages as they were before an erasure (the erasure ran with
+        ``secure_delete``, so the database's freed pages are zeroed). A reader
+        in the middle of a snapshot keeps frames alive: try again shortly."""
+        assert self._writer is not None, "store is not open"
+
+        def checkpoint(conn: sqlite3.Connection) -> bool:
+            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            return not busy
+
+        for _ in range(100):
+            if await self._call(self._writer, checkpoint):
+                return
+            await asyncio.sleep(0.05)
+        raise TimeoutError("the WAL could not be checkpointed: a reader kept it busy")
 
     async def migrations(self) -> list[tuple[int, str, bool]]:
         assert self._writer is not None, "store is not open"

@@ -17,6 +17,7 @@ from . import (
     apidocs,
     classifier,
     contacts,
+    customers,
     inbound,
     inbox,
     live,
@@ -65,6 +66,9 @@ def create_app(services: WebServices) -> FastAPI:
     app.include_router(surveys.router)
     app.include_router(reports.router)
     app.include_router(reports.pages)
+    # Customer data and privacy (docs/customers.md).
+    app.include_router(customers.router)
+    app.include_router(customers.pages)
     app.mount("/static", ui.static_files(), name="static")
     # Channel adapters' own endpoints (a chat widget...), after the core API
     # so a core path always wins.

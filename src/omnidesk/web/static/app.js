@@ -787,6 +787,7 @@ function contactDetails(contact, currentConvId, reload) {
   const val = h('input', { type: 'text', placeholder: 'value', size: 9, 'aria-label': 'attribute value', id: 'attr-value' });
   box.append(h('h3', {}, 'Attributes'), table, h('div', { class: 'form-row' }, key, val,
     h('button', { id: 'attr-save', onclick: () => { if (key.value.trim()) editAttr(contact.id, { [key.value.trim()]: val.value }, reload); } }, 'Set')));
+  if (window.customers) box.append(window.customers.panel(contact, reload));  // customers.js
   box.append(h('h3', {}, 'History on every channel'), h('ul', { class: 'history', id: 'history' },
     (contact.conversations || []).map(x => h('li', { class: x.id === currentConvId ? 'current' : '', 'data-conversation-id': x.id },
       h('a', { href: '/inbox/c/' + x.id, onclick: ev => { ev.preventDefault(); navigate('/inbox/c/' + x.id); } },
@@ -808,7 +809,8 @@ async function showContacts() {
   const results = h('ul', { class: 'results', id: 'contact-results' });
   const detail = h('div', { id: 'contact-detail' }, h('div', { class: 'empty' }, 'Search, then pick a contact.'));
   main.append(h('div', { class: 'page' }, h('div', { class: 'cols' },
-    h('div', {}, h('div', { class: 'card' }, h('h2', {}, 'Contacts'), q, results)), detail)));
+    h('div', {}, h('div', { class: 'card' }, h('h2', {}, 'Contacts'), q, results),
+      window.customers ? window.customers.finder() : null), detail)));
   const search = debounce(async () => {
     if (!q.value.trim()) { clear(results); return; }
     try {
@@ -847,6 +849,7 @@ async function loadContactPage(id, detail) {
     } catch (e) { fail(e); }
   }, 250));
   detail.append(mergeCard);
+  if (window.customers) window.customers.page(c, detail, reload);  // timeline, export, erase
   if ((c.merges || []).length) {
     detail.append(h('div', { class: 'card' }, h('h3', {}, 'Merges'), h('table', { class: 'grid', id: 'merges' },
       c.merges.map(m => h('tr', {}, h('td', {}, '#' + m.source_id + ' ' + (m.source_name || '') + ' → #' + m.target_id + ' ' + (m.target_name || '')),
@@ -1121,6 +1124,8 @@ function route() {
     showInbox();
   } else if (path.startsWith('/contacts')) showContacts();
   else if (path.startsWith('/admin')) showAdmin();
+  else if (path.startsWith('/companies/') && window.customers) window.customers.company();
+  else if (path === '/privacy' && window.customers) window.customers.retention();
 }
 
 // A stalled channel, a failing store or refused rules must not go unnoticed:
