@@ -31,7 +31,11 @@ one this channel does not serve is skipped with the reason):
   that outlives the next few seconds, and an account gets many.
 * anything else (posts, likes, follows, blocks) is kept as one envelope per
   delivery and skipped with the reason: this channel takes direct messages.
-* a signed delivery that is not JSON is kept whole and quarantined.
+* a signed body that is not a JSON object is refused (400) and not stored:
+  the CRC answer is an HMAC with the same key as the delivery signature, so
+  only a token of letters, digits and ``+/=_.~-`` is answered, and no answer
+  can pass for a delivery; a signed body that starts like one but does not
+  parse is kept whole and quarantined.
 
 Replies go out with ``POST /2/dm_conversations/with/{participant_id}/messages``
 (the current DM endpoint; the v1.1 ``direct_messages/events/new`` is retired),
@@ -87,6 +91,9 @@ SIGNATURE_HEADER = "x-twitter-webhooks-signature"
 MAX_BODY = 5 * 1024 * 1024  # a delivery is a few KB; media never travel in it
 MAX_DM = 10_000  # characters of one direct message
 _ID = re.compile(r"^\d{1,25}$")
+# The CRC answer is an HMAC with the very key that signs deliveries: only a
+# token that can never pass for a delivery (no '{') is signed.
+_CRC_TOKEN = re.compile(r"^[A-Za-z0-9+/=_.~-]{1,256}$")
 # Delivery keys that are context for the events, not events.
 _CONTEXT = frozenset({"for_user_id", "users", "apps", "user_has_blocked", "source"})
 _DM = "direct_message_events"
@@ -288,12 +295,18 @@ class XChannel(ChannelAdapter):
             token = request.query_params.get("crc_token")
             if not token:
                 return JSONResponse({"error": "expected crc_token"}, 400)
+            if not _CRC_TOKEN.match(token):
+                return JSONResponse({"error": "crc_token of an unexpected form"}, 400)
             return JSONResponse({"response_token": sign(self._secret, token.encode())})
         body = await request.body()  # at most max_body (web/limits.py)
         problem = verify_signature(self._secret, body, request.headers.get(SIGNATURE_HEADER))
         if problem is not None:
             self.log.info("webhook_refused", reason=problem)
             return JSONResponse({"error": problem}, 401 if problem.startswith("missing") else 403)
+        if not body.lstrip().startswith(b"{"):
+            # X delivers JSON objects; a signed body that cannot be one is an
+            # answer of the CRC check replayed as a delivery: never stored.
+            return JSONResponse({"error": "not a JSON object"}, 400)
         now = time.time()
         items: list[tuple[str, dict[str, Any] | None]] = []
         try:

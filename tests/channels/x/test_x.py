@@ -36,6 +36,20 @@ async def test_crc_challenge_is_answered_with_the_hmac_of_the_token(x: X) -> Non
     assert (await x.client.get("/webhooks/x")).status_code == 400
 
 
+async def test_the_crc_answer_never_signs_what_could_pass_for_a_delivery(x: X) -> None:
+    # The CRC answer and the delivery signature are the same HMAC: a token
+    # shaped like a body would hand an attacker a valid signature for it.
+    forged = json.dumps(delivery(dm("forged via the CRC check")))
+    r = await x.client.get("/webhooks/x", params={"crc_token": forged})
+    assert r.status_code == 400 and "response_token" not in r.json()
+    token = "Zm9yZ2VkLXRva2Vu"
+    answer = (await x.client.get("/webhooks/x", params={"crc_token": token})).json()
+    replayed = await x.deliver(token.encode(), signature=answer["response_token"])
+    assert replayed.status_code == 400
+    await x.settle()
+    assert await x.inbound("x") == []
+
+
 async def test_missing_wrong_or_tampered_signature_is_refused_and_nothing_stored(x: X) -> None:
     body = json.dumps(delivery(dm("forged?"))).encode()
     assert (await x.deliver(body, signature="")).status_code == 401
@@ -152,7 +166,8 @@ async def test_typing_is_not_stored_and_other_activity_is_skipped_with_a_reason(
     await x.deliver(
         delivery(dm("quick", quick_reply_response={"type": "options", "metadata": "opt-2"}))
     )
-    await x.deliver(b"not json at all")
+    assert (await x.deliver(b"not json at all")).status_code == 400  # never stored
+    await x.deliver(b'{"for_user_id": "835740314006511618", "direct_message_ev')
     await x.settle()
     rows = {r["external_id"].split(":")[0]: r for r in await x.inbound("x")}
     notes = [r["note"] or r["error"] for r in await x.inbound("x")]
