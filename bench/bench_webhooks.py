@@ -24,10 +24,17 @@ message each (a distinct MsgId), in safe mode (AES-encrypted with wechatpy,
 ``msg_signature`` in the query, ~600 bytes) to ``/webhooks/wx``, which checks
 the signature and the age, decrypts and stores before answering ``success``.
 
+``--channel sms``, ``x`` and ``qq`` send the other webhook channels'
+deliveries, one customer message each, with the provider's signature: a
+Twilio SMS form with ``X-Twilio-Signature`` (the daemon checks it with
+twilio's ``RequestValidator``), an X Account Activity DM with
+``x-twitter-webhooks-signature``, a QQ C2C message with its Ed25519
+``X-Signature-Ed25519`` (all signed here before the run).
+
 Target: at least 2,000 deliveries/s with p99 under 25 ms (accept-only).
 
     python bench/bench_webhooks.py [--deliveries 10000] [--concurrency 16] [--rounds 3]
-                                   [--channel whatsapp|wechat]
+                                   [--channel whatsapp|wechat|sms|x|qq]
 
 (about 90 s with the defaults)
 """
@@ -54,7 +61,19 @@ NUMBER_ID = "109876543210"
 WX_APP_ID = "wx1234567890abcdef"
 WX_TOKEN = "benchtoken"
 WX_AES_KEY = "YmVuY2gtd2VjaGF0LWFlcy1rZXktMzItYnl0ZXMhISE"  # base64 of 32 bytes, no '='
-CHANNEL_PATHS = {"whatsapp": "/webhooks/wa", "wechat": "/webhooks/wx"}
+TWILIO_SID = "AC" + "0123456789abcdef" * 2
+TWILIO_TOKEN = "bench-twilio-token"
+SMS_URL = "https://bench.example/webhooks/sms"  # the URL Twilio would sign
+X_SECRET = "bench-x-consumer-secret"
+X_USER = "835740314006511618"
+QQ_SECRET = "bench-qq-bot-secret-0123456789"
+CHANNEL_PATHS = {
+    "whatsapp": "/webhooks/wa",
+    "wechat": "/webhooks/wx",
+    "sms": "/webhooks/sms",
+    "x": "/webhooks/x",
+    "qq": "/webhooks/qq",
+}
 TARGET_RATE = 2000.0
 TARGET_P99_MS = 25.0
 
@@ -125,6 +144,32 @@ async def _serve_daemon(mode: str, workdir: Path) -> None:
                     "token": WX_TOKEN,
                     "encoding_aes_key": WX_AES_KEY,
                 },
+                {
+                    "name": "sms",
+                    "type": "sms",
+                    "account_sid": TWILIO_SID,
+                    "auth_token": TWILIO_TOKEN,
+                    "from_number": "+15005550006",
+                    "webhook_url": SMS_URL,
+                    "check_credentials": False,
+                },
+                {
+                    "name": "x",
+                    "type": "x",
+                    "user_id": X_USER,
+                    "consumer_key": "bench",
+                    "consumer_secret": X_SECRET,
+                    "access_token": "bench",
+                    "access_token_secret": "bench",
+                    "check_credentials": False,
+                },
+                {
+                    "name": "qq",
+                    "type": "qq",
+                    "app_id": "102005999",
+                    "app_secret": QQ_SECRET,
+                    "check_credentials": False,
+                },
             ],
         },
         base_dir=REPO,
@@ -164,7 +209,94 @@ Delivery = tuple[str, bytes, dict[str, str]]  # path with query, body, headers
 def deliveries(n: int, run: str, channel: str = "whatsapp") -> list[Delivery]:
     if channel == "wechat":
         return wechat_deliveries(n, run)
+    if channel in ("sms", "x", "qq"):
+        return [other_delivery(channel, i, run) for i in range(n)]
     return whatsapp_deliveries(n, run)
+
+
+TEXTS = ["Hi, when will order {n} ship? Thanks", "你好，请问订单{n}什么时候发货？"]
+
+
+def other_delivery(channel: str, i: int, run: str) -> Delivery:
+    """One signed delivery of one customer message for the sms, x or qq channel."""
+    text = TEXTS[i % len(TEXTS)].format(n=1000 + i)
+    path = CHANNEL_PATHS[channel]
+    if channel == "sms":
+        from urllib.parse import urlencode
+
+        from twilio.request_validator import RequestValidator
+
+        sid = f"SM{run}{i:0{32 - len(run)}d}"
+        params = {
+            "MessageSid": sid,
+            "SmsSid": sid,
+            "AccountSid": TWILIO_SID,
+            "From": f"+4915{100000000 + (i * 7919) % 50000:09d}",
+            "To": "+15005550006",
+            "Body": text,
+            "NumMedia": "0",
+            "NumSegments": "1",
+            "SmsStatus": "received",
+            "ApiVersion": "2010-04-01",
+        }
+        sig = RequestValidator(TWILIO_TOKEN).compute_signature(SMS_URL, params)
+        headers = {"X-Twilio-Signature": sig, "Content-Type": "application/x-www-form-urlencoded"}
+        return path, urlencode(params).encode(), headers
+    if channel == "x":
+        from omnidesk.channels.x import SIGNATURE_HEADER, sign
+
+        sender = str(272953809 + i % 50000)
+        event_id = str(int.from_bytes(run.encode(), "big") % 10**6 * 10**12 + i)
+        body = {
+            "for_user_id": X_USER,
+            "direct_message_events": [
+                {
+                    "type": "message_create",
+                    "id": event_id,
+                    "created_timestamp": str(int(time.time() * 1000)),
+                    "message_create": {
+                        "target": {"recipient_id": X_USER},
+                        "sender_id": sender,
+                        "message_data": {"text": text, "entities": {"urls": []}},
+                    },
+                }
+            ],
+            "users": {sender: {"id": sender, "name": f"Customer {i}", "screen_name": f"c{i}"}},
+        }
+        raw = json.dumps(body, ensure_ascii=False).encode()
+        headers = {SIGNATURE_HEADER: sign(X_SECRET, raw), "Content-Type": "application/json"}
+        return path, raw, headers
+    from datetime import UTC, datetime
+
+    from omnidesk.channels.qq import SIGNATURE_HEADER as QQ_SIGNATURE
+    from omnidesk.channels.qq import TIMESTAMP_HEADER
+
+    body = {
+        "op": 0,
+        "id": f"C2C_MESSAGE_CREATE:{run}{i}",
+        "t": "C2C_MESSAGE_CREATE",
+        "d": {
+            "author": {"user_openid": f"E4F4AEA33253A2797FB897C5{i % 50000:08X}"},
+            "content": text,
+            "id": f"ROBOT1.0_{run}{i:08d}",
+            "timestamp": datetime.now(UTC).isoformat(),
+        },
+    }
+    raw = json.dumps(body, ensure_ascii=False).encode()
+    ts = str(int(time.time()))
+    sig = _qq_key().sign(ts.encode() + raw).hex()
+    return path, raw, {QQ_SIGNATURE: sig, TIMESTAMP_HEADER: ts, "Content-Type": "application/json"}
+
+
+_QQ_KEY: list[Any] = []
+
+
+def _qq_key() -> Any:
+    if not _QQ_KEY:
+        from omnidesk.channels.qq import signing_key
+
+        _QQ_KEY.append(signing_key(QQ_SECRET))
+    return _QQ_KEY[0]
 
 
 def wechat_deliveries(n: int, run: str) -> list[Delivery]:
@@ -397,7 +529,13 @@ def main() -> None:
     results = [sorted(runs[m], key=lambda r: r["rate"])[len(runs[m]) // 2] for m in modes]
 
     base = next((r for r in results if r["mode"] == "nostore"), results[0])
-    what = {"whatsapp": "WhatsApp deliveries", "wechat": "WeChat safe-mode pushes"}
+    what = {
+        "whatsapp": "WhatsApp deliveries",
+        "wechat": "WeChat safe-mode pushes",
+        "sms": "Twilio SMS webhooks",
+        "x": "X Account Activity DMs",
+        "qq": "QQ C2C callbacks (Ed25519)",
+    }
     table = Table(
         title=f"Webhook deliveries over HTTP, {args.deliveries} signed {what[args.channel]},"
         f" {args.concurrency} connections, SQLite synchronous=FULL, {os.cpu_count()} CPUs,"

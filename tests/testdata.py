@@ -40,6 +40,7 @@ OUTSIDE_SETS = {
     "webhooks/slack/courier": "AGPL-3.0",
     "webhooks/telegram/courier": "AGPL-3.0",
     "webhooks/telegram/pytelegrambotapi": "GPL-2.0",
+    "webhooks/x-twitter/courier": "AGPL-3.0",
 }
 
 # The test running now (set around each test by tests/conftest.py), so that

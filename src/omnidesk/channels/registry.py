@@ -48,6 +48,9 @@ BUILTIN: dict[str, str] = {
     "webchat": "omnidesk.channels.webchat:WebchatChannel",
     "wechat": "omnidesk.channels.wechat.official:WeChatOfficialChannel",
     "wechat_kf": "omnidesk.channels.wechat.kf:WeChatKfChannel",
+    "sms": "omnidesk.channels.sms:SmsChannel",
+    "x": "omnidesk.channels.x:XChannel",
+    "qq": "omnidesk.channels.qq:QqChannel",
 }
 
 ENTRY_POINT_GROUP = "omnidesk.channels"

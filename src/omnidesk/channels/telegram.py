@@ -83,6 +83,7 @@ from ..model import (
     Skip,
 )
 from .base import ChannelAdapter, ChannelContext
+from .textsplit import split_units
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -301,31 +302,9 @@ def _my_chat_member_reason(update: Mapping[str, Any]) -> str:
     return f"the bot's membership in chat {chat.get('id')} changed to {new}"
 
 
-def utf16_len(text: str) -> int:
-    return len(text.encode("utf-16-le")) // 2
-
-
 def split_text(text: str, limit: int = MAX_TEXT) -> list[str]:
-    """Pieces of at most ``limit`` UTF-16 units, cut at a line break or a space
-    when one is near the limit."""
-    pieces: list[str] = []
-    rest = text
-    while utf16_len(rest) > limit:
-        # The longest prefix within the limit (a character may be two units).
-        cut = min(len(rest), limit)
-        while utf16_len(rest[:cut]) > limit:
-            cut -= 1
-        window = rest[:cut]
-        for sep in ("\n\n", "\n", " "):
-            at = window.rfind(sep)
-            if at > cut // 2:
-                cut = at + len(sep)
-                break
-        pieces.append(rest[:cut].rstrip())
-        rest = rest[cut:].lstrip("\n")
-    if rest.strip() or not pieces:
-        pieces.append(rest)
-    return [p for p in pieces if p.strip()] or [text]
+    """Pieces of at most ``limit`` UTF-16 units (Telegram's measure)."""
+    return split_units(text, limit)
 
 
 def _seconds(value: int | float | timedelta) -> float:

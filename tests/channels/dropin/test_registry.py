@@ -334,11 +334,13 @@ def test_entry_point_cannot_shadow_a_builtin(site: Path) -> None:
 
 def test_entry_point_and_dropin_claiming_one_type_are_refused(site: Path, folder: Path) -> None:
     pkg = unique("odtest_pkg")
-    make_distribution(site, "odtest-sms", {"sms": f"{pkg}:S"}, pkg, adapter_source("sms", "S"))
-    write(folder, "sms.py", adapter_source("sms"))
+    make_distribution(
+        site, "odtest-pager", {"pager": f"{pkg}:S"}, pkg, adapter_source("pager", "S")
+    )
+    write(folder, "pager.py", adapter_source("pager"))
     with pytest.raises(ChannelLoadError) as info:
-        adapter_class("sms", dropins=dropin_adapters(folder))
-    assert "odtest-sms" in str(info.value) and "drop-in" in str(info.value)
+        adapter_class("pager", dropins=dropin_adapters(folder))
+    assert "odtest-pager" in str(info.value) and "drop-in" in str(info.value)
 
 
 def build_wheel(out: Path, dist: str, package: str, type_: str) -> Path:

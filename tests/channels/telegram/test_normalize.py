@@ -12,8 +12,8 @@ from omnidesk.channels.telegram import (
     _reply_target,
     split_text,
     update_external_id,
-    utf16_len,
 )
+from omnidesk.channels.textsplit import utf16_len
 from omnidesk.model import Envelope, Message, MessageKind, NormalizeError, Skip
 
 from .test_corpus import _adapter
