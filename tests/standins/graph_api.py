@@ -200,6 +200,15 @@ class GraphApiStandIn:
         text = message.get("text")
         if isinstance(text, str) and len(text) > 2000:
             return self._invalid("message.text must be at most 2000 characters")
+        quick = message.get("quick_replies")
+        if quick is not None:
+            if not isinstance(quick, list) or not 0 < len(quick) <= 13:
+                return self._invalid("quick_replies must hold 1 to 13 items")
+            for q in quick:
+                if q.get("content_type") != "text" or not 0 < len(q.get("title", "")) <= 20:
+                    return self._invalid("a text quick reply needs a title of 1 to 20 characters")
+                if not 0 < len(q.get("payload", "")) <= 1000:
+                    return self._invalid("a quick reply payload must be 1 to 1000 characters")
         psid = str(recipient["id"])
         if psid in self.window_closed and body.get("tag") != "HUMAN_AGENT":
             return self._error(

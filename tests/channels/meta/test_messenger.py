@@ -288,3 +288,82 @@ async def test_instagram_unsent_message_is_kept_as_an_edit(meta: Meta) -> None:
     msgs = (await meta.conversation(conv_id))["messages"]
     assert [m["text"] for m in msgs] == ["oops", "[the customer unsent this message]"]
     assert msgs[1]["kind"] == "edit" and msgs[1]["edit_of"] == msgs[0]["id"]
+
+
+async def test_survey_goes_out_with_quick_replies_and_a_tap_is_the_answer(
+    tmp_path: Any, config_factory: Any, daemon_factory: Any, graph: Any
+) -> None:
+    """Messenger: the rating and the 0-10 loyalty question (eleven choices fit
+    Meta's thirteen) go out with quick replies; a tap comes back as the
+    message's quick_reply payload and is taken as the answer."""
+    import httpx
+
+    from tests.channels.meta.conftest import Meta, meta_channels
+    from tests.conftest import admin_token, wait_for
+    from tests.email_channels.conftest import rows
+    from tests.service.test_surveys import answer_and_resolve, survey_rules
+
+    cfg = config_factory(
+        channels=meta_channels(graph.base_url),
+        rules={"dir": str(survey_rules(tmp_path)), "watch": False},
+        outbox={"backoff_base": 0.02, "backoff_max": 0.1, "max_attempts": 6},
+    )
+    d = await daemon_factory(cfg)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{d.web_port}", timeout=10) as c:
+        meta = Meta(d, c, graph)
+        meta.auth = await admin_token(d)
+        cid = await customer_writes(meta, text="My order is late again")
+        await answer_and_resolve(d, cid, "It ships today, sorry.")
+        await d.scheduler.tick()
+
+        def asked(word: str) -> Callable[[], Awaitable[Any]]:
+            async def find() -> Any:
+                return next(
+                    (
+                        s
+                        for s in graph.sends()
+                        if word in s.body.get("message", {}).get("text", "")
+                        and s.body["message"].get("quick_replies")
+                    ),
+                    None,
+                )
+
+            return find
+
+        await wait_for(asked("How would you rate"), 15)
+        rating = (await asked("How would you rate")()).body["message"]["quick_replies"]
+        sid = (await rows(d, "SELECT id FROM surveys"))[0]["id"]
+        assert [q["payload"] for q in rating] == [f"survey:{sid}:{n}" for n in (5, 4, 3, 2, 1)]
+
+        async def tap(mid: str, value: int) -> None:
+            r = await meta.deliver(
+                "fb",
+                page_delivery(
+                    fb_message(
+                        mid,
+                        "7001",
+                        str(rating[0]["title"]),
+                        quick_reply={"payload": f"survey:{sid}:{value}"},
+                    )
+                ),
+            )
+            assert r.status_code == 200
+
+        await tap("m_tap_1", 4)
+
+        async def rated() -> bool:
+            return (await rows(d, "SELECT rating FROM surveys"))[0]["rating"] == 4
+
+        await wait_for(rated, 30)
+        await wait_for(asked("recommend"), 15)
+        loyalty = (await asked("recommend")()).body["message"]["quick_replies"]
+        assert [q["payload"] for q in loyalty] == [f"survey:{sid}:{n}" for n in range(11)]
+        await tap("m_tap_2", 9)
+
+        async def loyal() -> bool:
+            return (await rows(d, "SELECT loyalty_score FROM surveys"))[0]["loyalty_score"] == 9
+
+        await wait_for(loyal, 30)
+        assert [x["status"] for x in await rows(d, "SELECT status FROM conversations")] == [
+            "resolved"
+        ]

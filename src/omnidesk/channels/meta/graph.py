@@ -61,6 +61,20 @@ def _flat(text: str) -> str:
     return _WS.sub(" ", text).strip()
 
 
+def _fit(label: str, limit: int) -> str:
+    """A button's label within the provider's limit (cut with an ellipsis)."""
+    return label if len(label) <= limit else label[: limit - 1] + "…"
+
+
+def _survey_choice(payload: str | None) -> str | None:
+    """The number a survey button stands for (its id or payload
+    ``survey:{id}:{choice}``), None for any other button."""
+    parts = (payload or "").split(":")
+    if len(parts) == 3 and parts[0] == "survey" and parts[2].isdigit():
+        return parts[2]
+    return None
+
+
 def _chunks(text: str, limit: int) -> list[str]:
     """Split a long reply at paragraph, line or word boundaries so every part
     fits the platform's limit (Messenger 2,000, Instagram 1,000, WhatsApp

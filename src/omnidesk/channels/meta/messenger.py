@@ -23,7 +23,15 @@ from ...model import (
     Skip,
     StatusUpdate,
 )
-from .graph import TEXT_LIMITS, ConfigurationProblem, MetaChannel, _chunks, _thread_parts
+from .graph import (
+    TEXT_LIMITS,
+    ConfigurationProblem,
+    MetaChannel,
+    _chunks,
+    _fit,
+    _survey_choice,
+    _thread_parts,
+)
 from .webhook import _DIGITS, _obj, _party, _str_id, _text, _ts
 
 # Set on every message we send through the Send API; Meta echoes it back, so
@@ -213,6 +221,9 @@ class PageChannel(MetaChannel):
         for key in ("quick_reply", "reply_to", "referral", "commands"):
             if key in msg:
                 meta[key] = msg[key]
+        answer = _survey_choice(_text(_obj(msg.get("quick_reply")).get("payload")))
+        if answer is not None:
+            text = answer  # a survey's quick reply: its number
         return text, attachments, meta
 
     def _message(
@@ -298,12 +309,16 @@ class PageChannel(MetaChannel):
             raise ConfigurationProblem("no recipient id for this conversation")
         path = f"{self.page_id or page or 'me'}/messages"
         last_id: str | None = None
-        for part in _chunks(message.text, TEXT_LIMITS[self.platform]):
+        parts = _chunks(message.text, TEXT_LIMITS[self.platform])
+        buttons = survey_quick_replies(message.meta.get("survey"))
+        for i, part in enumerate(parts):
             body: dict[str, Any] = {
                 "recipient": {"id": psid},
                 "messaging_type": "RESPONSE",
                 "message": self._message_body(part),
             }
+            if buttons and i == len(parts) - 1:
+                body["message"]["quick_replies"] = buttons
             try:
                 data = await self._post(path, body)
             except SendError as exc:
@@ -319,6 +334,28 @@ class PageChannel(MetaChannel):
 
     def _message_body(self, text: str) -> dict[str, Any]:
         return {"text": text, "metadata": ECHO_MARK}
+
+
+def survey_quick_replies(survey: Any) -> list[dict[str, Any]] | None:
+    """A survey's choices as quick replies (Messenger and Instagram: up to 13,
+    titles of 20 characters); a tap comes back as the message's
+    ``quick_reply.payload`` ``survey:{id}:{choice}``."""
+    if not isinstance(survey, dict) or not isinstance(survey.get("choices"), list):
+        return None
+    sid = survey.get("id")
+    choices = [c for c in survey["choices"] if isinstance(c, dict) and "value" in c]
+    if not choices or len(choices) > 13:
+        return None
+    if survey.get("stage") != "loyalty":
+        choices.reverse()  # best first
+    return [
+        {
+            "content_type": "text",
+            "title": _fit(str(c.get("label") or c["value"]), 20),
+            "payload": f"survey:{sid}:{c['value']}",
+        }
+        for c in choices
+    ]
 
 
 class MessengerChannel(PageChannel):

@@ -35,7 +35,9 @@ from .graph import (
     ConfigurationProblem,
     MetaChannel,
     _chunks,
+    _fit,
     _flat,
+    _survey_choice,
     _thread_parts,
 )
 from .webhook import _DIGITS, _list, _obj, _str_id, _text, _ts
@@ -440,17 +442,6 @@ def survey_interactive(text: str, survey: Any) -> dict[str, Any] | None:
         "type": "interactive",
         "interactive": {"type": kind, "body": {"text": text}, "action": action},
     }
-
-
-def _fit(label: str, limit: int) -> str:
-    return label if len(label) <= limit else label[: limit - 1] + "…"
-
-
-def _survey_choice(reply_id: str | None) -> str | None:
-    parts = (reply_id or "").split(":")
-    if len(parts) == 3 and parts[0] == "survey" and parts[2].isdigit():
-        return parts[2]
-    return None
 
 
 def _wamid(data: Mapping[str, Any]) -> str | None:
