@@ -163,6 +163,7 @@ def pipeline_context(
         teams={t.name: t for t in config.teams},
         teams_in_db=True,
         default_team=config.default_team,
+        assignment=config.assignment,
         chat_session_seconds=config.chat_session_hours * 3600,
         reopen_seconds=config.reopen_days * 86400,
         detect_language=detect_language,

@@ -15,6 +15,7 @@ from . import (
     accounts,
     admin,
     apidocs,
+    availability,
     classifier,
     contacts,
     inbound,
@@ -58,7 +59,7 @@ def create_app(services: WebServices) -> FastAPI:
         app.include_router(module.router)
     app.include_router(search_router)
     # The agent inbox: accounts, live feed, contacts, rules editing, the web UI.
-    for module in (session, accounts, live, contacts, workspace, rules_api, ui):
+    for module in (session, accounts, availability, live, contacts, workspace, rules_api, ui):
         app.include_router(module.router)
     # Service quality: notifications, reports, the customers' survey page.
     app.include_router(service_api.router)

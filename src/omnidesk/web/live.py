@@ -140,6 +140,8 @@ class _Visibility:
             return True
         if kind == "quarantine":
             return self.p.role == "admin"
+        if kind == "agent.availability":  # the supervisors' board, and the agent's own
+            return self.p.sees_all() or e.get("username") == self.p.username
         if kind == "notification":  # an SLA or rule notice is for its addressee only
             return e.get("username") is not None and e.get("username") == self.p.username
         if self.p.sees_all():

@@ -24,10 +24,15 @@ from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from .. import __version__
-from ..store.sessions import delete_session
 from .auth import SESSION_COOKIE, Principal, session_principal
 from .deps import get_services
-from .session import attempt_login, clear_session_cookie, cookie_secure, set_session_cookie
+from .session import (
+    attempt_login,
+    clear_session_cookie,
+    cookie_secure,
+    end_session,
+    set_session_cookie,
+)
 
 if TYPE_CHECKING:
     from .services import WebServices
@@ -158,7 +163,7 @@ async def logout(request: Request, services: WebServices = Depends(get_services)
         return RedirectResponse("/login", status_code=303)
     token = request.cookies.get(SESSION_COOKIE)
     if token:
-        await services.store.write(delete_session, token)
+        await end_session(services, token, p.username)
     resp = RedirectResponse("/login", status_code=303)
     clear_session_cookie(resp, request, services)
     return resp

@@ -163,7 +163,7 @@ const live = {
     src.addEventListener('error', () => { status.textContent = 'reconnecting'; status.className = 'live off'; });
     const types = ['ready', 'conversation.created', 'conversation.updated', 'message.created',
       'delivery', 'presence', 'contact.updated', 'contact.merged', 'resync', 'quarantine',
-      'notification'];
+      'notification', 'agent.availability'];
     for (const t of types) {
       src.addEventListener(t, ev => {
         let data = {};
