@@ -13,6 +13,7 @@ from this server (no inline script), images from this server or ``data:``
 
 from __future__ import annotations
 
+import mimetypes
 import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
     from .services import WebServices
 
 HERE = Path(__file__).parent
+# The web app manifest's own type (not every Python knows the extension).
+mimetypes.add_type("application/manifest+json", ".webmanifest")
 router = APIRouter(include_in_schema=False)
 templates = Environment(
     loader=FileSystemLoader(HERE / "templates"),
@@ -107,6 +110,17 @@ def _login_page(
         secure=cookie_secure(request, services),
     )
     return resp
+
+
+@router.get("/sw.js")
+async def service_worker() -> Response:
+    """The service worker, served from the root so its scope is the whole
+    app (installable inbox, notification clicks); see static/sw.js."""
+    return Response(
+        (HERE / "static" / "sw.js").read_bytes(),
+        media_type="text/javascript",
+        headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
+    )
 
 
 @router.get("/login")

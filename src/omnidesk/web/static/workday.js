@@ -103,3 +103,93 @@ new MutationObserver(() => agentsPanel.mount()).observe(main, { childList: true,
 availability.start();
 agentsPanel.start();
 agentsPanel.mount();
+
+// ------------------------------------------------------------------ panes --
+// On a phone the list, the conversation and the contact are stacked views
+// (app.css, max-width 899px): .inbox[data-pane] says which one shows, and a
+// bar above each leads to the others. On a wide screen the bars are hidden
+// and all panes show side by side, as before.
+
+const panes = {
+  set(p) {
+    const el = document.querySelector('.inbox');
+    if (!el) return;
+    el.dataset.pane = p;
+    if (p !== 'list') el.classList.remove('show-filters');
+    if (matchMedia('(max-width: 899px)').matches) window.scrollTo(0, 0);
+  },
+  toList() {
+    panes.set('list');
+    if (location.pathname.startsWith('/inbox/c/')) history.pushState({}, '', '/inbox?' + filtersQuery(inbox.filters));
+  },
+  decorate(el) {
+    if (el.dataset.pane) return;
+    const bar = (cls, ...kids) => h('div', { class: 'pane-nav ' + cls }, ...kids);
+    const filtersBtn = h('button', { type: 'button', id: 'show-filters', 'aria-expanded': 'false',
+      onclick: () => { const on = el.classList.toggle('show-filters'); filtersBtn.setAttribute('aria-expanded', String(on)); } }, 'Filters & views');
+    el.insertBefore(bar('for-list', filtersBtn, h('span', { class: 'muted small' }, 'Inbox')), el.querySelector('.filters'));
+    el.insertBefore(bar('for-conv',
+      h('button', { type: 'button', id: 'back-to-list', onclick: () => panes.toList() }, '‹ Conversations'),
+      h('button', { type: 'button', id: 'to-contact', onclick: () => panes.set('contact') }, 'Contact ›')), el.querySelector('.conv'));
+    el.insertBefore(bar('for-contact',
+      h('button', { type: 'button', id: 'back-to-conv', onclick: () => panes.set('conv') }, '‹ Conversation')), el.querySelector('.side'));
+    el.dataset.pane = location.pathname.startsWith('/inbox/c/') ? 'conv' : 'list';
+  },
+};
+
+{
+  // Opening a conversation shows its pane (from the list, a link, the history).
+  const open = openConversation;
+  openConversation = async function (...args) {  // eslint-disable-line no-func-assign
+    panes.set('conv');
+    return open.apply(this, args);
+  };
+}
+
+// ---------------------------------------------------------- notifications --
+// A conversation newly assigned to me: a toast on the page, and a system
+// notification where the browser allows (asked once, from a button).
+
+const notify = {
+  allowed() { return 'Notification' in window && Notification.permission === 'granted'; },
+  show(e) {
+    const id = e.conversation_id;
+    if (inbox.current && inbox.current.id === id && !document.hidden) return;
+    toast('New conversation for you: #' + id);
+    if (!this.allowed()) return;
+    try {
+      const n = new Notification('omnidesk: a conversation for you', {
+        body: 'Conversation #' + id + (e.channel ? ' (' + e.channel + ')' : ''),
+        tag: 'conversation-' + id, icon: '/static/icon-192.png', data: { url: '/inbox/c/' + id },
+      });
+      n.onclick = () => { window.focus(); navigate('/inbox/c/' + id); n.close(); };
+    } catch (_) {
+      // Some browsers (Android) only show notifications through the worker.
+      if (navigator.serviceWorker) navigator.serviceWorker.ready.then(r => r.showNotification('omnidesk: a conversation for you', { body: 'Conversation #' + id, tag: 'conversation-' + id, data: { url: '/inbox/c/' + id } })).catch(() => {});
+    }
+  },
+  start() {
+    if (!ME.username) return;
+    live.on(e => {
+      if (e.assignee !== ME.username) return;
+      const fresh = e.type === 'conversation.created'
+        || (e.type === 'conversation.updated' && 'previous_assignee' in e && e.previous_assignee !== ME.username);
+      if (fresh) this.show(e);
+    });
+    if ('Notification' in window && Notification.permission === 'default') {
+      const btn = h('button', { type: 'button', id: 'enable-notifications', class: 'notices', title: 'be told of conversations assigned to you',
+        onclick: async () => { try { await Notification.requestPermission(); } catch (_) { /* refused */ } btn.remove(); } }, 'Notify me');
+      const anchor = document.getElementById('notices');
+      if (anchor) anchor.after(btn);
+    }
+    if ('serviceWorker' in navigator) navigator.serviceWorker.register('/sw.js').catch(() => {});
+  },
+};
+
+{
+  // app.js drew the first page before this script ran; later pages are watched.
+  const decorate = () => { const el = document.querySelector('.inbox'); if (el) panes.decorate(el); };
+  new MutationObserver(decorate).observe(main, { childList: true });
+  decorate();
+}
+notify.start();
