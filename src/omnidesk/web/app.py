@@ -16,6 +16,7 @@ from . import (
     admin,
     apidocs,
     availability,
+    bulk,
     classifier,
     contacts,
     inbound,
@@ -55,7 +56,7 @@ def create_app(services: WebServices) -> FastAPI:
     app.add_middleware(BodyLimits, limit_for=limit_for, budget_bytes=budget)
     app.add_exception_handler(HTTPException, http_error)  # 422s as the schema declares them
     app.add_exception_handler(IntakeError, inbound.intake_unavailable)
-    for module in (ops, apidocs, inbound, inbox, admin, classifier):
+    for module in (ops, apidocs, inbound, bulk, inbox, admin, classifier):
         app.include_router(module.router)
     app.include_router(search_router)
     # The agent inbox: accounts, live feed, contacts, rules editing, the web UI.

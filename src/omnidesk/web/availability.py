@@ -21,7 +21,7 @@ from ..config import AssignmentConfig
 from ..events import Event
 from ..store import assignment
 from ..store.base import Db
-from .auth import Principal, current_principal, require_supervisor
+from .auth import Principal, require_supervisor, require_user
 from .deps import get_services
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ def _me(p: Principal) -> str:
 
 @router.get("/me/availability")
 async def my_availability(
-    p: Principal = Depends(current_principal), services: WebServices = Depends(get_services)
+    p: Principal = Depends(require_user), services: WebServices = Depends(get_services)
 ) -> dict[str, Any]:
     """The caller's state now (``away`` also when idle too long)."""
     username = _me(p)
@@ -54,7 +54,7 @@ async def my_availability(
 @router.put("/me/availability")
 async def set_my_availability(
     body: AvailabilityIn,
-    p: Principal = Depends(current_principal),
+    p: Principal = Depends(require_user),
     services: WebServices = Depends(get_services),
 ) -> dict[str, Any]:
     """Set the caller's state by hand. Coming online hands them the oldest
@@ -72,7 +72,7 @@ async def set_my_availability(
 
 @router.post("/me/activity")
 async def activity(
-    p: Principal = Depends(current_principal), services: WebServices = Depends(get_services)
+    p: Principal = Depends(require_user), services: WebServices = Depends(get_services)
 ) -> dict[str, Any]:
     """The browser saw the agent at work (sent at most once a minute)."""
     return await _change(services, p, assignment.touch_activity)

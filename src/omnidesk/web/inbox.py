@@ -99,7 +99,11 @@ class ConversationSummary(BaseModel):
     )
     created_at: float
     last_message_at: float | None
-    last_preview: str | None
+    last_preview: str | None = Field(None, description="the customer's latest words")
+    title: str = Field(description="the subject, else the first words of the first message")
+    contact_label: str = Field(description="the contact's name, else an alias and the channel")
+    new: bool | None = Field(None, description="never opened by the caller (users only)")
+    unread: bool | None = Field(None, description="the customer wrote since the caller looked")
 
 
 class ConversationPage(BaseModel):
@@ -202,7 +206,13 @@ async def conversations(
         flt.assignee = "none"
     try:
         items = await services.store.read(
-            list_conversations, flt, limit=limit, before=before, sort=sort, cursor=cursor
+            list_conversations,
+            flt,
+            limit=limit,
+            before=before,
+            sort=sort,
+            cursor=cursor,
+            reader=p.username,
         )
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None

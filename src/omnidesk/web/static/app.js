@@ -349,13 +349,15 @@ async function loadList() {
 function conversationRow(c, fresh) {
   const cls = ['row'];
   if (fresh) cls.push('fresh');
+  if (c.unread) cls.push('unread');
   if (inbox.current && inbox.current.id === c.id) cls.push('selected');
   return h('div', {
     class: cls.join(' '), 'data-id': c.id, role: 'link', tabindex: 0,
     onclick: () => openConversation(c.id, true),
     onkeydown: ev => { if (ev.key === 'Enter') openConversation(c.id, true); },
   },
-  h('span', { class: 'who' }, c.contact_name || ('contact #' + c.contact_id)),
+  h('span', { class: 'who' }, c.unread ? h('span', { class: 'unread-dot', title: c.new ? 'new to you' : 'unread' }) : null,
+    c.contact_label || c.contact_name || ('contact #' + c.contact_id)),
   h('span', { class: 'when' }, fmtTime(c.last_message_at || c.created_at)),
   h('span', { class: 'preview' }, (c.subject ? c.subject + ' — ' : '') + (c.last_preview || '')),
   h('span', { class: 'meta' },
@@ -461,7 +463,7 @@ function renderConversation(c, draft) {
   const conv = clear(inbox.els.conv);
   const can = c.can || {};
   const head = h('div', { class: 'conv-head' },
-    h('h2', {}, (c.subject || '(no subject)') + ' ', h('span', { class: 'muted' }, '#' + c.id)),
+    h('h2', {}, (c.title || c.subject || '(no subject)') + ' ', h('span', { class: 'muted' }, '#' + c.id)),
     h('div', { class: 'actions' },
       h('span', { class: 'badge channel' }, c.channel),
       h('label', {}, 'Status ', select('conv-status', STATUSES, c.status, v => changeStatus(c, v), { id: 'conv-status' })),
@@ -577,9 +579,13 @@ function messageView(m) {
   const cls = ['msg', m.direction === 'in' ? 'in' : 'out'];
   if (m.kind === 'note') cls.push('note');
   if (m.auto) cls.push('auto');
+  // A chat visitor known only by a random id shows as the contact's alias;
+  // an agent by their display name.
+  const anonymous = !m.sender_name && /^[0-9a-f]{20,}$/i.test(m.sender_address || '');
   const who = m.direction === 'in'
-    ? (m.sender_name ? m.sender_name + ' <' + m.sender_address + '>' : m.sender_address || 'customer')
-    : (m.author || 'system');
+    ? (m.sender_name ? m.sender_name + ' <' + m.sender_address + '>'
+      : anonymous && inbox.current ? inbox.current.contact_label : m.sender_address || 'customer')
+    : (m.author_name || m.author || 'system');
   const el = h('article', { class: cls.join(' '), 'data-message-id': m.id },
     h('div', { class: 'head' },
       h('span', { class: 'from' }, who),
