@@ -10,6 +10,10 @@ p50/p99 per endpoint:
 * a whole conversation (thread, decision, audit, contact with history);
 * a contact's history on every channel (``GET /api/v1/contacts/{id}``).
 
+Both callers act as users (an admin and an agent), so every list page also
+carries the caller's new/unread markers (``conversation_reads``, filled with
+one read in three conversations per user).
+
 Baselines from the same run: the same requests against an empty store (two
 contacts, eight messages), and
 ``GET /api/v1/me`` (authentication and JSON, no query) as the HTTP floor.
@@ -285,6 +289,17 @@ def pct(values: list[float], p: float) -> float:
     return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
 
 
+def seed_reads(db: Any, users: tuple[str, ...]) -> None:
+    """Every user has read one conversation in three (the list's new/unread
+    markers are then a mix, and the reads table is big)."""
+    for user in users:
+        db.run(
+            "INSERT INTO conversation_reads (username, conversation_id, read_at)"
+            " SELECT ?, id, last_message_at FROM conversations WHERE id % 3 = 0",
+            (user,),
+        )
+
+
 async def measure(db: Path, n: int) -> dict[str, list[float]]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-inbox-"))
     try:
@@ -294,7 +309,11 @@ async def measure(db: Path, n: int) -> dict[str, list[float]]:
             await daemon.store.write(
                 create_user, "alice", role="agent", password_hash=None, teams=["support"]
             )
-            admin = await daemon.store.write(create_token, "admin", name="bench")
+            await daemon.store.write(create_user, "root", role="admin", password_hash=None)
+            # Both callers are users, so every list page carries their unread
+            # state; each has read a share of the conversations.
+            await daemon.store.write(seed_reads, ("alice", "root"))
+            admin = await daemon.store.write(create_token, "admin", username="root")
             agent = await daemon.store.write(create_token, "agent", username="alice")
 
             def pick(db_: Any) -> tuple[int | None, int | None]:
