@@ -107,7 +107,9 @@ def build_adapters(
             config=ch,
             intake=port,
             state=StoredState(store, ch.name) if store is not None else None,
-            queries=StoredQueries(store, ch.name) if store is not None else None,
+            queries=(
+                StoredQueries(store, ch.name, config.assignment) if store is not None else None
+            ),
             contacts=links,
             emit=emitter(ch.name, publish) if publish is not None else None,
             public_url=config.public_url,

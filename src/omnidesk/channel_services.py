@@ -14,12 +14,15 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from .channels.base import Accept, ChannelQueries, ChannelState, ContactLinks
+from .config import AssignmentConfig
 from .events import Event
 from .model import Envelope, Identity
 from .store import Db, Store
 from .store import conversations as convs
+from .store.assignment import online_agents
 from .store.channel_state import get_state, get_states, known_external_ids, set_states
 from .store.contacts import link_identity
+from .store.inbox import name_authors
 
 Run = Callable[..., Awaitable[Any]]
 
@@ -78,16 +81,26 @@ class StoredState(ChannelState):
 
 def _thread_messages(db: Db, channel: str, thread_key: str) -> list[dict[str, Any]]:
     conv = convs.find_by_thread_key(db, channel, thread_key)
-    return [] if conv is None else convs.message_rows(db, int(conv["id"]))
+    if conv is None:
+        return []
+    rows = convs.message_rows(db, int(conv["id"]))
+    name_authors(db, rows)
+    return rows
+
+
+def _agents_online(db: Db, policy: AssignmentConfig) -> bool:
+    members = [r["username"] for r in db.all("SELECT DISTINCT username FROM team_members")]
+    return bool(online_agents(db, members, policy))
 
 
 class StoredQueries(ChannelQueries):
     """Read-only questions about one channel's stored data."""
 
-    __slots__ = ("_channel", "_read")
+    __slots__ = ("_channel", "_policy", "_read")
 
-    def __init__(self, store: Store, channel: str) -> None:
+    def __init__(self, store: Store, channel: str, policy: AssignmentConfig | None = None) -> None:
         self._channel = channel
+        self._policy = policy
         self._read, _ = _runners(store)
 
     async def known_external_ids(self, external_ids: Sequence[str]) -> set[str]:
@@ -103,6 +116,12 @@ class StoredQueries(ChannelQueries):
     async def thread_messages(self, thread_key: str) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = await self._read(_thread_messages, self._channel, thread_key)
         return rows
+
+    async def agents_online(self) -> bool:
+        if self._policy is None:
+            return True
+        online: bool = await self._read(_agents_online, self._policy)
+        return online
 
 
 class StoredContactLinks(ContactLinks):

@@ -117,7 +117,13 @@ class ChannelQueries(abc.ABC):
     @abc.abstractmethod
     async def thread_messages(self, thread_key: str) -> list[dict[str, Any]]:
         """The messages, as stored, of the latest conversation on this
-        channel with this thread key (a chat widget's history)."""
+        channel with this thread key (a chat widget's history); an agent's
+        reply carries ``author_name`` (their display name)."""
+
+    async def agents_online(self) -> bool:
+        """Whether any agent may take new work now (a chat widget offers an
+        offline form when none can). Without availability: always."""
+        return True
 
 
 class ContactLinks(abc.ABC):

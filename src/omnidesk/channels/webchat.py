@@ -190,6 +190,8 @@ def public_message(m: dict[str, Any], visitor: str) -> dict[str, Any] | None:
         "at": m["created_at"],
         "state": m["delivery_state"],
         "auto": bool(m.get("auto")),
+        # Who answered: the agent's display name (the widget draws their initials).
+        "agent": None if m.get("auto") else m.get("author_name"),
     }
     survey = (m.get("meta") or {}).get("survey")
     if isinstance(survey, dict):
@@ -438,6 +440,10 @@ class WebchatChannel(ChannelAdapter):
                 "color": self.color,
                 "ask_email": self.ask_email,
                 "max_message_chars": self.max_message_chars,
+                # None online: the widget becomes an offline form (e-mail required).
+                "agents_online": (
+                    await self.ctx.queries.agents_online() if self.ctx.queries else True
+                ),
             },
         )
 
@@ -480,6 +486,7 @@ class WebchatChannel(ChannelAdapter):
             "name": name or None,
             "page": page[:MAX_PAGE] if isinstance(page, str) else None,
             "user_agent": request.headers.get("user-agent", "")[:300] or None,
+            "offline": data.get("offline") is True or None,
         }
         new = await self.ctx.intake.accept(
             Envelope(
@@ -721,7 +728,17 @@ class WebchatChannel(ChannelAdapter):
             text=text,
             thread_key=visitor,
             sent_at=envelope.received_at,
-            meta={"webchat": {k: v for k, v in (("page", page), ("user_agent", ua)) if v}},
+            meta={
+                "webchat": {
+                    k: v
+                    for k, v in (
+                        ("page", page),
+                        ("user_agent", ua),
+                        ("offline_form", data.get("offline") is True),
+                    )
+                    if v
+                }
+            },
         )
 
     async def send(self, message: OutboundMessage) -> SendResult:
@@ -748,6 +765,7 @@ class WebchatChannel(ChannelAdapter):
                     "at": time.time(),
                     "state": "sent",
                     "auto": message.automatic,
+                    "agent": None if message.automatic else message.meta.get("agent_name"),
                     **({"survey": message.meta["survey"]} if "survey" in message.meta else {}),
                 },
             )

@@ -141,6 +141,10 @@
     ".od-out{background:#fff;border:1px solid #d0d7de;margin-right:auto}" +
     ".od-in{background:var(--od-color);color:#fff;margin-left:auto}" +
     ".od-meta{display:block;font-size:11px;opacity:.7;margin-top:3px}" +
+    ".od-agent{display:flex;align-items:center;gap:6px;font-size:12px;font-weight:600;margin-bottom:3px}" +
+    ".od-avatar{display:inline-flex;align-items:center;justify-content:center;width:22px;height:22px;" +
+    "border-radius:50%;background:var(--od-color);color:#fff;font-size:11px;font-weight:700}" +
+    "#od-panel.od-offline #od-profile{border:1px solid var(--od-color)}" +
     ".od-failed{background:#ffebe9;color:#82071e;border:1px solid #ff8182;cursor:pointer}" +
     ".od-survey{display:flex;flex-wrap:wrap;gap:4px;margin:4px 0 8px}" +
     ".od-survey button{flex:1 1 auto;min-width:34px;padding:6px 8px;border:1px solid var(--od-color);" +
@@ -235,11 +239,28 @@
     return log.scrollHeight - log.scrollTop - log.clientHeight < 40;
   }
 
-  function bubble(key, direction, text, meta) {
+  // The agent who answered: their name and an avatar of their initials.
+  function agentLine(name) {
+    var line = el("span", { class: "od-agent" });
+    var initials = name
+      .split(/\s+/)
+      .filter(Boolean)
+      .slice(0, 2)
+      .map(function (w) {
+        return w.charAt(0).toUpperCase();
+      })
+      .join("");
+    line.appendChild(el("span", { class: "od-avatar", "aria-hidden": "true" }, initials || "?"));
+    line.appendChild(el("span", { class: "od-agent-name" }, name));
+    return line;
+  }
+
+  function bubble(key, direction, text, meta, agent) {
     var stick = atBottom();
     var b = state.bubbles[key];
     if (!b) {
       b = el("div", { class: "od-msg " + (direction === "in" ? "od-in" : "od-out") });
+      if (agent) b.appendChild(agentLine(agent));
       b.dataset.key = key;
       b.appendChild(el("span", { class: "od-text" }, text));
       b.appendChild(el("span", { class: "od-meta" }));
@@ -295,7 +316,7 @@
     if (typeof m.id !== "number") return;
     var known = !!state.bubbles["out:" + m.id];
     // A survey question with buttons needs no "1 = ..., reply with a number".
-    var ob = bubble("out:" + m.id, "out", (m.survey && m.survey.question) || m.text, timeOf(m.at));
+    var ob = bubble("out:" + m.id, "out", (m.survey && m.survey.question) || m.text, timeOf(m.at), m.agent);
     if (m.survey && !known) surveyButtons(ob, m.survey);
     if (m.id > state.maxOutId) state.maxOutId = m.id;
     if (m.state === "sent") queueReceipt("delivered", m.id);
@@ -425,6 +446,7 @@
           text: text,
           page: location.origin + location.pathname,
           name: state.profile.name || undefined,
+          offline: state.offline || undefined,
         });
       })
       .then(function (r) {
@@ -507,32 +529,57 @@
       setNotice("That message is too long (at most " + max + " characters).");
       return;
     }
+    if (state.offline && !state.profile.email) {
+      // Offline: the message becomes a conversation we answer by e-mail,
+      // so the e-mail comes first.
+      var email = emailInput.value.trim();
+      if (!email) {
+        setNotice("Please leave your e-mail so we can answer you.");
+        emailInput.focus();
+        return;
+      }
+      saveProfile().then(function (ok) {
+        if (!ok) return;
+        input.value = "";
+        sendText(text, newId(), false).then(function () {
+          setNotice("Thanks! We are offline now and will answer by e-mail to " + state.profile.email + ".");
+        });
+      });
+      return;
+    }
     input.value = "";
     sendText(text, newId(), false);
   });
   profileSave.addEventListener("click", function () {
+    saveProfile();
+  });
+
+  // Name and e-mail to the server (POST /identify); resolves to whether it worked.
+  function saveProfile() {
     var name = nameInput.value.trim();
     var email = emailInput.value.trim();
-    if (!name && !email) return;
-    ensureToken()
+    if (!name && !email) return Promise.resolve(false);
+    return ensureToken()
       .then(function () {
         return api("POST", "/identify", { name: name || undefined, email: email || undefined });
       })
       .then(function (r) {
         if (r.status !== 200) {
           setNotice(r.data.error || "could not save");
-          return;
+          return false;
         }
         state.profile = { name: r.data.name || "", email: r.data.email || "" };
         save("profile", JSON.stringify(state.profile));
         profile.hidden = true;
         setNotice("");
         openStream();
+        return true;
       })
       .catch(function () {
         setNotice("could not save: no connection");
+        return false;
       });
-  });
+  }
 
   // -- start ------------------------------------------------------------------
   function start(cfg) {
@@ -544,6 +591,16 @@
     input.setAttribute("maxlength", String(cfg.max_message_chars || 4000));
     if (cfg.greeting) bubble("greeting", "out", cfg.greeting, "");
     if (cfg.ask_email && !state.profile.email) profile.hidden = false;
+    if (cfg.agents_online === false) {
+      // Nobody can answer now: an offline form (name, e-mail, message).
+      state.offline = true;
+      panel.classList.add("od-offline");
+      profileNote.textContent = "We are offline right now. Leave your e-mail and your message: we will answer by e-mail.";
+      profileSave.hidden = true;
+      if (!state.profile.email) profile.hidden = false;
+      sendBtn.textContent = "Send";
+      input.setAttribute("placeholder", "Your message\u2026");
+    }
     (document.body || document.documentElement).appendChild(host);
     var wasOpen = false;
     try {
