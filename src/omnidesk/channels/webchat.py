@@ -44,6 +44,7 @@ forge one. Each visitor and each client IP is rate limited.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
 import secrets
@@ -60,6 +61,7 @@ from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 from ..identity import normalize_identity
 from ..model import (
+    Attachment,
     DeliveryState,
     Envelope,
     Identity,
@@ -86,6 +88,17 @@ MAX_NAME = 100
 MAX_EMAIL = 254
 MAX_PAGE = 500
 MAX_RECEIPTS = 200  # ids per receipts request
+MAX_FILENAME = 200
+# The types a visitor may send, each with how its first bytes must look
+# (None: text, which must be UTF-8).
+ATTACHMENT_TYPES: dict[str, tuple[bytes, ...] | None] = {
+    "image/png": (b"\x89PNG\r\n\x1a\n",),
+    "image/jpeg": (b"\xff\xd8\xff",),
+    "image/gif": (b"GIF87a", b"GIF89a"),
+    "image/webp": (b"RIFF",),
+    "application/pdf": (b"%PDF-",),
+    "text/plain": None,
+}
 STREAMS_PER_VISITOR = 10  # open tabs
 KEEPALIVE = 20.0  # seconds between SSE comments (proxies drop idle streams)
 VISITOR_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -232,6 +245,16 @@ class WebchatChannel(ChannelAdapter):
         self.ask_email: bool = o.boolean("ask_email", True)
         self.visitor_days: int = o.integer("visitor_days", 365, min=1)
         self.max_connections: int = o.integer("max_connections", 1000, min=1)
+        # Files a visitor may send: at most this big, of these types (checked
+        # against the file's first bytes too, not only its declared type).
+        self.max_upload: int = o.integer("max_attachment_kb", 5120, min=1) * 1024
+        self.attachment_types: list[str] = o.strings("attachment_types", list(ATTACHMENT_TYPES))
+        unknown = [t for t in self.attachment_types if t not in ATTACHMENT_TYPES]
+        if unknown:
+            raise o.error(
+                "attachment_types",
+                f"{unknown[0]!r} is not one of {', '.join(ATTACHMENT_TYPES)}",
+            )
         self.color: str = o.string("color", "#1f6feb")
         if not COLOR.match(self.color):
             raise o.error("color", "must be a colour like #1f6feb")
@@ -381,6 +404,7 @@ class WebchatChannel(ChannelAdapter):
             Route("/events", g(self.events), methods=["GET"]),
             Route("/receipts", g(self.receipts), methods=["POST"]),
             Route("/identify", g(self.identify), methods=["POST"]),
+            Route("/attachments", g(self.upload), methods=["POST"]),
             Route("/{path:path}", g(self.preflight), methods=["OPTIONS"]),
         ]
 
@@ -440,6 +464,7 @@ class WebchatChannel(ChannelAdapter):
                 "color": self.color,
                 "ask_email": self.ask_email,
                 "max_message_chars": self.max_message_chars,
+                "attachments": {"max_kb": self.max_upload // 1024, "types": self.attachment_types},
                 # None online: the widget becomes an offline form (e-mail required).
                 "agents_online": (
                     await self.ctx.queries.agents_online() if self.ctx.queries else True
@@ -509,6 +534,58 @@ class WebchatChannel(ChannelAdapter):
                     "at": time.time(),
                 },
             )
+        return self._json(request, {"status": "accepted", "duplicate": not new}, 202)
+
+    async def upload(self, request: Request) -> Response:
+        """A file as the body (``Content-Type`` its type), ``?client_id=``
+        and ``?filename=``: stored as a message of the visitor with the file
+        attached. Refused: a type not allowed or whose first bytes do not
+        match it (415), a file over the limit (413, before anything is
+        read past it: web/limits.py caps this route at ``max_upload``)."""
+        self._check_origin(request)
+        visit = self._visit(request)
+        self._limit(self._ip_limit, self._client_ip(request))
+        self._limit(self._visitor_limit, visit.visitor)
+        client_id = request.query_params.get("client_id", "")
+        if not CLIENT_ID.match(client_id):
+            raise _Refused(400, "'client_id' must be 8-64 letters, digits, '-' or '_'")
+        filename = clean_text(request.query_params.get("filename", "")).replace("\n", " ")
+        filename = filename.replace("/", "_").replace("\\", "_")[:MAX_FILENAME] or "file"
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype not in self.attachment_types:
+            raise _Refused(415, f"files of type {ctype or 'unknown'} are not accepted here")
+        data = await request.body()
+        if len(data) > self.max_upload:
+            raise _Refused(413, f"file larger than {self.max_upload // 1024} KB")
+        if not data:
+            raise _Refused(400, "the file is empty")
+        magic = ATTACHMENT_TYPES[ctype]
+        if magic is None:
+            try:
+                data.decode("utf-8")
+            except UnicodeDecodeError:
+                raise _Refused(415, "a text file must be UTF-8") from None
+        elif not data.startswith(magic):
+            raise _Refused(415, f"the file is not a {ctype} file")
+        payload = {
+            "visitor": visit.visitor,
+            "client_id": client_id,
+            "text": f"Attachment: {filename}",
+            "attachment": {
+                "filename": filename,
+                "content_type": ctype,
+                "data": base64.b64encode(data).decode(),
+            },
+        }
+        new = await self.ctx.intake.accept(
+            Envelope(
+                channel=self.name,
+                external_id=f"{visit.visitor}:{client_id}",
+                payload=json.dumps(payload).encode(),
+                content_type="application/json",
+            )
+        )
+        self.touch()
         return self._json(request, {"status": "accepted", "duplicate": not new}, 202)
 
     async def history(self, request: Request) -> Response:
@@ -721,7 +798,22 @@ class WebchatChannel(ChannelAdapter):
         ua = data.get("user_agent") if isinstance(data.get("user_agent"), str) else None
         name = data.get("name") if isinstance(data.get("name"), str) else None
         sender = Identity(kind=KIND, address=visitor, display_name=name or None)
+        files = []
+        att = data.get("attachment")
+        if isinstance(att, dict):
+            try:
+                raw = base64.b64decode(str(att.get("data", "")), validate=True)
+            except ValueError:
+                raise NormalizeError("web chat attachment is not base64") from None
+            files.append(
+                Attachment(
+                    filename=str(att.get("filename") or "file")[:MAX_FILENAME],
+                    content_type=str(att.get("content_type") or "application/octet-stream"),
+                    data=raw,
+                )
+            )
         return Message(
+            attachments=files,
             channel=self.name,
             external_id=f"{visitor}:{client_id}",
             sender=sender,

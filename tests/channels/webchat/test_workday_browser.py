@@ -116,3 +116,70 @@ async def test_replies_show_the_agent_name_and_avatar(
     assert await answer.locator(".od-avatar").inner_text() == "NL"
     await page.screenshot(path=str(SHOTS / "webchat-agent-name.png"))
     assert not page.errors, page.errors
+
+
+PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c6360000002000100e221bc330000000049454e44ae426082"
+)
+
+
+async def test_attachments_within_limits_and_refused_beyond(
+    shop: dict[str, Any],  # noqa: F811
+    browser: Any,  # noqa: F811
+    config_factory: Any,
+    daemon_factory: Any,
+    tmp_path: Any,
+) -> None:
+    daemon: Daemon = await daemon_factory(
+        config_factory(
+            channels=channels(allowed_origins=[shop["origin"]], max_attachment_kb=20),
+        )
+    )
+    shop["desk"] = f"http://127.0.0.1:{daemon.web_port}"
+    small = tmp_path / "receipt.png"
+    small.write_bytes(PNG)
+    big = tmp_path / "scan.png"
+    big.write_bytes(PNG + b"\0" * 30_000)
+    page = await open_widget(browser, shop)
+    # Too big: refused in the page, nothing sent.
+    await page.set_input_files("#od-file", str(big))
+    await page.locator("#od-notice", has_text="too big").wait_for()
+    assert await page.locator(".od-in").count() == 0
+    # Within the limits: sent, and stored with the conversation.
+    await page.set_input_files("#od-file", str(small))
+    await page.locator(".od-in", has_text="receipt.png").wait_for()
+    await page.screenshot(path=str(SHOTS / "webchat-attachment.png"))
+    token = await page.evaluate(
+        "() => { for (const k of Object.keys(localStorage))"
+        " if (k.endsWith(':token')) return localStorage.getItem(k); return null; }"
+    )
+    async with httpx.AsyncClient(base_url=shop["desk"], timeout=10) as http:
+        agent = await Agent(daemon, http).login()
+        conv = await agent.conversation_of(daemon.adapters["site"].visitor_of(token) or "")
+
+        async def stored() -> list[Any]:
+            msgs = await agent.messages(conv["id"])
+            return [a for m in msgs for a in m["attachments"]]
+
+        atts = await stored()
+        assert [(a["filename"], a["content_type"], a["size"]) for a in atts] == [
+            ("receipt.png", "image/png", len(PNG))
+        ]
+        r = await http.get(f"/api/v1/attachments/{atts[0]['id']}", headers=agent.auth)
+        assert r.content == PNG
+        # The desk refuses what the page would not send: too big, a type not
+        # allowed, a file whose bytes are not its declared type.
+        auth = {"Authorization": f"Bearer {token}", "Origin": shop["origin"]}
+        url = "/webchat/site/attachments?client_id=abcdefgh123&filename=x"
+        png = {**auth, "Content-Type": "image/png"}
+        r = await http.post(url, content=big.read_bytes(), headers=png)
+        assert r.status_code == 413
+        r = await http.post(
+            url, content=b"MZ\x90\x00", headers={**auth, "Content-Type": "application/x-msdownload"}
+        )
+        assert r.status_code == 415 and "not accepted" in r.json()["error"]
+        r = await http.post(url, content=b"MZ\x90\x00", headers=png)
+        assert r.status_code == 415 and "not a image/png" in r.json()["error"]
+        assert len(await stored()) == 1
+    assert not page.errors, page.errors

@@ -141,6 +141,7 @@
     ".od-out{background:#fff;border:1px solid #d0d7de;margin-right:auto}" +
     ".od-in{background:var(--od-color);color:#fff;margin-left:auto}" +
     ".od-meta{display:block;font-size:11px;opacity:.7;margin-top:3px}" +
+    ".od-attach{background:none;border:0;font-size:20px;cursor:pointer;padding:0 4px}" +
     ".od-agent{display:flex;align-items:center;gap:6px;font-size:12px;font-weight:600;margin-bottom:3px}" +
     ".od-avatar{display:inline-flex;align-items:center;justify-content:center;width:22px;height:22px;" +
     "border-radius:50%;background:var(--od-color);color:#fff;font-size:11px;font-weight:700}" +
@@ -212,6 +213,10 @@
   var form = el("form", { id: "od-compose" });
   var input = el("textarea", { id: "od-input", "aria-label": "Message", placeholder: "Write a message\u2026" });
   var sendBtn = el("button", { id: "od-send", type: "submit", class: "od-primary" }, "Send");
+  var fileInput = el("input", { id: "od-file", type: "file", hidden: "", "aria-hidden": "true" });
+  var attachBtn = el("button", { id: "od-attach", type: "button", class: "od-attach", "aria-label": "Attach a file", title: "Attach a file" }, "\uD83D\uDCCE");
+  form.appendChild(fileInput);
+  form.appendChild(attachBtn);
   form.appendChild(input);
   form.appendChild(sendBtn);
   [header, log, profile, notice, form].forEach(function (c) {
@@ -553,6 +558,61 @@
   profileSave.addEventListener("click", function () {
     saveProfile();
   });
+
+  // -- files ------------------------------------------------------------------
+  // Checked here against the desk's limits first (type, size); the desk
+  // checks again, and refuses what does not match its declared type.
+  attachBtn.addEventListener("click", function () {
+    fileInput.value = "";
+    fileInput.click();
+  });
+  fileInput.addEventListener("change", function () {
+    var file = fileInput.files && fileInput.files[0];
+    if (!file) return;
+    var lim = (state.cfg && state.cfg.attachments) || { max_kb: 0, types: [] };
+    var type = (file.type || "").toLowerCase();
+    if (lim.types.indexOf(type) < 0) {
+      setNotice("Sorry, files of this type cannot be sent here (" + (type || "unknown type") + ").");
+      return;
+    }
+    if (file.size > lim.max_kb * 1024) {
+      setNotice("Sorry, that file is too big: at most " + lim.max_kb + " KB.");
+      return;
+    }
+    sendFile(file, newId());
+  });
+
+  function sendFile(file, clientId) {
+    var b = bubble("in:" + clientId, "in", "Attachment: " + file.name, "sending\u2026");
+    return ensureToken()
+      .then(function () {
+        var q = "?client_id=" + encodeURIComponent(clientId) + "&filename=" + encodeURIComponent(file.name);
+        return fetch(base + "/attachments" + q, {
+          method: "POST",
+          headers: { "Content-Type": file.type, Authorization: "Bearer " + state.token },
+          body: file,
+          credentials: "omit",
+          cache: "no-store",
+        });
+      })
+      .then(function (resp) {
+        return resp.json().catch(function () { return {}; }).then(function (data) {
+          if (resp.status === 202) {
+            b.querySelector(".od-meta").textContent = timeOf(Date.now() / 1000);
+            setNotice("");
+            openStream();
+            return;
+          }
+          b.classList.add("od-failed");
+          b.querySelector(".od-meta").textContent = "not sent";
+          setNotice(data.error || "could not send the file");
+        });
+      })
+      .catch(function () {
+        b.classList.add("od-failed");
+        setNotice("could not send the file: no connection");
+      });
+  }
 
   // Name and e-mail to the server (POST /identify); resolves to whether it worked.
   function saveProfile() {
