@@ -310,6 +310,7 @@ class Daemon:
             public_url=config.public_url,
             publish=self.publish,
             outbox_wake=self.outbox.wake,
+            assignment=config.assignment,
         )
         self.web_server: Any = None
         self.started = asyncio.Event()
