@@ -117,6 +117,10 @@ class StoredQueries(ChannelQueries):
         rows: list[dict[str, Any]] = await self._read(_thread_messages, self._channel, thread_key)
         return rows
 
+    async def conversation_of(self, thread_key: str) -> int | None:
+        conv = await self._read(convs.find_by_thread_key, self._channel, thread_key)
+        return None if conv is None else int(conv["id"])
+
     async def agents_online(self) -> bool:
         if self._policy is None:
             return True

@@ -120,6 +120,11 @@ class ChannelQueries(abc.ABC):
         channel with this thread key (a chat widget's history); an agent's
         reply carries ``author_name`` (their display name)."""
 
+    async def conversation_of(self, thread_key: str) -> int | None:
+        """The id of the latest conversation on this channel with this
+        thread key (to tell the inbox a customer is typing in it)."""
+        return None
+
     async def agents_online(self) -> bool:
         """Whether any agent may take new work now (a chat widget offers an
         offline form when none can). Without availability: always."""
@@ -214,6 +219,10 @@ class ChannelAdapter(abc.ABC):
 
     async def stop(self) -> None:  # noqa: B027
         """Stop receiving and release resources."""
+
+    def agent_typing(self, thread_key: str, name: str) -> None:  # noqa: B027
+        """An agent is typing a reply in this thread (a chat shows it to the
+        customer). Most channels have no way to say so: nothing."""
 
     @abc.abstractmethod
     def normalize(self, envelope: Envelope) -> Normalized:

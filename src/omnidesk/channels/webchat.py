@@ -89,6 +89,7 @@ MAX_EMAIL = 254
 MAX_PAGE = 500
 MAX_RECEIPTS = 200  # ids per receipts request
 MAX_FILENAME = 200
+TYPING_TTL = 6.0  # seconds a "typing" shows without being renewed
 # The types a visitor may send, each with how its first bytes must look
 # (None: text, which must be UTF-8).
 ATTACHMENT_TYPES: dict[str, tuple[bytes, ...] | None] = {
@@ -405,6 +406,7 @@ class WebchatChannel(ChannelAdapter):
             Route("/receipts", g(self.receipts), methods=["POST"]),
             Route("/identify", g(self.identify), methods=["POST"]),
             Route("/attachments", g(self.upload), methods=["POST"]),
+            Route("/typing", g(self.typing), methods=["POST"]),
             Route("/{path:path}", g(self.preflight), methods=["OPTIONS"]),
         ]
 
@@ -587,6 +589,29 @@ class WebchatChannel(ChannelAdapter):
         )
         self.touch()
         return self._json(request, {"status": "accepted", "duplicate": not new}, 202)
+
+    async def typing(self, request: Request) -> Response:
+        """The visitor is typing (the widget says so at most every few
+        seconds): the inbox shows it in their conversation, if they have one."""
+        self._check_origin(request)
+        visit = self._visit(request)
+        self._limit(self._visitor_limit, visit.visitor)
+        cid = await self.ctx.queries.conversation_of(visit.visitor) if self.ctx.queries else None
+        if cid is not None and self.ctx.emit is not None:
+            self.ctx.emit(
+                {
+                    "type": "presence",
+                    "conversation_id": cid,
+                    "username": f"visitor:{visit.visitor[:8]}",
+                    "name": "The visitor",
+                    "state": "typing",
+                    "ttl": TYPING_TTL,
+                }
+            )
+        return self._json(request, {"ok": True, "conversation": cid is not None})
+
+    def agent_typing(self, thread_key: str, name: str) -> None:
+        self._push(thread_key, {"type": "typing", "name": name, "ttl": TYPING_TTL})
 
     async def history(self, request: Request) -> Response:
         self._check_origin(request)

@@ -14,7 +14,7 @@ from omnidesk.app import Daemon
 from omnidesk.store.contacts import get_contact
 from omnidesk.store.tokens import create_token
 from omnidesk.store.users import create_user
-from tests.channels.webchat.conftest import Agent, channels
+from tests.channels.webchat.conftest import Agent, channels, wait_for
 from tests.channels.webchat.test_browser import SHOTS, browser, shop  # noqa: F401
 
 OPEN_WIDGET = "#od-launcher"
@@ -182,4 +182,62 @@ async def test_attachments_within_limits_and_refused_beyond(
         r = await http.post(url, content=b"MZ\x90\x00", headers=png)
         assert r.status_code == 415 and "not a image/png" in r.json()["error"]
         assert len(await stored()) == 1
+    assert not page.errors, page.errors
+
+
+async def test_typing_shows_both_ways(
+    shop: dict[str, Any],  # noqa: F811
+    browser: Any,  # noqa: F811
+    config_factory: Any,
+    daemon_factory: Any,
+) -> None:
+    daemon: Daemon = await daemon_factory(
+        config_factory(channels=channels(allowed_origins=[shop["origin"]]))
+    )
+    shop["desk"] = f"http://127.0.0.1:{daemon.web_port}"
+    await daemon.store.write(
+        create_user,
+        "nora",
+        role="agent",
+        password_hash=None,
+        display_name="Nora Lind",
+        teams=["support"],
+    )
+    token = await daemon.store.write(create_token, "agent", username="nora")
+    nora = {"Authorization": f"Bearer {token}"}
+    page = await open_widget(browser, shop)
+    await page.fill("#od-input", "Hi, is the shop open on Sunday?")
+    await page.keyboard.press("Enter")
+    await page.locator(".od-in", has_text="Sunday").wait_for()
+    visitor_token = await page.evaluate(
+        "() => { for (const k of Object.keys(localStorage))"
+        " if (k.endsWith(':token')) return localStorage.getItem(k); return null; }"
+    )
+    async with httpx.AsyncClient(base_url=shop["desk"], timeout=10) as http:
+        agent = Agent(daemon, http)
+        agent.auth = nora
+        conv = await agent.conversation_of(daemon.adapters["site"].visitor_of(visitor_token) or "")
+        cid = conv["id"]
+        # The agent opens it (the inbox follows presence from now on).
+        r = await http.get(f"/api/v1/conversations/{cid}", headers=nora)
+        assert r.status_code == 200
+        # The visitor types: the inbox shows it.
+        await page.type("#od-input", "and on holid")
+
+        async def visitor_typing() -> bool:
+            c = (await http.get(f"/api/v1/conversations/{cid}", headers=nora)).json()
+            return any(p["state"] == "typing" and p["name"] == "The visitor" for p in c["presence"])
+
+        await wait_for(visitor_typing, timeout=10, what="the visitor typing in the inbox")
+        # The agent types: the widget shows it with their name.
+        r = await http.post(
+            f"/api/v1/conversations/{cid}/presence", json={"state": "typing"}, headers=nora
+        )
+        assert r.status_code == 200
+        await page.locator("#od-typing", has_text="Nora Lind is typing").wait_for()
+        await page.screenshot(path=str(SHOTS / "webchat-agent-typing.png"))
+        # Their reply replaces the indicator.
+        await agent.reply(cid, "Yes, 10 to 4 on Sundays.")
+        await page.locator(".od-out", has_text="10 to 4").wait_for()
+        assert await page.locator("#od-typing").is_hidden()
     assert not page.errors, page.errors

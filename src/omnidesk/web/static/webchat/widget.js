@@ -141,6 +141,7 @@
     ".od-out{background:#fff;border:1px solid #d0d7de;margin-right:auto}" +
     ".od-in{background:var(--od-color);color:#fff;margin-left:auto}" +
     ".od-meta{display:block;font-size:11px;opacity:.7;margin-top:3px}" +
+    "#od-typing{font-size:12px;opacity:.75;padding:2px 14px;font-style:italic}" +
     ".od-attach{background:none;border:0;font-size:20px;cursor:pointer;padding:0 4px}" +
     ".od-agent{display:flex;align-items:center;gap:6px;font-size:12px;font-weight:600;margin-bottom:3px}" +
     ".od-avatar{display:inline-flex;align-items:center;justify-content:center;width:22px;height:22px;" +
@@ -210,6 +211,7 @@
     profile.appendChild(c);
   });
   var notice = el("div", { id: "od-notice", role: "status" });
+  var typingLine = el("div", { id: "od-typing", "aria-live": "polite", hidden: "" });
   var form = el("form", { id: "od-compose" });
   var input = el("textarea", { id: "od-input", "aria-label": "Message", placeholder: "Write a message\u2026" });
   var sendBtn = el("button", { id: "od-send", type: "submit", class: "od-primary" }, "Send");
@@ -219,12 +221,35 @@
   form.appendChild(attachBtn);
   form.appendChild(input);
   form.appendChild(sendBtn);
-  [header, log, profile, notice, form].forEach(function (c) {
+  [header, log, typingLine, profile, notice, form].forEach(function (c) {
     panel.appendChild(c);
   });
   [style, panel, launcher].forEach(function (c) {
     root.appendChild(c);
   });
+
+  // Typing, both ways: an agent's shows here for a few seconds; the
+  // visitor's is told to the desk at most every three seconds.
+  var typingTimer = null;
+  var lastTypingSent = 0;
+  function showTyping(data) {
+    clearTimeout(typingTimer);
+    if (!data) {
+      typingLine.hidden = true;
+      return;
+    }
+    typingLine.textContent = (data.name || "We") + " is typing\u2026";
+    typingLine.hidden = false;
+    typingTimer = setTimeout(function () {
+      typingLine.hidden = true;
+    }, ((data.ttl || 6) * 1000));
+  }
+  function visitorTyping() {
+    var now = Date.now();
+    if (!state.token || now - lastTypingSent < 3000) return;
+    lastTypingSent = now;
+    api("POST", "/typing", {}).catch(function () {});
+  }
 
   function setNotice(text) {
     notice.textContent = text || "";
@@ -417,7 +442,10 @@
       } catch (e) {
         return;
       }
-      if (data.type === "message") showMessage(data);
+      if (data.type === "message") {
+        showMessage(data);
+        if (data.direction === "out") showTyping(null);
+      } else if (data.type === "typing") showTyping(data);
     };
     es.onerror = function () {
       // The browser retries a dropped stream by itself; a refused one
@@ -519,6 +547,7 @@
   document.addEventListener("visibilitychange", function () {
     if (visible()) markRead();
   });
+  input.addEventListener("input", visitorTyping);
   input.addEventListener("keydown", function (ev) {
     if (ev.key === "Enter" && !ev.shiftKey && !ev.isComposing) {
       ev.preventDefault();
