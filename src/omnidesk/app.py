@@ -26,6 +26,7 @@ import structlog
 
 from .channel_services import (
     IntakePort,
+    RelayMail,
     StoredContactLinks,
     StoredQueries,
     StoredState,
@@ -116,6 +117,7 @@ def build_adapters(
             data_dir=config.data_dir,
             spawn=_spawner(spawn) if spawn is not None else None,
             multi_instance=store is not None and store.multi_instance,
+            mail=RelayMail(adapters),
         )
         adapters[ch.name] = cls(ctx)
     return adapters, acks

@@ -188,6 +188,10 @@ class ChannelContext:
     # Several daemon instances share the database (another instance's outbox
     # may deliver this channel's replies).
     multi_instance: bool = False
+    # Sends a plain e-mail now (to, subject, text) through the e-mail channel
+    # named (its relay); raises SendError when it cannot. A web chat's
+    # transcript on request.
+    mail: Callable[[str, list[str], str, str], Awaitable[None]] | None = None
 
     @property
     def options(self) -> Options:

@@ -256,6 +256,9 @@ class WebchatChannel(ChannelAdapter):
                 "attachment_types",
                 f"{unknown[0]!r} is not one of {', '.join(ATTACHMENT_TYPES)}",
             )
+        # The e-mail channel (smtp or imap, with a relay) that sends a visitor
+        # the transcript they ask for; none: no transcripts.
+        self.email_channel: str | None = o.string("email_channel", None)
         self.color: str = o.string("color", "#1f6feb")
         if not COLOR.match(self.color):
             raise o.error("color", "must be a colour like #1f6feb")
@@ -407,6 +410,7 @@ class WebchatChannel(ChannelAdapter):
             Route("/identify", g(self.identify), methods=["POST"]),
             Route("/attachments", g(self.upload), methods=["POST"]),
             Route("/typing", g(self.typing), methods=["POST"]),
+            Route("/transcript", g(self.transcript), methods=["POST"]),
             Route("/{path:path}", g(self.preflight), methods=["OPTIONS"]),
         ]
 
@@ -466,6 +470,7 @@ class WebchatChannel(ChannelAdapter):
                 "color": self.color,
                 "ask_email": self.ask_email,
                 "max_message_chars": self.max_message_chars,
+                "transcript": self.email_channel is not None and self.ctx.mail is not None,
                 "attachments": {"max_kb": self.max_upload // 1024, "types": self.attachment_types},
                 # None online: the widget becomes an offline form (e-mail required).
                 "agents_online": (
@@ -589,6 +594,40 @@ class WebchatChannel(ChannelAdapter):
         )
         self.touch()
         return self._json(request, {"status": "accepted", "duplicate": not new}, 202)
+
+    async def transcript(self, request: Request) -> Response:
+        """``{"email": ...}``: the visitor's conversation as it stands, sent
+        to that address now (through ``email_channel``); what the widget
+        shows, never notes."""
+        self._check_origin(request)
+        visit = self._visit(request)
+        self._limit(self._ip_limit, self._client_ip(request))
+        self._limit(self._visitor_limit, visit.visitor)
+        data = await self._read_json(request)
+        email = data.get("email")
+        if not isinstance(email, str) or len(email) > MAX_EMAIL or not EMAIL.match(email.strip()):
+            raise _Refused(400, "give the 'email' to send the transcript to")
+        if self.email_channel is None or self.ctx.mail is None:
+            raise _Refused(404, "this chat sends no transcripts")
+        msgs = await self._messages(visit.visitor)
+        if not msgs:
+            raise _Refused(404, "nothing to send yet: write first")
+        lines = [f"{self.title}: your conversation", ""]
+        for m in msgs:
+            who = "You" if m["direction"] == "in" else (m.get("agent") or self.title)
+            when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(m["at"]))
+            lines += [f"{who}, {when}:", m["text"], ""]
+        try:
+            await self.ctx.mail(
+                self.email_channel,
+                [email.strip()],
+                f"{self.title}: your conversation",
+                "\n".join(lines),
+            )
+        except Exception as exc:
+            self.log.warning("transcript_failed", error=str(exc)[:200])
+            raise _Refused(502, "the transcript could not be sent now: try again later") from None
+        return self._json(request, {"sent": True, "messages": len(msgs)})
 
     async def typing(self, request: Request) -> Response:
         """The visitor is typing (the widget says so at most every few

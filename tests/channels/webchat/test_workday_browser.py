@@ -16,6 +16,7 @@ from omnidesk.store.tokens import create_token
 from omnidesk.store.users import create_user
 from tests.channels.webchat.conftest import Agent, channels, wait_for
 from tests.channels.webchat.test_browser import SHOTS, browser, shop  # noqa: F401
+from tests.email_channels.conftest import Relay, relay, relay_options, smtp_channel  # noqa: F401
 
 OPEN_WIDGET = "#od-launcher"
 
@@ -240,4 +241,52 @@ async def test_typing_shows_both_ways(
         await agent.reply(cid, "Yes, 10 to 4 on Sundays.")
         await page.locator(".od-out", has_text="10 to 4").wait_for()
         assert await page.locator("#od-typing").is_hidden()
+    assert not page.errors, page.errors
+
+
+async def test_transcript_by_email_on_request(
+    shop: dict[str, Any],  # noqa: F811
+    browser: Any,  # noqa: F811
+    relay: Relay,  # noqa: F811
+    config_factory: Any,
+    daemon_factory: Any,
+) -> None:
+    """The visitor asks for the conversation by e-mail: it leaves through
+    the e-mail channel's relay with every message the widget shows."""
+    daemon: Daemon = await daemon_factory(
+        config_factory(
+            channels=[
+                *channels(allowed_origins=[shop["origin"]], email_channel="email"),
+                smtp_channel(**relay_options(relay)),
+            ]
+        )
+    )
+    shop["desk"] = f"http://127.0.0.1:{daemon.web_port}"
+    page = await open_widget(browser, shop)
+    await page.fill("#od-name", "Tove Visitor")
+    await page.fill("#od-email", "tove@example.org")
+    await page.click("#od-profile-save")
+    await page.fill("#od-input", "Can I return shoes after 30 days?")
+    await page.keyboard.press("Enter")
+    await page.locator(".od-in", has_text="30 days").wait_for()
+    visitor_token = await page.evaluate(
+        "() => { for (const k of Object.keys(localStorage))"
+        " if (k.endsWith(':token')) return localStorage.getItem(k); return null; }"
+    )
+    async with httpx.AsyncClient(base_url=shop["desk"], timeout=10) as http:
+        agent = await Agent(daemon, http).login()
+        conv = await agent.conversation_of(daemon.adapters["site"].visitor_of(visitor_token) or "")
+        await agent.reply(conv["id"], "Yes, within 60 days with the receipt.")
+        await agent.reply(conv["id"], "A private remark", kind="note")
+    await page.locator(".od-out", has_text="60 days").wait_for()
+    await page.click("#od-transcript")
+    await page.locator("#od-notice", has_text="sent to tove@example.org").wait_for()
+    await page.screenshot(path=str(SHOTS / "webchat-transcript.png"))
+    [mail] = await relay.wait(1)
+    assert mail.rcpt_tos == ["tove@example.org"]
+    body = mail.message.get_body(("plain",)).get_content()
+    assert "Can I return shoes after 30 days?" in body
+    assert "Yes, within 60 days with the receipt." in body
+    assert "private remark" not in body
+    assert mail.message["Auto-Submitted"] == "auto-generated"
     assert not page.errors, page.errors

@@ -142,6 +142,7 @@
     ".od-in{background:var(--od-color);color:#fff;margin-left:auto}" +
     ".od-meta{display:block;font-size:11px;opacity:.7;margin-top:3px}" +
     "#od-typing{font-size:12px;opacity:.75;padding:2px 14px;font-style:italic}" +
+    ".od-link{background:none;border:0;color:var(--od-color);font-size:12px;cursor:pointer;padding:2px 14px;text-align:left}" +
     ".od-attach{background:none;border:0;font-size:20px;cursor:pointer;padding:0 4px}" +
     ".od-agent{display:flex;align-items:center;gap:6px;font-size:12px;font-weight:600;margin-bottom:3px}" +
     ".od-avatar{display:inline-flex;align-items:center;justify-content:center;width:22px;height:22px;" +
@@ -212,6 +213,7 @@
   });
   var notice = el("div", { id: "od-notice", role: "status" });
   var typingLine = el("div", { id: "od-typing", "aria-live": "polite", hidden: "" });
+  var transcriptBtn = el("button", { id: "od-transcript", type: "button", class: "od-link", hidden: "" }, "E-mail me this conversation");
   var form = el("form", { id: "od-compose" });
   var input = el("textarea", { id: "od-input", "aria-label": "Message", placeholder: "Write a message\u2026" });
   var sendBtn = el("button", { id: "od-send", type: "submit", class: "od-primary" }, "Send");
@@ -221,7 +223,7 @@
   form.appendChild(attachBtn);
   form.appendChild(input);
   form.appendChild(sendBtn);
-  [header, log, typingLine, profile, notice, form].forEach(function (c) {
+  [header, log, typingLine, transcriptBtn, profile, notice, form].forEach(function (c) {
     panel.appendChild(c);
   });
   [style, panel, launcher].forEach(function (c) {
@@ -588,6 +590,27 @@
     saveProfile();
   });
 
+  // -- transcript -------------------------------------------------------------
+  transcriptBtn.addEventListener("click", function () {
+    var email = state.profile.email || emailInput.value.trim();
+    if (!email) {
+      profile.hidden = false;
+      setNotice("Leave your e-mail above, then ask again.");
+      emailInput.focus();
+      return;
+    }
+    ensureToken()
+      .then(function () {
+        return api("POST", "/transcript", { email: email });
+      })
+      .then(function (r) {
+        setNotice(r.status === 200 ? "The conversation was sent to " + email + "." : r.data.error || "could not send it");
+      })
+      .catch(function () {
+        setNotice("could not send it: no connection");
+      });
+  });
+
   // -- files ------------------------------------------------------------------
   // Checked here against the desk's limits first (type, size); the desk
   // checks again, and refuses what does not match its declared type.
@@ -680,6 +703,7 @@
     input.setAttribute("maxlength", String(cfg.max_message_chars || 4000));
     if (cfg.greeting) bubble("greeting", "out", cfg.greeting, "");
     if (cfg.ask_email && !state.profile.email) profile.hidden = false;
+    if (cfg.transcript) transcriptBtn.hidden = false;
     if (cfg.agents_online === false) {
       // Nobody can answer now: an offline form (name, e-mail, message).
       state.offline = true;
