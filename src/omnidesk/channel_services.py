@@ -88,6 +88,15 @@ def _thread_messages(db: Db, channel: str, thread_key: str) -> list[dict[str, An
     return rows
 
 
+def _customer_email(db: Db, conversation_id: int) -> str | None:
+    address: str | None = db.val(
+        "SELECT i.address FROM identities i JOIN conversations c ON c.contact_id = i.contact_id"
+        " WHERE c.id = ? AND i.kind = 'email' ORDER BY i.id DESC LIMIT 1",
+        (conversation_id,),
+    )
+    return address
+
+
 def _agents_online(db: Db, policy: AssignmentConfig) -> bool:
     members = [r["username"] for r in db.all("SELECT DISTINCT username FROM team_members")]
     return bool(online_agents(db, members, policy))
@@ -120,6 +129,10 @@ class StoredQueries(ChannelQueries):
     async def conversation_of(self, thread_key: str) -> int | None:
         conv = await self._read(convs.find_by_thread_key, self._channel, thread_key)
         return None if conv is None else int(conv["id"])
+
+    async def customer_email(self, conversation_id: int) -> str | None:
+        email: str | None = await self._read(_customer_email, conversation_id)
+        return email
 
     async def agents_online(self) -> bool:
         if self._policy is None:
@@ -161,7 +174,7 @@ class RelayMail:
     def __init__(self, adapters: Mapping[str, Any]) -> None:
         self._adapters = adapters
 
-    async def __call__(self, channel: str, to: list[str], subject: str, text: str) -> None:
+    async def __call__(self, channel: str, to: list[str], subject: str, text: str) -> str:
         from email.message import EmailMessage
         from email.policy import SMTP
         from email.utils import formataddr, formatdate, make_msgid
@@ -178,7 +191,7 @@ class RelayMail:
         msg["Subject"] = subject[:200]
         msg["Date"] = formatdate(localtime=True)
         # od.* at our domain: our own mail, never opened as a conversation.
-        msg["Message-ID"] = make_msgid(idstring="od.transcript", domain=ch.message_id_domain)
+        msg["Message-ID"] = mid = make_msgid(idstring="od.chat", domain=ch.message_id_domain)
         msg["Auto-Submitted"] = "auto-generated"
         msg.set_content(text)
         await ch.relay.deliver(
@@ -186,3 +199,4 @@ class RelayMail:
             mail_from=ch.bounce_address or ch.from_address,
             recipients=list(to),
         )
+        return mid

@@ -125,6 +125,11 @@ class ChannelQueries(abc.ABC):
         thread key (to tell the inbox a customer is typing in it)."""
         return None
 
+    async def customer_email(self, conversation_id: int) -> str | None:
+        """The e-mail address the conversation's contact gave (the latest),
+        if any: where a chat's reply goes when the visitor has left."""
+        return None
+
     async def agents_online(self) -> bool:
         """Whether any agent may take new work now (a chat widget offers an
         offline form when none can). Without availability: always."""
@@ -188,10 +193,11 @@ class ChannelContext:
     # Several daemon instances share the database (another instance's outbox
     # may deliver this channel's replies).
     multi_instance: bool = False
-    # Sends a plain e-mail now (to, subject, text) through the e-mail channel
-    # named (its relay); raises SendError when it cannot. A web chat's
-    # transcript on request.
-    mail: Callable[[str, list[str], str, str], Awaitable[None]] | None = None
+    # Sends a plain e-mail now (channel, to, subject, text) through the
+    # e-mail channel named (its relay) and returns its Message-ID; raises
+    # SendError when it cannot. A web chat's transcript, its replies to a
+    # visitor who left.
+    mail: Callable[[str, list[str], str, str], Awaitable[str]] | None = None
 
     @property
     def options(self) -> Options:

@@ -59,6 +59,7 @@ from urllib.parse import urlsplit
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
+from ..email.headers import message_id_key
 from ..identity import normalize_identity
 from ..model import (
     Attachment,
@@ -898,6 +899,9 @@ class WebchatChannel(ChannelAdapter):
         )
 
     async def send(self, message: OutboundMessage) -> SendResult:
+        if message.recipient.kind == "email" and self.email_channel is not None:
+            # The visitor answered our e-mail: the conversation goes on by e-mail.
+            return await self._email(message, message.recipient.address)
         visitor = message.recipient.address
         if message.recipient.kind != KIND or not VISITOR_ID.match(visitor):
             raise SendError(
@@ -927,6 +931,43 @@ class WebchatChannel(ChannelAdapter):
             )
         self.touch()
         self.log.debug("webchat_sent", visitor=visitor[:8], live_streams=live)
+        keys: list[str] = []
+        if live == 0 and not message.automatic:
+            # The visitor has left: a copy by e-mail when they gave one, whose
+            # answer joins this conversation (its Message-ID is a thread key).
+            keys = await self._email_copy(message)
         # The message row is the copy the visitor picks up later: handed
         # over either way; the widget's receipt makes it "delivered".
-        return SendResult(provider_id=f"{visitor}:{ref}", state=DeliveryState.SENT)
+        return SendResult(provider_id=f"{visitor}:{ref}", state=DeliveryState.SENT, keys=keys)
+
+    async def _email_copy(self, message: OutboundMessage) -> list[str]:
+        if self.email_channel is None or self.ctx.mail is None or self.ctx.queries is None:
+            return []
+        email = await self.ctx.queries.customer_email(message.conversation_id)
+        if not email:
+            return []
+        try:
+            result = await self._email(message, email)
+        except SendError as exc:
+            # The chat copy is delivered; the e-mail copy is a courtesy.
+            self.log.warning("webchat_email_copy_failed", error=str(exc)[:200])
+            return []
+        return result.keys
+
+    async def _email(self, message: OutboundMessage, address: str) -> SendResult:
+        if self.email_channel is None or self.ctx.mail is None:
+            raise SendError("this web chat has no email_channel to answer by e-mail", retry=False)
+        text = (
+            f"{message.text}\n\n-- \nYou wrote to us in the chat on our website; reply to"
+            " this e-mail to go on."
+        )
+        try:
+            mid = await self.ctx.mail(
+                self.email_channel, [address], f"Re: your chat with {self.title}", text
+            )
+        except SendError:
+            raise
+        except Exception as exc:
+            raise SendError(f"e-mail to the visitor failed: {exc}"[:300], retry=True) from None
+        key = message_id_key(mid)
+        return SendResult(provider_id=key, state=DeliveryState.SENT, keys=[key])

@@ -5,6 +5,7 @@ and an avatar of their initials."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -16,7 +17,14 @@ from omnidesk.store.tokens import create_token
 from omnidesk.store.users import create_user
 from tests.channels.webchat.conftest import Agent, channels, wait_for
 from tests.channels.webchat.test_browser import SHOTS, browser, shop  # noqa: F401
-from tests.email_channels.conftest import Relay, relay, relay_options, smtp_channel  # noqa: F401
+from tests.email_channels.conftest import (  # noqa: F401
+    SUPPORT,
+    Relay,
+    relay,
+    relay_options,
+    send_smtp,
+    smtp_channel,
+)
 
 OPEN_WIDGET = "#od-launcher"
 
@@ -290,3 +298,69 @@ async def test_transcript_by_email_on_request(
     assert "private remark" not in body
     assert mail.message["Auto-Submitted"] == "auto-generated"
     assert not page.errors, page.errors
+
+
+async def test_reply_to_a_departed_visitor_goes_by_email_and_their_answer_joins(
+    shop: dict[str, Any],  # noqa: F811
+    browser: Any,  # noqa: F811
+    relay: Relay,  # noqa: F811
+    config_factory: Any,
+    daemon_factory: Any,
+) -> None:
+    daemon: Daemon = await daemon_factory(
+        config_factory(
+            channels=[
+                *channels(allowed_origins=[shop["origin"]], email_channel="email"),
+                smtp_channel(**relay_options(relay)),
+            ]
+        )
+    )
+    shop["desk"] = f"http://127.0.0.1:{daemon.web_port}"
+    page = await open_widget(browser, shop)
+    await page.fill("#od-name", "Pia Visitor")
+    await page.fill("#od-email", "pia@example.org")
+    await page.click("#od-profile-save")
+    await page.fill("#od-input", "Do you repair zippers?")
+    await page.keyboard.press("Enter")
+    await page.locator(".od-in", has_text="zippers").wait_for()
+    visitor_token = await page.evaluate(
+        "() => { for (const k of Object.keys(localStorage))"
+        " if (k.endsWith(':token')) return localStorage.getItem(k); return null; }"
+    )
+    assert not page.errors, page.errors
+    # The visitor leaves: the page closes, the live stream with it.
+    await page.context.close()
+    site = daemon.adapters["site"]
+    await wait_for(lambda: _gone(site), what="the visitor's stream to close")
+    async with httpx.AsyncClient(base_url=shop["desk"], timeout=10) as http:
+        agent = await Agent(daemon, http).login()
+        conv = await agent.conversation_of(site.visitor_of(visitor_token) or "")
+        await agent.reply(conv["id"], "Yes, zippers take about a week.")
+        [mail] = await relay.wait(1)
+        assert mail.rcpt_tos == ["pia@example.org"]
+        sent = mail.message
+        assert "zippers take about a week" in sent.get_body(("plain",)).get_content()
+        # Her answer by e-mail joins the same conversation.
+        answer = (
+            "From: Pia Visitor <pia@example.org>\r\nTo: " + SUPPORT + "\r\n"
+            f"Subject: Re: {sent['Subject']}\r\nMessage-ID: <pia-1@example.org>\r\n"
+            f"In-Reply-To: {sent['Message-ID']}\r\nReferences: {sent['Message-ID']}\r\n"
+            "\r\nGreat, I will bring the jacket on Monday.\r\n"
+        ).encode()
+        port = daemon.adapters["email"].bound_port
+        await asyncio.to_thread(send_smtp, port, answer, mail_from="pia@example.org")
+
+        async def joined() -> bool:
+            msgs = await agent.messages(conv["id"])
+            return any("bring the jacket" in m["text"] for m in msgs)
+
+        await wait_for(joined, timeout=15, what="her e-mail in the chat conversation")
+        # The next reply goes to her by e-mail.
+        await agent.reply(conv["id"], "See you Monday!")
+        mails = await relay.wait(2)
+        assert mails[1].rcpt_tos == ["pia@example.org"]
+        assert "See you Monday!" in mails[1].message.get_body(("plain",)).get_content()
+
+
+async def _gone(site: Any) -> bool:
+    return site.connected == 0
