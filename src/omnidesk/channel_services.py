@@ -21,6 +21,7 @@ from .store import Db, Store
 from .store import conversations as convs
 from .store.assignment import online_agents
 from .store.channel_state import get_state, get_states, known_external_ids, set_states
+from .store.contact_admin import merge_contacts
 from .store.contacts import link_identity
 from .store.inbox import name_authors
 
@@ -153,6 +154,30 @@ class StoredContactLinks(ContactLinks):
     async def link(self, owner: Identity, extra: Identity | None = None) -> str:
         _, outcome = await self._write(link_identity, owner, extra)
         return str(outcome)
+
+    async def confirmed(self, owner: Identity, extra: Identity) -> str:
+        outcome: str = await self._write(_merge_confirmed, owner, extra)
+        return outcome
+
+
+def _merge_confirmed(db: Db, owner: Identity, extra: Identity) -> str:
+    contact_id, outcome = link_identity(db, owner, extra)
+    if outcome != "other":
+        return "added" if outcome == "added" else "already"
+    target = int(
+        db.val(
+            "SELECT contact_id FROM identities WHERE kind = ? AND address = ?",
+            (extra.kind, extra.address),
+        )
+    )
+    merge_contacts(
+        db,
+        contact_id,
+        target,
+        actor=f"{owner.kind}:confirmed",
+        reason=f"the visitor confirmed {extra.address} with a code sent there",
+    )
+    return "merged"
 
 
 def emitter(channel: str, publish: Callable[[list[Event]], None]) -> Callable[[Event], None]:

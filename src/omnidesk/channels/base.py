@@ -139,6 +139,13 @@ class ChannelQueries(abc.ABC):
 class ContactLinks(abc.ABC):
     """Customers telling who they are (a chat visitor giving an e-mail)."""
 
+    async def confirmed(self, owner: Identity, extra: Identity) -> str:
+        """``owner`` proved they hold ``extra`` (a code sent to that address
+        came back): the contact of ``owner`` is merged into the contact
+        that holds ``extra`` (recorded, an admin can undo it). Returns
+        ``"merged"``, ``"already"`` or ``"added"``."""
+        raise NotImplementedError("this desk does not link confirmed identities")
+
     @abc.abstractmethod
     async def link(self, owner: Identity, extra: Identity | None = None) -> str:
         """Record ``owner`` (with its display name and data) and attach

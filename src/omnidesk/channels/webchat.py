@@ -45,6 +45,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import hmac
 import json
 import re
 import secrets
@@ -90,6 +92,7 @@ MAX_EMAIL = 254
 MAX_PAGE = 500
 MAX_RECEIPTS = 200  # ids per receipts request
 MAX_FILENAME = 200
+CODE_MINUTES = 15  # a code sent to confirm an e-mail address is valid this long
 TYPING_TTL = 6.0  # seconds a "typing" shows without being renewed
 # The types a visitor may send, each with how its first bytes must look
 # (None: text, which must be UTF-8).
@@ -181,6 +184,11 @@ class _Refused(Exception):
         self.headers = headers or {}
 
 
+def _code_hash(visitor: str, code: str) -> str:
+    """What the confirm token carries of the code: never the code itself."""
+    return hashlib.sha256(f"{visitor}:{code}".encode()).hexdigest()
+
+
 def public_message(m: dict[str, Any], visitor: str) -> dict[str, Any] | None:
     """What the widget may show of a stored message: never notes, never a
     reply that has not been handed to the channel yet (or failed)."""
@@ -266,6 +274,9 @@ class WebchatChannel(ChannelAdapter):
         o.check_unused()
         self._tokens = URLSafeTimedSerializer(
             self.secret.reveal(), salt=f"omnidesk.webchat.visitor:{self.name}"
+        )
+        self._codes = URLSafeTimedSerializer(
+            self.secret.reveal(), salt=f"omnidesk.webchat.confirm:{self.name}"
         )
         self._visitor_limit = RateLimiter(self.rate_limit)
         self._ip_limit = RateLimiter(self.ip_rate_limit)
@@ -409,6 +420,7 @@ class WebchatChannel(ChannelAdapter):
             Route("/events", g(self.events), methods=["GET"]),
             Route("/receipts", g(self.receipts), methods=["POST"]),
             Route("/identify", g(self.identify), methods=["POST"]),
+            Route("/confirm", g(self.confirm), methods=["POST"]),
             Route("/attachments", g(self.upload), methods=["POST"]),
             Route("/typing", g(self.typing), methods=["POST"]),
             Route("/transcript", g(self.transcript), methods=["POST"]),
@@ -737,7 +749,52 @@ class WebchatChannel(ChannelAdapter):
         owner = normalize_identity(KIND, visit.visitor, name, {"email": email} if email else None)
         extra = normalize_identity("email", email, name) if email else None
         outcome = await self.ctx.contacts.link(owner, extra)
-        return self._json(request, {"name": name, "email": email, "email_linked": outcome})
+        body: dict[str, Any] = {"name": name, "email": email, "email_linked": outcome}
+        if outcome == "other" and email and self.email_channel and self.ctx.mail:
+            # Known to another contact: linked once the visitor proves they
+            # read that mailbox (a code sent there, typed back in the chat).
+            code = f"{secrets.randbelow(1_000_000):06d}"
+            try:
+                await self.ctx.mail(
+                    self.email_channel,
+                    [email],
+                    f"{self.title}: your code",
+                    f"Your code for the chat on our website: {code}\n\nIt is valid for"
+                    f" {CODE_MINUTES} minutes. If you did not ask for it, ignore this e-mail.",
+                )
+            except Exception as exc:
+                self.log.warning("webchat_code_failed", error=str(exc)[:200])
+            else:
+                body["confirm"] = self._codes.dumps(
+                    {"v": visit.visitor, "e": email, "h": _code_hash(visit.visitor, code)}
+                )
+        return self._json(request, body)
+
+    async def confirm(self, request: Request) -> Response:
+        """``{"confirm": token, "code": "123456"}``: the code sent to the
+        address links this visitor to the contact that holds it."""
+        self._check_origin(request)
+        visit = self._visit(request)
+        self._limit(self._ip_limit, self._client_ip(request))
+        self._limit(self._visitor_limit, visit.visitor)
+        data = await self._read_json(request)
+        token, code = data.get("confirm"), data.get("code")
+        if not isinstance(token, str) or not isinstance(code, str):
+            raise _Refused(400, "give 'confirm' (from identify) and the 'code'")
+        try:
+            claim = self._codes.loads(token, max_age=CODE_MINUTES * 60)
+        except (BadSignature, SignatureExpired):
+            raise _Refused(400, "that code request expired: ask for a new code") from None
+        if not isinstance(claim, dict) or claim.get("v") != visit.visitor:
+            raise _Refused(400, "that code request is not this visitor's")
+        if not hmac.compare_digest(str(claim.get("h")), _code_hash(visit.visitor, code.strip())):
+            raise _Refused(400, "wrong code")
+        if self.ctx.contacts is None:
+            raise _Refused(503, "no store")
+        owner = normalize_identity(KIND, visit.visitor, None)
+        extra = normalize_identity("email", str(claim["e"]), None)
+        outcome = await self.ctx.contacts.confirmed(owner, extra)
+        return self._json(request, {"email": claim["e"], "email_linked": outcome})
 
     async def events(self, request: Request) -> Response:
         from starlette.responses import StreamingResponse

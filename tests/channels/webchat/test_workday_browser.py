@@ -1,11 +1,16 @@
 """The web chat on an agent's working day (issue 25 item 5), in Chromium:
 with no agent online the widget is an offline form whose message becomes a
 conversation with the visitor's e-mail; an agent's reply shows their name
-and an avatar of their initials."""
+and an avatar of their initials; files within the limits go through and
+others are refused; typing shows both ways; a transcript goes by e-mail on
+request; a reply to a visitor who left goes by e-mail and their e-mail
+answer joins the conversation; a known e-mail is linked after a code sent
+to it comes back."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 import httpx
@@ -364,3 +369,74 @@ async def test_reply_to_a_departed_visitor_goes_by_email_and_their_answer_joins(
 
 async def _gone(site: Any) -> bool:
     return site.connected == 0
+
+
+async def test_a_known_email_is_linked_after_the_code_sent_there(
+    shop: dict[str, Any],  # noqa: F811
+    browser: Any,  # noqa: F811
+    relay: Relay,  # noqa: F811
+    config_factory: Any,
+    daemon_factory: Any,
+) -> None:
+    """A returning customer types an address another contact holds: a code
+    goes to it; a wrong code links nothing, the right one merges the chat's
+    contact into theirs (recorded as a merge an admin can undo)."""
+    from tests.conftest import message, post_inbound
+
+    daemon: Daemon = await daemon_factory(
+        config_factory(
+            channels=[
+                *channels(allowed_origins=[shop["origin"]], email_channel="email"),
+                smtp_channel(**relay_options(relay)),
+            ]
+        )
+    )
+    shop["desk"] = f"http://127.0.0.1:{daemon.web_port}"
+    async with httpx.AsyncClient(base_url=shop["desk"], timeout=10) as http:
+        # Rut wrote by e-mail weeks ago: a contact with that address.
+        await post_inbound(http, message("old-1", "My order 77 is late", address="rut@example.org"))
+        agent = await Agent(daemon, http).login()
+        old = await wait_for(
+            lambda: _contact_of(daemon, "rut@example.org"), what="the e-mail contact"
+        )
+        page = await open_widget(browser, shop)
+        await page.fill("#od-input", "Hi again, about order 77")
+        await page.keyboard.press("Enter")
+        await page.locator(".od-in", has_text="order 77").wait_for()
+        await page.fill("#od-name", "Rut")
+        await page.fill("#od-email", "rut@example.org")
+        await page.click("#od-profile-save")
+        await page.locator("#od-code").wait_for(state="visible")
+        [mail] = await relay.wait(1)
+        assert mail.rcpt_tos == ["rut@example.org"]
+        code = re.search(r"\b(\d{6})\b", mail.message.get_body(("plain",)).get_content())[1]
+        visitor = daemon.adapters["site"].visitor_of(
+            await page.evaluate(
+                "() => { for (const k of Object.keys(localStorage))"
+                " if (k.endsWith(':token')) return localStorage.getItem(k); return null; }"
+            )
+        )
+        conv = await agent.conversation_of(visitor or "")
+        assert conv["contact_id"] != old
+        wrong = "000000" if code != "000000" else "111111"
+        await page.fill("#od-code-input", wrong)
+        await page.click("#od-code-send")
+        await page.locator("#od-notice", has_text="wrong code").wait_for()
+        await page.screenshot(path=str(SHOTS / "webchat-confirm-code.png"))
+        await page.fill("#od-code-input", code)
+        await page.click("#od-code-send")
+        await page.locator("#od-notice", has_text="confirmed").wait_for()
+        contact = await daemon.store.read(get_contact, old)
+        kinds = {(i["kind"], i["address"]) for i in contact["identities"]}
+        assert ("webchat", visitor) in kinds and ("email", "rut@example.org") in kinds
+        merges = (await http.get("/api/v1/contact-merges", headers=agent.auth)).json()["items"]
+        assert merges[0]["target_id"] == old and merges[0]["source_id"] == conv["contact_id"]
+    assert not page.errors, page.errors
+
+
+async def _contact_of(daemon: Daemon, address: str) -> int | None:
+    return await daemon.store.read(
+        lambda db: db.val(
+            "SELECT contact_id FROM identities WHERE kind = 'email' AND address = ?", (address,)
+        )
+    )

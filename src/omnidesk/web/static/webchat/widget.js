@@ -158,6 +158,9 @@
     ".od-survey.od-rating button{text-align:left}" +
     "#od-profile{padding:8px 12px;border-top:1px solid #d0d7de;font-size:13px}" +
     "#od-profile[hidden]{display:none}" +
+    "#od-code{padding:8px 12px;border-top:1px solid #d0d7de;font-size:13px}" +
+    "#od-code[hidden],#od-typing[hidden],#od-transcript[hidden]{display:none}" +
+    "#od-code input{width:100%;margin:3px 0;padding:6px;border:1px solid #d0d7de;border-radius:6px}" +
     "#od-profile input{width:100%;margin:3px 0;padding:6px;border:1px solid #d0d7de;border-radius:6px}" +
     "#od-profile button{margin-top:3px}" +
     "#od-notice{font-size:12px;color:#82071e;padding:0 12px}" +
@@ -590,6 +593,39 @@
     saveProfile();
   });
 
+  // -- confirming a known e-mail ---------------------------------------------------
+  // The address belongs to an earlier customer: a code went there; typed
+  // back here, it links this chat to their history.
+  var codeBox = el("div", { id: "od-code", hidden: "" });
+  var codeNote = el("div", {});
+  var codeInput = el("input", { id: "od-code-input", type: "text", inputmode: "numeric", autocomplete: "one-time-code", maxlength: "6", placeholder: "6-digit code" });
+  var codeBtn = el("button", { id: "od-code-send", type: "button", class: "od-primary" }, "Confirm");
+  [codeNote, codeInput, codeBtn].forEach(function (c) {
+    codeBox.appendChild(c);
+  });
+  panel.insertBefore(codeBox, notice);
+  var pendingConfirm = null;
+  function askCode(token, email) {
+    pendingConfirm = token;
+    codeNote.textContent = "We know " + email + " from before: we sent a code there. Type it to see this chat with your earlier conversations.";
+    codeBox.hidden = false;
+  }
+  codeBtn.addEventListener("click", function () {
+    var code = codeInput.value.trim();
+    if (!code || !pendingConfirm) return;
+    api("POST", "/confirm", { confirm: pendingConfirm, code: code })
+      .then(function (r) {
+        if (r.status === 200) {
+          codeBox.hidden = true;
+          pendingConfirm = null;
+          setNotice("Thanks, your e-mail is confirmed.");
+        } else setNotice(r.data.error || "could not confirm");
+      })
+      .catch(function () {
+        setNotice("could not confirm: no connection");
+      });
+  });
+
   // -- transcript -------------------------------------------------------------
   transcriptBtn.addEventListener("click", function () {
     var email = state.profile.email || emailInput.value.trim();
@@ -684,6 +720,7 @@
         save("profile", JSON.stringify(state.profile));
         profile.hidden = true;
         setNotice("");
+        if (r.data.confirm) askCode(r.data.confirm, r.data.email);
         openStream();
         return true;
       })
