@@ -125,7 +125,10 @@ async def test_rules_editor_try_box_in_chromium(env: Env, browser: Any, size: st
     await page.goto(env.base + "/admin/rules")
     await page.wait_for_selector("#rules-text")
     await page.select_option("#rules-file", "50-routing.toml")
-    await wait_for(lambda: page.evaluate("document.querySelector('#rules-text').value.length"))
+    # The chosen file is loaded (not the first one, still in the editor).
+    await wait_for(
+        lambda: page.evaluate("document.querySelector('#rules-text').value.startsWith('# Routing')")
+    )
     # Coloured TOML under the text: tables, keys, strings, comments.
     for cls in ("tk-table", "tk-key", "tk-string", "tk-comment"):
         assert await page.locator(f".code-shade .{cls}").count() > 0, cls

@@ -319,9 +319,13 @@ def drain(
         return []
     at = now_ts() if at is None else at
     arrivals = arrivals or {}
+    # On PostgreSQL a waiting row another transaction holds (an agent's
+    # change, a contact merge) is passed over, not waited for: the team lock
+    # already serializes drains, and waiting on a row could deadlock.
+    lock = " FOR UPDATE SKIP LOCKED" if db.dialect == "postgres" else ""
     queue = db.all(
         "SELECT id, contact_id FROM conversations WHERE team = ? AND assignee IS NULL"
-        " AND status = 'open' ORDER BY priority_rank DESC, created_at, id LIMIT ?",
+        " AND status = 'open' ORDER BY priority_rank DESC, created_at, id LIMIT ?" + lock,
         (room.spec.name, places + len(skip)),
     )
     events: list[Event] = []
