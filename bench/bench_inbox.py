@@ -10,6 +10,10 @@ p50/p99 per endpoint:
 * a whole conversation (thread, decision, audit, contact with history);
 * a contact's history on every channel (``GET /api/v1/contacts/{id}``).
 
+Both callers act as users (an admin and an agent), so every list page also
+carries the caller's new/unread markers (``conversation_reads``, filled with
+one read in three conversations per user).
+
 Baselines from the same run: the same requests against an empty store (two
 contacts, eight messages), and
 ``GET /api/v1/me`` (authentication and JSON, no query) as the HTTP floor.
@@ -285,6 +289,26 @@ def pct(values: list[float], p: float) -> float:
     return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
 
 
+def seed_reads(path: Path, users: tuple[str, ...] = ("alice", "root")) -> None:
+    """Every user has read one conversation in three (the list's new/unread
+    markers are then a mix, and the reads table is big). Written before the
+    daemon opens the copy, and checkpointed, so the measured reads do not
+    wade through a fresh write-ahead log."""
+    conn = sqlite3.connect(path)
+    try:
+        with conn:
+            for user in users:
+                conn.execute(
+                    "INSERT OR IGNORE INTO conversation_reads (username, conversation_id, read_at)"
+                    " SELECT ?, id, COALESCE(last_message_at, created_at) FROM conversations"
+                    " WHERE id % 3 = 0",
+                    (user,),
+                )
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()
+
+
 async def measure(db: Path, n: int) -> dict[str, list[float]]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-inbox-"))
     try:
@@ -294,7 +318,10 @@ async def measure(db: Path, n: int) -> dict[str, list[float]]:
             await daemon.store.write(
                 create_user, "alice", role="agent", password_hash=None, teams=["support"]
             )
-            admin = await daemon.store.write(create_token, "admin", name="bench")
+            # Both callers are users, so every list page carries their unread
+            # state (their reads were seeded before the daemon started).
+            await daemon.store.write(create_user, "root", role="admin", password_hash=None)
+            admin = await daemon.store.write(create_token, "admin", username="root")
             agent = await daemon.store.write(create_token, "agent", username="alice")
 
             def pick(db_: Any) -> tuple[int | None, int | None]:
@@ -373,6 +400,8 @@ def main() -> None:
         shutil.copyfile(cached, big_db)
         empty_db = work / "empty.db"
         fill(empty_db, 8, 2)  # one of each thing to fetch, nothing to wade through
+        seed_reads(big_db)
+        seed_reads(empty_db)
         console.print("measuring the empty store...")
         empty = asyncio.run(measure(empty_db, args.requests))
         console.print("measuring the big store...")

@@ -171,6 +171,9 @@ def config_data(tmp_path: Path, store_url: str, **sections: Any) -> dict[str, An
         # The pipeline in the test's own process (the default "auto" runs it in
         # child processes on a machine with two cores or more).
         "pipeline": {"default_team": "support", "processes": 0},
+        # The agents of these tests never sign in: every member gets work.
+        # Tests of availability turn this on (tests/web/test_availability.py).
+        "assignment": {"only_online": False},
         "teams": [
             {"name": "support", "members": ["alice", "bob"], "strategy": "round_robin"},
             {"name": "complaints", "members": ["carol"], "strategy": "least_loaded"},

@@ -26,6 +26,7 @@ import structlog
 
 from .channel_services import (
     IntakePort,
+    RelayMail,
     StoredContactLinks,
     StoredQueries,
     StoredState,
@@ -110,13 +111,16 @@ def build_adapters(
             config=ch,
             intake=port,
             state=StoredState(store, ch.name) if store is not None else None,
-            queries=StoredQueries(store, ch.name) if store is not None else None,
+            queries=(
+                StoredQueries(store, ch.name, config.assignment) if store is not None else None
+            ),
             contacts=links,
             emit=emitter(ch.name, publish) if publish is not None else None,
             public_url=config.public_url,
             data_dir=config.data_dir,
             spawn=_spawner(spawn) if spawn is not None else None,
             multi_instance=store is not None and store.multi_instance,
+            mail=RelayMail(adapters),
         )
         adapters[ch.name] = cls(ctx)
     return adapters, acks
@@ -166,6 +170,7 @@ def pipeline_context(
         teams={t.name: t for t in config.teams},
         teams_in_db=True,
         default_team=config.default_team,
+        assignment=config.assignment,
         chat_session_seconds=config.chat_session_hours * 3600,
         reopen_seconds=config.reopen_days * 86400,
         detect_language=detect_language,
@@ -316,6 +321,7 @@ class Daemon:
             publish=self.publish,
             outbox_wake=self.outbox.wake,
             notice_wake=lambda: self.notices.wake(),
+            assignment=config.assignment,
         )
         # E-mail copies of notices (notify with email = true), through the
         # relay of the e-mail channel that sends omnidesk's own mail.

@@ -14,12 +14,16 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from .channels.base import Accept, ChannelQueries, ChannelState, ContactLinks
+from .config import AssignmentConfig
 from .events import Event
 from .model import Envelope, Identity
 from .store import Db, Store
 from .store import conversations as convs
+from .store.assignment import online_agents
 from .store.channel_state import get_state, get_states, known_external_ids, set_states
+from .store.contact_admin import merge_contacts
 from .store.contacts import link_identity
+from .store.inbox import name_authors
 
 Run = Callable[..., Awaitable[Any]]
 
@@ -78,16 +82,35 @@ class StoredState(ChannelState):
 
 def _thread_messages(db: Db, channel: str, thread_key: str) -> list[dict[str, Any]]:
     conv = convs.find_by_thread_key(db, channel, thread_key)
-    return [] if conv is None else convs.message_rows(db, int(conv["id"]))
+    if conv is None:
+        return []
+    rows = convs.message_rows(db, int(conv["id"]))
+    name_authors(db, rows)
+    return rows
+
+
+def _customer_email(db: Db, conversation_id: int) -> str | None:
+    address: str | None = db.val(
+        "SELECT i.address FROM identities i JOIN conversations c ON c.contact_id = i.contact_id"
+        " WHERE c.id = ? AND i.kind = 'email' ORDER BY i.id DESC LIMIT 1",
+        (conversation_id,),
+    )
+    return address
+
+
+def _agents_online(db: Db, policy: AssignmentConfig) -> bool:
+    members = [r["username"] for r in db.all("SELECT DISTINCT username FROM team_members")]
+    return bool(online_agents(db, members, policy))
 
 
 class StoredQueries(ChannelQueries):
     """Read-only questions about one channel's stored data."""
 
-    __slots__ = ("_channel", "_read")
+    __slots__ = ("_channel", "_policy", "_read")
 
-    def __init__(self, store: Store, channel: str) -> None:
+    def __init__(self, store: Store, channel: str, policy: AssignmentConfig | None = None) -> None:
         self._channel = channel
+        self._policy = policy
         self._read, _ = _runners(store)
 
     async def known_external_ids(self, external_ids: Sequence[str]) -> set[str]:
@@ -104,6 +127,20 @@ class StoredQueries(ChannelQueries):
         rows: list[dict[str, Any]] = await self._read(_thread_messages, self._channel, thread_key)
         return rows
 
+    async def conversation_of(self, thread_key: str) -> int | None:
+        conv = await self._read(convs.find_by_thread_key, self._channel, thread_key)
+        return None if conv is None else int(conv["id"])
+
+    async def customer_email(self, conversation_id: int) -> str | None:
+        email: str | None = await self._read(_customer_email, conversation_id)
+        return email
+
+    async def agents_online(self) -> bool:
+        if self._policy is None:
+            return True
+        online: bool = await self._read(_agents_online, self._policy)
+        return online
+
 
 class StoredContactLinks(ContactLinks):
     """Identities customers give, attached to their contact (an agent joins
@@ -118,6 +155,30 @@ class StoredContactLinks(ContactLinks):
         _, outcome = await self._write(link_identity, owner, extra)
         return str(outcome)
 
+    async def confirmed(self, owner: Identity, extra: Identity) -> str:
+        outcome: str = await self._write(_merge_confirmed, owner, extra)
+        return outcome
+
+
+def _merge_confirmed(db: Db, owner: Identity, extra: Identity) -> str:
+    contact_id, outcome = link_identity(db, owner, extra)
+    if outcome != "other":
+        return "added" if outcome == "added" else "already"
+    target = int(
+        db.val(
+            "SELECT contact_id FROM identities WHERE kind = ? AND address = ?",
+            (extra.kind, extra.address),
+        )
+    )
+    merge_contacts(
+        db,
+        contact_id,
+        target,
+        actor=f"{owner.kind}:confirmed",
+        reason=f"the visitor confirmed {extra.address} with a code sent there",
+    )
+    return "merged"
+
 
 def emitter(channel: str, publish: Callable[[list[Event]], None]) -> Callable[[Event], None]:
     """``ctx.emit``: the event on the live feed, marked with the channel."""
@@ -126,3 +187,41 @@ def emitter(channel: str, publish: Callable[[list[Event]], None]) -> Callable[[E
         publish([{**event, "channel": channel}])
 
     return emit
+
+
+class RelayMail:
+    """``ctx.mail``: a plain e-mail sent at once through an e-mail channel's
+    relay (the channels are looked up when sending: they are built after
+    the contexts)."""
+
+    __slots__ = ("_adapters",)
+
+    def __init__(self, adapters: Mapping[str, Any]) -> None:
+        self._adapters = adapters
+
+    async def __call__(self, channel: str, to: list[str], subject: str, text: str) -> str:
+        from email.message import EmailMessage
+        from email.policy import SMTP
+        from email.utils import formataddr, formatdate, make_msgid
+
+        from .channels.mailout import EmailChannel
+        from .model import SendError
+
+        ch = self._adapters.get(channel)
+        if not isinstance(ch, EmailChannel) or ch.relay is None or not ch.from_address:
+            raise SendError(f"{channel!r} is not an e-mail channel with a relay", retry=False)
+        msg = EmailMessage()
+        msg["From"] = formataddr((ch.from_name or "", ch.from_address))
+        msg["To"] = ", ".join(to)
+        msg["Subject"] = subject[:200]
+        msg["Date"] = formatdate(localtime=True)
+        # od.* at our domain: our own mail, never opened as a conversation.
+        msg["Message-ID"] = mid = make_msgid(idstring="od.chat", domain=ch.message_id_domain)
+        msg["Auto-Submitted"] = "auto-generated"
+        msg.set_content(text)
+        await ch.relay.deliver(
+            msg.as_bytes(policy=SMTP),
+            mail_from=ch.bounce_address or ch.from_address,
+            recipients=list(to),
+        )
+        return mid

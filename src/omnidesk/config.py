@@ -226,6 +226,17 @@ class TeamConfig:
     sticky: bool = True  # a returning contact goes back to the agent who last handled it
 
 
+@dataclass(frozen=True, slots=True)
+class AssignmentConfig:
+    """``[assignment]``: who may get new work (store/assignment.py)."""
+
+    # Only agents who are online get new conversations (off: every member,
+    # as for agents who never sign in and work through API tokens).
+    only_online: bool = True
+    # An online agent with no sign of activity for this long counts as away.
+    idle_away_seconds: float = 600.0
+
+
 @dataclass(slots=True)
 class HealthConfig:
     """``[health]``: when /readyz turns 503, and whom to tell (see health.py)."""
@@ -325,6 +336,7 @@ class Config:
     # [customers] typed fields and [privacy] (customers/settings.py, docs/customers.md)
     customer_fields: CustomerFields = field(default_factory=CustomerFields)
     privacy: PrivacySettings = field(default_factory=PrivacySettings)
+    assignment: AssignmentConfig = field(default_factory=AssignmentConfig)
 
     def channel(self, name: str) -> ChannelConfig:
         for ch in self.channels:
@@ -450,6 +462,13 @@ def parse_config(
     backoff_max = outbox.number("backoff_max", 900.0, min=0.01)
     outbox.check_unused()
 
+    asg = top.table("assignment")
+    assignment = AssignmentConfig(
+        only_online=asg.boolean("only_online", True),
+        idle_away_seconds=asg.number("idle_away_minutes", 10.0, min=0.1) * 60,
+    )
+    asg.check_unused()
+
     teams: list[TeamConfig] = []
     raw_teams = top.raw("teams", [])
     if not isinstance(raw_teams, list):
@@ -526,6 +545,7 @@ def parse_config(
         chat_session_hours=chat_hours,
         reopen_days=reopen_days,
         default_team=default_team,
+        assignment=assignment,
         outbox_max_attempts=max_attempts,
         outbox_backoff_base=backoff_base,
         outbox_backoff_max=backoff_max,

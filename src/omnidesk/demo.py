@@ -21,7 +21,7 @@ from .store.tokens import create_token
 
 if TYPE_CHECKING:
     from .channels.base import ChannelAdapter
-    from .config import Config
+    from .config import AssignmentConfig, Config
     from .pipeline_proc import PipelineProcesses
 
 
@@ -93,6 +93,30 @@ def _demo_admin(db: Db) -> str:
     return password
 
 
+def _demo_agents(db: Db, policy: AssignmentConfig) -> list[str]:
+    """Every team member gets an account (role agent, no password: an admin
+    sets one with ``omnidesk agents passwd``), listed on the users page, and
+    is online for the demo's conversations (as an API client would be)."""
+    from .store.assignment import set_status
+    from .store.users import create_user, get_user, user_teams
+
+    names = []
+    for r in db.all("SELECT DISTINCT username FROM team_members ORDER BY username"):
+        name = r["username"]
+        if get_user(db, name) is None:
+            create_user(
+                db,
+                name,
+                role="agent",
+                password_hash=None,
+                display_name=name.capitalize(),
+                teams=user_teams(db, name),
+            )
+        set_status(db, name, "online", policy, actor="demo", via="token", reason="demo agent")
+        names.append(name)
+    return names
+
+
 async def run_demo(daemon: Running) -> None:
     api = next((a for a in daemon.adapters.values() if a.type == "api"), None)
     if api is None:
@@ -102,6 +126,7 @@ async def run_demo(daemon: Running) -> None:
     if daemon.pipeline_processes is not None:  # processes = "auto" on two cores or more
         await daemon.pipeline_processes.wait_ready()
     base = f"http://{daemon.config.web_host}:{daemon.web_port}"
+    agents = await daemon.store.write(_demo_agents, daemon.config.assignment)
     run_id = int(time.time())
     async with httpx.AsyncClient(base_url=base, timeout=10) as client:
         for i, sample in enumerate(SAMPLES):
@@ -139,6 +164,7 @@ async def run_demo(daemon: Running) -> None:
     passwd = command("agents", "passwd", "demo", config=daemon.config.file)
     out += [
         f"Web inbox: {base}/login   user: demo   password: {password}",
+        f"  agents (online for the demo, no password yet): {', '.join(agents) or 'none'}",
         "  (an admin account for this demo; the password is shown only now:"
         f" change it with `{passwd}`)",
         f"The daemon keeps running on {base}. Try:",

@@ -44,3 +44,26 @@ def normalize_identity(
         addr = normalize_phone(addr) or addr
     name = display_name.strip() if display_name else None
     return Identity(kind=kind, address=addr, display_name=name or None, data=dict(data or {}))
+
+
+# A visitor who gave no name (a website chat's random id) is shown by a
+# readable alias made from a stable seed (the contact's id): "Amber Otter".
+_ALIAS_ADJECTIVES = (
+    "Amber", "Azure", "Brave", "Bright", "Calm", "Coral", "Crimson", "Curious", "Gentle",
+    "Golden", "Happy", "Indigo", "Jade", "Kind", "Lively", "Lucky", "Mellow", "Misty",
+    "Nimble", "Olive", "Quiet", "Rapid", "Ruby", "Sage", "Silver", "Sunny", "Swift",
+    "Teal", "Violet", "Warm", "Witty", "Zesty",
+)  # fmt: skip
+_ALIAS_ANIMALS = (
+    "Badger", "Bear", "Beaver", "Crane", "Dolphin", "Eagle", "Falcon", "Finch", "Fox",
+    "Gecko", "Hare", "Heron", "Koala", "Lark", "Lynx", "Marten", "Moose", "Otter", "Owl",
+    "Panda", "Puffin", "Raven", "Robin", "Seal", "Sparrow", "Stork", "Swan", "Tiger",
+    "Turtle", "Whale", "Wolf", "Wren",
+)  # fmt: skip
+
+
+def visitor_alias(seed: int) -> str:
+    """A readable, stable alias for a nameless visitor (1,024 of them, so
+    two visitors may share one: the contact id tells them apart)."""
+    n = (seed * 2654435761) % 2**32  # spread neighbouring ids apart
+    return f"{_ALIAS_ADJECTIVES[n % 32]} {_ALIAS_ANIMALS[(n // 32) % 32]}"

@@ -34,6 +34,7 @@ from .store import Db, Store
 from .store import conversations as convs
 from .store import outbox as ob
 from .store.audit import add_audit
+from .store.inbox import name_authors
 
 # Queuing a reply's payload is data access (the pipeline's auto-acknowledgement
 # does it too, without the delivery side of this module).
@@ -126,6 +127,12 @@ def queue_reply(
             payload["subject"] = subject
         if meta:
             payload["meta"] = {**payload["meta"], **meta}
+        if auto is None:
+            # Who answers, for channels that show it (the web chat's widget).
+            who = [{"author": author}]
+            name_authors(db, who)
+            if who[0].get("author_name"):
+                payload["meta"] = {**payload["meta"], "agent_name": who[0]["author_name"]}
         mid = convs.insert_message(
             db,
             convs.NewMessage(

@@ -185,6 +185,8 @@ async def seed(env: Env) -> dict[str, Any]:
         "names": {
             "/api/v1/teams/{name}": "matrix-team",
             "/api/v1/rules/{name}": "50-routing.toml",
+            "/api/v1/rules/{name}/check": "50-routing.toml",
+            "/api/v1/rules/{name}/try": "50-routing.toml",
             "/api/v1/reports/{name}": "volume",
         },
         "headers": {

@@ -144,6 +144,7 @@ async def make_desk(
     *,
     fallback: Any = None,
     adapter_type: str = "api",
+    assignment: Any = None,
 ) -> Desk:
     await store.write(seed_teams, TEAMS)
     intake = Intake(store)
@@ -168,6 +169,7 @@ async def make_desk(
         clock=clock,
         settings=Settings(fallback_policy=fallback, channel_types={"api": adapter_type}),
         public_url="http://desk.test",
+        assignment=assignment,
     )
     await sched.prepare()
     return Desk(store, ruleset, clock, intake, ctx, sched)

@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from omnidesk.config import AssignmentConfig
 from omnidesk.service.clock import ManualClock
 from omnidesk.store import Store
 from omnidesk.store.canned import save_canned
 from omnidesk.store.conversations import message_rows
 from omnidesk.store.service import get_state, notifications_for
+from omnidesk.store.users import save_team
 from tests.service.helpers import berlin, make_desk, rules_with
 
 RULES = """
@@ -201,3 +203,39 @@ async def test_a_pass_takes_at_most_its_limit_and_the_rest_follows(
         assert len(looked) < 10, looked
     assert max(looked) <= 3 and sum(looked) == 7
     assert (await desk.tick(sweep=True)).looked == 0
+
+
+CLOSE_PENDING = """
+[[rule]]
+name = "close-pending"
+on = "time"
+when = { status = "pending", hours_since_agent.at_least = 1 }
+then = { status = "resolved" }
+"""
+
+
+async def test_a_rule_that_resolves_frees_the_place_for_the_oldest_waiting(
+    store: Store, tmp_path: Path, clock: ManualClock
+) -> None:
+    """Capacity freed by a time rule (not by a person) drains the team's
+    queue at once, in the scheduler's transaction (issue 25 item 2)."""
+    desk = await make_desk(
+        store,
+        rules_with(tmp_path, CLOSE_PENDING, keep=False),
+        clock,
+        assignment=AssignmentConfig(only_online=False),
+    )
+    await store.write(save_team, "support", members=["alice"], max_open_per_agent=1)
+    await desk.message("Where is parcel 1?", thread="t1")
+    await desk.reply("It left our warehouse today.")
+    await desk.set_status("pending")
+    await desk.message("Where is parcel 2?", address="ben@example.com", thread="t2")
+    await desk.message("Where is parcel 3?", address="cai@example.com", thread="t3")
+    assert [(await desk.conversation(c))["assignee"] for c in (1, 2, 3)] == ["alice", None, None]
+    clock.set(clock.now() + 2 * 3600)
+    res = await desk.tick(sweep=True)
+    assert (await desk.conversation(1))["status"] == "resolved"
+    # The oldest waiting conversation took the freed place; the next waits.
+    assert (await desk.conversation(2))["assignee"] == "alice"
+    assert (await desk.conversation(3))["assignee"] is None
+    assert any(e.get("assigned_from_queue") and e["conversation_id"] == 2 for e in res.events)

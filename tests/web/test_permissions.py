@@ -25,7 +25,8 @@ COMPLAINT = "This is unacceptable. Terrible service, the worst experience ever."
 # password login API, logout (it only ever ends the caller's own session),
 # static assets.
 PUBLIC = re.compile(
-    r"^/(healthz|readyz|openapi\.json|docs.*|redoc|login|logout|static.*|webhooks/.*"
+    # sw.js: the inbox's service worker, a static script like /static/*
+    r"^/(healthz|readyz|openapi\.json|docs.*|redoc|login|logout|static.*|sw\.js|webhooks/.*"
     r"|api/v1/inbound/.*|api/v1/session"
     # the customers' survey page: its signed, expiring token is the credential
     r"|survey/.*)$"

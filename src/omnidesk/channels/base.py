@@ -117,11 +117,34 @@ class ChannelQueries(abc.ABC):
     @abc.abstractmethod
     async def thread_messages(self, thread_key: str) -> list[dict[str, Any]]:
         """The messages, as stored, of the latest conversation on this
-        channel with this thread key (a chat widget's history)."""
+        channel with this thread key (a chat widget's history); an agent's
+        reply carries ``author_name`` (their display name)."""
+
+    async def conversation_of(self, thread_key: str) -> int | None:
+        """The id of the latest conversation on this channel with this
+        thread key (to tell the inbox a customer is typing in it)."""
+        return None
+
+    async def customer_email(self, conversation_id: int) -> str | None:
+        """The e-mail address the conversation's contact gave (the latest),
+        if any: where a chat's reply goes when the visitor has left."""
+        return None
+
+    async def agents_online(self) -> bool:
+        """Whether any agent may take new work now (a chat widget offers an
+        offline form when none can). Without availability: always."""
+        return True
 
 
 class ContactLinks(abc.ABC):
     """Customers telling who they are (a chat visitor giving an e-mail)."""
+
+    async def confirmed(self, owner: Identity, extra: Identity) -> str:
+        """``owner`` proved they hold ``extra`` (a code sent to that address
+        came back): the contact of ``owner`` is merged into the contact
+        that holds ``extra`` (recorded, an admin can undo it). Returns
+        ``"merged"``, ``"already"`` or ``"added"``."""
+        raise NotImplementedError("this desk does not link confirmed identities")
 
     @abc.abstractmethod
     async def link(self, owner: Identity, extra: Identity | None = None) -> str:
@@ -177,6 +200,11 @@ class ChannelContext:
     # Several daemon instances share the database (another instance's outbox
     # may deliver this channel's replies).
     multi_instance: bool = False
+    # Sends a plain e-mail now (channel, to, subject, text) through the
+    # e-mail channel named (its relay) and returns its Message-ID; raises
+    # SendError when it cannot. A web chat's transcript, its replies to a
+    # visitor who left.
+    mail: Callable[[str, list[str], str, str], Awaitable[str]] | None = None
 
     @property
     def options(self) -> Options:
@@ -208,6 +236,10 @@ class ChannelAdapter(abc.ABC):
 
     async def stop(self) -> None:  # noqa: B027
         """Stop receiving and release resources."""
+
+    def agent_typing(self, thread_key: str, name: str) -> None:  # noqa: B027
+        """An agent is typing a reply in this thread (a chat shows it to the
+        customer). Most channels have no way to say so: nothing."""
 
     @abc.abstractmethod
     def normalize(self, envelope: Envelope) -> Normalized:

@@ -44,6 +44,9 @@ forge one. Each visitor and each client IP is rate limited.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import json
 import re
 import secrets
@@ -58,8 +61,10 @@ from urllib.parse import urlsplit
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
+from ..email.headers import message_id_key
 from ..identity import normalize_identity
 from ..model import (
+    Attachment,
     DeliveryState,
     Envelope,
     Identity,
@@ -86,6 +91,19 @@ MAX_NAME = 100
 MAX_EMAIL = 254
 MAX_PAGE = 500
 MAX_RECEIPTS = 200  # ids per receipts request
+MAX_FILENAME = 200
+CODE_MINUTES = 15  # a code sent to confirm an e-mail address is valid this long
+TYPING_TTL = 6.0  # seconds a "typing" shows without being renewed
+# The types a visitor may send, each with how its first bytes must look
+# (None: text, which must be UTF-8).
+ATTACHMENT_TYPES: dict[str, tuple[bytes, ...] | None] = {
+    "image/png": (b"\x89PNG\r\n\x1a\n",),
+    "image/jpeg": (b"\xff\xd8\xff",),
+    "image/gif": (b"GIF87a", b"GIF89a"),
+    "image/webp": (b"RIFF",),
+    "application/pdf": (b"%PDF-",),
+    "text/plain": None,
+}
 STREAMS_PER_VISITOR = 10  # open tabs
 KEEPALIVE = 20.0  # seconds between SSE comments (proxies drop idle streams)
 VISITOR_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -166,6 +184,11 @@ class _Refused(Exception):
         self.headers = headers or {}
 
 
+def _code_hash(visitor: str, code: str) -> str:
+    """What the confirm token carries of the code: never the code itself."""
+    return hashlib.sha256(f"{visitor}:{code}".encode()).hexdigest()
+
+
 def public_message(m: dict[str, Any], visitor: str) -> dict[str, Any] | None:
     """What the widget may show of a stored message: never notes, never a
     reply that has not been handed to the channel yet (or failed)."""
@@ -190,6 +213,8 @@ def public_message(m: dict[str, Any], visitor: str) -> dict[str, Any] | None:
         "at": m["created_at"],
         "state": m["delivery_state"],
         "auto": bool(m.get("auto")),
+        # Who answered: the agent's display name (the widget draws their initials).
+        "agent": None if m.get("auto") else m.get("author_name"),
     }
     survey = (m.get("meta") or {}).get("survey")
     if isinstance(survey, dict):
@@ -230,12 +255,28 @@ class WebchatChannel(ChannelAdapter):
         self.ask_email: bool = o.boolean("ask_email", True)
         self.visitor_days: int = o.integer("visitor_days", 365, min=1)
         self.max_connections: int = o.integer("max_connections", 1000, min=1)
+        # Files a visitor may send: at most this big, of these types (checked
+        # against the file's first bytes too, not only its declared type).
+        self.max_upload: int = o.integer("max_attachment_kb", 5120, min=1) * 1024
+        self.attachment_types: list[str] = o.strings("attachment_types", list(ATTACHMENT_TYPES))
+        unknown = [t for t in self.attachment_types if t not in ATTACHMENT_TYPES]
+        if unknown:
+            raise o.error(
+                "attachment_types",
+                f"{unknown[0]!r} is not one of {', '.join(ATTACHMENT_TYPES)}",
+            )
+        # The e-mail channel (smtp or imap, with a relay) that sends a visitor
+        # the transcript they ask for; none: no transcripts.
+        self.email_channel: str | None = o.string("email_channel", None)
         self.color: str = o.string("color", "#1f6feb")
         if not COLOR.match(self.color):
             raise o.error("color", "must be a colour like #1f6feb")
         o.check_unused()
         self._tokens = URLSafeTimedSerializer(
             self.secret.reveal(), salt=f"omnidesk.webchat.visitor:{self.name}"
+        )
+        self._codes = URLSafeTimedSerializer(
+            self.secret.reveal(), salt=f"omnidesk.webchat.confirm:{self.name}"
         )
         self._visitor_limit = RateLimiter(self.rate_limit)
         self._ip_limit = RateLimiter(self.ip_rate_limit)
@@ -379,6 +420,10 @@ class WebchatChannel(ChannelAdapter):
             Route("/events", g(self.events), methods=["GET"]),
             Route("/receipts", g(self.receipts), methods=["POST"]),
             Route("/identify", g(self.identify), methods=["POST"]),
+            Route("/confirm", g(self.confirm), methods=["POST"]),
+            Route("/attachments", g(self.upload), methods=["POST"]),
+            Route("/typing", g(self.typing), methods=["POST"]),
+            Route("/transcript", g(self.transcript), methods=["POST"]),
             Route("/{path:path}", g(self.preflight), methods=["OPTIONS"]),
         ]
 
@@ -438,6 +483,12 @@ class WebchatChannel(ChannelAdapter):
                 "color": self.color,
                 "ask_email": self.ask_email,
                 "max_message_chars": self.max_message_chars,
+                "transcript": self.email_channel is not None and self.ctx.mail is not None,
+                "attachments": {"max_kb": self.max_upload // 1024, "types": self.attachment_types},
+                # None online: the widget becomes an offline form (e-mail required).
+                "agents_online": (
+                    await self.ctx.queries.agents_online() if self.ctx.queries else True
+                ),
             },
         )
 
@@ -480,6 +531,7 @@ class WebchatChannel(ChannelAdapter):
             "name": name or None,
             "page": page[:MAX_PAGE] if isinstance(page, str) else None,
             "user_agent": request.headers.get("user-agent", "")[:300] or None,
+            "offline": data.get("offline") is True or None,
         }
         new = await self.ctx.intake.accept(
             Envelope(
@@ -503,6 +555,115 @@ class WebchatChannel(ChannelAdapter):
                 },
             )
         return self._json(request, {"status": "accepted", "duplicate": not new}, 202)
+
+    async def upload(self, request: Request) -> Response:
+        """A file as the body (``Content-Type`` its type), ``?client_id=``
+        and ``?filename=``: stored as a message of the visitor with the file
+        attached. Refused: a type not allowed or whose first bytes do not
+        match it (415), a file over the limit (413, before anything is
+        read past it: web/limits.py caps this route at ``max_upload``)."""
+        self._check_origin(request)
+        visit = self._visit(request)
+        self._limit(self._ip_limit, self._client_ip(request))
+        self._limit(self._visitor_limit, visit.visitor)
+        client_id = request.query_params.get("client_id", "")
+        if not CLIENT_ID.match(client_id):
+            raise _Refused(400, "'client_id' must be 8-64 letters, digits, '-' or '_'")
+        filename = clean_text(request.query_params.get("filename", "")).replace("\n", " ")
+        filename = filename.replace("/", "_").replace("\\", "_")[:MAX_FILENAME] or "file"
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype not in self.attachment_types:
+            raise _Refused(415, f"files of type {ctype or 'unknown'} are not accepted here")
+        data = await request.body()
+        if len(data) > self.max_upload:
+            raise _Refused(413, f"file larger than {self.max_upload // 1024} KB")
+        if not data:
+            raise _Refused(400, "the file is empty")
+        magic = ATTACHMENT_TYPES[ctype]
+        if magic is None:
+            try:
+                data.decode("utf-8")
+            except UnicodeDecodeError:
+                raise _Refused(415, "a text file must be UTF-8") from None
+        elif not data.startswith(magic):
+            raise _Refused(415, f"the file is not a {ctype} file")
+        payload = {
+            "visitor": visit.visitor,
+            "client_id": client_id,
+            "text": f"Attachment: {filename}",
+            "attachment": {
+                "filename": filename,
+                "content_type": ctype,
+                "data": base64.b64encode(data).decode(),
+            },
+        }
+        new = await self.ctx.intake.accept(
+            Envelope(
+                channel=self.name,
+                external_id=f"{visit.visitor}:{client_id}",
+                payload=json.dumps(payload).encode(),
+                content_type="application/json",
+            )
+        )
+        self.touch()
+        return self._json(request, {"status": "accepted", "duplicate": not new}, 202)
+
+    async def transcript(self, request: Request) -> Response:
+        """``{"email": ...}``: the visitor's conversation as it stands, sent
+        to that address now (through ``email_channel``); what the widget
+        shows, never notes."""
+        self._check_origin(request)
+        visit = self._visit(request)
+        self._limit(self._ip_limit, self._client_ip(request))
+        self._limit(self._visitor_limit, visit.visitor)
+        data = await self._read_json(request)
+        email = data.get("email")
+        if not isinstance(email, str) or len(email) > MAX_EMAIL or not EMAIL.match(email.strip()):
+            raise _Refused(400, "give the 'email' to send the transcript to")
+        if self.email_channel is None or self.ctx.mail is None:
+            raise _Refused(404, "this chat sends no transcripts")
+        msgs = await self._messages(visit.visitor)
+        if not msgs:
+            raise _Refused(404, "nothing to send yet: write first")
+        lines = [f"{self.title}: your conversation", ""]
+        for m in msgs:
+            who = "You" if m["direction"] == "in" else (m.get("agent") or self.title)
+            when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(m["at"]))
+            lines += [f"{who}, {when}:", m["text"], ""]
+        try:
+            await self.ctx.mail(
+                self.email_channel,
+                [email.strip()],
+                f"{self.title}: your conversation",
+                "\n".join(lines),
+            )
+        except Exception as exc:
+            self.log.warning("transcript_failed", error=str(exc)[:200])
+            raise _Refused(502, "the transcript could not be sent now: try again later") from None
+        return self._json(request, {"sent": True, "messages": len(msgs)})
+
+    async def typing(self, request: Request) -> Response:
+        """The visitor is typing (the widget says so at most every few
+        seconds): the inbox shows it in their conversation, if they have one."""
+        self._check_origin(request)
+        visit = self._visit(request)
+        self._limit(self._visitor_limit, visit.visitor)
+        cid = await self.ctx.queries.conversation_of(visit.visitor) if self.ctx.queries else None
+        if cid is not None and self.ctx.emit is not None:
+            self.ctx.emit(
+                {
+                    "type": "presence",
+                    "conversation_id": cid,
+                    "username": f"visitor:{visit.visitor[:8]}",
+                    "name": "The visitor",
+                    "state": "typing",
+                    "ttl": TYPING_TTL,
+                }
+            )
+        return self._json(request, {"ok": True, "conversation": cid is not None})
+
+    def agent_typing(self, thread_key: str, name: str) -> None:
+        self._push(thread_key, {"type": "typing", "name": name, "ttl": TYPING_TTL})
 
     async def history(self, request: Request) -> Response:
         self._check_origin(request)
@@ -588,7 +749,52 @@ class WebchatChannel(ChannelAdapter):
         owner = normalize_identity(KIND, visit.visitor, name, {"email": email} if email else None)
         extra = normalize_identity("email", email, name) if email else None
         outcome = await self.ctx.contacts.link(owner, extra)
-        return self._json(request, {"name": name, "email": email, "email_linked": outcome})
+        body: dict[str, Any] = {"name": name, "email": email, "email_linked": outcome}
+        if outcome == "other" and email and self.email_channel and self.ctx.mail:
+            # Known to another contact: linked once the visitor proves they
+            # read that mailbox (a code sent there, typed back in the chat).
+            code = f"{secrets.randbelow(1_000_000):06d}"
+            try:
+                await self.ctx.mail(
+                    self.email_channel,
+                    [email],
+                    f"{self.title}: your code",
+                    f"Your code for the chat on our website: {code}\n\nIt is valid for"
+                    f" {CODE_MINUTES} minutes. If you did not ask for it, ignore this e-mail.",
+                )
+            except Exception as exc:
+                self.log.warning("webchat_code_failed", error=str(exc)[:200])
+            else:
+                body["confirm"] = self._codes.dumps(
+                    {"v": visit.visitor, "e": email, "h": _code_hash(visit.visitor, code)}
+                )
+        return self._json(request, body)
+
+    async def confirm(self, request: Request) -> Response:
+        """``{"confirm": token, "code": "123456"}``: the code sent to the
+        address links this visitor to the contact that holds it."""
+        self._check_origin(request)
+        visit = self._visit(request)
+        self._limit(self._ip_limit, self._client_ip(request))
+        self._limit(self._visitor_limit, visit.visitor)
+        data = await self._read_json(request)
+        token, code = data.get("confirm"), data.get("code")
+        if not isinstance(token, str) or not isinstance(code, str):
+            raise _Refused(400, "give 'confirm' (from identify) and the 'code'")
+        try:
+            claim = self._codes.loads(token, max_age=CODE_MINUTES * 60)
+        except (BadSignature, SignatureExpired):
+            raise _Refused(400, "that code request expired: ask for a new code") from None
+        if not isinstance(claim, dict) or claim.get("v") != visit.visitor:
+            raise _Refused(400, "that code request is not this visitor's")
+        if not hmac.compare_digest(str(claim.get("h")), _code_hash(visit.visitor, code.strip())):
+            raise _Refused(400, "wrong code")
+        if self.ctx.contacts is None:
+            raise _Refused(503, "no store")
+        owner = normalize_identity(KIND, visit.visitor, None)
+        extra = normalize_identity("email", str(claim["e"]), None)
+        outcome = await self.ctx.contacts.confirmed(owner, extra)
+        return self._json(request, {"email": claim["e"], "email_linked": outcome})
 
     async def events(self, request: Request) -> Response:
         from starlette.responses import StreamingResponse
@@ -714,17 +920,45 @@ class WebchatChannel(ChannelAdapter):
         ua = data.get("user_agent") if isinstance(data.get("user_agent"), str) else None
         name = data.get("name") if isinstance(data.get("name"), str) else None
         sender = Identity(kind=KIND, address=visitor, display_name=name or None)
+        files = []
+        att = data.get("attachment")
+        if isinstance(att, dict):
+            try:
+                raw = base64.b64decode(str(att.get("data", "")), validate=True)
+            except ValueError:
+                raise NormalizeError("web chat attachment is not base64") from None
+            files.append(
+                Attachment(
+                    filename=str(att.get("filename") or "file")[:MAX_FILENAME],
+                    content_type=str(att.get("content_type") or "application/octet-stream"),
+                    data=raw,
+                )
+            )
         return Message(
+            attachments=files,
             channel=self.name,
             external_id=f"{visitor}:{client_id}",
             sender=sender,
             text=text,
             thread_key=visitor,
             sent_at=envelope.received_at,
-            meta={"webchat": {k: v for k, v in (("page", page), ("user_agent", ua)) if v}},
+            meta={
+                "webchat": {
+                    k: v
+                    for k, v in (
+                        ("page", page),
+                        ("user_agent", ua),
+                        ("offline_form", data.get("offline") is True),
+                    )
+                    if v
+                }
+            },
         )
 
     async def send(self, message: OutboundMessage) -> SendResult:
+        if message.recipient.kind == "email" and self.email_channel is not None:
+            # The visitor answered our e-mail: the conversation goes on by e-mail.
+            return await self._email(message, message.recipient.address)
         visitor = message.recipient.address
         if message.recipient.kind != KIND or not VISITOR_ID.match(visitor):
             raise SendError(
@@ -748,11 +982,49 @@ class WebchatChannel(ChannelAdapter):
                     "at": time.time(),
                     "state": "sent",
                     "auto": message.automatic,
+                    "agent": None if message.automatic else message.meta.get("agent_name"),
                     **({"survey": message.meta["survey"]} if "survey" in message.meta else {}),
                 },
             )
         self.touch()
         self.log.debug("webchat_sent", visitor=visitor[:8], live_streams=live)
+        keys: list[str] = []
+        if live == 0 and not message.automatic:
+            # The visitor has left: a copy by e-mail when they gave one, whose
+            # answer joins this conversation (its Message-ID is a thread key).
+            keys = await self._email_copy(message)
         # The message row is the copy the visitor picks up later: handed
         # over either way; the widget's receipt makes it "delivered".
-        return SendResult(provider_id=f"{visitor}:{ref}", state=DeliveryState.SENT)
+        return SendResult(provider_id=f"{visitor}:{ref}", state=DeliveryState.SENT, keys=keys)
+
+    async def _email_copy(self, message: OutboundMessage) -> list[str]:
+        if self.email_channel is None or self.ctx.mail is None or self.ctx.queries is None:
+            return []
+        email = await self.ctx.queries.customer_email(message.conversation_id)
+        if not email:
+            return []
+        try:
+            result = await self._email(message, email)
+        except SendError as exc:
+            # The chat copy is delivered; the e-mail copy is a courtesy.
+            self.log.warning("webchat_email_copy_failed", error=str(exc)[:200])
+            return []
+        return result.keys
+
+    async def _email(self, message: OutboundMessage, address: str) -> SendResult:
+        if self.email_channel is None or self.ctx.mail is None:
+            raise SendError("this web chat has no email_channel to answer by e-mail", retry=False)
+        text = (
+            f"{message.text}\n\n-- \nYou wrote to us in the chat on our website; reply to"
+            " this e-mail to go on."
+        )
+        try:
+            mid = await self.ctx.mail(
+                self.email_channel, [address], f"Re: your chat with {self.title}", text
+            )
+        except SendError:
+            raise
+        except Exception as exc:
+            raise SendError(f"e-mail to the visitor failed: {exc}"[:300], retry=True) from None
+        key = message_id_key(mid)
+        return SendResult(provider_id=key, state=DeliveryState.SENT, keys=[key])

@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..config import TeamConfig
+from ..config import AssignmentConfig, TeamConfig
 from ..customers.redact import Redactor
 from ..events import Event
 from ..model import Decision, Envelope, Message, RuleInput, Skip, StatusUpdate
@@ -45,6 +45,12 @@ class PipelineContext:
     # them from ``teams`` at start) instead of ``teams``.
     teams_in_db: bool = False
     default_team: str | None = None
+    # Who may get new work: online agents only, and when idle turns away.
+    # The daemon passes its config's (online only by default); a context
+    # built without it (a tool, a test) gives work to every member.
+    assignment: AssignmentConfig = field(
+        default_factory=lambda: AssignmentConfig(only_online=False)
+    )
     chat_session_seconds: float = 24 * 3600
     reopen_seconds: float = 30 * 86400
     detect_language: Callable[[str], str | None] | None = None

@@ -1,18 +1,19 @@
 """The route stage: a new conversation goes to its team (the rules' or the
 default) and to an agent: the one a rule named, or one chosen within the
-team (``routing.choose_assignee``) last thing in the batch's transaction."""
+team (``store/assignment.py``, ``routing.choose_assignee``) last thing in
+the batch's transaction."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from contextlib import nullcontext
 
 import structlog
 
 from ..config import TeamConfig
 from ..model import Decision
-from ..routing import choose_assignee
 from ..store import Db
-from ..store import conversations as convs
+from ..store.assignment import drain, save_pointer, team_room, waiting_reason
 from ..store.audit import add_audit
 from ..store.locks import TEAM, xact_lock
 from ..store.users import load_team
@@ -39,95 +40,75 @@ def route_new(
 
 def assign_new(db: Db, ctx: PipelineContext, res: BatchResult, *, isolate: bool = True) -> None:
     """Choose the assignee of the batch's new conversations, last thing in
-    its transaction. With several instances assignment is one at a time per
-    team until commit (the round-robin pointer and the loads must be
-    current), so the team locks are taken here, all at once and in order,
-    and held for the end of the batch only rather than most of it. Each
-    team's members, loads and round-robin pointer are read once per batch and
-    kept current in memory as the batch assigns. ``isolate``: each assignment
-    in a savepoint of its own, a failing one leaves its conversation
-    unassigned (otherwise a failure asks for the batch to be redone so)."""
+    its transaction. A new conversation joins its team's waiting queue and
+    the queue is drained (``store/assignment.py``): the team's free places
+    go to its oldest waiting conversations first, by priority then age, and
+    only to online agents. With several instances assignment is one at a
+    time per team until commit, so the team locks are taken here, all at
+    once and in order, and held for the end of the batch only rather than
+    most of it. ``isolate``: each assignment in a savepoint of its own, a
+    failing one leaves its conversation unassigned (otherwise a failure
+    asks for the batch to be redone so)."""
     if not res.to_assign:
         return
     xact_lock(db, sorted({f"team:{u.team}" for u in res.to_assign if u.team}), rank=TEAM)
-    teams: dict[str | None, _TeamState | None] = {}
+    by_team: dict[str | None, list[Unassigned]] = {}
     for u in res.to_assign:
-        if u.team not in teams:
-            teams[u.team] = _team_state(db, ctx, u.team)
-        state = teams[u.team]
-        if not isolate:
-            try:
-                assignee = _assign_one(db, u, state)
-            except Exception as exc:
-                raise Isolate from exc
-            u.event["assignee"] = assignee
-            continue
+        by_team.setdefault(u.team, []).append(u)
+    for team, items in by_team.items():
         try:
-            with db.savepoint():
-                assignee = _assign_one(db, u, state)
+            _assign_team(db, ctx, res, team, items, isolate)
         except Exception as exc:
-            # The conversation stays in its team's queue, unassigned, and says why.
-            log.exception("assignment_failed", conversation_id=u.conversation_id)
-            assignee = None
-            routed(db, u.conversation_id, u.team, None, f"assignment failed: {exc}", u.at)
-        u.event["assignee"] = assignee
-    for state in teams.values():
-        if state is not None and state.rr_changed:
-            db.run(
-                "INSERT INTO routing_state (team, rr_last) VALUES (?, ?)"
-                " ON CONFLICT (team) DO UPDATE SET rr_last = excluded.rr_last",
-                (state.spec.name, state.rr_last),
-            )
+            if not isolate:
+                raise Isolate from exc
+            # Reading the team failed: its conversations wait, and say why.
+            log.exception("assignment_failed", team=team)
+            for u in items:
+                u.event["assignee"] = None
+                routed(db, u.conversation_id, u.team, None, f"assignment failed: {exc}", u.at)
     res.to_assign.clear()
 
 
-def _assign_one(db: Db, u: Unassigned, state: _TeamState | None) -> str | None:
-    if state is None:
-        assignee = None
-        why = "no team with members to assign within" if u.team else "no team"
-    else:
-        previous = (
-            convs.last_assignee(db, u.contact_id)
-            if state.spec.sticky and not u.new_contact
-            else None
-        )
-        choice = choose_assignee(
-            state.spec, loads=state.loads, rr_last=state.rr_last, previous=previous
-        )
-        assignee, why = choice.agent, choice.reason
-        if assignee is not None:
-            db.run(
-                "UPDATE conversations SET assignee = ? WHERE id = ?",
-                (assignee, u.conversation_id),
+def _assign_team(
+    db: Db,
+    ctx: PipelineContext,
+    res: BatchResult,
+    team: str | None,
+    items: list[Unassigned],
+    isolate: bool,
+) -> None:
+    room = None
+    if team:
+        with db.savepoint() if isolate else nullcontext():
+            room = team_room(db, team, ctx.assignment, _lookup(ctx))
+    if room is not None:
+        arrivals = {u.conversation_id: u.new_contact for u in items}
+        res.events.extend(
+            drain(
+                db,
+                room,
+                at=items[0].at,
+                arrivals=arrivals,
+                isolate=isolate,
+                record_arrival=lambda *a: routed(*a),
             )
-    routed(db, u.conversation_id, u.team, assignee, why, u.at)
-    # Only now, with nothing left to fail: the batch's view of the team moves on.
-    if state is not None and assignee is not None:
-        state.loads[assignee] = state.loads.get(assignee, 0) + 1
-        if state.spec.strategy == "round_robin":
-            state.rr_last, state.rr_changed = assignee, True
-    return assignee
+        )
+        save_pointer(db, room)
+    for u in items:
+        agent = room.assigned.get(u.conversation_id) if room is not None else None
+        u.event["assignee"] = agent
+        if agent is not None:
+            continue
+        why = waiting_reason(room, u.team)
+        if room is not None and u.conversation_id in room.failed:
+            why = f"assignment failed: {room.failed[u.conversation_id]}"
+        routed(db, u.conversation_id, u.team, None, why, u.at)
 
 
-@dataclass(slots=True)
-class _TeamState:
-    """A team during one batch's assignments."""
-
-    spec: TeamConfig
-    loads: dict[str, int]
-    rr_last: str | None
-    rr_changed: bool = False
-
-
-def _team_state(db: Db, ctx: PipelineContext, team: str | None) -> _TeamState | None:
-    spec = (load_team(db, team) if ctx.teams_in_db else ctx.teams.get(team)) if team else None
-    if spec is None:
-        return None
-    return _TeamState(
-        spec=spec,
-        loads=convs.open_counts(db, spec.members),
-        rr_last=db.val("SELECT rr_last FROM routing_state WHERE team = ?", (spec.name,)),
-    )
+def _lookup(ctx: PipelineContext) -> Callable[[Db, str], TeamConfig | None]:
+    if ctx.teams_in_db:
+        return load_team
+    return lambda db, name: ctx.teams.get(name)
 
 
 def routed(

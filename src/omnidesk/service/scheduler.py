@@ -30,9 +30,10 @@ from typing import Any
 
 import structlog
 
+from ..config import AssignmentConfig
 from ..events import Event, EventBus
 from ..rules.engine import RuleSet
-from ..store import Store
+from ..store import Store, assignment
 from ..store import service as svc
 from ..store.audit import add_audit
 from ..store.base import Db
@@ -85,8 +86,12 @@ class Scheduler:
         notice_wake: Callable[[], None] | None = None,
         interval: float = 5.0,
         sweep: float = 60.0,
+        assignment: AssignmentConfig | None = None,
     ) -> None:
         self.store = store
+        # With it, a time rule that resolves or reassigns frees a place that
+        # the team's oldest waiting conversation takes (store/assignment.py).
+        self.assignment = assignment
         self.rules = rules
         self.clock = clock or SystemClock()
         self.settings = settings or Settings()
@@ -290,7 +295,26 @@ class Scheduler:
                     res.notice_mail += effects.notice_mail
             except Exception:
                 log.exception("scheduler_apply_failed", conversation_id=cid)
+        self._drain(db, res)
         return res
+
+    def _drain(self, db: Db, res: TickResult) -> None:
+        """Rules' actions that changed a status or an assignee may have freed
+        places: the teams involved are drained in the same transaction."""
+        if self.assignment is None:
+            return
+        moved = [
+            e
+            for e in res.events
+            if e.get("type") == "conversation.updated" and ("status" in e or "assignee" in e)
+        ]
+        if not moved:
+            return
+        try:
+            with db.savepoint():
+                res.events += assignment.after_change(db, moved, self.assignment)[len(moved) :]
+        except Exception:
+            log.exception("scheduler_drain_failed")
 
     def _survey(
         self,

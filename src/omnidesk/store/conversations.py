@@ -254,19 +254,24 @@ def insert_message(db: Db, m: NewMessage, *, now: float | None = None) -> int:
                 (now, now, preview, now, now, now, m.conversation_id),
             )
         else:
+            # An auto-reply or a bounce: the list keeps the customer's words.
             db.run(
                 "UPDATE conversations SET message_count = message_count + 1, last_message_at = ?,"
-                " last_inbound_at = ?, last_preview = ?, updated_at = ? WHERE id = ?",
+                " last_inbound_at = ?, last_preview = COALESCE(last_preview, ?), updated_at = ?"
+                " WHERE id = ?",
                 (now, now, preview, now, m.conversation_id),
             )
     elif m.auto is None and m.kind == MessageKind.MESSAGE:
         # A person answered (an agent's reply, or one sent from the provider's
         # own app). Acknowledgements, surveys and rules' canned replies carry
         # ``auto`` and are no response: they leave the SLA clocks running.
+        # The preview stays the customer's latest words (the list shows what
+        # they asked, not what we answered).
         db.run(
             "UPDATE conversations SET message_count = message_count + 1, last_message_at = ?,"
-            " last_preview = ?, updated_at = ?, first_response_at = COALESCE(first_response_at, ?),"
-            " last_reply_at = ?, awaiting_since = NULL WHERE id = ?",
+            " last_preview = COALESCE(last_preview, ?), updated_at = ?,"
+            " first_response_at = COALESCE(first_response_at, ?), last_reply_at = ?,"
+            " awaiting_since = NULL WHERE id = ?",
             (now, preview, now, now, now, m.conversation_id),
         )
     else:

@@ -10,15 +10,18 @@ store of a million messages as on an empty one.
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..identity import visitor_alias
 from ..model import now_ts
 from . import conversations as convs
 from . import jsoncol
 from .audit import audit_for_conversation
 from .base import Db, placeholders, row_dict
+from .users import users_named
 
 # The SLA key as the index spells it: conversations without a due time last.
 SLA_KEY = "COALESCE(c.sla_due_at, 1e18)"
@@ -119,10 +122,35 @@ def list_conversations(
     before: int | None = None,
     sort: str = "newest",
     cursor: str | None = None,
+    reader: str | None = None,
 ) -> list[dict[str, Any]]:
     """A page of conversations. ``newest``: keyset on id (``before`` = last id
     of the previous page). ``urgency``: keyset on (priority, SLA due, id)
-    (``cursor`` from :func:`encode_cursor` of the previous page's last row)."""
+    (``cursor`` from :func:`encode_cursor` of the previous page's last row).
+    Each row has a ``title`` (the subject, else the first words of the first
+    message) and a ``contact_label``; with ``reader`` (a username), ``new``
+    (never opened by them) and ``unread`` (the customer wrote since)."""
+    rows = _page(db, flt, limit=limit, before=before, sort=sort, cursor=cursor)
+    out = []
+    for r in rows:
+        d = convs.conversation_dict(r)
+        assert d is not None
+        out.append(d)
+    label_rows(db, out)
+    if reader is not None:
+        mark_unread(db, out, reader)
+    return out
+
+
+def _page(
+    db: Db,
+    flt: ConversationFilter,
+    *,
+    limit: int,
+    before: int | None,
+    sort: str,
+    cursor: str | None,
+) -> list[Any]:
     where, params = flt.where()
     conj = " AND " if where else " WHERE "
     if sort == "urgency":
@@ -154,12 +182,75 @@ def list_conversations(
         rows = db.all(f"{_SELECT}{where} ORDER BY c.id DESC LIMIT ?", (*params, limit))
     else:
         raise ValueError("sort must be 'newest' or 'urgency'")
-    out = []
+    return rows
+
+
+TITLE_WORDS = 8
+
+
+def first_words(text: str | None, n: int = TITLE_WORDS) -> str:
+    words = (text or "").split()
+    return " ".join(words[:n]) + (" …" if len(words) > n else "")
+
+
+def label_rows(db: Db, rows: list[dict[str, Any]]) -> None:
+    """``title``: the subject, else the first words of the conversation's
+    first message; ``contact_label``: the contact's name, else a readable
+    alias and the channel (a chat visitor known only by a random id)."""
+    untitled = [r["id"] for r in rows if not (r.get("subject") or "").strip()]
+    firsts: dict[int, str] = {}
+    if untitled:
+        for m in db.all(
+            "SELECT conversation_id, text FROM messages WHERE id IN (SELECT MIN(id) FROM messages"
+            f" WHERE conversation_id IN ({placeholders(len(untitled))}) GROUP BY conversation_id)",
+            tuple(untitled),
+        ):
+            firsts[int(m["conversation_id"])] = m["text"] or ""
     for r in rows:
-        d = convs.conversation_dict(r)
-        assert d is not None
-        out.append(d)
-    return out
+        subject = (r.get("subject") or "").strip()
+        r["title"] = subject or first_words(firsts.get(r["id"])) or "(no subject)"
+        r["contact_label"] = contact_label(r.get("contact_name"), r["contact_id"], r["channel"])
+
+
+def contact_label(name: str | None, contact_id: int, channel: str | None) -> str:
+    """The contact's name; a name that is only a random id (a chat visitor
+    named after their address) counts as none."""
+    name = (name or "").strip()
+    if name and not RANDOM_ID.fullmatch(name):
+        return name
+    return f"{visitor_alias(contact_id)} ({channel or 'visitor'})"
+
+
+RANDOM_ID = re.compile(r"[0-9a-fA-F]{20,}|[0-9a-fA-F-]{36}")
+
+
+def mark_unread(db: Db, rows: list[dict[str, Any]], reader: str) -> None:
+    """``new`` and ``unread`` for ``reader``: one primary-key look-up a row."""
+    if not rows:
+        return
+    ids = [r["id"] for r in rows]
+    read = {
+        int(x["conversation_id"]): float(x["read_at"])
+        for x in db.all(
+            "SELECT conversation_id, read_at FROM conversation_reads WHERE username = ?"
+            f" AND conversation_id IN ({placeholders(len(ids))})",
+            (reader, *ids),
+        )
+    }
+    for r in rows:
+        at = read.get(r["id"])
+        r["new"] = at is None
+        wrote = r.get("last_customer_at") or r.get("last_inbound_at")
+        r["unread"] = at is None or (wrote is not None and wrote > at)
+
+
+def mark_read(db: Db, conversation_id: int, reader: str) -> None:
+    """``reader`` has seen the conversation as it is now."""
+    db.run(
+        "INSERT INTO conversation_reads (username, conversation_id, read_at) VALUES (?, ?, ?)"
+        " ON CONFLICT (username, conversation_id) DO UPDATE SET read_at = excluded.read_at",
+        (reader, conversation_id, now_ts()),
+    )
 
 
 def conversation_access(db: Db, conversation_id: int) -> dict[str, Any] | None:
@@ -179,5 +270,25 @@ def get_conversation_full(db: Db, conversation_id: int) -> dict[str, Any] | None
     contact = db.one("SELECT id, name FROM contacts WHERE id = ?", (conv["contact_id"],))
     conv["contact"] = {"id": contact["id"], "name": contact["name"]} if contact else None
     conv["messages"] = convs.message_rows(db, conversation_id)
+    name_authors(db, conv["messages"])
+    conv["contact_name"] = contact["name"] if contact else None
+    label_rows(db, [conv])
     conv["audit"] = audit_for_conversation(db, conversation_id)
     return conv
+
+
+def name_authors(db: Db, messages: list[dict[str, Any]]) -> None:
+    """``author_name`` on each message a person of the team wrote
+    (``agent:bob`` → their display name)."""
+    names = sorted({m["author"].split(":", 1)[1] for m in messages if _agent(m.get("author"))})
+    known = users_named(db, names)
+    for m in messages:
+        author = m.get("author")
+        if author and _agent(author):
+            user = str(author).split(":", 1)[1]
+            m["author_name"] = (known.get(user) or {}).get("display_name") or user
+
+
+def _agent(author: str | None) -> bool:
+    # A person's author is "role:username" (web/auth.py Principal.actor).
+    return bool(author) and str(author).startswith(("agent:", "supervisor:", "admin:"))

@@ -385,15 +385,25 @@ async def remove_team(
 # -- audit and corrections (admins) --------------------------------------------
 
 
-def _audit(db: Db, limit: int, before: int | None, actor: str | None) -> list[dict[str, Any]]:
+def _audit(
+    db: Db,
+    limit: int,
+    before: int | None,
+    actor: str | None,
+    action: str | None = None,
+    conversation_id: int | None = None,
+) -> list[dict[str, Any]]:
     clauses: list[str] = []
     params: list[Any] = []
-    if before is not None:
-        clauses.append("id < ?")
-        params.append(before)
-    if actor is not None:
-        clauses.append("actor = ?")
-        params.append(actor)
+    for col, value in (
+        ("id < ?", before),
+        ("actor = ?", actor),
+        ("action = ?", action),
+        ("conversation_id = ?", conversation_id),
+    ):
+        if value is not None:
+            clauses.append(col)
+            params.append(value)
     where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
     out = []
     for r in db.all(
@@ -413,11 +423,15 @@ async def audit(
     limit: int = Query(100, ge=1, le=1000),
     before: int | None = Query(None, ge=1, le=DB_INT_MAX),
     actor: str | None = Query(None, max_length=200),
+    action: str | None = Query(None, max_length=100, description="e.g. assigned, routed"),
+    conversation_id: int | None = Query(None, ge=1, le=DB_INT_MAX),
     _: Principal = Depends(require_admin),
     services: WebServices = Depends(get_services),
 ) -> dict[str, Any]:
-    """The audit trail, newest first: who did what, when, and why."""
-    return {"items": await services.store.read(_audit, limit, before, actor)}
+    """The audit trail, newest first: who did what, when, and why; filtered
+    by who (``actor``), what (``action``) and which conversation."""
+    items = await services.store.read(_audit, limit, before, actor, action, conversation_id)
+    return {"items": items}
 
 
 @router.get("/corrections", tags=["admin"])

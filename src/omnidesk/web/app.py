@@ -15,6 +15,8 @@ from . import (
     accounts,
     admin,
     apidocs,
+    availability,
+    bulk,
     classifier,
     contacts,
     customers,
@@ -55,11 +57,11 @@ def create_app(services: WebServices) -> FastAPI:
     app.add_middleware(BodyLimits, limit_for=limit_for, budget_bytes=budget)
     app.add_exception_handler(HTTPException, http_error)  # 422s as the schema declares them
     app.add_exception_handler(IntakeError, inbound.intake_unavailable)
-    for module in (ops, apidocs, inbound, inbox, admin, classifier):
+    for module in (ops, apidocs, inbound, bulk, inbox, admin, classifier):
         app.include_router(module.router)
     app.include_router(search_router)
     # The agent inbox: accounts, live feed, contacts, rules editing, the web UI.
-    for module in (session, accounts, live, contacts, workspace, rules_api, ui):
+    for module in (session, accounts, availability, live, contacts, workspace, rules_api, ui):
         app.include_router(module.router)
     # Service quality: notifications, reports, the customers' survey page.
     app.include_router(service_api.router)

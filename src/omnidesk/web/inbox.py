@@ -15,10 +15,11 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..events import Event
 from ..htmltext import sanitize_html
 from ..model import Category, Priority, Status, now_ts
 from ..outbox import ReplyError, queue_reply
-from ..store import actions, jsoncol
+from ..store import actions, assignment, jsoncol
 from ..store.base import Db, row_dict
 from ..store.canned import get_canned, placeholder_values, render
 from ..store.contacts import get_contact
@@ -98,7 +99,11 @@ class ConversationSummary(BaseModel):
     )
     created_at: float
     last_message_at: float | None
-    last_preview: str | None
+    last_preview: str | None = Field(None, description="the customer's latest words")
+    title: str = Field(description="the subject, else the first words of the first message")
+    contact_label: str = Field(description="the contact's name, else an alias and the channel")
+    new: bool | None = Field(None, description="never opened by the caller (users only)")
+    unread: bool | None = Field(None, description="the customer wrote since the caller looked")
 
 
 class ConversationPage(BaseModel):
@@ -201,7 +206,13 @@ async def conversations(
         flt.assignee = "none"
     try:
         items = await services.store.read(
-            list_conversations, flt, limit=limit, before=before, sort=sort, cursor=cursor
+            list_conversations,
+            flt,
+            limit=limit,
+            before=before,
+            sort=sort,
+            cursor=cursor,
+            reader=p.username,
         )
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
@@ -341,8 +352,15 @@ async def post_message(
 
 
 async def _run_action(services: WebServices, fn: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """Run a store action; a change of status, team or assignee may free a
+    place, so the teams involved are drained in the same transaction."""
+    policy = services.config.assignment
+
+    def act(db: Db) -> list[Event]:
+        return assignment.after_change(db, fn(db, *args, **kwargs), policy)
+
     try:
-        events = await services.store.write(fn, *args, **kwargs)
+        events = await services.store.write(act)
     except actions.ActionError as exc:
         raise HTTPException(422, str(exc)) from None
     except LookupError as exc:

@@ -109,6 +109,10 @@ def route_limits(adapters: Mapping[str, HasMaxBody]) -> Callable[[str], Limit]:
         if path.startswith("/webhooks/") and len(parts) == 2:
             return channel(parts[1])
         if len(parts) >= 2 and parts[1] in adapters:  # an adapter's own mount
+            upload = getattr(adapters[parts[1]], "max_upload", None)
+            if upload and parts[2:] == ["attachments"] and adapters[parts[1]].type == parts[0]:
+                # A file upload route (the web chat's): its own, larger cap.
+                return Limit(int(upload), api=False, channel=True)
             return channel(parts[1], parts[0])
         return Limit(OTHER_MAX, api=False)
 
@@ -119,7 +123,8 @@ def body_budget(configured_mb: float, adapters: Mapping[str, HasMaxBody]) -> int
     """The budget in bytes: as configured, but never below what the largest
     single body needs (else that channel's largest delivery could never pass)."""
     budget = int(configured_mb * MB)
-    need = max([API_MAX, RULES_MAX, *(a.max_body for a in adapters.values())]) - FREE_BYTES
+    largest = [max(a.max_body, int(getattr(a, "max_upload", 0))) for a in adapters.values()]
+    need = max([API_MAX, RULES_MAX, *largest]) - FREE_BYTES
     if budget < need:
         log.info("body_memory_raised", configured_mb=configured_mb, mb=round(need / MB, 1))
     return max(budget, need)

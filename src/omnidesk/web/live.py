@@ -27,6 +27,7 @@ from sse_starlette import EventSourceResponse
 
 from ..events import Event, EventBus
 from ..store.base import Db
+from ..store.conversations import get_conversation_row
 from ..store.inbox import conversation_access
 from .auth import Principal, current_principal
 from .deps import Id, can_see, check_conversation, get_services
@@ -117,7 +118,18 @@ async def post_presence(
     }
     tracker.apply(event)
     services.publish([event])
+    if body.state == "typing":
+        await _tell_channel(services, conversation_id, p.name)
     return {"presence": tracker.snapshot(conversation_id)}
+
+
+async def _tell_channel(services: WebServices, conversation_id: int, name: str) -> None:
+    """A chat shows the customer that an agent is typing (the web chat's
+    widget); other channels ignore it."""
+    conv = await services.store.read(get_conversation_row, conversation_id)
+    adapter = services.adapters.get(conv["channel"]) if conv else None
+    if conv is not None and adapter is not None and conv.get("thread_key"):
+        adapter.agent_typing(str(conv["thread_key"]), name)
 
 
 def _message_conversation(db: Db, message_id: int) -> dict[str, Any] | None:
@@ -140,6 +152,8 @@ class _Visibility:
             return True
         if kind == "quarantine":
             return self.p.role == "admin"
+        if kind == "agent.availability":  # the supervisors' board, and the agent's own
+            return self.p.sees_all() or e.get("username") == self.p.username
         if kind == "notification":  # an SLA or rule notice is for its addressee only
             return e.get("username") is not None and e.get("username") == self.p.username
         if self.p.sees_all():

@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +25,10 @@ from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from ..rules import RulesError, load_rules
+from ..model import RuleInput
+from ..rules import RulesError, detect_language, load_rules
+from ..rules.engine import RuleSet
+from ..rules.problems import Problem
 from ..store.audit import add_audit
 from .auth import Principal, require_admin
 from .deps import get_services
@@ -93,15 +97,24 @@ async def rules_file(
 
 def _validate(folder: Path, name: str, text: str) -> list[str] | None:
     """Problems with the folder as it would be, or None when it loads."""
+    problems, _rules = _trial(folder, name, text)
+    return None if problems is None else [str(p) for p in problems]
+
+
+def _trial(folder: Path, name: str, text: str) -> tuple[list[Problem] | None, RuleSet | None]:
+    """The folder as it would be with ``text`` as ``name``: its problems
+    (file names relative to the folder), or the rules it loads to."""
     with tempfile.TemporaryDirectory(prefix="omnidesk-rules-") as tmp:
         trial = Path(tmp) / "rules"
         shutil.copytree(folder, trial, ignore=shutil.ignore_patterns(".*"))
         (trial / name).write_text(text, encoding="utf-8")
         try:
-            load_rules(trial)
+            return None, load_rules(trial)
         except RulesError as exc:
-            return [str(p).replace(str(trial) + os.sep, "") for p in exc.problems]
-    return None
+            return [
+                Problem(str(p.file).replace(str(trial) + os.sep, ""), p.line, p.reason)
+                for p in exc.problems
+            ], None
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -180,3 +193,74 @@ async def _save(
         "error": None if err is None else str(err),
         "diff": diff,
     }
+
+
+# -- trying unsaved rules ---------------------------------------------------------
+
+
+class RulesCheckIn(BaseModel):
+    text: str = Field(max_length=MAX_SIZE)
+
+
+class RulesTryIn(RulesCheckIn):
+    message: str = Field(min_length=1, max_length=100_000)
+    subject: str = Field("", max_length=1000)
+    channel: str = Field("api", max_length=100)
+    channel_type: str | None = Field(None, max_length=100)
+    sender: str = Field("", max_length=320)
+    attributes: dict[str, str] = Field(default_factory=dict, max_length=50)
+
+
+def _problem_list(problems: list[Problem]) -> list[dict[str, Any]]:
+    return [{"file": p.file, "line": p.line, "reason": p.reason} for p in problems]
+
+
+@router.post("/rules/{name}/check")
+async def check_rules_text(
+    name: str,
+    body: RulesCheckIn,
+    _: Principal = Depends(require_admin),
+    services: WebServices = Depends(get_services),
+) -> dict[str, Any]:
+    """Problems the folder would have with this (unsaved) text as ``name``,
+    each with its file and line: nothing is saved."""
+    _path(services, name)
+    problems, _rules = await asyncio.to_thread(_trial, services.rules.directory, name, body.text)
+    return {"ok": problems is None, "problems": _problem_list(problems or [])}
+
+
+@router.post("/rules/{name}/try", responses={422: {"description": "the rules do not validate"}})
+async def try_rules_text(
+    name: str,
+    body: RulesTryIn,
+    _: Principal = Depends(require_admin),
+    services: WebServices = Depends(get_services),
+) -> Any:
+    """The decision for one message under the folder as it would be with
+    this (unsaved) text as ``name``: the same evaluation as ``omnidesk rules
+    test`` (with the trained model in use), nothing saved or recorded."""
+    _path(services, name)
+    problems, ruleset = await asyncio.to_thread(_trial, services.rules.directory, name, body.text)
+    if ruleset is None:
+        return JSONResponse(
+            {"detail": "the rules do not validate", "problems": _problem_list(problems or [])},
+            status_code=422,
+        )
+    ruleset = ruleset.with_model(services.rules.model)
+    inp = RuleInput(
+        channel=body.channel,
+        channel_type=body.channel_type or _channel_type(services, body.channel),
+        sender=body.sender,
+        subject=body.subject,
+        text=body.message,
+        language=detect_language(body.message),
+        contact=dict(body.attributes),
+        received_at=datetime.now(UTC),
+    )
+    decision = await asyncio.to_thread(ruleset.evaluate, inp)
+    return {"decision": decision.to_dict()}
+
+
+def _channel_type(services: WebServices, channel: str) -> str:
+    adapter = services.adapters.get(channel)
+    return adapter.type if adapter is not None else channel

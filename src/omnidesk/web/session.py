@@ -22,6 +22,8 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import BaseModel, Field
 
 from ..accounts import hash_password, needs_rehash, verify_password
+from ..events import Event
+from ..store import assignment
 from ..store.audit import add_audit
 from ..store.base import Db
 from ..store.sessions import (
@@ -130,15 +132,23 @@ async def attempt_login(
     idle = services.config.session_idle_hours * 3600
     agent = request.headers.get("user-agent")
 
-    def succeed(db: Db) -> tuple[str, str]:
+    policy = services.config.assignment
+
+    def succeed(db: Db) -> tuple[str, str, list[Event]]:
         clear_failures(db, keys[1])
         touch_login(db, username)
         if rehash:
             update_user(db, username, password_hash=rehash)
         add_audit(db, f"user:{username}", "login", detail={"ip": ip})
-        return create_session(db, username, idle_seconds=idle, ip=ip, user_agent=agent)
+        token, csrf = create_session(db, username, idle_seconds=idle, ip=ip, user_agent=agent)
+        # Signing in is coming online (store/assignment.py).
+        events = assignment.set_status(
+            db, username, "online", policy, actor=f"user:{username}", reason="signed in"
+        )
+        return token, csrf, events
 
-    token, csrf = await services.store.write(succeed)
+    token, csrf, events = await services.store.write(succeed)
+    services.publish(events)
     log.info("login", username=username, ip=ip)
     return LoginResult(True, token=token, csrf=csrf)
 
@@ -146,6 +156,17 @@ async def attempt_login(
 class LoginIn(BaseModel):
     username: str = Field(min_length=1, max_length=64)
     password: str = Field(min_length=1, max_length=1024)
+
+
+async def end_session(services: WebServices, cookie: str, username: str | None) -> None:
+    """Log out one session; the agent's last one takes them offline."""
+    policy = services.config.assignment
+
+    def end(db: Db) -> list[Event]:
+        delete_session(db, cookie)
+        return assignment.signed_out(db, username, policy) if username else []
+
+    services.publish(await services.store.write(end))
 
 
 @router.post("/session")
@@ -179,6 +200,6 @@ async def logout(
 ) -> dict[str, Any]:
     """End this browser session."""
     if p.via == "session" and cookie:
-        await services.store.write(delete_session, cookie)
+        await end_session(services, cookie, p.username)
     clear_session_cookie(response, request, services)
     return {"logged_out": True}

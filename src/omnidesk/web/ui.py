@@ -13,6 +13,7 @@ from this server (no inline script), images from this server or ``data:``
 
 from __future__ import annotations
 
+import mimetypes
 import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,15 +25,22 @@ from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from .. import __version__
-from ..store.sessions import delete_session
 from .auth import SESSION_COOKIE, Principal, session_principal
 from .deps import get_services
-from .session import attempt_login, clear_session_cookie, cookie_secure, set_session_cookie
+from .session import (
+    attempt_login,
+    clear_session_cookie,
+    cookie_secure,
+    end_session,
+    set_session_cookie,
+)
 
 if TYPE_CHECKING:
     from .services import WebServices
 
 HERE = Path(__file__).parent
+# The web app manifest's own type (not every Python knows the extension).
+mimetypes.add_type("application/manifest+json", ".webmanifest")
 router = APIRouter(include_in_schema=False)
 templates = Environment(
     loader=FileSystemLoader(HERE / "templates"),
@@ -104,6 +112,17 @@ def _login_page(
     return resp
 
 
+@router.get("/sw.js")
+async def service_worker() -> Response:
+    """The service worker, served from the root so its scope is the whole
+    app (installable inbox, notification clicks); see static/sw.js."""
+    return Response(
+        (HERE / "static" / "sw.js").read_bytes(),
+        media_type="text/javascript",
+        headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
+    )
+
+
 @router.get("/login")
 async def login_form(
     request: Request, next: str | None = None, services: WebServices = Depends(get_services)
@@ -158,7 +177,7 @@ async def logout(request: Request, services: WebServices = Depends(get_services)
         return RedirectResponse("/login", status_code=303)
     token = request.cookies.get(SESSION_COOKIE)
     if token:
-        await services.store.write(delete_session, token)
+        await end_session(services, token, p.username)
     resp = RedirectResponse("/login", status_code=303)
     clear_session_cookie(resp, request, services)
     return resp

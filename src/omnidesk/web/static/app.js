@@ -163,7 +163,7 @@ const live = {
     src.addEventListener('error', () => { status.textContent = 'reconnecting'; status.className = 'live off'; });
     const types = ['ready', 'conversation.created', 'conversation.updated', 'message.created',
       'delivery', 'presence', 'contact.updated', 'contact.merged', 'resync', 'quarantine',
-      'notification'];
+      'notification', 'agent.availability'];
     for (const t of types) {
       src.addEventListener(t, ev => {
         let data = {};
@@ -349,13 +349,15 @@ async function loadList() {
 function conversationRow(c, fresh) {
   const cls = ['row'];
   if (fresh) cls.push('fresh');
+  if (c.unread) cls.push('unread');
   if (inbox.current && inbox.current.id === c.id) cls.push('selected');
   return h('div', {
     class: cls.join(' '), 'data-id': c.id, role: 'link', tabindex: 0,
     onclick: () => openConversation(c.id, true),
     onkeydown: ev => { if (ev.key === 'Enter') openConversation(c.id, true); },
   },
-  h('span', { class: 'who' }, c.contact_name || ('contact #' + c.contact_id)),
+  h('span', { class: 'who' }, c.unread ? h('span', { class: 'unread-dot', title: c.new ? 'new to you' : 'unread' }) : null,
+    c.contact_label || c.contact_name || ('contact #' + c.contact_id)),
   h('span', { class: 'when' }, fmtTime(c.last_message_at || c.created_at)),
   h('span', { class: 'preview' }, (c.subject ? c.subject + ' — ' : '') + (c.last_preview || '')),
   h('span', { class: 'meta' },
@@ -461,7 +463,7 @@ function renderConversation(c, draft) {
   const conv = clear(inbox.els.conv);
   const can = c.can || {};
   const head = h('div', { class: 'conv-head' },
-    h('h2', {}, (c.subject || '(no subject)') + ' ', h('span', { class: 'muted' }, '#' + c.id)),
+    h('h2', {}, (c.title || c.subject || '(no subject)') + ' ', h('span', { class: 'muted' }, '#' + c.id)),
     h('div', { class: 'actions' },
       h('span', { class: 'badge channel' }, c.channel),
       h('label', {}, 'Status ', select('conv-status', STATUSES, c.status, v => changeStatus(c, v), { id: 'conv-status' })),
@@ -577,9 +579,13 @@ function messageView(m) {
   const cls = ['msg', m.direction === 'in' ? 'in' : 'out'];
   if (m.kind === 'note') cls.push('note');
   if (m.auto) cls.push('auto');
+  // A chat visitor known only by a random id shows as the contact's alias;
+  // an agent by their display name.
+  const anonymous = !m.sender_name && /^[0-9a-f]{20,}$/i.test(m.sender_address || '');
   const who = m.direction === 'in'
-    ? (m.sender_name ? m.sender_name + ' <' + m.sender_address + '>' : m.sender_address || 'customer')
-    : (m.author || 'system');
+    ? (m.sender_name ? m.sender_name + ' <' + m.sender_address + '>'
+      : anonymous && inbox.current ? inbox.current.contact_label : m.sender_address || 'customer')
+    : (m.author_name || m.author || 'system');
   const el = h('article', { class: cls.join(' '), 'data-message-id': m.id },
     h('div', { class: 'head' },
       h('span', { class: 'from' }, who),
@@ -942,31 +948,111 @@ async function saveTeam(name, body) {
   try { await api('PUT', '/teams/' + encodeURIComponent(name), body); toast('Team saved'); showAdmin(); } catch (e) { fail(e); }
 }
 
+// The rules editor: TOML coloured under the textarea (static/toml.js),
+// problems shown at their line as you type (checked against the whole
+// folder, nothing saved), and a "try a message" box that runs the same
+// decision as `omnidesk rules test` on the edited, unsaved text.
 async function adminRules(body) {
   const r = await api('GET', '/rules');
-  const editor = h('textarea', { class: 'code', id: 'rules-text', spellcheck: 'false', 'aria-label': 'rules file' });
+  const editor = h('textarea', { class: 'code', id: 'rules-text', spellcheck: 'false', wrap: 'off', 'aria-label': 'rules file' });
+  const shade = h('pre', { class: 'code-shade', 'aria-hidden': 'true' });
+  const gutter = h('pre', { class: 'code-gutter', 'aria-hidden': 'true' });
   const reason = h('input', { type: 'text', id: 'rules-reason', placeholder: 'why (recorded)', size: 40 });
   const out = h('div', { id: 'rules-result' });
+  const problemsBox = h('ul', { class: 'problems', id: 'rules-problems' });
   let current = null;
+  let problems = new Map();
+  const draw = () => {
+    clear(shade).append(highlightToml(editor.value, problems));
+    const n = editor.value.split('\n').length;
+    gutter.textContent = Array.from({ length: n }, (_, i) => String(i + 1)).join('\n');
+    shade.scrollTop = editor.scrollTop; shade.scrollLeft = editor.scrollLeft; gutter.scrollTop = editor.scrollTop;
+  };
+  const showProblems = list => {
+    problems = new Map();
+    const mine = (list || []).filter(p => !current || p.file === current.name || p.file.endsWith('/' + current.name));
+    for (const p of mine) if (p.line) problems.set(p.line, [...(problems.get(p.line) || []), p.reason]);
+    clear(problemsBox).append(...(list || []).map(p => h('li', { class: 'error' },
+      p.line && mine.includes(p) ? h('button', { class: 'link', onclick: () => goToLine(p.line) }, 'line ' + p.line) : (p.file + (p.line ? ':' + p.line : '')), ': ', p.reason)));
+    draw();
+  };
+  const goToLine = line => {
+    const lines = editor.value.split('\n');
+    const start = lines.slice(0, line - 1).reduce((n, l) => n + l.length + 1, 0);
+    editor.focus();
+    editor.setSelectionRange(start, start + (lines[line - 1] || '').length);
+    editor.scrollTop = Math.max(0, (line - 5) * parseFloat(getComputedStyle(editor).lineHeight));
+    draw();
+  };
+  const check = debounce(async () => {
+    if (!current) return;
+    try { const res = await api('POST', '/rules/' + encodeURIComponent(current.name) + '/check', { text: editor.value }); showProblems(res.problems); } catch (_) { /* next keystroke */ }
+  }, 500);
+  editor.addEventListener('input', () => { draw(); check(); });
+  editor.addEventListener('scroll', draw);
   const files = select('file', r.files.map(f => f.name), r.files[0]?.name, v => load(v), { id: 'rules-file' });
   async function load(name) {
     current = await api('GET', '/rules/' + encodeURIComponent(name));
     editor.value = current.text;
     clear(out);
+    showProblems([]);
   }
+  // Try a message against the edited text.
+  const tryText = h('textarea', { id: 'try-text', rows: 3, placeholder: 'A customer message, e.g. "My parcel arrived broken, I want a refund"', 'aria-label': 'message to try' });
+  const trySubject = h('input', { type: 'text', id: 'try-subject', placeholder: 'subject (optional)', 'aria-label': 'subject' });
+  const tryChannel = h('input', { type: 'text', id: 'try-channel', value: 'api', size: 10, 'aria-label': 'channel' });
+  const tryOut = h('div', { id: 'try-result', class: 'try-result' });
+  const tryIt = async () => {
+    if (!current || !tryText.value.trim()) return;
+    try {
+      const res = await api('POST', '/rules/' + encodeURIComponent(current.name) + '/try',
+        { text: editor.value, message: tryText.value, subject: trySubject.value, channel: tryChannel.value || 'api' });
+      showProblems([]);
+      clear(tryOut).append(decisionView(res.decision));
+    } catch (e) {
+      if (e.data && e.data.problems) showProblems(e.data.problems);
+      clear(tryOut).append(h('p', { class: 'error' }, e.message + ': fix the problems marked in the editor first'));
+    }
+  };
   clear(body).append(h('div', { class: 'card' }, h('h2', {}, 'Rules'),
-    h('p', { class: 'muted small' }, 'Version ' + r.version + '. Saving validates the whole folder first; invalid rules are refused and the running ones stay.'),
+    h('p', { class: 'muted small' }, 'Version ' + r.version + '. Problems show at their line as you type; saving validates the whole folder first, and invalid rules are refused while the running ones stay.'),
     r.error ? h('pre', { class: 'error' }, r.error.join('\n')) : null,
     h('div', { class: 'form-row' }, files, reason, h('button', { class: 'primary', id: 'rules-save', onclick: async () => {
       try {
         const res = await api('PUT', '/rules/' + encodeURIComponent(current.name), { text: editor.value, base_sha256: current.sha256, reason: reason.value || null });
         clear(out).append(h('p', {}, res.changed ? 'Saved and reloaded (version ' + res.version + ').' : 'No change.'), res.diff ? h('pre', { class: 'diff' }, res.diff) : null);
         current.sha256 = res.sha256 || current.sha256;
+        showProblems([]);
       } catch (e) {
-        clear(out).append(h('p', { class: 'error' }, e.message), e.data && e.data.problems ? h('pre', { class: 'error', id: 'rules-problems' }, e.data.problems.join('\n')) : null);
+        clear(out).append(h('p', { class: 'error' }, e.message));
+        if (e.data && e.data.problems) showProblems(e.data.problems.map(parseProblem));
       }
-    } }, 'Validate and save')), editor, out));
+    } }, 'Validate and save')),
+    h('div', { class: 'code-editor' }, gutter, h('div', { class: 'code-area' }, shade, editor)), problemsBox, out),
+  h('div', { class: 'card', id: 'try-box' }, h('h3', {}, 'Try a message'),
+    h('p', { class: 'muted small' }, 'Runs the same decision as ', h('code', {}, 'omnidesk rules test'), ' on the text in the editor, saved or not. Nothing is recorded.'),
+    tryText, h('div', { class: 'form-row' }, trySubject, h('label', { class: 'inline' }, 'channel ', tryChannel),
+      h('button', { class: 'primary', id: 'try-run', onclick: tryIt }, 'Try it')), tryOut));
+  tryText.addEventListener('keydown', ev => { if (ev.key === 'Enter' && (ev.ctrlKey || ev.metaKey)) tryIt(); });
   if (r.files.length) await load(r.files[0].name);
+}
+
+// "10-classify.toml:12: reason" (a refused save) as {file, line, reason}.
+function parseProblem(text) {
+  const m = /^(.+?\.toml)(?::(\d+))?: (.*)$/s.exec(text);
+  return m ? { file: m[1], line: m[2] ? Number(m[2]) : null, reason: m[3] } : { file: '', line: null, reason: text };
+}
+
+function decisionView(d) {
+  const rows = [['Category', d.category + (d.confidence !== undefined && d.confidence !== null ? ' (' + Math.round(d.confidence * 100) + '%)' : '')],
+    ['Priority', d.priority], ['Team', d.team || '—'], ['Agent', d.assignee || '—'],
+    ['Tags', (d.tags || []).join(', ') || '—'], ['Rules fired', (d.rules_fired || []).join(', ') || '—'],
+    ['Decided by', d.decided_by || '—']];
+  return h('div', {},
+    h('table', { class: 'kv', id: 'try-decision' }, rows.map(([k, v]) => h('tr', {}, h('td', {}, k), h('td', {}, String(v))))),
+    (d.explanation || []).length ? h('details', { open: true }, h('summary', {}, 'Why'),
+      h('ul', {}, d.explanation.map(w => h('li', {}, String(w))))) : null,
+    h('details', {}, h('summary', {}, 'The decision as JSON'), h('pre', { class: 'diff' }, JSON.stringify(d, null, 2))));
 }
 
 async function adminChannels(body) {
@@ -985,13 +1071,61 @@ async function adminQuarantine(body) {
       : h('p', { class: 'muted' }, 'Nothing in quarantine.')));
 }
 
+// The audit trail as a table people read: who, what, when, which
+// conversation, and the change in words; filtered by who, what and which
+// conversation (GET /api/v1/audit), with older pages on demand.
+const AUDIT_WORDS = {
+  routed: 'routed', assigned: 'assigned', status_changed: 'status changed', corrected: 'corrected',
+  tags_changed: 'tags changed', bulk_action: 'bulk change', availability_changed: 'availability',
+  login: 'signed in', rules_saved: 'rules saved', reply_queued: 'replied',
+};
+
+function auditDetail(a) {
+  const d = a.detail || {};
+  const parts = [];
+  const show = v => v === null || v === undefined || v === '' ? '—' : Array.isArray(v) ? v.join(', ') : typeof v === 'object' ? Object.entries(v).map(([k, x]) => k + ' ' + show(x)).join(', ') : String(v);
+  if ('from' in d && 'to' in d) parts.push(show(d.from) + ' → ' + show(d.to));
+  for (const [k, v] of Object.entries(d)) {
+    if (k === 'from' || k === 'to' || k === 'diff') continue;
+    parts.push(k.replace(/_/g, ' ') + ': ' + show(v));
+  }
+  return parts.join(' · ');
+}
+
 async function adminAudit(body) {
-  const r = await api('GET', '/audit?limit=200');
-  clear(body).append(h('div', { class: 'card' }, h('h2', {}, 'Audit trail'), h('table', { class: 'grid', id: 'audit-all' },
-    h('tr', {}, ['When', 'Who', 'What', 'Conversation', 'Why / detail'].map(x => h('th', {}, x))),
-    r.items.map(a => h('tr', {}, h('td', {}, fmtTime(a.at)), h('td', {}, a.actor), h('td', {}, a.action),
-      h('td', {}, a.conversation_id ? h('a', { href: '/inbox/c/' + a.conversation_id }, '#' + a.conversation_id) : (a.contact_id ? 'contact #' + a.contact_id : '')),
-      h('td', {}, a.reason || '', a.detail && Object.keys(a.detail).length ? h('div', { class: 'muted small' }, JSON.stringify(a.detail).slice(0, 300)) : null))))));
+  const f = { actor: '', action: '', conversation_id: '' };
+  const table = h('table', { class: 'grid audit-table', id: 'audit-all' });
+  const more = h('button', { id: 'audit-more', hidden: true }, 'Older entries');
+  let before = null;
+  const input = (key, placeholder, size) => {
+    const i = h('input', { type: 'text', id: 'audit-' + key, placeholder, size, 'aria-label': placeholder });
+    i.addEventListener('change', () => { f[key] = i.value.trim(); load(false); });
+    return i;
+  };
+  async function load(append) {
+    const q = new URLSearchParams({ limit: '100' });
+    for (const [k, v] of Object.entries(f)) if (v) q.set(k, v);
+    if (append && before) q.set('before', String(before));
+    let r;
+    try { r = await api('GET', '/audit?' + q); } catch (e) { return fail(e); }
+    if (!append) clear(table).append(h('tr', {}, ['When', 'Who', 'What', 'Conversation', 'Why', 'Change'].map(x => h('th', {}, x))));
+    for (const a of r.items) {
+      table.append(h('tr', { 'data-action': a.action },
+        h('td', { class: 'nowrap' }, fmtTime(a.at)), h('td', {}, a.actor),
+        h('td', {}, AUDIT_WORDS[a.action] || a.action.replace(/_/g, ' ')),
+        h('td', {}, a.conversation_id ? h('a', { href: '/inbox/c/' + a.conversation_id }, '#' + a.conversation_id) : (a.contact_id ? 'contact #' + a.contact_id : '')),
+        h('td', {}, a.reason || ''),
+        h('td', { class: 'change' }, auditDetail(a))));
+    }
+    if (!r.items.length && !append) table.append(h('tr', {}, h('td', { colspan: 6, class: 'muted' }, 'Nothing matches.')));
+    before = r.items.length ? r.items[r.items.length - 1].id : before;
+    more.hidden = r.items.length < 100;
+  }
+  more.addEventListener('click', () => load(true));
+  clear(body).append(h('div', { class: 'card' }, h('h2', {}, 'Audit trail'),
+    h('div', { class: 'form-row' }, input('actor', 'who, e.g. agent:bob', 16), input('action', 'what, e.g. assigned', 16), input('conversation_id', 'conversation #', 10)),
+    h('div', { class: 'table-scroll' }, table), more));
+  await load(false);
 }
 
 function pct(x) { return x === null || x === undefined ? '—' : x.toFixed(3); }

@@ -141,6 +141,13 @@
     ".od-out{background:#fff;border:1px solid #d0d7de;margin-right:auto}" +
     ".od-in{background:var(--od-color);color:#fff;margin-left:auto}" +
     ".od-meta{display:block;font-size:11px;opacity:.7;margin-top:3px}" +
+    "#od-typing{font-size:12px;opacity:.75;padding:2px 14px;font-style:italic}" +
+    ".od-link{background:none;border:0;color:var(--od-color);font-size:12px;cursor:pointer;padding:2px 14px;text-align:left}" +
+    ".od-attach{background:none;border:0;font-size:20px;cursor:pointer;padding:0 4px}" +
+    ".od-agent{display:flex;align-items:center;gap:6px;font-size:12px;font-weight:600;margin-bottom:3px}" +
+    ".od-avatar{display:inline-flex;align-items:center;justify-content:center;width:22px;height:22px;" +
+    "border-radius:50%;background:var(--od-color);color:#fff;font-size:11px;font-weight:700}" +
+    "#od-panel.od-offline #od-profile{border:1px solid var(--od-color)}" +
     ".od-failed{background:#ffebe9;color:#82071e;border:1px solid #ff8182;cursor:pointer}" +
     ".od-survey{display:flex;flex-wrap:wrap;gap:4px;margin:4px 0 8px}" +
     ".od-survey button{flex:1 1 auto;min-width:34px;padding:6px 8px;border:1px solid var(--od-color);" +
@@ -151,6 +158,9 @@
     ".od-survey.od-rating button{text-align:left}" +
     "#od-profile{padding:8px 12px;border-top:1px solid #d0d7de;font-size:13px}" +
     "#od-profile[hidden]{display:none}" +
+    "#od-code{padding:8px 12px;border-top:1px solid #d0d7de;font-size:13px}" +
+    "#od-code[hidden],#od-typing[hidden],#od-transcript[hidden]{display:none}" +
+    "#od-code input{width:100%;margin:3px 0;padding:6px;border:1px solid #d0d7de;border-radius:6px}" +
     "#od-profile input{width:100%;margin:3px 0;padding:6px;border:1px solid #d0d7de;border-radius:6px}" +
     "#od-profile button{margin-top:3px}" +
     "#od-notice{font-size:12px;color:#82071e;padding:0 12px}" +
@@ -205,17 +215,46 @@
     profile.appendChild(c);
   });
   var notice = el("div", { id: "od-notice", role: "status" });
+  var typingLine = el("div", { id: "od-typing", "aria-live": "polite", hidden: "" });
+  var transcriptBtn = el("button", { id: "od-transcript", type: "button", class: "od-link", hidden: "" }, "E-mail me this conversation");
   var form = el("form", { id: "od-compose" });
   var input = el("textarea", { id: "od-input", "aria-label": "Message", placeholder: "Write a message\u2026" });
   var sendBtn = el("button", { id: "od-send", type: "submit", class: "od-primary" }, "Send");
+  var fileInput = el("input", { id: "od-file", type: "file", hidden: "", "aria-hidden": "true" });
+  var attachBtn = el("button", { id: "od-attach", type: "button", class: "od-attach", "aria-label": "Attach a file", title: "Attach a file" }, "\uD83D\uDCCE");
+  form.appendChild(fileInput);
+  form.appendChild(attachBtn);
   form.appendChild(input);
   form.appendChild(sendBtn);
-  [header, log, profile, notice, form].forEach(function (c) {
+  [header, log, typingLine, transcriptBtn, profile, notice, form].forEach(function (c) {
     panel.appendChild(c);
   });
   [style, panel, launcher].forEach(function (c) {
     root.appendChild(c);
   });
+
+  // Typing, both ways: an agent's shows here for a few seconds; the
+  // visitor's is told to the desk at most every three seconds.
+  var typingTimer = null;
+  var lastTypingSent = 0;
+  function showTyping(data) {
+    clearTimeout(typingTimer);
+    if (!data) {
+      typingLine.hidden = true;
+      return;
+    }
+    typingLine.textContent = (data.name || "We") + " is typing\u2026";
+    typingLine.hidden = false;
+    typingTimer = setTimeout(function () {
+      typingLine.hidden = true;
+    }, ((data.ttl || 6) * 1000));
+  }
+  function visitorTyping() {
+    var now = Date.now();
+    if (!state.token || now - lastTypingSent < 3000) return;
+    lastTypingSent = now;
+    api("POST", "/typing", {}).catch(function () {});
+  }
 
   function setNotice(text) {
     notice.textContent = text || "";
@@ -235,11 +274,28 @@
     return log.scrollHeight - log.scrollTop - log.clientHeight < 40;
   }
 
-  function bubble(key, direction, text, meta) {
+  // The agent who answered: their name and an avatar of their initials.
+  function agentLine(name) {
+    var line = el("span", { class: "od-agent" });
+    var initials = name
+      .split(/\s+/)
+      .filter(Boolean)
+      .slice(0, 2)
+      .map(function (w) {
+        return w.charAt(0).toUpperCase();
+      })
+      .join("");
+    line.appendChild(el("span", { class: "od-avatar", "aria-hidden": "true" }, initials || "?"));
+    line.appendChild(el("span", { class: "od-agent-name" }, name));
+    return line;
+  }
+
+  function bubble(key, direction, text, meta, agent) {
     var stick = atBottom();
     var b = state.bubbles[key];
     if (!b) {
       b = el("div", { class: "od-msg " + (direction === "in" ? "od-in" : "od-out") });
+      if (agent) b.appendChild(agentLine(agent));
       b.dataset.key = key;
       b.appendChild(el("span", { class: "od-text" }, text));
       b.appendChild(el("span", { class: "od-meta" }));
@@ -295,7 +351,7 @@
     if (typeof m.id !== "number") return;
     var known = !!state.bubbles["out:" + m.id];
     // A survey question with buttons needs no "1 = ..., reply with a number".
-    var ob = bubble("out:" + m.id, "out", (m.survey && m.survey.question) || m.text, timeOf(m.at));
+    var ob = bubble("out:" + m.id, "out", (m.survey && m.survey.question) || m.text, timeOf(m.at), m.agent);
     if (m.survey && !known) surveyButtons(ob, m.survey);
     if (m.id > state.maxOutId) state.maxOutId = m.id;
     if (m.state === "sent") queueReceipt("delivered", m.id);
@@ -391,7 +447,10 @@
       } catch (e) {
         return;
       }
-      if (data.type === "message") showMessage(data);
+      if (data.type === "message") {
+        showMessage(data);
+        if (data.direction === "out") showTyping(null);
+      } else if (data.type === "typing") showTyping(data);
     };
     es.onerror = function () {
       // The browser retries a dropped stream by itself; a refused one
@@ -425,6 +484,7 @@
           text: text,
           page: location.origin + location.pathname,
           name: state.profile.name || undefined,
+          offline: state.offline || undefined,
         });
       })
       .then(function (r) {
@@ -492,6 +552,7 @@
   document.addEventListener("visibilitychange", function () {
     if (visible()) markRead();
   });
+  input.addEventListener("input", visitorTyping);
   input.addEventListener("keydown", function (ev) {
     if (ev.key === "Enter" && !ev.shiftKey && !ev.isComposing) {
       ev.preventDefault();
@@ -507,32 +568,167 @@
       setNotice("That message is too long (at most " + max + " characters).");
       return;
     }
+    if (state.offline && !state.profile.email) {
+      // Offline: the message becomes a conversation we answer by e-mail,
+      // so the e-mail comes first.
+      var email = emailInput.value.trim();
+      if (!email) {
+        setNotice("Please leave your e-mail so we can answer you.");
+        emailInput.focus();
+        return;
+      }
+      saveProfile().then(function (ok) {
+        if (!ok) return;
+        input.value = "";
+        sendText(text, newId(), false).then(function () {
+          setNotice("Thanks! We are offline now and will answer by e-mail to " + state.profile.email + ".");
+        });
+      });
+      return;
+    }
     input.value = "";
     sendText(text, newId(), false);
   });
   profileSave.addEventListener("click", function () {
+    saveProfile();
+  });
+
+  // -- confirming a known e-mail ---------------------------------------------------
+  // The address belongs to an earlier customer: a code went there; typed
+  // back here, it links this chat to their history.
+  var codeBox = el("div", { id: "od-code", hidden: "" });
+  var codeNote = el("div", {});
+  var codeInput = el("input", { id: "od-code-input", type: "text", inputmode: "numeric", autocomplete: "one-time-code", maxlength: "6", placeholder: "6-digit code" });
+  var codeBtn = el("button", { id: "od-code-send", type: "button", class: "od-primary" }, "Confirm");
+  [codeNote, codeInput, codeBtn].forEach(function (c) {
+    codeBox.appendChild(c);
+  });
+  panel.insertBefore(codeBox, notice);
+  var pendingConfirm = null;
+  function askCode(token, email) {
+    pendingConfirm = token;
+    codeNote.textContent = "We know " + email + " from before: we sent a code there. Type it to see this chat with your earlier conversations.";
+    codeBox.hidden = false;
+  }
+  codeBtn.addEventListener("click", function () {
+    var code = codeInput.value.trim();
+    if (!code || !pendingConfirm) return;
+    api("POST", "/confirm", { confirm: pendingConfirm, code: code })
+      .then(function (r) {
+        if (r.status === 200) {
+          codeBox.hidden = true;
+          pendingConfirm = null;
+          setNotice("Thanks, your e-mail is confirmed.");
+        } else setNotice(r.data.error || "could not confirm");
+      })
+      .catch(function () {
+        setNotice("could not confirm: no connection");
+      });
+  });
+
+  // -- transcript -------------------------------------------------------------
+  transcriptBtn.addEventListener("click", function () {
+    var email = state.profile.email || emailInput.value.trim();
+    if (!email) {
+      profile.hidden = false;
+      setNotice("Leave your e-mail above, then ask again.");
+      emailInput.focus();
+      return;
+    }
+    ensureToken()
+      .then(function () {
+        return api("POST", "/transcript", { email: email });
+      })
+      .then(function (r) {
+        setNotice(r.status === 200 ? "The conversation was sent to " + email + "." : r.data.error || "could not send it");
+      })
+      .catch(function () {
+        setNotice("could not send it: no connection");
+      });
+  });
+
+  // -- files ------------------------------------------------------------------
+  // Checked here against the desk's limits first (type, size); the desk
+  // checks again, and refuses what does not match its declared type.
+  attachBtn.addEventListener("click", function () {
+    fileInput.value = "";
+    fileInput.click();
+  });
+  fileInput.addEventListener("change", function () {
+    var file = fileInput.files && fileInput.files[0];
+    if (!file) return;
+    var lim = (state.cfg && state.cfg.attachments) || { max_kb: 0, types: [] };
+    var type = (file.type || "").toLowerCase();
+    if (lim.types.indexOf(type) < 0) {
+      setNotice("Sorry, files of this type cannot be sent here (" + (type || "unknown type") + ").");
+      return;
+    }
+    if (file.size > lim.max_kb * 1024) {
+      setNotice("Sorry, that file is too big: at most " + lim.max_kb + " KB.");
+      return;
+    }
+    sendFile(file, newId());
+  });
+
+  function sendFile(file, clientId) {
+    var b = bubble("in:" + clientId, "in", "Attachment: " + file.name, "sending\u2026");
+    return ensureToken()
+      .then(function () {
+        var q = "?client_id=" + encodeURIComponent(clientId) + "&filename=" + encodeURIComponent(file.name);
+        return fetch(base + "/attachments" + q, {
+          method: "POST",
+          headers: { "Content-Type": file.type, Authorization: "Bearer " + state.token },
+          body: file,
+          credentials: "omit",
+          cache: "no-store",
+        });
+      })
+      .then(function (resp) {
+        return resp.json().catch(function () { return {}; }).then(function (data) {
+          if (resp.status === 202) {
+            b.querySelector(".od-meta").textContent = timeOf(Date.now() / 1000);
+            setNotice("");
+            openStream();
+            return;
+          }
+          b.classList.add("od-failed");
+          b.querySelector(".od-meta").textContent = "not sent";
+          setNotice(data.error || "could not send the file");
+        });
+      })
+      .catch(function () {
+        b.classList.add("od-failed");
+        setNotice("could not send the file: no connection");
+      });
+  }
+
+  // Name and e-mail to the server (POST /identify); resolves to whether it worked.
+  function saveProfile() {
     var name = nameInput.value.trim();
     var email = emailInput.value.trim();
-    if (!name && !email) return;
-    ensureToken()
+    if (!name && !email) return Promise.resolve(false);
+    return ensureToken()
       .then(function () {
         return api("POST", "/identify", { name: name || undefined, email: email || undefined });
       })
       .then(function (r) {
         if (r.status !== 200) {
           setNotice(r.data.error || "could not save");
-          return;
+          return false;
         }
         state.profile = { name: r.data.name || "", email: r.data.email || "" };
         save("profile", JSON.stringify(state.profile));
         profile.hidden = true;
         setNotice("");
+        if (r.data.confirm) askCode(r.data.confirm, r.data.email);
         openStream();
+        return true;
       })
       .catch(function () {
         setNotice("could not save: no connection");
+        return false;
       });
-  });
+  }
 
   // -- start ------------------------------------------------------------------
   function start(cfg) {
@@ -544,6 +740,17 @@
     input.setAttribute("maxlength", String(cfg.max_message_chars || 4000));
     if (cfg.greeting) bubble("greeting", "out", cfg.greeting, "");
     if (cfg.ask_email && !state.profile.email) profile.hidden = false;
+    if (cfg.transcript) transcriptBtn.hidden = false;
+    if (cfg.agents_online === false) {
+      // Nobody can answer now: an offline form (name, e-mail, message).
+      state.offline = true;
+      panel.classList.add("od-offline");
+      profileNote.textContent = "We are offline right now. Leave your e-mail and your message: we will answer by e-mail.";
+      profileSave.hidden = true;
+      if (!state.profile.email) profile.hidden = false;
+      sendBtn.textContent = "Send";
+      input.setAttribute("placeholder", "Your message\u2026");
+    }
     (document.body || document.documentElement).appendChild(host);
     var wasOpen = false;
     try {
