@@ -92,6 +92,9 @@ def write_config(
         'default_team = "support"',
         "workers = 2",
         "processes = 0",
+        # Its agents never sign in: assignment may not wait for them to be online.
+        "[assignment]",
+        "only_online = false",
     ]
     for t in teams:
         lines.append("[[teams]]")
