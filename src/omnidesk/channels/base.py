@@ -288,3 +288,10 @@ class ChannelAdapter(abc.ABC):
     def touch(self) -> None:
         """Note that something arrived or left (for staleness checks)."""
         self._health.last_activity = time.time()
+
+
+def survey_button_label(choice: Mapping[str, Any]) -> str:
+    """A survey choice's button text: its number, and its label when it has
+    one of its own (``4 · Good``)."""
+    value, label = str(choice["value"]), str(choice.get("label") or "")
+    return value if label in ("", value) else f"{value} · {label}"

@@ -83,7 +83,7 @@ from ..model import (
     SendResult,
     Skip,
 )
-from .base import ChannelAdapter, ChannelContext
+from .base import ChannelAdapter, ChannelContext, survey_button_label
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -806,7 +806,7 @@ def survey_blocks(text: str, survey: Any) -> list[dict[str, Any]] | None:
     buttons = [
         {
             "type": "button",
-            "text": {"type": "plain_text", "text": _button_label(c)[:75], "emoji": True},
+            "text": {"type": "plain_text", "text": survey_button_label(c)[:75], "emoji": True},
             "action_id": f"survey-{sid}-{c['value']}",
             "value": f"survey:{sid}:{c['value']}",
         }
@@ -821,11 +821,6 @@ def survey_blocks(text: str, survey: Any) -> list[dict[str, Any]] | None:
         {"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}},
         {"type": "actions", "block_id": f"survey-{sid}-{survey.get('stage')}", "elements": buttons},
     ]
-
-
-def _button_label(choice: Mapping[str, Any]) -> str:
-    value, label = str(choice["value"]), str(choice.get("label", ""))
-    return value if label in ("", value) else f"{value} · {label}"
 
 
 def _reason(exc: BaseException) -> str:

@@ -82,7 +82,7 @@ from ..model import (
     SendResult,
     Skip,
 )
-from .base import ChannelAdapter, ChannelContext
+from .base import ChannelAdapter, ChannelContext, survey_button_label
 from .textsplit import split_units
 
 if TYPE_CHECKING:
@@ -840,9 +840,7 @@ def _survey_keyboard(survey: Any) -> telegram.InlineKeyboardMarkup | None:
     sid = survey.get("id")
     buttons = [
         telegram.InlineKeyboardButton(
-            str(c["value"])
-            if str(c.get("label")) == str(c["value"])
-            else f"{c['value']} · {c['label']}",
+            survey_button_label(c),
             callback_data=f"survey:{sid}:{c['value']}",
         )
         for c in survey["choices"]
