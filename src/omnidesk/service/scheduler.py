@@ -104,6 +104,10 @@ class Scheduler:
         self.key: str | None = None  # the survey links' signing key
         self._dirty: set[int] = set()
         self._wake = asyncio.Event()
+        # One pass at a time in this process: a pass asked for while another
+        # runs (a command, a test, the loop) waits for it, so when it returns
+        # everything the earlier pass took has been written.
+        self._passing = asyncio.Lock()
         self._last_sweep = 0.0
         self._rules_seen: str | None = None
         self._resweep: int | None = None  # the last id re-evaluated, while going through
@@ -150,6 +154,10 @@ class Scheduler:
 
     # -- one pass ----------------------------------------------------------------
     async def tick(self, *, sweep: bool | None = None, limit: int = TICK_LIMIT) -> TickResult:
+        async with self._passing:
+            return await self._tick(sweep, limit)
+
+    async def _tick(self, sweep: bool | None, limit: int) -> TickResult:
         t0 = time.process_time()
         if self.key is None:
             await self.prepare()
