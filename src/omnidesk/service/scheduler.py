@@ -38,7 +38,7 @@ from ..store import service as svc
 from ..store.audit import add_audit
 from ..store.base import Db
 from ..store.channel_state import get_state, set_state
-from ..store.reports import Dims, add_fact
+from ..store.reports import Dims, Facts
 from . import surveys
 from .clock import Clock, SystemClock
 from .effects import Effects, apply_fire, mirror_due
@@ -237,7 +237,7 @@ class Scheduler:
         res = TickResult()
         ruleset = self.rules()
         service = ruleset.service
-        tz = service.default_calendar.tz
+        facts = Facts(service.default_calendar.tz)
         for conv in svc.load(db, ids):
             res.looked += 1
             prior = conv.pop("_prior")
@@ -281,9 +281,6 @@ class Scheduler:
                             detail=detail,
                             at=now,
                         )
-                    dims = Dims.of(conv)
-                    for r in out.records:
-                        add_fact(db, tz, r.metric, r.at, dims, seconds=r.seconds)
                     res.records += len(out.records)
                     for fire in out.fires:
                         apply_fire(db, conv, fire, service, now, effects)
@@ -301,8 +298,13 @@ class Scheduler:
                     res.events += effects.events
                     res.outbox += effects.outbox
                     res.notice_mail += effects.notice_mail
+                # Kept (the savepoint let go): the report's facts count.
+                dims = Dims.of(conv)
+                for r in out.records:
+                    facts.add(r.metric, r.at, dims, seconds=r.seconds)
             except Exception:
                 log.exception("scheduler_apply_failed", conversation_id=cid)
+        facts.write(db)
         self._drain(db, res)
         return res
 

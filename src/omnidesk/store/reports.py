@@ -66,38 +66,82 @@ def add_fact(
     delta: int = 1,
 ) -> None:
     """Count one fact (``delta`` -1 takes one back: a changed survey answer)."""
-    d = local_day(at, tz)
-    for period, (lvl, level) in (
-        (p, lv) for p in (d.isoformat(), d.isoformat()[:7]) for lv in dims.levels()
-    ):
-        key = (metric, lvl, period, level.channel, level.team, level.agent, level.category)
-        if seconds is None:
-            db.run(
-                "INSERT INTO report_daily (metric, level, day, channel, team, agent, category, n,"
-                " total) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0) ON CONFLICT (metric, level, day,"
-                " channel, team, agent, category) DO UPDATE SET n = report_daily.n + excluded.n",
-                (*key, delta),
-            )
-            continue
-        # A histogram is read, changed and written back: on PostgreSQL the
-        # row is locked first so concurrent writers add up.
-        db.run(
-            "INSERT INTO report_daily (metric, level, day, channel, team, agent, category, n,"
-            " total, hist) VALUES (?, ?, ?, ?, ?, ?, ?, 0, 0, '') ON CONFLICT (metric, level, day,"
-            " channel, team, agent, category) DO NOTHING",
-            key,
-        )
+    facts = Facts(tz)
+    facts.add(metric, at, dims, seconds=seconds, delta=delta)
+    facts.write(db)
+
+
+class Facts:
+    """Facts gathered (a scheduler pass's) and written together: the rows
+    they share (the day's and month's totals, a channel's, a team's) are
+    written once with the sum, not once per fact."""
+
+    def __init__(self, tz: tzinfo) -> None:
+        self.tz = tz
+        self.counts: dict[tuple[Any, ...], int] = {}
+        self.durations: dict[tuple[Any, ...], list[tuple[float, int]]] = {}
+
+    def __len__(self) -> int:
+        return len(self.counts) + len(self.durations)
+
+    def add(
+        self,
+        metric: str,
+        at: float,
+        dims: Dims,
+        *,
+        seconds: float | None = None,
+        delta: int = 1,
+    ) -> None:
+        d = local_day(at, self.tz).isoformat()
+        for period in (d, d[:7]):
+            for lvl, level in dims.levels():
+                key = (metric, lvl, period, level.channel, level.team, level.agent, level.category)
+                if seconds is None:
+                    self.counts[key] = self.counts.get(key, 0) + delta
+                else:
+                    self.durations.setdefault(key, []).append((seconds, delta))
+
+    def write(self, db: Db) -> None:
+        # Keys in one order, so two writers on PostgreSQL lock rows alike.
+        for key in sorted(self.counts):
+            n = self.counts[key]
+            if n:
+                db.run(
+                    "INSERT INTO report_daily (metric, level, day, channel, team, agent, category,"
+                    " n, total) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0) ON CONFLICT (metric, level,"
+                    " day, channel, team, agent, category)"
+                    " DO UPDATE SET n = report_daily.n + excluded.n",
+                    (*key, n),
+                )
         lock = " FOR UPDATE" if db.dialect == "postgres" else ""
         where = (
             "metric = ? AND level = ? AND day = ? AND channel = ? AND team = ? AND agent = ?"
             " AND category = ?"
         )
-        old = db.val(f"SELECT hist FROM report_daily WHERE {where}{lock}", key)
-        h = histogram.add(histogram.loads(old), seconds, delta)
-        db.run(
-            f"UPDATE report_daily SET n = n + ?, total = total + ?, hist = ? WHERE {where}",
-            (delta, seconds * delta, histogram.dumps(h), *key),
-        )
+        for key in sorted(self.durations):
+            # A histogram is read, changed and written back: on PostgreSQL the
+            # row is locked first so concurrent writers add up.
+            db.run(
+                "INSERT INTO report_daily (metric, level, day, channel, team, agent, category, n,"
+                " total, hist) VALUES (?, ?, ?, ?, ?, ?, ?, 0, 0, '') ON CONFLICT (metric, level,"
+                " day, channel, team, agent, category) DO NOTHING",
+                key,
+            )
+            old = db.val(f"SELECT hist FROM report_daily WHERE {where}{lock}", key)
+            h = histogram.loads(old)
+            n = 0
+            total = 0.0
+            for seconds, delta in self.durations[key]:
+                h = histogram.add(h, seconds, delta)
+                n += delta
+                total += seconds * delta
+            db.run(
+                f"UPDATE report_daily SET n = n + ?, total = total + ?, hist = ? WHERE {where}",
+                (n, total, histogram.dumps(h), *key),
+            )
+        self.counts.clear()
+        self.durations.clear()
 
 
 # -- reading ----------------------------------------------------------------------
