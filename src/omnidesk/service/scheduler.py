@@ -238,6 +238,7 @@ class Scheduler:
         ruleset = self.rules()
         service = ruleset.service
         facts = Facts(service.default_calendar.tz)
+        contacts: set[int] = set()
         for conv in svc.load(db, ids):
             res.looked += 1
             prior = conv.pop("_prior")
@@ -286,11 +287,6 @@ class Scheduler:
                         apply_fire(db, conv, fire, service, now, effects)
                     res.fired += len(out.fires)
                     self._survey(db, conv, out, service, now, res, effects)
-                    metrics = {r.metric for r in out.records}
-                    if "resolved" in metrics or (
-                        "created" in metrics and conv["category"] == "complaint"
-                    ):
-                        refresh_contact(db, int(conv["contact_id"]), now)
                     if effects.changed:
                         # What the actions changed is looked at on the next pass.
                         svc.look_again(db, cid, now)
@@ -298,13 +294,26 @@ class Scheduler:
                     res.events += effects.events
                     res.outbox += effects.outbox
                     res.notice_mail += effects.notice_mail
-                # Kept (the savepoint let go): the report's facts count.
+                # Kept (the savepoint let go): the report's facts count, and
+                # a resolution or a new complaint changes the contact's figure.
                 dims = Dims.of(conv)
                 for r in out.records:
                     facts.add(r.metric, r.at, dims, seconds=r.seconds)
+                metrics = {r.metric for r in out.records}
+                if "resolved" in metrics or (
+                    "created" in metrics and conv["category"] == "complaint"
+                ):
+                    contacts.add(int(conv["contact_id"]))
             except Exception:
                 log.exception("scheduler_apply_failed", conversation_id=cid)
         facts.write(db)
+        # Once per contact however many of its conversations the pass saw.
+        for contact_id in sorted(contacts):
+            try:
+                with db.savepoint():
+                    refresh_contact(db, contact_id, now)
+            except Exception:
+                log.exception("scheduler_contact_failed", contact_id=contact_id)
         self._drain(db, res)
         return res
 
