@@ -289,6 +289,12 @@ class ChannelAdapter(abc.ABC):
 
         return PlainTextResponse("this channel takes no webhooks\n", status_code=404)
 
+    def check_peers(self, peers: Mapping[str, ChannelAdapter]) -> None:
+        """Called once every enabled channel is built, before any starts: a
+        setting that names another channel is checked here (raise the
+        option's ``ConfigError``: one line at start-up, not a failure later)."""
+        return None
+
     def routes(self) -> Sequence[BaseRoute]:
         """Extra HTTP endpoints, mounted at ``/{type}/{name}`` (paths here are
         relative to that prefix). Called once, when the web app is built."""

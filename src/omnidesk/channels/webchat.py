@@ -56,7 +56,7 @@ import secrets
 import time
 import unicodedata
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -293,6 +293,25 @@ class WebchatChannel(ChannelAdapter):
         # Another instance's outbox may deliver a reply: then only polling
         # the store finds it, so poll more often.
         self.poll_interval = 2.0 if ctx.multi_instance else KEEPALIVE
+
+    def check_peers(self, peers: Mapping[str, ChannelAdapter]) -> None:
+        """``email_channel`` names an enabled e-mail channel with a relay."""
+        from .mailout import EmailChannel
+
+        name = self.email_channel
+        if name is None:
+            return
+        peer = peers.get(name)
+        o = self.ctx.options
+        if peer is None:
+            raise o.error("email_channel", f"no enabled [[channels]] entry named {name!r}")
+        if not isinstance(peer, EmailChannel):
+            raise o.error(
+                "email_channel",
+                f"{name!r} is a channel of type {peer.type}, not an e-mail channel (smtp or imap)",
+            )
+        if peer.relay is None or not peer.from_address:
+            raise o.error("email_channel", f"the e-mail channel {name!r} has no relay to send with")
 
     # -- lifecycle --------------------------------------------------------
     async def start(self) -> None:
