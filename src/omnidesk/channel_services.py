@@ -238,6 +238,7 @@ class RelayMail:
         from email.utils import formataddr, formatdate, make_msgid
 
         from .channels.mailout import EmailChannel
+        from .email.compose import add_file
         from .model import SendError
 
         ch = self._adapters.get(channel)
@@ -253,14 +254,8 @@ class RelayMail:
         msg["Auto-Submitted"] = "auto-generated"
         msg.set_content(text)
         for a in attachments:
-            if a.data is None:
-                continue
-            maintype, _, subtype = a.content_type.partition("/")
-            if not subtype or "/" in subtype:
-                maintype, subtype = "application", "octet-stream"
-            msg.add_attachment(
-                a.data, maintype=maintype, subtype=subtype, filename=a.filename or "attachment"
-            )
+            if a.data is not None:
+                add_file(msg, a)
         await ch.relay.deliver(
             msg.as_bytes(policy=SMTP),
             mail_from=ch.bounce_address or ch.from_address,
