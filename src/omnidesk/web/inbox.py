@@ -39,6 +39,7 @@ from .live import presence_tracker
 from .service_api import business_left, conversation_extras, live_sla
 
 if TYPE_CHECKING:
+    from ..config import Config
     from .services import WebServices
 
 router = APIRouter(prefix="/api/v1")
@@ -327,7 +328,7 @@ def safe_filename(raw: str) -> str:
     return name or "attachment"
 
 
-def reply_files(body: ReplyIn, config: Any) -> list[ModelAttachment]:
+def reply_files(body: ReplyIn, config: Config) -> list[ModelAttachment]:
     """The reply's files decoded and checked against the ``[inbox]`` limits;
     a refusal is an HTTP error naming the limit and the file."""
     if len(body.attachments) > config.reply_attachments_max_count:
