@@ -123,6 +123,8 @@ def build_adapters(
             mail=RelayMail(adapters),
         )
         adapters[ch.name] = cls(ctx)
+    for adapter in adapters.values():
+        adapter.check_peers(adapters)
     return adapters, acks
 
 

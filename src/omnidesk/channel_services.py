@@ -16,7 +16,7 @@ from typing import Any
 from .channels.base import Accept, ChannelQueries, ChannelState, ContactLinks
 from .config import AssignmentConfig
 from .events import Event
-from .model import Envelope, Identity
+from .model import Attachment, Envelope, Identity
 from .store import Db, Store
 from .store import conversations as convs
 from .store.assignment import online_agents
@@ -89,6 +89,26 @@ def _thread_messages(db: Db, channel: str, thread_key: str) -> list[dict[str, An
     return rows
 
 
+def _thread_file(
+    db: Db, channel: str, thread_key: str, message_id: int, index: int
+) -> Attachment | None:
+    rows = db.all(
+        "SELECT a.sha256, a.filename, a.content_type FROM attachments a"
+        " JOIN messages m ON m.id = a.message_id"
+        " JOIN conversations c ON c.id = m.conversation_id"
+        " WHERE a.message_id = ? AND c.channel = ? AND c.thread_key = ?"
+        " AND m.direction = 'out' AND m.kind <> 'note' ORDER BY a.id",
+        (message_id, channel, thread_key),
+    )
+    if not 0 <= index < len(rows) or rows[index]["sha256"] is None:
+        return None
+    r = rows[index]
+    data = convs.get_blob(db, r["sha256"])
+    if data is None:
+        return None
+    return Attachment(filename=r["filename"], content_type=r["content_type"], data=data)
+
+
 def _customer_email(db: Db, conversation_id: int) -> str | None:
     address: str | None = db.val(
         "SELECT i.address FROM identities i JOIN conversations c ON c.contact_id = i.contact_id"
@@ -134,6 +154,12 @@ class StoredQueries(ChannelQueries):
     async def customer_email(self, conversation_id: int) -> str | None:
         email: str | None = await self._read(_customer_email, conversation_id)
         return email
+
+    async def thread_file(self, thread_key: str, message_id: int, index: int) -> Attachment | None:
+        found: Attachment | None = await self._read(
+            _thread_file, self._channel, thread_key, message_id, index
+        )
+        return found
 
     async def agents_online(self) -> bool:
         if self._policy is None:
@@ -199,12 +225,20 @@ class RelayMail:
     def __init__(self, adapters: Mapping[str, Any]) -> None:
         self._adapters = adapters
 
-    async def __call__(self, channel: str, to: list[str], subject: str, text: str) -> str:
+    async def __call__(
+        self,
+        channel: str,
+        to: list[str],
+        subject: str,
+        text: str,
+        attachments: Sequence[Attachment] = (),
+    ) -> str:
         from email.message import EmailMessage
         from email.policy import SMTP
         from email.utils import formataddr, formatdate, make_msgid
 
         from .channels.mailout import EmailChannel
+        from .email.compose import add_file
         from .model import SendError
 
         ch = self._adapters.get(channel)
@@ -219,6 +253,9 @@ class RelayMail:
         msg["Message-ID"] = mid = make_msgid(idstring="od.chat", domain=ch.message_id_domain)
         msg["Auto-Submitted"] = "auto-generated"
         msg.set_content(text)
+        for a in attachments:
+            if a.data is not None:
+                add_file(msg, a)
         await ch.relay.deliver(
             msg.as_bytes(policy=SMTP),
             mail_from=ch.bounce_address or ch.from_address,

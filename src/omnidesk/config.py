@@ -325,6 +325,10 @@ class Config:
     login_lockout_after: int = 5
     login_lockout_max_minutes: float = 15.0
     body_memory_mb: float = 32.0  # request bodies held at once (web/limits.py)
+    # [inbox]: files an agent attaches to a reply or note (web/inbox.py)
+    reply_attachment_max: int = 10240 * 1024  # bytes, each file
+    reply_attachments_total_max: int = 20480 * 1024  # bytes, all files of one reply
+    reply_attachments_max_count: int = 10
     retrain_every: float | None = None  # [classifier]: seconds between scheduled retrains
     retrain_min_new: int = 50  # new corrections and confirmations a retrain needs
     # first-response targets in minutes per priority: the SLA policy used when
@@ -434,6 +438,17 @@ def parse_config(
     lockout_max = web.number("login_lockout_max_minutes", 15.0, min=0.1)
     body_memory_mb = web.number("body_memory_mb", 32.0, min=1)
     web.check_unused()
+
+    inbox = top.table("inbox")
+    reply_file_kb = inbox.integer("max_reply_attachment_kb", 10240, min=1)
+    reply_total_kb = inbox.integer("max_reply_attachments_total_kb", 2 * reply_file_kb, min=1)
+    reply_files = inbox.integer("max_reply_attachments", 10, min=0)
+    if reply_total_kb < reply_file_kb:
+        raise inbox.error(
+            "max_reply_attachments_total_kb",
+            f"must be at least max_reply_attachment_kb ({reply_file_kb})",
+        )
+    inbox.check_unused()
 
     sla = top.table("sla")
     sla_minutes = {
@@ -558,6 +573,9 @@ def parse_config(
         login_lockout_after=lockout_after,
         login_lockout_max_minutes=lockout_max,
         body_memory_mb=body_memory_mb,
+        reply_attachment_max=reply_file_kb * 1024,
+        reply_attachments_total_max=reply_total_kb * 1024,
+        reply_attachments_max_count=reply_files,
         sla_minutes=sla_minutes,
         teams=teams,
         channels=channels,

@@ -138,3 +138,22 @@ def test_retrain_schedule_reads_durations(tmp_path: Path) -> None:
     path.write_text("")
     config = load_config(path)
     assert config.retrain_every is None and config.retrain_min_new == 50
+
+
+def test_inbox_reply_file_limits() -> None:
+    default = parse_config({})
+    assert default.reply_attachment_max == 10240 * 1024
+    assert default.reply_attachments_total_max == 20480 * 1024
+    assert default.reply_attachments_max_count == 10
+    cfg = parse_config({"inbox": {"max_reply_attachment_kb": 100, "max_reply_attachments": 2}})
+    assert cfg.reply_attachment_max == 100 * 1024
+    assert cfg.reply_attachments_total_max == 200 * 1024  # twice the per-file limit
+    with pytest.raises(ConfigError) as err:
+        parse_config(
+            {"inbox": {"max_reply_attachment_kb": 100, "max_reply_attachments_total_kb": 50}}
+        )
+    assert err.value.key == "inbox.max_reply_attachments_total_kb"
+    assert "at least max_reply_attachment_kb (100)" in err.value.reason
+    with pytest.raises(ConfigError) as err:
+        parse_config({"inbox": {"max_reply_attachment_kb": 0}})
+    assert err.value.key == "inbox.max_reply_attachment_kb"

@@ -184,6 +184,30 @@ def test_bad_config(tmp_path: Path) -> None:
     assert line == f"configuration error: {cfg}: web.colour: unknown setting"
 
 
+@pytest.mark.parametrize(
+    ("peer", "reason"),
+    [
+        (None, "no enabled [[channels]] entry named 'mail'"),
+        (
+            {"name": "mail", "type": "api", "secret": API_SECRET},
+            "'mail' is a channel of type api, not an e-mail channel (smtp or imap)",
+        ),
+        (
+            {"name": "mail", "type": "smtp", "port": 0, "accept": ["*"]},
+            "the e-mail channel 'mail' has no relay to send with",
+        ),
+    ],
+)
+def test_webchat_email_channel_must_name_an_email_channel(
+    tmp_path: Path, peer: dict[str, Any] | None, reason: str
+) -> None:
+    chat = {"name": "site", "type": "webchat", "secret": "s" * 20, "email_channel": "mail"}
+    cfg = write_config(tmp_path, chat, *([peer] if peer else []))
+    rc, line, _ = run_fails(cfg)
+    assert rc == 2
+    assert line == f"configuration error: {cfg}: channels[1].email_channel: {reason}"
+
+
 def test_a_channel_that_does_not_start_stops_the_daemon(tmp_path: Path) -> None:
     dropin_channel(tmp_path, "start", "raise RuntimeError('the token was refused')")
     rc, line, _ = run_fails(write_config(tmp_path, BROKEN))

@@ -5,6 +5,7 @@ an out-of-office notice, a bounce - finds its conversation without loops."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from email.utils import formatdate, make_msgid
 from typing import Any
@@ -135,6 +136,48 @@ async def test_reply_has_threading_headers_and_outlook_answer_joins(
     assert second["In-Reply-To"] == f"<{answer_id}>"
     refs = second["References"].split()
     assert refs[0] == f"<{first_id}>" and f"<{our_id}>" in refs and f"<{answer_id}>" in refs
+
+
+async def test_reply_with_files_from_the_inbox_carries_them(
+    email_daemon: Any, relay: Relay
+) -> None:
+    daemon = await email_daemon(smtp_channel(**relay_options(relay)), outbox=FAST_OUTBOX)
+    first, _ = mail("Please send the signed contract")
+    await customer_writes(daemon, first)
+    (conv,) = await conversations(daemon)
+    pdf = b"%PDF-1.4 signed contract \x00\xff"
+    headers = await admin_token(daemon)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{daemon.web_port}") as c:
+        r = await c.post(
+            f"/api/v1/conversations/{conv['id']}/messages",
+            json={
+                "text": "Here it is, signed.",
+                "force": True,
+                "attachments": [
+                    {
+                        "filename": "Vertrag März.pdf",
+                        "content_type": "application/pdf",
+                        "data": base64.b64encode(pdf).decode(),
+                    },
+                    {
+                        "filename": "notes.txt",
+                        "content_type": "text/plain",
+                        "data": base64.b64encode("à bientôt\n".encode()).decode(),
+                    },
+                ],
+            },
+            headers=headers,
+        )
+    assert r.status_code == 201, r.text
+    (out,) = await relay.wait(1)
+    await delivery(daemon, int(r.json()["id"]), "sent")
+    msg = out.message
+    assert "Here it is, signed." in msg.get_body(("plain",)).get_content()
+    files = [
+        (p.get_filename(), p.get_content_type(), p.get_content()) for p in msg.iter_attachments()
+    ]
+    assert files[0] == ("Vertrag März.pdf", "application/pdf", pdf)
+    assert files[1][0:2] == ("notes.txt", "text/plain") and "à bientôt" in files[1][2]
 
 
 async def test_reply_goes_to_the_reply_to_the_customer_asked_for(

@@ -38,13 +38,13 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import structlog
 
 from ..config import ChannelConfig, Options
 from ..events import Event
-from ..model import Envelope, Identity, Normalized, OutboundMessage, SendResult
+from ..model import Attachment, Envelope, Identity, Normalized, OutboundMessage, SendResult
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -135,6 +135,13 @@ class ChannelQueries(abc.ABC):
         offline form when none can). Without availability: always."""
         return True
 
+    async def thread_file(self, thread_key: str, message_id: int, index: int) -> Attachment | None:
+        """The ``index``-th file (in stored order) of our reply ``message_id``
+        when that reply (never a note) belongs to a conversation on this
+        channel with this thread key: a chat visitor fetching an agent's file.
+        None otherwise."""
+        return None
+
 
 class ContactLinks(abc.ABC):
     """Customers telling who they are (a chat visitor giving an e-mail)."""
@@ -178,6 +185,34 @@ class Health:
         }
 
 
+# Image types a browser shows without running anything (SVG can hold script).
+INLINE_IMAGES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp"})
+
+
+def content_disposition(kind: str, filename: str | None) -> str:
+    """RFC 6266: an ASCII fallback plus the UTF-8 name (RFC 5987); for any
+    route that hands out a stored file (the inbox, a chat widget)."""
+    from urllib.parse import quote
+
+    name = (filename or "attachment").replace("\\", "_").replace("/", "_")
+    name = "".join(ch for ch in name if ch >= " " and ch != "\x7f")[:200] or "attachment"
+    ascii_name = "".join(ch if 32 <= ord(ch) < 127 and ch not in '"%;' else "_" for ch in name)
+    return f"{kind}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"
+
+
+class SendMail(Protocol):
+    """``ctx.mail``: an e-mail sent now through the e-mail channel named."""
+
+    def __call__(
+        self,
+        channel: str,
+        to: list[str],
+        subject: str,
+        text: str,
+        attachments: Sequence[Attachment] = (),
+    ) -> Awaitable[str]: ...
+
+
 @dataclass(slots=True)
 class ChannelContext:
     """What the daemon hands an adapter: its settings and the ports. A port
@@ -200,11 +235,11 @@ class ChannelContext:
     # Several daemon instances share the database (another instance's outbox
     # may deliver this channel's replies).
     multi_instance: bool = False
-    # Sends a plain e-mail now (channel, to, subject, text) through the
-    # e-mail channel named (its relay) and returns its Message-ID; raises
+    # Sends a plain e-mail now (channel, to, subject, text, files) through
+    # the e-mail channel named (its relay) and returns its Message-ID; raises
     # SendError when it cannot. A web chat's transcript, its replies to a
     # visitor who left.
-    mail: Callable[[str, list[str], str, str], Awaitable[str]] | None = None
+    mail: SendMail | None = None
 
     @property
     def options(self) -> Options:
@@ -253,6 +288,12 @@ class ChannelAdapter(abc.ABC):
         from starlette.responses import PlainTextResponse
 
         return PlainTextResponse("this channel takes no webhooks\n", status_code=404)
+
+    def check_peers(self, peers: Mapping[str, ChannelAdapter]) -> None:
+        """Called once every enabled channel is built, before any starts: a
+        setting that names another channel is checked here (raise the
+        option's ``ConfigError``: one line at start-up, not a failure later)."""
+        return None
 
     def routes(self) -> Sequence[BaseRoute]:
         """Extra HTTP endpoints, mounted at ``/{type}/{name}`` (paths here are

@@ -19,6 +19,9 @@ shadow root, no build step, nothing from a third-party CDN; the script is
 ``POST receipts``        the widget confirms it displayed (``delivered``)
                          or the visitor saw (``read``) a reply
 ``POST identify``        the visitor's name and e-mail address
+``GET  files/{m}/{n}``   the ``n``-th file of our reply ``m``, with the
+                         signed ``?t=`` the reply carried (bound to the
+                         visitor and the reply: nobody else can fetch it)
 ``GET  /``               a test page with the widget on it
 =======================  ================================================
 
@@ -53,7 +56,7 @@ import secrets
 import time
 import unicodedata
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -77,7 +80,7 @@ from ..model import (
     Skip,
     StatusUpdate,
 )
-from .base import ChannelAdapter, ChannelContext
+from .base import INLINE_IMAGES, ChannelAdapter, ChannelContext, content_disposition
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -278,6 +281,10 @@ class WebchatChannel(ChannelAdapter):
         self._codes = URLSafeTimedSerializer(
             self.secret.reveal(), salt=f"omnidesk.webchat.confirm:{self.name}"
         )
+        # An agent's files: links signed for one visitor and one reply.
+        self._files = URLSafeTimedSerializer(
+            self.secret.reveal(), salt=f"omnidesk.webchat.file:{self.name}"
+        )
         self._visitor_limit = RateLimiter(self.rate_limit)
         self._ip_limit = RateLimiter(self.ip_rate_limit)
         self._streams: dict[str, set[asyncio.Queue[dict[str, Any] | None]]] = {}
@@ -286,6 +293,25 @@ class WebchatChannel(ChannelAdapter):
         # Another instance's outbox may deliver a reply: then only polling
         # the store finds it, so poll more often.
         self.poll_interval = 2.0 if ctx.multi_instance else KEEPALIVE
+
+    def check_peers(self, peers: Mapping[str, ChannelAdapter]) -> None:
+        """``email_channel`` names an enabled e-mail channel with a relay."""
+        from .mailout import EmailChannel
+
+        name = self.email_channel
+        if name is None:
+            return
+        peer = peers.get(name)
+        o = self.ctx.options
+        if peer is None:
+            raise o.error("email_channel", f"no enabled [[channels]] entry named {name!r}")
+        if not isinstance(peer, EmailChannel):
+            raise o.error(
+                "email_channel",
+                f"{name!r} is a channel of type {peer.type}, not an e-mail channel (smtp or imap)",
+            )
+        if peer.relay is None or not peer.from_address:
+            raise o.error("email_channel", f"the e-mail channel {name!r} has no relay to send with")
 
     # -- lifecycle --------------------------------------------------------
     async def start(self) -> None:
@@ -422,6 +448,7 @@ class WebchatChannel(ChannelAdapter):
             Route("/identify", g(self.identify), methods=["POST"]),
             Route("/confirm", g(self.confirm), methods=["POST"]),
             Route("/attachments", g(self.upload), methods=["POST"]),
+            Route("/files/{message_id:int}/{index:int}", g(self.file), methods=["GET"]),
             Route("/typing", g(self.typing), methods=["POST"]),
             Route("/transcript", g(self.transcript), methods=["POST"]),
             Route("/{path:path}", g(self.preflight), methods=["OPTIONS"]),
@@ -608,6 +635,71 @@ class WebchatChannel(ChannelAdapter):
         self.touch()
         return self._json(request, {"status": "accepted", "duplicate": not new}, 202)
 
+    def file_links(
+        self, visitor: str, message_id: int, files: Sequence[tuple[str | None, str, int]]
+    ) -> list[dict[str, Any]]:
+        """What the widget shows of a reply's files (name, type, size): each
+        with its link (below the channel's mount, ``?t=`` signed for this
+        visitor and this reply) and whether it shows as an image."""
+        token = self._files.dumps([visitor, message_id])
+        return [
+            {
+                "name": name or "attachment",
+                "type": ctype,
+                "size": size,
+                "image": ctype in INLINE_IMAGES,
+                "url": f"/files/{message_id}/{i}?t={token}",
+            }
+            for i, (name, ctype, size) in enumerate(files)
+        ]
+
+    async def file(self, request: Request) -> Response:
+        """An agent's file for the visitor the link was signed for (an
+        ``<img>`` or a download link cannot send the visitor's token: the
+        link carries its own). Images common browsers show safely come
+        inline; anything else is a download, never rendered here."""
+        from starlette.responses import Response
+
+        self._check_origin(request)
+        self._limit(self._ip_limit, self._client_ip(request))
+        mid = int(request.path_params["message_id"])
+        index = int(request.path_params["index"])
+        try:
+            claim = self._files.loads(
+                request.query_params.get("t", ""), max_age=self.visitor_days * 86400
+            )
+        except (BadSignature, SignatureExpired):
+            raise _Refused(403, "this file link is not valid (or expired)") from None
+        if (
+            not isinstance(claim, list)
+            or len(claim) != 2
+            or claim[1] != mid
+            or not isinstance(claim[0], str)
+            or not VISITOR_ID.match(claim[0])
+        ):
+            raise _Refused(403, "this file link is not for this file")
+        found = (
+            await self.ctx.queries.thread_file(claim[0], mid, index) if self.ctx.queries else None
+        )
+        if found is None or found.data is None:
+            raise _Refused(404, "no such file")
+        ctype = found.content_type.lower()
+        if not re.fullmatch(r"[\w.+-]+/[\w.+-]+", ctype):
+            ctype = "application/octet-stream"
+        kind = "inline" if ctype in INLINE_IMAGES else "attachment"
+        return Response(
+            found.data,
+            media_type=ctype,
+            headers={
+                **self._cors(request),
+                "Content-Disposition": content_disposition(kind, found.filename),
+                "X-Content-Type-Options": "nosniff",
+                "Content-Security-Policy": "default-src 'none'; sandbox",
+                "Cache-Control": "private, max-age=3600",
+                "Cross-Origin-Resource-Policy": "cross-origin",
+            },
+        )
+
     async def transcript(self, request: Request) -> Response:
         """``{"email": ...}``: the visitor's conversation as it stands, sent
         to that address now (through ``email_channel``); what the widget
@@ -675,7 +767,19 @@ class WebchatChannel(ChannelAdapter):
         if self.ctx.queries is None:
             return []
         rows = await self.ctx.queries.thread_messages(visitor)
-        return [p for p in (public_message(m, visitor) for m in rows) if p is not None]
+        out = []
+        for m in rows:
+            p = public_message(m, visitor)
+            if p is None:
+                continue
+            if p["direction"] == "out" and m.get("attachments"):
+                p["files"] = self.file_links(
+                    visitor,
+                    m["id"],
+                    [(a["filename"], a["content_type"], a["size"]) for a in m["attachments"]],
+                )
+            out.append(p)
+        return out
 
     async def receipts(self, request: Request) -> Response:
         """``{"delivered": [ids], "read": [ids]}``: ids of replies of the
@@ -965,9 +1069,14 @@ class WebchatChannel(ChannelAdapter):
                 f"web chat can only answer web chat visitors, not {message.recipient.kind!r}",
                 retry=False,
             )
+        files: list[dict[str, Any]] = []
         if message.attachments:
-            raise SendError(
-                "web chat does not deliver attachments: send a link instead", retry=False
+            if not isinstance(message.message_id, int):
+                raise SendError("web chat delivers files of stored replies only", retry=False)
+            files = self.file_links(
+                visitor,
+                message.message_id,
+                [(a.filename, a.content_type, a.size) for a in message.attachments],
             )
         ref = message.message_id if message.message_id is not None else f"o{message.outbox_id}"
         live = 0
@@ -984,6 +1093,7 @@ class WebchatChannel(ChannelAdapter):
                     "auto": message.automatic,
                     "agent": None if message.automatic else message.meta.get("agent_name"),
                     **({"survey": message.meta["survey"]} if "survey" in message.meta else {}),
+                    **({"files": files} if files else {}),
                 },
             )
         self.touch()
@@ -1020,7 +1130,11 @@ class WebchatChannel(ChannelAdapter):
         )
         try:
             mid = await self.ctx.mail(
-                self.email_channel, [address], f"Re: your chat with {self.title}", text
+                self.email_channel,
+                [address],
+                f"Re: your chat with {self.title}",
+                text,
+                [a for a in message.attachments if a.data is not None],
             )
         except SendError:
             raise

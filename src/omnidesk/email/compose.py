@@ -157,10 +157,29 @@ def _set_body(
     for att in attachments:
         if att.data is None or id(att) in embedded:
             continue
-        maintype, _, subtype = att.content_type.partition("/")
-        msg.add_attachment(
-            att.data,
-            maintype=maintype or "application",
-            subtype=subtype or "octet-stream",
-            filename=att.filename or "attachment",
-        )
+        add_file(msg, att)
+
+
+def add_file(msg: EmailMessage, att: Attachment) -> None:
+    """``att`` as an attachment of ``msg`` (its bytes base64, as they are).
+    A text file that is UTF-8 says so: without a charset, mail programs read
+    text as ASCII and show the rest as garbage."""
+    assert att.data is not None
+    maintype, _, subtype = att.content_type.partition("/")
+    if not maintype or not subtype or "/" in subtype:
+        maintype, subtype = "application", "octet-stream"
+    params = {}
+    if maintype == "text":
+        try:
+            att.data.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+        else:
+            params["charset"] = "utf-8"
+    msg.add_attachment(
+        att.data,
+        maintype=maintype,
+        subtype=subtype,
+        filename=att.filename or "attachment",
+        params=params,
+    )

@@ -33,7 +33,7 @@ from . import (
     workspace,
 )
 from .errors import http_error
-from .limits import BodyLimits, body_budget, route_limits
+from .limits import BodyLimits, body_budget, reply_cap, route_limits
 from .search import router as search_router
 
 if TYPE_CHECKING:
@@ -52,8 +52,9 @@ def create_app(services: WebServices) -> FastAPI:
     )
     app.state.services = services
     # Every request body goes through one capped, budgeted reader first.
-    limit_for = route_limits(services.adapters)
-    budget = body_budget(services.config.body_memory_mb, services.adapters)
+    reply_max = reply_cap(services.config.reply_attachments_total_max)
+    limit_for = route_limits(services.adapters, reply_max)
+    budget = body_budget(services.config.body_memory_mb, services.adapters, reply_max)
     app.add_middleware(BodyLimits, limit_for=limit_for, budget_bytes=budget)
     app.add_exception_handler(HTTPException, http_error)  # 422s as the schema declares them
     app.add_exception_handler(IntakeError, inbound.intake_unavailable)

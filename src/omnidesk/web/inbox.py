@@ -15,8 +15,10 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..channels.base import INLINE_IMAGES, content_disposition
 from ..events import Event
 from ..htmltext import sanitize_html
+from ..model import Attachment as ModelAttachment
 from ..model import Category, Priority, Status, now_ts
 from ..outbox import ReplyError, queue_reply
 from ..store import actions, assignment, jsoncol
@@ -37,12 +39,11 @@ from .live import presence_tracker
 from .service_api import business_left, conversation_extras, live_sla
 
 if TYPE_CHECKING:
+    from ..config import Config
     from .services import WebServices
 
 router = APIRouter(prefix="/api/v1")
 
-# Image types a browser shows without running anything (SVG can hold script).
-INLINE_IMAGES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp"})
 _CTYPE = re.compile(r"[\w.+-]+/[\w.+-]+")
 
 
@@ -112,10 +113,38 @@ class ConversationPage(BaseModel):
     next_cursor: str | None = Field(None, description="sort=urgency: pass as `cursor`")
 
 
+class ReplyFile(BaseModel):
+    filename: str = Field(
+        min_length=1,
+        max_length=1000,
+        description="the file's name; folders, control characters and leading dots are "
+        "removed, at most 200 characters are kept",
+    )
+    content_type: str = Field(
+        "application/octet-stream",
+        max_length=200,
+        description="its media type (`image/png`); anything not of the form type/subtype "
+        "is sent as application/octet-stream",
+    )
+    data: str = Field(
+        description="the file's bytes, base64 (standard alphabet, padded); each file at "
+        "most `[inbox] max_reply_attachment_kb` KB (default 10240) once decoded"
+    )
+
+
 class ReplyIn(BaseModel):
     text: str = Field(min_length=1, max_length=100_000)
     kind: Literal["reply", "note"] = "reply"
     html: str | None = None
+    attachments: list[ReplyFile] = Field(
+        [],
+        description="files sent with the reply (or kept with the note): at most "
+        "`[inbox] max_reply_attachments` files (default 10), each at most "
+        "`max_reply_attachment_kb` KB and together at most "
+        "`max_reply_attachments_total_kb` KB (default twice the per-file limit); over a "
+        "limit the reply is refused with 413 naming the limit and the file. A channel that "
+        "cannot carry files (SMS, X, QQ, WeChat) fails such a reply with the reason.",
+    )
     last_seen_message_id: int | None = Field(
         None,
         ge=0,
@@ -286,19 +315,79 @@ async def conversation(
 # -- actions -------------------------------------------------------------------
 
 
+def safe_filename(raw: str) -> str:
+    """A file name an agent's browser sent, as stored and sent on: its last
+    path segment, without control characters or leading dots (no hidden
+    files, no ``..``), at most 200 characters."""
+    name = raw.replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(ch for ch in name if ch >= " " and ch != "\x7f" and ch not in '<>:"|?*')
+    name = name.strip().lstrip(".").strip()
+    if len(name) > 200:
+        stem, dot, ext = name.rpartition(".")
+        name = f"{stem[: 199 - len(ext)]}.{ext}" if dot and len(ext) <= 20 else name[:200]
+    return name or "attachment"
+
+
+def reply_files(body: ReplyIn, config: Config) -> list[ModelAttachment]:
+    """The reply's files decoded and checked against the ``[inbox]`` limits;
+    a refusal is an HTTP error naming the limit and the file."""
+    if len(body.attachments) > config.reply_attachments_max_count:
+        raise HTTPException(
+            413,
+            f"at most {config.reply_attachments_max_count} files per reply"
+            " ([inbox] max_reply_attachments)",
+        )
+    files: list[ModelAttachment] = []
+    total = 0
+    for f in body.attachments:
+        name = safe_filename(f.filename)
+        too_big = HTTPException(
+            413,
+            f"{name} is larger than {config.reply_attachment_max // 1024} KB"
+            " ([inbox] max_reply_attachment_kb)",
+        )
+        if len(f.data) > (config.reply_attachment_max + 2) // 3 * 4:
+            raise too_big  # known from the base64's length: not worth decoding
+        try:
+            data = base64.b64decode(f.data, validate=True)
+        except ValueError:
+            raise HTTPException(422, f"{name}: data is not base64") from None
+        if len(data) > config.reply_attachment_max:
+            raise too_big
+        total += len(data)
+        if total > config.reply_attachments_total_max:
+            raise HTTPException(
+                413,
+                f"with {name} the files pass {config.reply_attachments_total_max // 1024} KB"
+                " together ([inbox] max_reply_attachments_total_kb)",
+            )
+        ctype = f.content_type.lower().split(";")[0].strip()
+        if not _CTYPE.fullmatch(ctype):
+            ctype = "application/octet-stream"
+        files.append(ModelAttachment(filename=name, content_type=ctype, data=data))
+    return files
+
+
 def _reply(
     db: Db,
     conversation_id: int,
     body: ReplyIn,
     author: str,
     username: str | None,
+    files: list[ModelAttachment],
 ) -> dict[str, Any]:
     if body.kind == "reply" and body.last_seen_message_id is not None and not body.force:
         newer = actions.newer_than(db, conversation_id, body.last_seen_message_id, author=author)
         if newer:
             return {"conflict": newer}
     msg = queue_reply(
-        db, conversation_id, text=body.text, author=author, kind=body.kind, html=body.html
+        db,
+        conversation_id,
+        text=body.text,
+        author=author,
+        kind=body.kind,
+        html=body.html,
+        attachments=files,
     )
     return {"message": msg, "events": []}
 
@@ -308,7 +397,10 @@ def _reply(
     tags=["inbox"],
     status_code=201,
     response_model=MessageOut,
-    responses={409: {"description": "newer messages arrived since `last_seen_message_id`"}},
+    responses={
+        409: {"description": "newer messages arrived since `last_seen_message_id`"},
+        413: {"description": "the files pass an `[inbox]` limit (named, with the file)"},
+    },
 )
 async def post_message(
     conversation_id: Id,
@@ -318,10 +410,12 @@ async def post_message(
 ) -> Any:
     """A reply (delivered through the conversation's channel via the outbox;
     its ``delivery_state`` starts ``queued`` and moves on live) or a private
-    note."""
+    note, either with files (``attachments``, base64; see the ``[inbox]``
+    limits)."""
     await check_conversation(services, p, conversation_id)
+    files = reply_files(body, services.config)
     try:
-        out = await services.store.write(_reply, conversation_id, body, p.actor, p.username)
+        out = await services.store.write(_reply, conversation_id, body, p.actor, p.username, files)
     except ReplyError as exc:
         raise HTTPException(409, str(exc)) from None
     if "conflict" in out:
@@ -635,16 +729,6 @@ def _attachment(db: Db, attachment_id: int) -> dict[str, Any] | None:
         return None
     r["conversation"] = conversation_access(db, int(r["conversation_id"]))
     return r
-
-
-def content_disposition(kind: str, filename: str | None) -> str:
-    """RFC 6266: an ASCII fallback plus the UTF-8 name (RFC 5987)."""
-    from urllib.parse import quote
-
-    name = (filename or "attachment").replace("\\", "_").replace("/", "_")
-    name = "".join(ch for ch in name if ch >= " " and ch != "\x7f")[:200] or "attachment"
-    ascii_name = "".join(ch if 32 <= ord(ch) < 127 and ch not in '"%;' else "_" for ch in name)
-    return f"{kind}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
 @router.get("/attachments/{attachment_id}", tags=["inbox"], response_class=Response)

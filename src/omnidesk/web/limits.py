@@ -85,9 +85,21 @@ class Limit:
     channel: bool = False  # customers' text: NUL is cleaned later, not refused
 
 
-def route_limits(adapters: Mapping[str, HasMaxBody]) -> Callable[[str], Limit]:
+def reply_cap(attachments_total: int) -> int:
+    """The cap of an agent's reply or note: the API's, plus its files as
+    base64 (4 bytes for every 3) up to ``[inbox]
+    max_reply_attachments_total_kb``."""
+    return API_MAX + (attachments_total + 2) // 3 * 4
+
+
+_REPLY_PATH = re.compile(r"/api/v1/conversations/[^/]+/messages/?")
+
+
+def route_limits(
+    adapters: Mapping[str, HasMaxBody], reply_max: int = API_MAX
+) -> Callable[[str], Limit]:
     """The cap for a request path, from the route table and the channels'
-    declared ``max_body``."""
+    declared ``max_body`` (``reply_max``: an agent's reply with its files)."""
 
     def channel(name: str, of_type: str | None = None) -> Limit:
         adapter = adapters.get(name)
@@ -104,6 +116,8 @@ def route_limits(adapters: Mapping[str, HasMaxBody]) -> Callable[[str], Limit]:
             return Limit(LOGIN_MAX, api=path.startswith("/api/"))
         if path.startswith("/api/v1/rules/"):
             return Limit(RULES_MAX, api=True)
+        if _REPLY_PATH.fullmatch(path):
+            return Limit(max(API_MAX, reply_max), api=True)
         if path.startswith("/api/"):
             return Limit(API_MAX, api=True)
         if path.startswith("/webhooks/") and len(parts) == 2:
@@ -119,12 +133,14 @@ def route_limits(adapters: Mapping[str, HasMaxBody]) -> Callable[[str], Limit]:
     return limit_for
 
 
-def body_budget(configured_mb: float, adapters: Mapping[str, HasMaxBody]) -> int:
+def body_budget(
+    configured_mb: float, adapters: Mapping[str, HasMaxBody], reply_max: int = API_MAX
+) -> int:
     """The budget in bytes: as configured, but never below what the largest
     single body needs (else that channel's largest delivery could never pass)."""
     budget = int(configured_mb * MB)
     largest = [max(a.max_body, int(getattr(a, "max_upload", 0))) for a in adapters.values()]
-    need = max([API_MAX, RULES_MAX, *largest]) - FREE_BYTES
+    need = max([API_MAX, RULES_MAX, reply_max, *largest]) - FREE_BYTES
     if budget < need:
         log.info("body_memory_raised", configured_mb=configured_mb, mb=round(need / MB, 1))
     return max(budget, need)

@@ -131,7 +131,10 @@ async def test_send_without_a_listener_is_kept_for_pickup() -> None:
     ("kw", "fragment"),
     [
         ({"recipient": Identity("email", "a@b.c")}, "only answer web chat visitors"),
-        ({"attachments": [Attachment("a.pdf", "application/pdf", b"%PDF")]}, "attachments"),
+        (
+            {"message_id": None, "attachments": [Attachment("a.pdf", "application/pdf", b"%PDF")]},
+            "files of stored replies only",
+        ),
     ],
 )
 async def test_send_refuses_what_it_cannot_deliver(kw: dict[str, Any], fragment: str) -> None:

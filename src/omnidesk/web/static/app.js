@@ -456,7 +456,8 @@ function maxMessageId(c) {
 function captureDraft() {
   const ta = document.getElementById('reply-text');
   const kind = document.querySelector('.composer')?.dataset.kind;
-  return ta ? { text: ta.value, kind, focused: document.activeElement === ta } : null;
+  const files = document.querySelector('.composer')?._files || [];
+  return ta ? { text: ta.value, kind, files, focused: document.activeElement === ta } : null;
 }
 
 function renderConversation(c, draft) {
@@ -656,6 +657,20 @@ function messageText(m) {
   return [body, more];
 }
 
+function fmtSize(n) {
+  return n < 1024 ? n + ' B' : n < 1024 * 1024 ? Math.ceil(n / 1024) + ' KB' : (n / 1048576).toFixed(1) + ' MB';
+}
+
+// A file's bytes as base64 (a data: URL without its head).
+function base64Of(file) {
+  return new Promise((resolve, reject) => {
+    const r = new FileReader();
+    r.onload = () => resolve(String(r.result).slice(String(r.result).indexOf(',') + 1));
+    r.onerror = () => reject(new Error('could not read ' + file.name));
+    r.readAsDataURL(file);
+  });
+}
+
 function composer(c, draft) {
   const kind = (draft && draft.kind) || 'reply';
   const wrap = h('div', { class: 'composer' + (kind === 'note' ? ' note' : ''), 'data-kind': kind, 'data-conv': c.id });
@@ -681,16 +696,40 @@ function composer(c, draft) {
   }, { id: 'canned' });
   const conflict = h('div', { class: 'conflict', id: 'conflict', hidden: true });
   const sendBtn = h('button', { class: 'primary', id: 'send', onclick: () => send(false) }, 'Send');
+  // Files go with the reply or note (base64 in the JSON; the server holds
+  // the limits and says which one a refused file passed).
+  const files = (draft && draft.files) || [];
+  wrap._files = files;
+  const refusal = h('div', { class: 'error small', id: 'reply-error', role: 'alert', hidden: true });
+  const chips = h('div', { class: 'chips', id: 'reply-files' });
+  const renderChips = () => clear(chips).append(...files.map((f, i) =>
+    h('span', { class: 'chip', 'data-name': f.name }, f.name, h('span', { class: 'muted size' }, fmtSize(f.size)),
+      h('button', { class: 'link remove', type: 'button', title: 'Remove', 'aria-label': 'remove ' + f.name,
+        onclick: () => { files.splice(i, 1); refusal.hidden = true; renderChips(); } }, '×'))));
+  const fileInput = h('input', { type: 'file', id: 'reply-file', multiple: true, hidden: true, onchange: () => {
+    files.push(...fileInput.files);
+    fileInput.value = '';
+    refusal.hidden = true;
+    renderChips();
+  } });
+  const attachBtn = h('button', { type: 'button', id: 'attach', title: 'Attach files', onclick: () => fileInput.click() }, 'Attach…');
+  renderChips();
 
   async function send(force) {
     const text = ta.value.trim();
     if (!text) return;
     sendBtn.disabled = true;
+    refusal.hidden = true;
     try {
+      const attachments = await Promise.all(files.map(async f => ({
+        filename: f.name, content_type: f.type || 'application/octet-stream', data: await base64Of(f),
+      })));
       await api('POST', '/conversations/' + c.id + '/messages', {
-        text, kind: wrap.dataset.kind, last_seen_message_id: inbox.lastSeen, force,
+        text, kind: wrap.dataset.kind, last_seen_message_id: inbox.lastSeen, force, attachments,
       });
       ta.value = '';
+      files.length = 0;
+      renderChips();
       conflict.hidden = true;
       inbox.lastSeen = null;
       presence(c.id, 'viewing');
@@ -703,11 +742,15 @@ function composer(c, draft) {
           h('button', { class: 'primary', id: 'send-anyway', onclick: () => send(true) }, 'Send anyway'), ' ',
           h('button', { onclick: async () => { conflict.hidden = true; inbox.lastSeen = null; await openConversation(c.id, false, true); } }, 'Show them first'));
         conflict.hidden = false;
+      } else if (e.status === 413 || e.status === 422) {
+        refusal.textContent = 'Not sent: ' + e.message;
+        refusal.hidden = false;
       } else fail(e);
     } finally { sendBtn.disabled = false; }
   }
 
-  wrap.append(conflict, ta, h('div', { class: 'bar' }, kindSel, canned, h('span', { class: 'grow muted small' }, 'Ctrl+Enter sends'), sendBtn));
+  wrap.append(conflict, ta, chips, refusal, h('div', { class: 'bar' }, kindSel, canned, attachBtn, fileInput,
+    h('span', { class: 'grow muted small' }, 'Ctrl+Enter sends'), sendBtn));
   return wrap;
 }
 

@@ -164,6 +164,9 @@
     "#od-profile input{width:100%;margin:3px 0;padding:6px;border:1px solid #d0d7de;border-radius:6px}" +
     "#od-profile button{margin-top:3px}" +
     "#od-notice{font-size:12px;color:#82071e;padding:0 12px}" +
+    ".od-files{display:flex;flex-direction:column;gap:4px;margin-top:4px}" +
+    ".od-file{color:inherit;font-size:13px;text-decoration:underline;word-break:break-all}" +
+    ".od-file img{display:block;max-width:100%;max-height:160px;border-radius:6px;margin-bottom:2px}" +
     "form#od-compose{display:flex;gap:6px;padding:8px;border-top:1px solid #d0d7de}" +
     "textarea{flex:1;resize:none;height:42px;padding:8px;border:1px solid #d0d7de;border-radius:8px;" +
     "font-size:14px}" +
@@ -353,6 +356,7 @@
     // A survey question with buttons needs no "1 = ..., reply with a number".
     var ob = bubble("out:" + m.id, "out", (m.survey && m.survey.question) || m.text, timeOf(m.at), m.agent);
     if (m.survey && !known) surveyButtons(ob, m.survey);
+    if (m.files && m.files.length && !ob.querySelector(".od-files")) agentFiles(ob, m.files);
     if (m.id > state.maxOutId) state.maxOutId = m.id;
     if (m.state === "sent") queueReceipt("delivered", m.id);
     if (m.state !== "read") {
@@ -366,6 +370,34 @@
         }
       }
     }
+  }
+
+  // An agent's files: an image inline, anything else a download link, each
+  // from the link the desk signed for this visitor (no token needed in it).
+  function fileSize(n) {
+    return n < 1024 ? n + " B" : n < 1048576 ? Math.ceil(n / 1024) + " KB" : (n / 1048576).toFixed(1) + " MB";
+  }
+
+  function agentFiles(b, files) {
+    var stick = atBottom();
+    var box = el("div", { class: "od-files" });
+    files.forEach(function (f) {
+      if (typeof f.url !== "string" || f.url.charAt(0) !== "/") return;
+      var url = base + f.url;
+      var a = el("a", { class: "od-file", href: url, target: "_blank", rel: "noopener noreferrer", download: f.name });
+      if (f.image) {
+        var img = el("img", { src: url, alt: f.name, loading: "lazy" });
+        img.addEventListener("load", function () {
+          // The picture grew the log: keep the newest message in view.
+          if (stick) log.scrollTop = log.scrollHeight;
+        });
+        a.appendChild(img);
+      }
+      a.appendChild(el("span", {}, f.name + " (" + fileSize(f.size || 0) + ")"));
+      box.appendChild(a);
+    });
+    b.insertBefore(box, b.querySelector(".od-meta"));
+    if (stick) log.scrollTop = log.scrollHeight;
   }
 
   // A satisfaction survey: its choices as buttons under the question; a
