@@ -311,3 +311,49 @@ def test_min_score_table_is_validated(rules_dir: Callable[..., Path]) -> None:
         load_rules(
             rules_dir({"00-c.toml": "[classifier]\nmin_score = { anger = 1 }\n"}, classifier=False)
         )
+
+
+def test_a_phrase_after_a_degree_adverb_fused_with_it_matches(shipped: RuleSet) -> None:
+    """The segmenter's dictionary fuses some degree adverbs with what follows (挺好吃,
+    特别感谢, 十分满意, 很漂亮): the phrase after one matches as after 很 in 很/好吃."""
+    for text in ("挺好吃的", "特别感谢！", "十分满意", "衣服很漂亮"):
+        assert shipped.evaluate(inp(text)).category is Category.FEEDBACK, text
+    # 太阳 ("sun") is no 太 ("too"), 最好 ("had better") no 好
+    assert "no phrase matched" in shipped.evaluate(inp("今天太阳很大")).explanation[0]
+
+
+def test_a_chinese_statement_no_phrase_decides_gets_chinese_statement(
+    rules_dir: Callable[..., Path],
+) -> None:
+    rs = load_rules(
+        rules_dir(
+            {
+                "00-classifier.toml": CLASSIFIER.replace(
+                    "[classifier]", '[classifier]\nchinese_statement = "complaint"'
+                )
+            },
+            classifier=False,
+        )
+    )
+    d = rs.evaluate(inp("我要的是排骨饭，送来的是鸡肉饭"))
+    assert d.category is Category.COMPLAINT
+    assert d.explanation[0] == "classifier: complaint 0.33, no phrase matched (chinese_statement)"
+    # a question stays an inquiry, and text in other languages keeps the default
+    assert rs.evaluate(inp("送来的是鸡肉饭吗")).category is Category.INQUIRY
+    assert rs.evaluate(inp("lorem ipsum")).category is Category.INQUIRY
+    plain = load_rules(rules_dir({"00-classifier.toml": CLASSIFIER}, classifier=False))
+    assert plain.evaluate(inp("我要的是排骨饭，送来的是鸡肉饭")).category is Category.INQUIRY
+
+
+def test_chinese_statement_must_be_a_category(rules_dir: Callable[..., Path]) -> None:
+    with pytest.raises(Exception, match="chinese_statement"):
+        load_rules(
+            rules_dir(
+                {
+                    "00-classifier.toml": CLASSIFIER.replace(
+                        "[classifier]", '[classifier]\nchinese_statement = "angry"'
+                    )
+                },
+                classifier=False,
+            )
+        )

@@ -63,17 +63,17 @@ def test_english_complaints_on_twitter(shipped: RuleSet) -> None:
 def test_chinese_complaints_in_delivery_reviews(shipped: RuleSet) -> None:
     report = evaluate_labelled(shipped, waimai(binary=True))
     complaint = report.per_class["complaint"]
-    # measured: F1 0.84 (precision 0.90, recall 0.79), macro-F1 0.79
-    assert complaint.f1 >= 0.80, report.format()
+    # measured: F1 0.90 (precision 0.90, recall 0.90), macro-F1 0.85
+    assert complaint.f1 >= 0.86, report.format()
     assert complaint.precision >= 0.87, report.format()
-    assert report.macro_f1 >= 0.75, report.format()
+    assert report.macro_f1 >= 0.81, report.format()
 
 
 @pytest.mark.corpus(WAIMAI)
 def test_chinese_praise_is_feedback(shipped: RuleSet) -> None:
     report = evaluate_labelled(shipped, waimai(binary=False))
-    # measured: feedback recall 0.74, precision 0.83
-    assert report.per_class["feedback"].recall >= 0.69, report.format()
+    # measured: feedback recall 0.78, precision 0.83
+    assert report.per_class["feedback"].recall >= 0.73, report.format()
     assert report.per_class["feedback"].precision >= 0.78, report.format()
 
 

@@ -18,7 +18,11 @@ It reads ``[classifier]`` and ``[[classifier.phrases]]`` from the rule files (sh
    missed complaint costs more than a misfiled thank-you). Its confidence is its softmax
    share of the three scores. A category scoring below its ``min_score`` is not chosen;
    when none is left (or nothing matched), the default
-   category (inquiry) at confidence 1/3.
+   category (inquiry) at confidence 1/3; or, for a Chinese message that asks nothing
+   (no inquiry phrase: no 吗, 请问, ? ...), ``chinese_statement`` if set. A Chinese
+   review or message that states something in words no phrase knows is more often a
+   complaint told as a story (送的是鸡肉饭, 酱都不给) than a question, and praise comes in
+   set words the phrases know.
 """
 
 from __future__ import annotations
@@ -62,6 +66,9 @@ class Phrase:
 @dataclass(frozen=True, slots=True)
 class ClassifierConfig:
     default: Category = Category.INQUIRY
+    # What a Chinese message gets when no category is chosen and nothing in it asks a
+    # question (its inquiry score is 0). None: ``default``.
+    chinese_statement: Category | None = None
     # A category needs at least this score to be chosen (per category; absent: any
     # positive score). Lets one weak word ("still", "wrong") hint without deciding.
     min_score: Mapping[Category, float] = field(default_factory=dict)
@@ -104,13 +111,14 @@ class Classification:
     scores: dict[Category, float]
     evidence: list[Evidence] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)  # negated phrases that counted for nothing
+    fallback: str = "default"  # why no phrase deciding gave this category
 
     def explanation(self) -> str:
         if not self.evidence:
             note = f"; ignored {', '.join(self.ignored)}" if self.ignored else ""
             return (
                 f"classifier: {self.category} {self.confidence:.2f}, no phrase matched "
-                f"(default){note}"
+                f"({self.fallback}){note}"
             )
         for_it = [str(e) for e in self.evidence if e.category == self.category]
         against = [f"{e} for {e.category}" for e in self.evidence if e.category != self.category]
@@ -143,12 +151,14 @@ class Classifier:
         evidence: list[Evidence] = []
         ignored: list[str] = []
         seen: set[tuple[str, bool]] = set()
+        chinese = False
         if self._phrases:
             for name, getter in (("subject", context.subject), ("text", context.text)):
                 folded = ctx.folded(name, getter)
                 if folded:
                     self._score(folded[0], ctx.hits(name, getter), scores, evidence, ignored, seen)
-        return self._decide(scores, evidence, ignored)
+                    chinese = chinese or has_han(folded[0])
+        return self._decide(scores, evidence, ignored, chinese=chinese)
 
     def _score(
         self,
@@ -235,12 +245,22 @@ class Classifier:
         return best if units <= window else None
 
     def _decide(
-        self, scores: dict[Category, float], evidence: list[Evidence], ignored: list[str]
+        self,
+        scores: dict[Category, float],
+        evidence: list[Evidence],
+        ignored: list[str],
+        *,
+        chinese: bool = False,
     ) -> Classification:
         eligible = [
             c for c in Category if scores[c] > 0 and scores[c] >= self.config.min_score.get(c, 0)
         ]
         if not eligible:
+            statement = self.config.chinese_statement
+            if statement is not None and chinese and scores[Category.INQUIRY] <= 0:
+                return Classification(
+                    statement, 1 / len(Category), scores, evidence, ignored, "chinese_statement"
+                )
             return Classification(self.config.default, 1 / len(Category), scores, evidence, ignored)
         best = min(eligible, key=lambda c: (-scores[c], _TIE_ORDER[c]))
         # Softmax: one weak phrase (+1) gives 0.58, a strong one (+3) 0.91.

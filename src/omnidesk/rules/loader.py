@@ -36,6 +36,7 @@ HOURS_KEYS = ("days", "from", "to")
 RULE_KEYS = ("name", "description", "order", "enabled", "timezone", "when", "then", "stop", "on")
 CLASSIFIER_KEYS = (
     "default",
+    "chinese_statement",
     "min_score",
     "negation_window",
     "negators",
@@ -359,6 +360,7 @@ class _Loader:
         self._unknown_keys(raw, CLASSIFIER_KEYS, "[classifier]", report)
         for key in (
             "default",
+            "chinese_statement",
             "min_score",
             "negation_window",
             "contrast_weight",
@@ -372,11 +374,11 @@ class _Loader:
                 continue
             self.classifier_defined[key] = doc.path
             value = raw[key]
-            if key == "default":
+            if key in ("default", "chinese_statement"):
                 if isinstance(value, str) and value in {c.value for c in Category}:
                     self.classifier[key] = Category(value)
                 else:
-                    report(f"unknown category {value!r} for default", key)
+                    report(f"unknown category {value!r} for {key}", key)
             elif key == "min_score":
                 self.classifier[key] = self.min_score(value, report)
             elif key == "contrast_weight":
@@ -642,6 +644,7 @@ class _Loader:
     def classifier_config(self) -> ClassifierConfig:
         return ClassifierConfig(
             default=self.classifier.get("default", Category.INQUIRY),
+            chinese_statement=self.classifier.get("chinese_statement"),
             min_score=self.classifier.get("min_score", {}),
             negation_window=self.classifier.get("negation_window", 3),
             negators=tuple(self.negators),

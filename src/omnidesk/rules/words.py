@@ -54,12 +54,34 @@ def segment(text: str) -> tuple[str, ...]:
     return tuple(rjieba.cut(text))
 
 
+# Degree adverbs the dictionary fuses with what follows them (挺好吃, 特别感谢, 十分满意,
+# 很漂亮, 挺快): the word after one is a word of its own for the phrases, so 好吃,
+# 感谢, 满意 match there as they do after 很 in 很/好吃. Not 太 (a phrase of its own, and
+# 太阳 is "sun"), nor 最 (最好: "had better"), nor 好 (好吃, 好多).
+_DEGREE = (
+    "非常", "特别", "十分", "比较", "相当", "超级", "极其", "格外", "灰常",
+    "挺", "很", "蛮", "超", "真",
+)  # fmt: skip
+
+
+def _cut_degree(token: str) -> int:
+    """Where the word after a leading degree adverb starts in ``token`` (0: none)."""
+    for prefix in _DEGREE:
+        if token.startswith(prefix) and len(token) > len(prefix):
+            return len(prefix)
+    return 0
+
+
 @lru_cache(maxsize=512)
 def word_bounds(text: str) -> frozenset[int]:
-    """Offsets in ``text`` where a word starts or ends."""
+    """Offsets in ``text`` where a word starts or ends (and where a word follows a
+    degree adverb fused with it)."""
     bounds = {0}
     at = 0
     for token in segment(text):
+        cut = _cut_degree(token) if has_han(token) else 0
+        if cut:
+            bounds.add(at + cut)
         at += len(token)
         bounds.add(at)
     return frozenset(bounds)
