@@ -357,3 +357,12 @@ def test_chinese_statement_must_be_a_category(rules_dir: Callable[..., Path]) ->
                 classifier=False,
             )
         )
+
+
+def test_shipped_rules_leave_a_chinese_request_an_inquiry(shipped: RuleSet) -> None:
+    """``chinese_statement`` is not set in the shipped rules: a request that asks
+    nothing in words no phrase knows stays the default, not a complaint."""
+    for text in ("帮我查一下快递", "我想改一下地址"):
+        d = shipped.evaluate(inp(text))
+        assert d.category is Category.INQUIRY, text
+        assert "(default)" in d.explanation[0]

