@@ -68,15 +68,18 @@ from ...model import (
     StatusUpdate,
 )
 from ..base import ChannelAdapter, ChannelContext
+from ..media import upload_name
 from .api import (
+    KF_MEDIA_KINDS,
     MAX_AGE,
     WeChatApi,
     WeChatApiError,
     WeComKfClient,
     aes_crypto,
-    refuse_attachments,
+    check_media,
     send_error,
     stale,
+    upload_media,
     utf8_chunks,
 )
 
@@ -415,19 +418,28 @@ class WeChatKfChannel(ChannelAdapter):
             last = await queries.last_inbound_at(message.conversation_id, message.recipient)
             if last is not None and time.time() - last > WINDOW_SECONDS:
                 raise SendError(WINDOW_REASON, retry=False)
-        refuse_attachments(message)
-        if not message.text.strip():
+        files = check_media(message, KF_MEDIA_KINDS, "WeChat customer service")
+        pieces = utf8_chunks(message.text, MAX_TEXT_BYTES) if message.text.strip() else []
+        if not pieces and not files:
             raise SendError("nothing to send: the reply has no text", retry=False)
+        bodies: list[dict[str, Any]] = [
+            {"msgtype": "text", "text": {"content": piece}} for piece in pieces
+        ]
         try:
             await self._take_session(kfid, user)
+            for a, kind, ctype in files:
+                assert a.data is not None
+                media_id = await upload_media(
+                    self.api, kind.name, upload_name(a, ctype), a.data, ctype
+                )
+                bodies.append({"msgtype": kind.name, kind.name: {"media_id": media_id}})
             sent = ""
-            for i, piece in enumerate(utf8_chunks(message.text, MAX_TEXT_BYTES)):
+            for i, content in enumerate(bodies):
                 body = {
                     "touser": user,
                     "open_kfid": kfid,
                     "msgid": f"od{message.outbox_id}x{i}",
-                    "msgtype": "text",
-                    "text": {"content": piece},
+                    **content,
                 }
 
                 def post(client: Any, data: dict[str, Any] = body) -> Any:

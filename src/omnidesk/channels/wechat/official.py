@@ -68,16 +68,19 @@ from ...model import (
     Skip,
 )
 from ..base import ChannelAdapter, ChannelContext, IntakeError
+from ..media import upload_name
 from .api import (
     MAX_AGE,
+    OFFICIAL_MEDIA_KINDS,
     OfficialAccountClient,
     ReplayGuard,
     WeChatApi,
     WeChatApiError,
     aes_crypto,
-    refuse_attachments,
+    check_media,
     send_error,
     stale,
+    upload_media,
     utf8_chunks,
 )
 
@@ -382,21 +385,37 @@ class WeChatOfficialChannel(ChannelAdapter):
             last = await queries.last_inbound_at(message.conversation_id, message.recipient)
             if last is not None and time.time() - last > WINDOW_SECONDS:
                 raise SendError(WINDOW_REASON, retry=False)
-        refuse_attachments(message)
-        if not message.text.strip():
+        files = check_media(message, OFFICIAL_MEDIA_KINDS, "WeChat Official Account")
+        pieces = utf8_chunks(message.text, MAX_TEXT_BYTES) if message.text.strip() else []
+        if not pieces and not files:
             raise SendError("nothing to send: the reply has no text", retry=False)
-        for piece in utf8_chunks(message.text, MAX_TEXT_BYTES):
+        try:
+            for piece in pieces:
 
-            def send_text(client: Any, text: str = piece) -> Any:
-                return client.message.send_text(openid, text)
+                def send_text(client: Any, text: str = piece) -> Any:
+                    return client.message.send_text(openid, text)
 
-            try:
                 await self.api.call(send_text)
-            except WeChatApiError as exc:
-                err = send_error(exc, REFUSALS)
-                if exc.token_fetch or exc.errcode == 48001:
-                    self.set_health(False, "failing", err.reason)
-                raise err from None
+            for a, kind, ctype in files:
+                assert a.data is not None
+                name = upload_name(a, ctype)
+                media_id = await upload_media(self.api, kind.name, name, a.data, ctype)
+
+                def send_media(
+                    client: Any, k: str = kind.name, mid: str = media_id, title: str = name
+                ) -> Any:
+                    if k == "image":
+                        return client.message.send_image(openid, mid)
+                    if k == "voice":
+                        return client.message.send_voice(openid, mid)
+                    return client.message.send_video(openid, mid, title=title)
+
+                await self.api.call(send_media)
+        except WeChatApiError as exc:
+            err = send_error(exc, REFUSALS)
+            if exc.token_fetch or exc.errcode == 48001:
+                self.set_health(False, "failing", err.reason)
+            raise err from None
         self.set_health(True, "running", "replies are being delivered")
         # WeChat gives customer-service messages no id.
         return SendResult(provider_id=None)
