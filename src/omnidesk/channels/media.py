@@ -70,7 +70,8 @@ def media_plan(
             )
         if len(a.data) > kind.max_bytes:
             raise SendError(
-                f"{name} is too large for {product} ({_size(len(a.data))}; a {kind.name}"
+                f"{name} is too large for {product} ({_size(len(a.data))};"
+                f" {'an' if kind.name[0] in 'aeiou' else 'a'} {kind.name}"
                 f" may be at most {_size(kind.max_bytes)}); share a link to the file instead",
                 retry=False,
             )
