@@ -87,6 +87,7 @@ class GraphApiStandIn:
         # Customers whose 24-hour window is closed (WhatsApp wa_id / Messenger PSID).
         self.window_closed: set[str] = set()
         self.uploads: dict[str, Upload] = {}
+        self.upload_script: deque[ScriptedError] = deque()  # failures for uploads
         self._ids = itertools.count(1)
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
@@ -195,6 +196,10 @@ class GraphApiStandIn:
         parts = call.path.strip("/").split("/")
         if request.method == "GET" and len(parts) == 1:
             return web.json_response({"id": parts[0], "name": "Stand-in sender"})
+        uploading = parts[-1] in ("media", "message_attachments") and len(parts) == 2
+        if request.method == "POST" and uploading and self.upload_script:
+            e = self.upload_script.popleft()
+            return self._error(e.status, e)
         if request.method == "POST" and len(parts) == 2 and parts[1] == "media":
             return self._wa_upload(call)
         if request.method == "POST" and len(parts) == 2 and parts[1] == "message_attachments":

@@ -78,6 +78,7 @@ class WeChatApiStandIn:
         self.expired: set[str] = set()
         self.tokens_issued = 0
         self.script: deque[tuple[int, str]] = deque()
+        self.nth_failures: dict[tuple[str, int], tuple[int, str]] = {}
         self.window_closed: set[str] = set()
         self.kf_messages: dict[str, list[dict[str, Any]]] = {}
         self.uploads: dict[str, Upload] = {}
@@ -91,6 +92,10 @@ class WeChatApiStandIn:
     def fail_next(self, errcode: int, errmsg: str = "scripted failure", times: int = 1) -> None:
         for _ in range(times):
             self.script.append((errcode, errmsg))
+
+    def fail_nth(self, path: str, n: int, errcode: int, errmsg: str = "scripted failure") -> None:
+        """The ``n``-th call (from 0) to ``path`` fails with this error."""
+        self.nth_failures[(path, n)] = (errcode, errmsg)
 
     def expire_tokens(self) -> None:
         """Every token issued so far now answers 42001 (expired)."""
@@ -140,7 +145,8 @@ class WeChatApiStandIn:
             except ValueError:
                 body = None
         call = Call(request.method, path, dict(request.query), body)
-        call.answer = self._answer(call)
+        failure = self.nth_failures.pop((path, len(self.of(path))), None)
+        call.answer = self._err(*failure) if failure else self._answer(call)
         self.calls.append(call)
         async with self._changed:
             self._changed.notify_all()

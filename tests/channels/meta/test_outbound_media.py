@@ -15,6 +15,7 @@ from tests.channels.meta.test_messenger import delivery_state
 from tests.channels.meta.test_whatsapp import CUSTOMER
 from tests.channels.meta.test_whatsapp import customer_writes as wa_customer_writes
 from tests.conftest import reply_with_files
+from tests.standins.graph_api import ScriptedError
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 PDF = b"%PDF-1.4 invoice 1234\n%%EOF"
@@ -91,6 +92,21 @@ async def test_whatsapp_generic_content_type_is_told_by_the_file_name(meta: Meta
     await delivery_state(meta, conv_id, mid, "sent")
     [u] = meta.graph.uploads.values()
     assert u.fields["type"] == "text/plain"
+
+
+async def test_a_retried_upload_does_not_send_the_text_again(meta: Meta) -> None:
+    conv_id = await wa_customer_writes(meta)
+    meta.graph.upload_script.append(ScriptedError(503, 2, "Service temporarily unavailable"))
+    mid = await reply_with_files(
+        meta.daemon, conv_id, "Your invoice:", Attachment("invoice.pdf", "application/pdf", PDF)
+    )
+    await delivery_state(meta, conv_id, mid, "sent")
+    texts = [c for c in meta.graph.sends() if c.body["type"] == "text"]
+    documents = [c for c in meta.graph.sends() if c.body["type"] == "document"]
+    assert len(texts) == 1 and len(documents) == 1
+    assert [u.data for u in meta.graph.uploads.values()] == [PDF]
+    uploads = [c for c in meta.graph.calls if c.path.endswith("/media")]
+    assert [c.status for c in uploads] == [503, 200]
 
 
 # -- Messenger and Instagram -----------------------------------------------------------

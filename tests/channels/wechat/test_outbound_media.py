@@ -91,3 +91,16 @@ async def test_kf_refuses_oversized_and_tiny_files(wechat: WeChat) -> None:
     m = await wechat.delivery_state(conv_id, mid, "failed")
     assert "x.txt is too small for WeChat customer service" in m["delivery_error"]
     assert wechat.api.of("media/upload") == [] and wechat.api.of("kf/send_msg") == []
+
+
+async def test_kf_retry_after_a_busy_answer_sends_nothing_twice(wechat: WeChat) -> None:
+    conv_id = await kf_customer_writes(wechat, "m3")
+    # The text goes out; WeChat is busy for the file's message, then takes it.
+    wechat.api.fail_nth("kf/send_msg", 1, -1, "system error")
+    mid = await reply_with_files(
+        wechat.daemon, conv_id, "发票如下", Attachment("invoice.pdf", "application/pdf", data=PDF)
+    )
+    await wechat.delivery_state(conv_id, mid, "sent")
+    sent = [c.body for c in wechat.api.of("kf/send_msg") if c.answer["errcode"] == 0]
+    assert [s["msgtype"] for s in sent] == ["text", "file"]
+    assert [c.answer["errcode"] for c in wechat.api.of("kf/send_msg")] == [0, -1, 0]

@@ -3,7 +3,9 @@ Send API. Instagram messaging uses the same API (``instagram.py``)."""
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
 from ...identity import normalize_identity
@@ -24,6 +26,7 @@ from ...model import (
     StatusUpdate,
 )
 from ..media import MediaKind, media_plan, upload_name
+from ..parts import send_steps
 from .graph import (
     TEXT_LIMITS,
     ConfigurationProblem,
@@ -322,37 +325,41 @@ class PageChannel(MetaChannel):
         files = media_plan(message, self.media_kinds, self.platform.capitalize())
         owner = self.page_id or page or "me"
         path = f"{owner}/messages"
-        last_id: str | None = None
         parts = _chunks(message.text, TEXT_LIMITS[self.platform]) if message.text.strip() else []
         if not parts and not files:
             raise SendError("nothing to send: the reply has no text", retry=False)
         buttons = survey_quick_replies(message.meta.get("survey"))
+        steps: list[Callable[[], Awaitable[str | None]]] = []
         for i, part in enumerate(parts):
             body = self._message_body(part)
             if buttons and i == len(parts) - 1:
                 body["quick_replies"] = buttons
-            last_id = await self._send_one(path, psid, body) or last_id
+            steps.append(functools.partial(self._send_one, path, psid, body))
         for a, kind, ctype in files:
-            assert a.data is not None
-            # The Attachment Upload API, then a message naming the attachment id.
-            fields = {
-                "message": json.dumps(
-                    {"attachment": {"type": kind.name, "payload": {"is_reusable": True}}}
-                ),
-                **self._upload_fields(),
-            }
-            name = upload_name(a, ctype, ascii=True)
-            up = await self._upload(
-                f"{owner}/message_attachments", fields, "filedata", name, a.data, ctype
-            )
-            att_id = _str_id(up.get("attachment_id"))
-            if not att_id:
-                raise SendError("Meta answered the attachment upload without an id", retry=True)
-            attachment = {"type": kind.name, "payload": {"attachment_id": att_id}}
-            sent = await self._send_one(path, psid, self._mark({"attachment": attachment}))
-            last_id = sent or last_id
+            steps.append(functools.partial(self._send_file, owner, psid, a, kind, ctype))
+        ids = await send_steps(self.ctx.state, message.outbox_id, steps)
+        last_id = next((i for i in reversed(ids) if i), None)
         self.set_health(True, "running", "replies are being delivered")
         return SendResult(provider_id=last_id)
+
+    async def _send_file(
+        self, owner: str, psid: str, a: Attachment, kind: MediaKind, ctype: str
+    ) -> str | None:
+        """The Attachment Upload API, then a message naming the attachment id."""
+        assert a.data is not None
+        payload = {"attachment": {"type": kind.name, "payload": {"is_reusable": True}}}
+        fields = {"message": json.dumps(payload), **self._upload_fields()}
+        name = upload_name(a, ctype, ascii=True)
+        up = await self._upload(
+            f"{owner}/message_attachments", fields, "filedata", name, a.data, ctype
+        )
+        att_id = _str_id(up.get("attachment_id"))
+        if not att_id:
+            raise SendError("Meta answered the attachment upload without an id", retry=True)
+        attachment = {"type": kind.name, "payload": {"attachment_id": att_id}}
+        return await self._send_one(
+            f"{owner}/messages", psid, self._mark({"attachment": attachment})
+        )
 
     async def _send_one(self, path: str, psid: str, message: dict[str, Any]) -> str | None:
         body: dict[str, Any] = {

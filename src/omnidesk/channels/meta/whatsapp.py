@@ -8,7 +8,7 @@ import functools
 import json
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ClassVar
 
 from ...identity import normalize_identity, normalize_phone
@@ -29,6 +29,7 @@ from ...model import (
     StatusUpdate,
 )
 from ..media import MediaKind, media_plan, upload_name
+from ..parts import send_steps
 from .graph import (
     TEXT_LIMITS,
     WHATSAPP_WINDOW_REASON,
@@ -403,10 +404,10 @@ class WhatsAppChannel(MetaChannel):
         if survey is not None:
             data = await self._post(f"{number}/messages", {**target, **survey})
             return SendResult(provider_id=_wamid(data))
-        last_id: str | None = None
         parts = _chunks(message.text, TEXT_LIMITS["whatsapp"]) if message.text.strip() else []
         if not parts and not files:
             raise SendError("nothing to send: the reply has no text", retry=False)
+        steps: list[Callable[[], Awaitable[str | None]]] = []
         for i, part in enumerate(parts):
             body: dict[str, Any] = {
                 **target,
@@ -415,32 +416,34 @@ class WhatsAppChannel(MetaChannel):
             }
             if i == 0 and self.quote_replies and message.reply_to_external_id:
                 body["context"] = {"message_id": message.reply_to_external_id}
-            data = await self._post(f"{number}/messages", body)
-            last_id = _wamid(data) or last_id
+            steps.append(functools.partial(self._send_body, f"{number}/messages", body))
         for a, kind, ctype in files:
-            assert a.data is not None
-            # Upload, then send a message of the file's kind naming the media id.
-            name = upload_name(a, ctype)
-            up = await self._upload(
-                f"{number}/media",
-                {"messaging_product": "whatsapp", "type": ctype},
-                "file",
-                name,
-                a.data,
-                ctype,
-            )
-            media_id = _str_id(up.get("id"))
-            if not media_id:
-                raise SendError("WhatsApp answered the media upload without an id", retry=True)
-            media: dict[str, Any] = {"id": media_id}
-            if kind.name == "document":
-                media["filename"] = name
-            data = await self._post(
-                f"{number}/messages", {**target, "type": kind.name, kind.name: media}
-            )
-            last_id = _wamid(data) or last_id
+            steps.append(functools.partial(self._send_file, number, target, a, kind, ctype))
+        ids = await send_steps(self.ctx.state, message.outbox_id, steps)
+        last_id = next((i for i in reversed(ids) if i), None)
         self.set_health(True, "running", "replies are being delivered")
         return SendResult(provider_id=last_id)
+
+    async def _send_body(self, path: str, body: dict[str, Any]) -> str | None:
+        return _wamid(await self._post(path, body))
+
+    async def _send_file(
+        self, number: str, target: dict[str, Any], a: Attachment, kind: MediaKind, ctype: str
+    ) -> str | None:
+        """Upload the file, then send a message of its kind naming the media id."""
+        assert a.data is not None
+        name = upload_name(a, ctype)
+        fields = {"messaging_product": "whatsapp", "type": ctype}
+        up = await self._upload(f"{number}/media", fields, "file", name, a.data, ctype)
+        media_id = _str_id(up.get("id"))
+        if not media_id:
+            raise SendError("WhatsApp answered the media upload without an id", retry=True)
+        media: dict[str, Any] = {"id": media_id}
+        if kind.name == "document":
+            media["filename"] = name
+        return await self._send_body(
+            f"{number}/messages", {**target, "type": kind.name, kind.name: media}
+        )
 
     def _recipient(self, who: Identity) -> dict[str, Any]:
         base = {"messaging_product": "whatsapp", "recipient_type": "individual"}

@@ -39,6 +39,7 @@ them: the reply fails with the reason. WeChat accepts five messages within
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import random
@@ -69,6 +70,7 @@ from ...model import (
 )
 from ..base import ChannelAdapter, ChannelContext
 from ..media import upload_name
+from ..parts import send_steps
 from .api import (
     KF_MEDIA_KINDS,
     MAX_AGE,
@@ -427,32 +429,44 @@ class WeChatKfChannel(ChannelAdapter):
         ]
         try:
             await self._take_session(kfid, user)
+            # Every file is uploaded before anything is sent: a refused upload
+            # sends nothing.
             for a, kind, ctype in files:
                 assert a.data is not None
                 media_id = await upload_media(
                     self.api, kind.name, upload_name(a, ctype), a.data, ctype
                 )
                 bodies.append({"msgtype": kind.name, kind.name: {"media_id": media_id}})
-            sent = ""
-            for i, content in enumerate(bodies):
-                body = {
-                    "touser": user,
-                    "open_kfid": kfid,
-                    "msgid": f"od{message.outbox_id}x{i}",
-                    **content,
-                }
-
-                def post(client: Any, data: dict[str, Any] = body) -> Any:
-                    return client.post("kf/send_msg", data=data)
-
-                resp = _d(await self.api.call(post))
-                sent = _s(resp.get("msgid")) or str(body["msgid"])
         except WeChatApiError as exc:
-            err = send_error(exc, REFUSALS, product="WeChat customer service")
-            if exc.token_fetch:
-                self.set_health(False, "failing", err.reason)
-            raise err from None
+            raise self._refused(exc) from None
+        steps = [
+            functools.partial(
+                self._send_msg,
+                {"touser": user, "open_kfid": kfid, "msgid": f"od{message.outbox_id}x{i}", **c},
+            )
+            for i, c in enumerate(bodies)
+        ]
+        ids = await send_steps(self.ctx.state, message.outbox_id, steps)
+        sent = ids[-1]
         return SendResult(provider_id=sent)
+
+    async def _send_msg(self, body: dict[str, Any]) -> str:
+        """One ``kf/send_msg``; its msgid."""
+
+        def post(client: Any) -> Any:
+            return client.post("kf/send_msg", data=body)
+
+        try:
+            resp = _d(await self.api.call(post))
+        except WeChatApiError as exc:
+            raise self._refused(exc) from None
+        return _s(resp.get("msgid")) or str(body["msgid"])
+
+    def _refused(self, exc: WeChatApiError) -> SendError:
+        err = send_error(exc, REFUSALS, product="WeChat customer service")
+        if exc.token_fetch:
+            self.set_health(False, "failing", err.reason)
+        return err
 
     async def _take_session(self, kfid: str, user: str) -> None:
         """Hand a new session to the API (state 0 -> 1), so the agent who
