@@ -322,6 +322,18 @@ async def agent_reply(c: httpx.AsyncClient, conversation_id: int, text: str) -> 
     return r.json()  # type: ignore[no-any-return]
 
 
+async def reply_with_files(daemon: Daemon, conversation_id: int, text: str, *files: Any) -> int:
+    """Queue an agent's reply carrying ``files`` (``Attachment``s) and wake
+    the outbox; returns the reply's message id."""
+    from omnidesk.outbox import queue_reply
+
+    row = await daemon.store.write(
+        queue_reply, conversation_id, text=text, author="alice", attachments=list(files)
+    )
+    daemon.outbox.wake()
+    return int(row["id"])
+
+
 async def wait_delivery(
     c: httpx.AsyncClient, conversation_id: int, message_id: int, *states: str
 ) -> dict[str, Any]:

@@ -9,8 +9,18 @@ Endpoints (any ``/vNN.N/`` version prefix):
   messages endpoint (``to`` or ``recipient``, ``type`` text/template/media)
   answering ``{"messaging_product", "contacts": [{"input", "wa_id"}],
   "messages": [{"id": "wamid..."}]}``;
+* ``POST /{phone-number-id}/media`` - the WhatsApp media upload
+  (multipart/form-data: ``messaging_product=whatsapp``, ``type``, ``file``)
+  answering ``{"id"}``; a media message must name an id it gave;
+* ``POST /{page-id}/message_attachments`` - the Attachment Upload API
+  (multipart: ``message`` JSON with ``attachment.type``, ``filedata``, and
+  ``platform=instagram`` for Instagram) answering ``{"attachment_id"}``; a
+  Send API attachment must name an id it gave;
 * ``GET /{id}`` and ``GET /me`` - the sender itself (the adapter's start-up
   token check).
+
+Every upload is kept in ``uploads`` (id -> ``Upload``: the form fields, file
+name, content type and bytes as they arrived).
 
 The access token is checked (``Authorization: Bearer`` or ``access_token``
 query parameter): a wrong one gets Meta's code 190. Errors have Meta's shape
@@ -32,6 +42,8 @@ from typing import Any
 
 from aiohttp import web
 
+from .server import read_form
+
 _VERSIONED = re.compile(r"^/(v\d+\.\d+)/(.+)$")
 
 
@@ -44,6 +56,16 @@ class GraphCall:
     query: dict[str, str]
     body: Any
     status: int = 0  # what the stand-in answered
+
+
+@dataclass
+class Upload:
+    id: str
+    path: str
+    fields: dict[str, str]
+    filename: str
+    content_type: str
+    data: bytes
 
 
 @dataclass
@@ -64,6 +86,8 @@ class GraphApiStandIn:
         self.script: deque[ScriptedError] = deque()
         # Customers whose 24-hour window is closed (WhatsApp wa_id / Messenger PSID).
         self.window_closed: set[str] = set()
+        self.uploads: dict[str, Upload] = {}
+        self.upload_script: deque[ScriptedError] = deque()  # failures for uploads
         self._ids = itertools.count(1)
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
@@ -133,11 +157,15 @@ class GraphApiStandIn:
 
     async def _handle(self, request: web.Request) -> web.Response:
         m = _VERSIONED.match(request.path)
-        raw = await request.read()
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            body = raw.decode("utf-8", "replace")
+        body: Any
+        if request.content_type == "multipart/form-data":
+            body = await read_form(request)
+        else:
+            raw = await request.read()
+            try:
+                body = json.loads(raw) if raw else None
+            except ValueError:
+                body = raw.decode("utf-8", "replace")
         call = GraphCall(
             method=request.method,
             path=m.group(2) if m else request.path.lstrip("/"),
@@ -168,6 +196,14 @@ class GraphApiStandIn:
         parts = call.path.strip("/").split("/")
         if request.method == "GET" and len(parts) == 1:
             return web.json_response({"id": parts[0], "name": "Stand-in sender"})
+        uploading = parts[-1] in ("media", "message_attachments") and len(parts) == 2
+        if request.method == "POST" and uploading and self.upload_script:
+            e = self.upload_script.popleft()
+            return self._error(e.status, e)
+        if request.method == "POST" and len(parts) == 2 and parts[1] == "media":
+            return self._wa_upload(call)
+        if request.method == "POST" and len(parts) == 2 and parts[1] == "message_attachments":
+            return self._attachment_upload(call)
         if request.method == "POST" and len(parts) == 2 and parts[1] == "messages":
             if self.script:
                 e = self.script.popleft()
@@ -181,6 +217,45 @@ class GraphApiStandIn:
             400,
             ScriptedError(400, 100, f"Unsupported {request.method} request to /{call.path}"),
         )
+
+    def _file(self, call: GraphCall, field: str) -> tuple[str, str, bytes] | None:
+        if not isinstance(call.body, dict) or not isinstance(call.body.get(field), tuple):
+            return None
+        f: tuple[str, str, bytes] = call.body[field]
+        return f
+
+    def _keep(self, call: GraphCall, prefix: str, f: tuple[str, str, bytes]) -> str:
+        uid = f"{prefix}{next(self._ids)}"
+        fields = {k: v for k, v in call.body.items() if isinstance(v, str)}
+        self.uploads[uid] = Upload(uid, call.path, fields, f[0], f[1], f[2])
+        return uid
+
+    def _wa_upload(self, call: GraphCall) -> web.Response:
+        f = self._file(call, "file")
+        if f is None:
+            return self._invalid("file is required (multipart/form-data)")
+        if call.body.get("messaging_product") != "whatsapp":
+            return self._invalid("messaging_product must be whatsapp")
+        if not call.body.get("type"):
+            return self._invalid("type is required")
+        if call.body["type"] != f[1]:
+            return self._invalid(f"type {call.body['type']} is not the file's type {f[1]}")
+        return web.json_response({"id": self._keep(call, "9000", f)})
+
+    def _attachment_upload(self, call: GraphCall) -> web.Response:
+        f = self._file(call, "filedata")
+        if f is None:
+            return self._invalid("filedata is required (multipart/form-data)")
+        try:
+            message = json.loads(call.body.get("message") or "")
+            kind = message["attachment"]["type"]
+        except (ValueError, KeyError, TypeError):
+            return self._invalid("message.attachment.type is required")
+        if kind not in ("image", "audio", "video", "file"):
+            return self._invalid("attachment type must be image, audio, video or file")
+        if any(ord(ch) > 127 for ch in f[0]):
+            return self._invalid("file names must be ASCII")
+        return web.json_response({"attachment_id": self._keep(call, "7000", f)})
 
     def _invalid(self, why: str) -> web.Response:
         return self._error(400, ScriptedError(400, 100, f"(#100) Invalid parameter: {why}"))
@@ -197,6 +272,11 @@ class GraphApiStandIn:
         message = body.get("message")
         if not isinstance(message, dict) or not (message.get("text") or message.get("attachment")):
             return self._invalid("message must have text or an attachment")
+        att = message.get("attachment")
+        if isinstance(att, dict):
+            aid = (att.get("payload") or {}).get("attachment_id")
+            if aid is not None and str(aid) not in self.uploads:
+                return self._invalid(f"unknown attachment_id {aid}")
         text = message.get("text")
         if isinstance(text, str) and len(text) > 2000:
             return self._invalid("message.text must be at most 2000 characters")
@@ -275,6 +355,8 @@ class GraphApiStandIn:
             media = body.get(mtype)
             if not isinstance(media, dict) or not (media.get("id") or media.get("link")):
                 return self._invalid(f"{mtype}.id or {mtype}.link is required")
+            if media.get("id") and str(media["id"]) not in self.uploads:
+                return self._invalid(f"unknown media id {media['id']}")
         wamid = f"wamid.STANDIN{next(self._ids)}"
         return web.json_response(
             {

@@ -49,3 +49,13 @@ class StandInServer:
                 await self._changed.wait_for(done)
 
         await asyncio.wait_for(wait(), timeout)
+
+
+async def read_form(request: web.Request) -> dict[str, Any]:
+    """A multipart/form-data body: text fields as strings, files as
+    ``(filename, content_type, bytes)``."""
+    form = await request.post()
+    return {
+        k: (v.filename, v.content_type, v.file.read()) if isinstance(v, web.FileField) else str(v)
+        for k, v in form.items()
+    }

@@ -7,8 +7,12 @@ Official Account (api.weixin.qq.com):
 * ``GET /cgi-bin/token?grant_type=client_credential&appid&secret`` -
   ``{"access_token", "expires_in"}``, or 40013 / 40125 for a wrong id / secret;
 * ``POST /cgi-bin/message/custom/send?access_token=`` - a customer-service
-  message (``touser``, ``msgtype`` text, ``text.content``); 45015 when the
-  customer's 48-hour window is closed (``window_closed``).
+  message (``touser``, ``msgtype`` text with ``text.content``, or image /
+  voice / video with a ``media_id`` this stand-in gave); 45015 when the
+  customer's 48-hour window is closed (``window_closed``);
+* ``POST /cgi-bin/media/upload?access_token=&type=`` (both APIs) - a
+  temporary medium (multipart/form-data, field ``media`` with a file name),
+  answering ``{"type", "media_id", "created_at"}``; kept in ``uploads``.
 
 WeCom (qyapi.weixin.qq.com):
 
@@ -16,7 +20,8 @@ WeCom (qyapi.weixin.qq.com):
 * ``POST /cgi-bin/kf/sync_msg`` - the messages queued by ``kf_push`` for an
   ``open_kfid``, from ``cursor`` (an opaque string here: ``c<index>``), at most
   ``limit``, with ``next_cursor`` and ``has_more``;
-* ``POST /cgi-bin/kf/send_msg`` - ``{"msgid"}``;
+* ``POST /cgi-bin/kf/send_msg`` - ``{"msgid"}`` (text, or image / voice /
+  video / file with an uploaded ``media_id``);
 * ``POST /cgi-bin/kf/service_state/get`` and ``/trans`` - each session's
   state (0 new until changed), with WeCom's allowed transitions.
 
@@ -36,6 +41,8 @@ from typing import Any
 
 from aiohttp import web
 
+from .server import read_form
+
 _TRANSITIONS = {0: {1, 2, 3, 4}, 1: {1, 2, 3, 4}, 2: {2, 3, 4}, 3: {3, 4}, 4: set()}
 
 
@@ -46,6 +53,18 @@ class Call:
     query: dict[str, str]
     body: Any
     answer: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Upload:
+    media_id: str
+    type: str
+    filename: str
+    content_type: str
+    data: bytes
+
+
+_UPLOAD_TYPES = frozenset({"image", "voice", "video", "thumb", "file"})
 
 
 class WeChatApiStandIn:
@@ -59,8 +78,10 @@ class WeChatApiStandIn:
         self.expired: set[str] = set()
         self.tokens_issued = 0
         self.script: deque[tuple[int, str]] = deque()
+        self.nth_failures: dict[tuple[str, int], tuple[int, str]] = {}
         self.window_closed: set[str] = set()
         self.kf_messages: dict[str, list[dict[str, Any]]] = {}
+        self.uploads: dict[str, Upload] = {}
         self.service_state: dict[tuple[str, str], tuple[int, str]] = {}
         self._ids = itertools.count(1)
         self._changed = asyncio.Condition()
@@ -71,6 +92,10 @@ class WeChatApiStandIn:
     def fail_next(self, errcode: int, errmsg: str = "scripted failure", times: int = 1) -> None:
         for _ in range(times):
             self.script.append((errcode, errmsg))
+
+    def fail_nth(self, path: str, n: int, errcode: int, errmsg: str = "scripted failure") -> None:
+        """The ``n``-th call (from 0) to ``path`` fails with this error."""
+        self.nth_failures[(path, n)] = (errcode, errmsg)
 
     def expire_tokens(self) -> None:
         """Every token issued so far now answers 42001 (expired)."""
@@ -110,13 +135,18 @@ class WeChatApiStandIn:
 
     async def _handle(self, request: web.Request) -> web.Response:
         path = request.match_info["tail"]
-        raw = await request.read()
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            body = None
+        body: Any = None
+        if request.content_type == "multipart/form-data":
+            body = await read_form(request)
+        else:
+            raw = await request.read()
+            try:
+                body = json.loads(raw) if raw else None
+            except ValueError:
+                body = None
         call = Call(request.method, path, dict(request.query), body)
-        call.answer = self._answer(call)
+        failure = self.nth_failures.pop((path, len(self.of(path))), None)
+        call.answer = self._err(*failure) if failure else self._answer(call)
         self.calls.append(call)
         async with self._changed:
             self._changed.notify_all()
@@ -152,6 +182,8 @@ class WeChatApiStandIn:
         if tok not in self.valid:
             return self._err(40014, "invalid access_token")
         body = call.body if isinstance(call.body, dict) else {}
+        if call.path == "media/upload":
+            return self._upload(q.get("type", ""), body.get("media"))
         if call.path == "message/custom/send":
             return self._custom_send(body)
         if call.path == "kf/sync_msg":
@@ -164,6 +196,9 @@ class WeChatApiStandIn:
             state, _ = self.service_state.get((body["open_kfid"], body["touser"]), (0, ""))
             if state not in (0, 1):
                 return self._err(95018, "send msg not allowed in this service state")
+            problem = self._content(body, ("text", "image", "voice", "video", "file"))
+            if problem:
+                return problem
             return {"errcode": 0, "errmsg": "ok", "msgid": body.get("msgid") or "standin"}
         if call.path == "kf/service_state/get":
             key = (body.get("open_kfid", ""), body.get("external_userid", ""))
@@ -185,13 +220,43 @@ class WeChatApiStandIn:
             return self._err(*self.script.popleft())
         if not body.get("touser"):
             return self._err(40003, "invalid openid")
-        if body.get("msgtype") != "text" or not body.get("text", {}).get("content"):
-            return self._err(40008, "invalid message type")
-        if len(body["text"]["content"].encode()) > 2048:
+        problem = self._content(body, ("text", "image", "voice", "video"))
+        if problem:
+            return problem
+        if body["msgtype"] == "text" and len(body["text"]["content"].encode()) > 2048:
             return self._err(45002, "content size out of limit")
         if body["touser"] in self.window_closed:
             return self._err(45015, "response out of time limit or subscription is canceled")
         return {"errcode": 0, "errmsg": "ok"}
+
+    def _content(self, body: dict[str, Any], types: tuple[str, ...]) -> dict[str, Any] | None:
+        """None when the message's content is valid, else WeChat's error."""
+        mtype = body.get("msgtype")
+        if mtype not in types:
+            return self._err(40008, "invalid message type")
+        content = body.get(mtype)
+        if not isinstance(content, dict):
+            return self._err(40008, "invalid message type")
+        if mtype == "text":
+            return None if content.get("content") else self._err(44004, "empty content")
+        upload = self.uploads.get(str(content.get("media_id")))
+        if upload is None:
+            return self._err(40007, "invalid media_id")
+        if upload.type != mtype:
+            return self._err(40004, f"media_id is a {upload.type}, not a {mtype}")
+        return None
+
+    def _upload(self, mtype: str, media: Any) -> dict[str, Any]:
+        if mtype not in _UPLOAD_TYPES:
+            return self._err(40004, "invalid media type")
+        if not isinstance(media, tuple) or not media[0]:
+            return self._err(41005, "media data missing")
+        name, ctype, data = media
+        if len(data) <= 5:
+            return self._err(40006, "invalid meida size")
+        media_id = f"standin-media-{next(self._ids)}"
+        self.uploads[media_id] = Upload(media_id, mtype, name, ctype, data)
+        return {"errcode": 0, "type": mtype, "media_id": media_id, "created_at": 1_700_000_000}
 
     def _sync(self, body: dict[str, Any]) -> dict[str, Any]:
         kfid = body.get("open_kfid", "")

@@ -43,3 +43,19 @@ async def send_parts(
             assert state is not None
             await state.put({key: json.dumps(done) if len(done) < len(parts) else None})
     return done
+
+
+async def send_steps(
+    state: ChannelState | None,
+    outbox_id: int,
+    steps: Sequence[Callable[[], Awaitable[str | None]]],
+) -> list[str]:
+    """``send_parts`` for sends that are not all text (a text, then files to
+    upload and send): each step sends one message and returns its provider
+    id ("" or None when the provider gives none); a step done before a retry
+    is not done again."""
+
+    async def one(part: str, _before: list[str]) -> str:
+        return await steps[int(part)]() or ""
+
+    return await send_parts(state, outbox_id, [str(i) for i in range(len(steps))], one)

@@ -200,6 +200,8 @@ async def _app_page(request: Request, services: WebServices, view: str) -> Respo
             "teams": list(p.teams),
         },
         "version": __version__,
+        # Each configured channel's type, for its icon beside the name.
+        "channels": {c.name: c.type for c in services.config.channels},
     }
     html = templates.get_template("app.html").render(boot=boot, me=boot["me"], view=view)
     return page(html)

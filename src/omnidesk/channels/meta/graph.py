@@ -324,8 +324,18 @@ class MetaChannel(ChannelAdapter):
 
     # -- sending ---------------------------------------------------------------------
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._send_request(path, json=body)
+
+    async def _upload(
+        self, path: str, fields: dict[str, str], field: str, name: str, data: bytes, ctype: str
+    ) -> dict[str, Any]:
+        """A multipart/form-data POST carrying one file (the media and
+        attachment upload endpoints)."""
+        return await self._send_request(path, data=fields, files={field: (name, data, ctype)})
+
+    async def _send_request(self, path: str, **kwargs: Any) -> dict[str, Any]:
         try:
-            resp = await self._http().post(path, json=body)
+            resp = await self._http().post(path, **kwargs)
         except httpx.HTTPError as exc:
             raise SendError(
                 f"Graph API unreachable: {type(exc).__name__}: {exc}", retry=True

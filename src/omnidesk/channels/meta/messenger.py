@@ -3,7 +3,9 @@ Send API. Instagram messaging uses the same API (``instagram.py``)."""
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
 from ...identity import normalize_identity
@@ -23,6 +25,8 @@ from ...model import (
     Skip,
     StatusUpdate,
 )
+from ..media import MediaKind, media_plan, upload_name
+from ..parts import send_steps
 from .graph import (
     TEXT_LIMITS,
     ConfigurationProblem,
@@ -65,6 +69,15 @@ _ATTACHMENT_TYPES = {
     "audio": "audio/*",
     "sticker": "image/*",
 }
+# What the Attachment Upload API takes for Messenger (developers.facebook.com/
+# docs/messenger-platform/send-messages/saving-assets): up to 25 MB of any
+# type, sent as image, audio, video or (anything else) file.
+MESSENGER_MEDIA_KINDS = (
+    MediaKind("image", frozenset({"image/jpeg", "image/png", "image/gif"}), 25 * 1024 * 1024),
+    MediaKind("audio", frozenset({"audio/*"}), 25 * 1024 * 1024),
+    MediaKind("video", frozenset({"video/*"}), 25 * 1024 * 1024),
+    MediaKind("file", frozenset(), 25 * 1024 * 1024),
+)
 # Messenger's "like" button sends this sticker.
 _THUMBS_UP_STICKERS = frozenset({"369239263222822", "369239343222814", "369239383222810"})
 
@@ -301,39 +314,79 @@ class PageChannel(MetaChannel):
             meta={**meta, "sent_outside_omnidesk": True, **({"app_id": app} if app else {})},
         )
 
+    media_kinds: ClassVar[tuple[MediaKind, ...]] = MESSENGER_MEDIA_KINDS
+
     async def send(self, message: OutboundMessage) -> SendResult:
         page, customer = _thread_parts(message.thread_key)
         who = message.recipient
         psid = who.address if who.kind == self.identity_kind else customer
         if not psid:
             raise ConfigurationProblem("no recipient id for this conversation")
-        path = f"{self.page_id or page or 'me'}/messages"
-        last_id: str | None = None
-        parts = _chunks(message.text, TEXT_LIMITS[self.platform])
+        files = media_plan(message, self.media_kinds, self.platform.capitalize())
+        owner = self.page_id or page or "me"
+        path = f"{owner}/messages"
+        parts = _chunks(message.text, TEXT_LIMITS[self.platform]) if message.text.strip() else []
+        if not parts and not files:
+            raise SendError("nothing to send: the reply has no text", retry=False)
         buttons = survey_quick_replies(message.meta.get("survey"))
+        steps: list[Callable[[], Awaitable[str | None]]] = []
         for i, part in enumerate(parts):
-            body: dict[str, Any] = {
-                "recipient": {"id": psid},
-                "messaging_type": "RESPONSE",
-                "message": self._message_body(part),
-            }
+            body = self._message_body(part)
             if buttons and i == len(parts) - 1:
-                body["message"]["quick_replies"] = buttons
-            try:
-                data = await self._post(path, body)
-            except SendError as exc:
-                if not (self.human_agent_tag and exc.reason.startswith("outside the 24-hour")):
-                    raise
-                # Meta allows human agents to answer for 7 days with this tag.
-                body["messaging_type"] = "MESSAGE_TAG"
-                body["tag"] = "HUMAN_AGENT"
-                data = await self._post(path, body)
-            last_id = _str_id(data.get("message_id")) or last_id
+                body["quick_replies"] = buttons
+            steps.append(functools.partial(self._send_one, path, psid, body))
+        for a, kind, ctype in files:
+            steps.append(functools.partial(self._send_file, owner, psid, a, kind, ctype))
+        ids = await send_steps(self.ctx.state, message.outbox_id, steps)
+        last_id = next((i for i in reversed(ids) if i), None)
         self.set_health(True, "running", "replies are being delivered")
         return SendResult(provider_id=last_id)
 
+    async def _send_file(
+        self, owner: str, psid: str, a: Attachment, kind: MediaKind, ctype: str
+    ) -> str | None:
+        """The Attachment Upload API, then a message naming the attachment id."""
+        assert a.data is not None
+        payload = {"attachment": {"type": kind.name, "payload": {"is_reusable": True}}}
+        fields = {"message": json.dumps(payload), **self._upload_fields()}
+        name = upload_name(a, ctype, ascii=True)
+        up = await self._upload(
+            f"{owner}/message_attachments", fields, "filedata", name, a.data, ctype
+        )
+        att_id = _str_id(up.get("attachment_id"))
+        if not att_id:
+            raise SendError("Meta answered the attachment upload without an id", retry=True)
+        attachment = {"type": kind.name, "payload": {"attachment_id": att_id}}
+        return await self._send_one(
+            f"{owner}/messages", psid, self._mark({"attachment": attachment})
+        )
+
+    async def _send_one(self, path: str, psid: str, message: dict[str, Any]) -> str | None:
+        body: dict[str, Any] = {
+            "recipient": {"id": psid},
+            "messaging_type": "RESPONSE",
+            "message": message,
+        }
+        try:
+            data = await self._post(path, body)
+        except SendError as exc:
+            if not (self.human_agent_tag and exc.reason.startswith("outside the 24-hour")):
+                raise
+            # Meta allows human agents to answer for 7 days with this tag.
+            body["messaging_type"] = "MESSAGE_TAG"
+            body["tag"] = "HUMAN_AGENT"
+            data = await self._post(path, body)
+        return _str_id(data.get("message_id"))
+
     def _message_body(self, text: str) -> dict[str, Any]:
-        return {"text": text, "metadata": ECHO_MARK}
+        return self._mark({"text": text})
+
+    def _mark(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Our echoes are told apart by this metadata."""
+        return {**message, "metadata": ECHO_MARK}
+
+    def _upload_fields(self) -> dict[str, str]:
+        return {}
 
 
 def survey_quick_replies(survey: Any) -> list[dict[str, Any]] | None:

@@ -8,7 +8,7 @@ import functools
 import json
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ClassVar
 
 from ...identity import normalize_identity, normalize_phone
@@ -28,6 +28,8 @@ from ...model import (
     Skip,
     StatusUpdate,
 )
+from ..media import MediaKind, media_plan, upload_name
+from ..parts import send_steps
 from .graph import (
     TEXT_LIMITS,
     WHATSAPP_WINDOW_REASON,
@@ -43,6 +45,34 @@ from .graph import (
 from .webhook import _DIGITS, _list, _obj, _str_id, _text, _ts
 
 _WA_MEDIA = ("image", "video", "audio", "document", "sticker", "voice")
+# What the Cloud API's media upload takes (developers.facebook.com/docs/
+# whatsapp/cloud-api/reference/media#supported-media-types), in the order a
+# file is matched; stickers (webp) are left out: they are not files an agent sends.
+WA_MEDIA_KINDS = (
+    MediaKind("image", frozenset({"image/jpeg", "image/png"}), 5 * 1024 * 1024),
+    MediaKind("video", frozenset({"video/mp4", "video/3gpp"}), 16 * 1024 * 1024),
+    MediaKind(
+        "audio",
+        frozenset({"audio/aac", "audio/amr", "audio/mpeg", "audio/mp4", "audio/ogg"}),
+        16 * 1024 * 1024,
+    ),
+    MediaKind(
+        "document",
+        frozenset(
+            {
+                "text/plain",
+                "application/pdf",
+                "application/msword",
+                "application/vnd.ms-excel",
+                "application/vnd.ms-powerpoint",
+                "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+                "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+            }
+        ),
+        100 * 1024 * 1024,
+    ),
+)
 _WA_STATUS = {
     "sent": DeliveryState.SENT,
     "delivered": DeliveryState.DELIVERED,
@@ -353,8 +383,15 @@ class WhatsAppChannel(MetaChannel):
         number, _customer = _thread_parts(message.thread_key)
         number = number if number and _DIGITS.match(number) else self.phone_number_id
         target = self._recipient(message.recipient)
+        files = media_plan(message, WA_MEDIA_KINDS, "WhatsApp")
         last = await self._customer_last_wrote(message)
         if last is not None and time.time() - last > WINDOW_SECONDS:
+            if files:
+                raise SendError(
+                    f"{WHATSAPP_WINDOW_REASON} (last message {_age(time.time() - last)} ago);"
+                    " a template cannot carry this reply's files",
+                    retry=False,
+                )
             if not self.window_template:
                 raise SendError(
                     f"{WHATSAPP_WINDOW_REASON} (last message {_age(time.time() - last)} ago);"
@@ -367,8 +404,11 @@ class WhatsAppChannel(MetaChannel):
         if survey is not None:
             data = await self._post(f"{number}/messages", {**target, **survey})
             return SendResult(provider_id=_wamid(data))
-        last_id: str | None = None
-        for i, part in enumerate(_chunks(message.text, TEXT_LIMITS["whatsapp"])):
+        parts = _chunks(message.text, TEXT_LIMITS["whatsapp"]) if message.text.strip() else []
+        if not parts and not files:
+            raise SendError("nothing to send: the reply has no text", retry=False)
+        steps: list[Callable[[], Awaitable[str | None]]] = []
+        for i, part in enumerate(parts):
             body: dict[str, Any] = {
                 **target,
                 "type": "text",
@@ -376,10 +416,34 @@ class WhatsAppChannel(MetaChannel):
             }
             if i == 0 and self.quote_replies and message.reply_to_external_id:
                 body["context"] = {"message_id": message.reply_to_external_id}
-            data = await self._post(f"{number}/messages", body)
-            last_id = _wamid(data) or last_id
+            steps.append(functools.partial(self._send_body, f"{number}/messages", body))
+        for a, kind, ctype in files:
+            steps.append(functools.partial(self._send_file, number, target, a, kind, ctype))
+        ids = await send_steps(self.ctx.state, message.outbox_id, steps)
+        last_id = next((i for i in reversed(ids) if i), None)
         self.set_health(True, "running", "replies are being delivered")
         return SendResult(provider_id=last_id)
+
+    async def _send_body(self, path: str, body: dict[str, Any]) -> str | None:
+        return _wamid(await self._post(path, body))
+
+    async def _send_file(
+        self, number: str, target: dict[str, Any], a: Attachment, kind: MediaKind, ctype: str
+    ) -> str | None:
+        """Upload the file, then send a message of its kind naming the media id."""
+        assert a.data is not None
+        name = upload_name(a, ctype)
+        fields = {"messaging_product": "whatsapp", "type": ctype}
+        up = await self._upload(f"{number}/media", fields, "file", name, a.data, ctype)
+        media_id = _str_id(up.get("id"))
+        if not media_id:
+            raise SendError("WhatsApp answered the media upload without an id", retry=True)
+        media: dict[str, Any] = {"id": media_id}
+        if kind.name == "document":
+            media["filename"] = name
+        return await self._send_body(
+            f"{number}/messages", {**target, "type": kind.name, kind.name: media}
+        )
 
     def _recipient(self, who: Identity) -> dict[str, Any]:
         base = {"messaging_product": "whatsapp", "recipient_type": "individual"}

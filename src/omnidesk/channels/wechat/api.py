@@ -40,6 +40,7 @@ from wechatpy.exceptions import WeChatClientException
 from ...config import Options
 from ...model import OutboundMessage, SendError
 from ..base import ChannelState
+from ..media import MediaKind, media_plan
 
 TOKEN_KEY = "access_token"
 TOKEN_EXPIRES_KEY = "access_token_expires_at"
@@ -218,16 +219,52 @@ def send_error(
     return SendError(f"{product} refused the message: {err.errmsg} (errcode {code})", retry=False)
 
 
-def refuse_attachments(message: OutboundMessage) -> None:
-    """Files are not sent on WeChat yet (they need a media upload first): a
-    reply carrying one fails with the reason rather than go out without it."""
-    files = [a.filename or a.content_type for a in message.attachments if a.data is not None]
-    if files:
-        raise SendError(
-            f"the WeChat channels send text only; not sent: {', '.join(files)}"
-            " (share a link to the file instead)",
-            retry=False,
-        )
+_MB = 1024 * 1024
+# Temporary media an Official Account can upload (media/upload: image 10 MB
+# PNG/JPEG/GIF, voice 2 MB AMR/MP3, video 10 MB MP4) and send as a
+# customer-service message, which has no file type.
+OFFICIAL_MEDIA_KINDS = (
+    MediaKind("image", frozenset({"image/jpeg", "image/png", "image/gif"}), 10 * _MB),
+    MediaKind("voice", frozenset({"audio/amr", "audio/mpeg", "audio/mp3"}), 2 * _MB),
+    MediaKind("video", frozenset({"video/mp4"}), 10 * _MB),
+)
+# WeCom's temporary media (media/upload: image 10 MB JPG/PNG, voice 2 MB AMR,
+# video 10 MB MP4, any other file 20 MB), each a kf/send_msg type.
+KF_MEDIA_KINDS = (
+    MediaKind("image", frozenset({"image/jpeg", "image/png"}), 10 * _MB),
+    MediaKind("voice", frozenset({"audio/amr"}), 2 * _MB),
+    MediaKind("video", frozenset({"video/mp4"}), 10 * _MB),
+    MediaKind("file", frozenset(), 20 * _MB),
+)
+MIN_MEDIA_BYTES = 6  # WeChat refuses files of 5 bytes or fewer
+
+
+def check_media(message: OutboundMessage, kinds: Any, product: str) -> list[Any]:
+    """The reply's files as ``media_plan`` gives them, with WeChat's own
+    lower bound on a file's size."""
+    plan = media_plan(message, kinds, product)
+    for a, _kind, ctype in plan:
+        if len(a.data or b"") < MIN_MEDIA_BYTES:
+            raise SendError(
+                f"{a.filename or ctype} is too small for {product}"
+                f" (at least {MIN_MEDIA_BYTES} bytes)",
+                retry=False,
+            )
+    return plan
+
+
+async def upload_media(api: WeChatApi, kind: str, name: str, data: bytes, ctype: str) -> str:
+    """Upload a temporary medium (three days) with wechatpy's ``media.upload``
+    (``POST media/upload?type=``, multipart field ``media``); its media_id."""
+
+    def upload(client: Any) -> Any:
+        return client.media.upload(kind, (name, data, ctype))
+
+    result = await api.call(upload)
+    media_id = result.get("media_id") if isinstance(result, dict) else None
+    if not media_id:
+        raise WeChatApiError(None, "WeChat answered the media upload without a media_id")
+    return str(media_id)
 
 
 def utf8_chunks(text: str, limit: int) -> list[str]:

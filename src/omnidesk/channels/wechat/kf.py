@@ -39,6 +39,7 @@ them: the reply fails with the reason. WeChat accepts five messages within
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import random
@@ -68,15 +69,19 @@ from ...model import (
     StatusUpdate,
 )
 from ..base import ChannelAdapter, ChannelContext
+from ..media import upload_name
+from ..parts import send_steps
 from .api import (
+    KF_MEDIA_KINDS,
     MAX_AGE,
     WeChatApi,
     WeChatApiError,
     WeComKfClient,
     aes_crypto,
-    refuse_attachments,
+    check_media,
     send_error,
     stale,
+    upload_media,
     utf8_chunks,
 )
 
@@ -415,32 +420,53 @@ class WeChatKfChannel(ChannelAdapter):
             last = await queries.last_inbound_at(message.conversation_id, message.recipient)
             if last is not None and time.time() - last > WINDOW_SECONDS:
                 raise SendError(WINDOW_REASON, retry=False)
-        refuse_attachments(message)
-        if not message.text.strip():
+        files = check_media(message, KF_MEDIA_KINDS, "WeChat customer service")
+        pieces = utf8_chunks(message.text, MAX_TEXT_BYTES) if message.text.strip() else []
+        if not pieces and not files:
             raise SendError("nothing to send: the reply has no text", retry=False)
+        bodies: list[dict[str, Any]] = [
+            {"msgtype": "text", "text": {"content": piece}} for piece in pieces
+        ]
         try:
             await self._take_session(kfid, user)
-            sent = ""
-            for i, piece in enumerate(utf8_chunks(message.text, MAX_TEXT_BYTES)):
-                body = {
-                    "touser": user,
-                    "open_kfid": kfid,
-                    "msgid": f"od{message.outbox_id}x{i}",
-                    "msgtype": "text",
-                    "text": {"content": piece},
-                }
-
-                def post(client: Any, data: dict[str, Any] = body) -> Any:
-                    return client.post("kf/send_msg", data=data)
-
-                resp = _d(await self.api.call(post))
-                sent = _s(resp.get("msgid")) or str(body["msgid"])
+            # Every file is uploaded before anything is sent: a refused upload
+            # sends nothing.
+            for a, kind, ctype in files:
+                assert a.data is not None
+                media_id = await upload_media(
+                    self.api, kind.name, upload_name(a, ctype), a.data, ctype
+                )
+                bodies.append({"msgtype": kind.name, kind.name: {"media_id": media_id}})
         except WeChatApiError as exc:
-            err = send_error(exc, REFUSALS, product="WeChat customer service")
-            if exc.token_fetch:
-                self.set_health(False, "failing", err.reason)
-            raise err from None
+            raise self._refused(exc) from None
+        steps = [
+            functools.partial(
+                self._send_msg,
+                {"touser": user, "open_kfid": kfid, "msgid": f"od{message.outbox_id}x{i}", **c},
+            )
+            for i, c in enumerate(bodies)
+        ]
+        ids = await send_steps(self.ctx.state, message.outbox_id, steps)
+        sent = ids[-1]
         return SendResult(provider_id=sent)
+
+    async def _send_msg(self, body: dict[str, Any]) -> str:
+        """One ``kf/send_msg``; its msgid."""
+
+        def post(client: Any) -> Any:
+            return client.post("kf/send_msg", data=body)
+
+        try:
+            resp = _d(await self.api.call(post))
+        except WeChatApiError as exc:
+            raise self._refused(exc) from None
+        return _s(resp.get("msgid")) or str(body["msgid"])
+
+    def _refused(self, exc: WeChatApiError) -> SendError:
+        err = send_error(exc, REFUSALS, product="WeChat customer service")
+        if exc.token_fetch:
+            self.set_health(False, "failing", err.reason)
+        return err
 
     async def _take_session(self, kfid: str, user: str) -> None:
         """Hand a new session to the API (state 0 -> 1), so the agent who

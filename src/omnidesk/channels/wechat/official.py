@@ -43,8 +43,10 @@ the outbox.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 from xml.etree import ElementTree
 
@@ -68,16 +70,20 @@ from ...model import (
     Skip,
 )
 from ..base import ChannelAdapter, ChannelContext, IntakeError
+from ..media import upload_name
+from ..parts import send_steps
 from .api import (
     MAX_AGE,
+    OFFICIAL_MEDIA_KINDS,
     OfficialAccountClient,
     ReplayGuard,
     WeChatApi,
     WeChatApiError,
     aes_crypto,
-    refuse_attachments,
+    check_media,
     send_error,
     stale,
+    upload_media,
     utf8_chunks,
 )
 
@@ -372,6 +378,32 @@ class WeChatOfficialChannel(ChannelAdapter):
         return Skip(f"WeChat {event or msg.type} event from {msg.source}: not a message")
 
     # -- send ----------------------------------------------------------------------
+    async def _step(self, call: Callable[[], Awaitable[Any]]) -> str | None:
+        """One message of a reply; WeChat's refusal as the outbox's SendError."""
+        try:
+            await call()
+        except WeChatApiError as exc:
+            err = send_error(exc, REFUSALS)
+            if exc.token_fetch or exc.errcode == 48001:
+                self.set_health(False, "failing", err.reason)
+            raise err from None
+        return None  # WeChat gives customer-service messages no id
+
+    async def _send_file(self, openid: str, a: Attachment, kind: str, ctype: str) -> None:
+        """Upload the file as temporary media, then send it by its media_id."""
+        assert a.data is not None
+        name = upload_name(a, ctype)
+        media_id = await upload_media(self.api, kind, name, a.data, ctype)
+
+        def send_media(client: Any) -> Any:
+            if kind == "image":
+                return client.message.send_image(openid, media_id)
+            if kind == "voice":
+                return client.message.send_voice(openid, media_id)
+            return client.message.send_video(openid, media_id, title=name)
+
+        await self.api.call(send_media)
+
     async def send(self, message: OutboundMessage) -> SendResult:
         openid = message.recipient.address if message.recipient.kind == "wechat" else None
         openid = openid or message.thread_key
@@ -382,21 +414,21 @@ class WeChatOfficialChannel(ChannelAdapter):
             last = await queries.last_inbound_at(message.conversation_id, message.recipient)
             if last is not None and time.time() - last > WINDOW_SECONDS:
                 raise SendError(WINDOW_REASON, retry=False)
-        refuse_attachments(message)
-        if not message.text.strip():
+        files = check_media(message, OFFICIAL_MEDIA_KINDS, "WeChat Official Account")
+        pieces = utf8_chunks(message.text, MAX_TEXT_BYTES) if message.text.strip() else []
+        if not pieces and not files:
             raise SendError("nothing to send: the reply has no text", retry=False)
-        for piece in utf8_chunks(message.text, MAX_TEXT_BYTES):
+        steps: list[Callable[[], Awaitable[str | None]]] = []
+        for piece in pieces:
 
             def send_text(client: Any, text: str = piece) -> Any:
                 return client.message.send_text(openid, text)
 
-            try:
-                await self.api.call(send_text)
-            except WeChatApiError as exc:
-                err = send_error(exc, REFUSALS)
-                if exc.token_fetch or exc.errcode == 48001:
-                    self.set_health(False, "failing", err.reason)
-                raise err from None
+            steps.append(functools.partial(self._step, functools.partial(self.api.call, send_text)))
+        for a, kind, ctype in files:
+            send_file = functools.partial(self._send_file, openid, a, kind.name, ctype)
+            steps.append(functools.partial(self._step, send_file))
+        await send_steps(self.ctx.state, message.outbox_id, steps)
         self.set_health(True, "running", "replies are being delivered")
         # WeChat gives customer-service messages no id.
         return SendResult(provider_id=None)

@@ -361,7 +361,7 @@ function conversationRow(c, fresh) {
   h('span', { class: 'when' }, fmtTime(c.last_message_at || c.created_at)),
   h('span', { class: 'preview' }, (c.subject ? c.subject + ' — ' : '') + (c.last_preview || '')),
   h('span', { class: 'meta' },
-    h('span', { class: 'badge channel' }, c.channel),
+    channelBadge(c.channel),
     c.category ? h('span', { class: 'badge ' + c.category, title: 'confidence' },
       c.category + ' ' + Math.round((c.confidence || 0) * 100) + '%') : null,
     h('span', { class: 'badge p-' + c.priority }, c.priority),
@@ -387,7 +387,7 @@ async function searchMessages(q) {
     h('span', { class: 'who' }, m.contact_name || ('#' + m.conversation_id)),
     h('span', { class: 'when' }, fmtTime(m.created_at)),
     h('span', { class: 'preview snippet' }, highlighted(m.snippet || '', m.highlights || [])),
-    h('span', { class: 'meta' }, h('span', { class: 'badge channel' }, m.channel || ''), m.subject ? h('span', { class: 'badge' }, m.subject) : null)));
+    h('span', { class: 'meta' }, channelBadge(m.channel), m.subject ? h('span', { class: 'badge' }, m.subject) : null)));
   }
   if (!r.items.length) list.append(h('div', { class: 'empty' }, 'No message matches.'));
 }
@@ -466,7 +466,7 @@ function renderConversation(c, draft) {
   const head = h('div', { class: 'conv-head' },
     h('h2', {}, (c.title || c.subject || '(no subject)') + ' ', h('span', { class: 'muted' }, '#' + c.id)),
     h('div', { class: 'actions' },
-      h('span', { class: 'badge channel' }, c.channel),
+      channelBadge(c.channel),
       h('label', {}, 'Status ', select('conv-status', STATUSES, c.status, v => changeStatus(c, v), { id: 'conv-status' })),
       c.status === 'snoozed' && c.snoozed_until ? h('span', { class: 'muted snoozed-until' }, 'until ' + fmtTime(c.snoozed_until)) : null,
       h('label', {}, 'Category ', select('conv-category', CATEGORIES, c.category, v => correct(c, { category: v }), { id: 'conv-category' })),
@@ -591,7 +591,7 @@ function messageView(m) {
     h('div', { class: 'head' },
       h('span', { class: 'from' }, who),
       h('span', {}, fmtTime(m.created_at)),
-      h('span', { class: 'badge channel' }, m.channel),
+      channelBadge(m.channel),
       m.kind === 'note' ? h('span', { class: 'badge' }, 'private note') : null,
       m.auto ? h('span', { class: 'badge' }, m.auto) : null));
   if (m.subject && m.direction === 'in') el.append(h('div', { class: 'subject' }, m.subject));
@@ -841,7 +841,7 @@ function contactDetails(contact, currentConvId, reload) {
     (contact.conversations || []).map(x => h('li', { class: x.id === currentConvId ? 'current' : '', 'data-conversation-id': x.id },
       h('a', { href: '/inbox/c/' + x.id, onclick: ev => { ev.preventDefault(); navigate('/inbox/c/' + x.id); } },
         '#' + x.id + ' ', x.subject || x.last_preview || '(no subject)'),
-      h('div', { class: 'muted small' }, h('span', { class: 'badge channel' }, x.channel), ' ', x.status, ' · ', x.category || '', ' · ', fmtTime(x.last_message_at || x.created_at))))));
+      h('div', { class: 'muted small' }, channelBadge(x.channel), ' ', x.status, ' · ', x.category || '', ' · ', fmtTime(x.last_message_at || x.created_at))))));
   if (!location.pathname.startsWith('/contacts')) box.append(h('p', {}, h('a', { href: '/contacts/' + contact.id }, 'Open contact, merge…')));
   return box;
 }

@@ -74,7 +74,7 @@ window.customers = (() => {
 
   function describe(item) {
     switch (item.type) {
-      case 'message': return [h('span', { class: 'badge channel' }, item.channel), ' ', item.direction === 'in' ? (item.sender_name || 'customer') : (item.author || 'agent'), ': ', item.text];
+      case 'message': return [channelBadge(item.channel), ' ', item.direction === 'in' ? (item.sender_name || 'customer') : (item.author || 'agent'), ': ', item.text];
       case 'note': return [h('span', { class: 'badge' }, 'note'), ' ', item.author || '', ': ', item.text];
       case 'status': return [h('span', { class: 'badge' }, 'status'), ' ', (item.from || '') + ' → ' + (item.to || ''), ' by ', item.actor];
       case 'rating': return [h('span', { class: 'badge' }, 'rating'), ' ', item.rating + '/' + item.scale, item.loyalty_score !== null ? ' · loyalty ' + item.loyalty_score : '', item.comment ? ' · ' + item.comment : ''];
@@ -138,7 +138,7 @@ window.customers = (() => {
         c.contacts.map(x => h('li', {}, h('a', { href: '/contacts/' + x.id }, x.name || '#' + x.id))))),
       h('div', { class: 'card' }, h('h3', {}, 'Conversations'), h('table', { class: 'grid', id: 'company-conversations' },
         c.conversations.map(x => h('tr', {}, h('td', {}, h('a', { href: '/inbox/c/' + x.id }, '#' + x.id)), h('td', {}, x.contact_name || ''),
-          h('td', {}, h('span', { class: 'badge channel' }, x.channel)), h('td', {}, x.subject || x.last_preview || ''), h('td', {}, x.status),
+          h('td', {}, channelBadge(x.channel)), h('td', {}, x.subject || x.last_preview || ''), h('td', {}, x.status),
           h('td', { class: 'muted small' }, fmtTime(x.last_message_at || x.created_at))))))));
   }
 
