@@ -143,7 +143,8 @@ class ReplyIn(BaseModel):
         "`max_reply_attachment_kb` KB and together at most "
         "`max_reply_attachments_total_kb` KB (default twice the per-file limit); over a "
         "limit the reply is refused with 413 naming the limit and the file. A channel that "
-        "cannot carry files (SMS, X, QQ, WeChat) fails such a reply with the reason.",
+        "cannot carry a file (SMS, X and QQ carry none; WhatsApp, Instagram and WeChat only "
+        "some types and sizes) fails such a reply with the reason.",
     )
     last_seen_message_id: int | None = Field(
         None,
