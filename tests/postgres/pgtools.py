@@ -52,6 +52,23 @@ class _Admin:
         conn = await self._conn()
         await conn.execute(sql)
 
+    async def holders(self, schema: str) -> list[dict[str, Any]]:
+        """The sessions holding locks on the schema's tables (what they run
+        and since when), ended."""
+        conn = await self._conn()
+        rows = await conn.fetch(
+            "SELECT DISTINCT a.pid, a.application_name, a.state, a.query,"
+            " now() - a.xact_start AS in_transaction"
+            " FROM pg_locks l JOIN pg_class c ON c.oid = l.relation"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " JOIN pg_stat_activity a ON a.pid = l.pid"
+            " WHERE n.nspname = $1 AND l.pid <> pg_backend_pid()",
+            schema,
+        )
+        for r in rows:
+            await conn.execute("SELECT pg_terminate_backend($1)", r["pid"])
+        return [dict(r) for r in rows]
+
 
 @functools.cache
 def _admin(url: str) -> _Admin | None:
@@ -83,9 +100,21 @@ def create_schema(url: str, prefix: str = "t") -> str:
 
 
 def drop_schema(url: str, name: str) -> None:
+    """Drop a test's schema. Something still holding a lock in it after the
+    test (a connection left in a transaction by whatever the test started)
+    is a leak: its sessions are named in the error, and ended so that the
+    schema goes all the same."""
     admin = _admin(url)
     assert admin is not None
-    admin.run(admin.execute(f"SET lock_timeout = '10s'; DROP SCHEMA IF EXISTS \"{name}\" CASCADE"))
+    drop = f"SET lock_timeout = '10s'; DROP SCHEMA IF EXISTS \"{name}\" CASCADE"
+    try:
+        admin.run(admin.execute(drop))
+    except asyncpg.exceptions.LockNotAvailableError:
+        holders = admin.run(admin.holders(name))
+        admin.run(admin.execute(drop))
+        raise AssertionError(
+            f"schema {name} was still locked 10 s after the test by: {holders}"
+        ) from None
 
 
 @contextmanager

@@ -341,7 +341,25 @@ async def _run(
 
     # However long it takes on a loaded machine, as long as it moves.
     state = await until_done(progress, finished, stall=60, every=0.25)
-    assert finished(state), "stuck for 60 s: {} stored, {} pending, {} in spool".format(*state)
+    if not finished(state):
+        stored = dict(
+            await db.fetch(
+                "SELECT channel, COUNT(*) FROM messages WHERE direction = 'in' GROUP BY channel"
+            )
+        )
+        taken = dict(await db.fetch("SELECT channel, COUNT(*) FROM inbound GROUP BY channel"))
+        states = dict(await db.fetch("SELECT state, COUNT(*) FROM inbound GROUP BY state"))
+        logs = "\n".join(
+            line
+            for inst in insts
+            for line in inst.log.read_text(errors="replace").splitlines()
+            if "warning" in line or "error" in line
+        )
+        raise AssertionError(
+            "stuck for 60 s: {} stored, {} pending, {} in spool".format(*state)
+            + f"; stored by channel {stored}, taken in {taken}, inbound states {states},"
+            + f" killed {killed}; warnings and errors:\n{logs[-6000:]}"
+        )
     t_done = loop.time()
     for f in feeders:
         f.join(10)

@@ -128,8 +128,11 @@ async def test_write_rolls_back_on_error(pg: PostgresStore) -> None:
 async def test_statement_timeout_stops_a_runaway_query(pg_url: str) -> None:
     s = await other(pg_url, statement_timeout=0.2)
     try:
-        with pytest.raises(asyncpg.QueryCanceledError):
+        # Retried by a caller that counts (the pipeline): a transient error.
+        with pytest.raises(TransientError) as caught:
             await s.read(lambda db: db.val("SELECT pg_sleep(3)"))
+        assert caught.value.timed_out
+        assert isinstance(caught.value.__cause__, asyncpg.QueryCanceledError)
         assert await s.read(lambda db: db.val("SELECT 1")) == 1
     finally:
         await s.close()

@@ -21,6 +21,11 @@ from . import acknowledge, decide, follow_up, identify, persist, route, thread
 from .context import BatchResult, ChannelParser, Isolate, PipelineContext, Unassigned
 from .normalize import Normalized, NormalizeFailed, normalize_envelope
 
+# A message whose transaction runs past the store's statement_timeout (a lock
+# another transaction held that long, as when an instance dies mid-write) is
+# tried again; at this many tries it goes to quarantine instead.
+TIMEOUT_ATTEMPTS = 3
+
 
 def process_batch(
     db: Db,
@@ -109,9 +114,19 @@ def _process(
         try:
             with db.savepoint():
                 _apply(db, ctx, adapter, row, item, result)
-        except TransientError:
+        except TransientError as exc:
             del result.to_assign[opened:]  # rolled back with the savepoint
-            result.deferred += 1
+            tries = persist.count_attempt(db, row) if exc.timed_out else 0
+            if tries >= TIMEOUT_ATTEMPTS:
+                persist.quarantine_row(
+                    db,
+                    row,
+                    f"tried {tries} times, the last one timed out: {exc}",
+                    traceback.format_exc(),
+                    result,
+                )
+            else:
+                result.deferred += 1
         except Exception as exc:
             del result.to_assign[opened:]
             persist.quarantine_row(

@@ -199,6 +199,12 @@ def sent_elsewhere(db: Db, row: InboundRow, msg: Message, res: BatchResult, now:
     return "sent outside omnidesk: recorded as an outbound message"
 
 
+def count_attempt(db: Db, row: InboundRow) -> int:
+    """One more try of a row that is left pending; returns how many so far."""
+    db.run("UPDATE inbound SET attempts = attempts + 1 WHERE id = ?", (row.id,))
+    return int(db.val("SELECT attempts FROM inbound WHERE id = ?", (row.id,)) or 0)
+
+
 def quarantine_row(
     db: Db, row: InboundRow, error: str, detail: str | None, res: BatchResult
 ) -> None:

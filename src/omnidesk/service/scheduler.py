@@ -36,7 +36,7 @@ from ..rules.engine import RuleSet
 from ..store import Store, assignment
 from ..store import service as svc
 from ..store.audit import add_audit
-from ..store.base import Db
+from ..store.base import Db, TransientError
 from ..store.channel_state import get_state, set_state
 from ..store.reports import Dims, Facts
 from . import surveys
@@ -64,6 +64,7 @@ class TickResult:
     written: int = 0
     fired: int = 0
     lost: int = 0  # another evaluation wrote first
+    again: list[int] = field(default_factory=list)  # a conflict: the next pass retries
     records: int = 0
     surveys_sent: int = 0
     events: list[Event] = field(default_factory=list)
@@ -205,6 +206,9 @@ class Scheduler:
             res.outbox += res_part.outbox
             res.notice_mail += res_part.notice_mail
             res.events += res_part.events
+            if res_part.again:
+                self._dirty.update(res_part.again)
+                self._wake.set()
         for job in self.jobs:
             try:
                 await job(now)
@@ -304,6 +308,11 @@ class Scheduler:
                     "created" in metrics and conv["category"] == "complaint"
                 ):
                     contacts.add(int(conv["contact_id"]))
+            except TransientError as exc:
+                # A deadlock or a lock held past the statement timeout (other
+                # transactions on PostgreSQL): nothing is wrong with it.
+                log.info("scheduler_apply_retried", conversation_id=cid, reason=str(exc)[:200])
+                res.again.append(cid)
             except Exception:
                 log.exception("scheduler_apply_failed", conversation_id=cid)
         facts.write(db)

@@ -33,7 +33,15 @@ class TransientError(Exception):
     """A conflict with a concurrent transaction (deadlock, serialization
     failure, a lock another instance holds): nothing is wrong with the data,
     the same work succeeds when retried a moment later. Only the PostgreSQL
-    engine raises it."""
+    engine raises it. ``timed_out``: a statement ran past the store's
+    ``statement_timeout`` (almost always waiting on a lock another
+    transaction held that long; a caller retrying it a few times and then
+    giving up keeps a statement that is slow for its own sake from coming
+    back for ever)."""
+
+    def __init__(self, message: str, *, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.timed_out = timed_out
 
 
 class Row(Protocol):

@@ -74,6 +74,14 @@ _TRANSIENT = (
     asyncpg.exceptions.LockNotAvailableError,
 )
 
+
+def _statement_timeout(exc: asyncpg.exceptions.QueryCanceledError) -> bool:
+    """A statement past ``statement_timeout`` is retried like a conflict (by
+    a caller that counts: TransientError.timed_out); one cancelled for
+    another reason (a stop) is not."""
+    return "statement timeout" in str(exc)
+
+
 # Lock key ranges (one 64-bit space per database): session locks for channel
 # ownership and the migration lock below zero; transaction locks for work
 # items in [0, 2^62); team locks in [2^62, 2^63), above every work-item key,
@@ -258,6 +266,10 @@ class _PgDb:
                 return self._wait(fn, q, *fixed)
         except _TRANSIENT as exc:
             raise TransientError(f"{type(exc).__name__}: {exc}") from exc
+        except asyncpg.exceptions.QueryCanceledError as exc:
+            if not _statement_timeout(exc):
+                raise
+            raise TransientError(f"{type(exc).__name__}: {exc}", timed_out=True) from exc
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         return self._call("fetchrow", sql, params)
@@ -291,6 +303,10 @@ class _PgDb:
                 self._wait(self._conn.executemany, q, fixed)
         except _TRANSIENT as exc:
             raise TransientError(f"{type(exc).__name__}: {exc}") from exc
+        except asyncpg.exceptions.QueryCanceledError as exc:
+            if not _statement_timeout(exc):
+                raise
+            raise TransientError(f"{type(exc).__name__}: {exc}", timed_out=True) from exc
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
@@ -344,7 +360,8 @@ class _PgDb:
         except (*_TRANSIENT, asyncpg.exceptions.QueryCanceledError) as exc:
             # A wait longer than statement_timeout is another transaction
             # being slow, not bad data: retried later like any conflict.
-            raise TransientError(f"{type(exc).__name__}: {exc}") from exc
+            timed_out = isinstance(exc, asyncpg.exceptions.QueryCanceledError)
+            raise TransientError(f"{type(exc).__name__}: {exc}", timed_out=timed_out) from exc
         got = {int(r["k"]) for r in rows if r["ok"]}
         self.held = self.held | got
         return len(got) == len(want)

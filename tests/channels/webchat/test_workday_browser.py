@@ -345,6 +345,16 @@ async def test_reply_to_a_departed_visitor_goes_by_email_and_their_answer_joins(
         assert mail.rcpt_tos == ["pia@example.org"]
         sent = mail.message
         assert "zippers take about a week" in sent.get_body(("plain",)).get_content()
+
+        async def recorded() -> bool:
+            # The relay has the mail a moment before the outbox records it as
+            # sent with its Message-ID, which her answer's In-Reply-To names.
+            msgs = await agent.messages(conv["id"])
+            return any(
+                "zippers take" in m["text"] and m.get("delivery_state") == "sent" for m in msgs
+            )
+
+        await wait_for(recorded, what="the reply recorded as sent")
         # Her answer by e-mail joins the same conversation.
         answer = (
             "From: Pia Visitor <pia@example.org>\r\nTo: " + SUPPORT + "\r\n"
