@@ -740,6 +740,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
+        if words[:1] != ["run"]:
+            # What a command logs (a retried message's warnings, say) goes to
+            # stderr with personal data masked, as the daemon's does; commands
+            # that read a config set it up again from it.
+            from . import logging as odlog
+
+            odlog.configure("info")
         return int(args.func(args))
     except _Interrupted:
         import structlog

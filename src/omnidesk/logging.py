@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from typing import Any
+from typing import Any, TextIO, cast
 
 import structlog
 
@@ -52,6 +52,21 @@ class PersonalDataFilter(logging.Filter):
         return True
 
 
+class _Stderr:
+    """Whatever ``sys.stderr`` is when a line is written (not when logging
+    was set up: a host that swaps the stream, as a test runner does, must not
+    leave the logs writing to one it closed)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+STDERR = _Stderr()
+
+
 def configure(
     level: str = "info", *, json: bool | None = None, personal_data: bool = False
 ) -> None:
@@ -81,13 +96,13 @@ def configure(
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(lvl),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, STDERR)),
         cache_logger_on_first_use=False,
     )
     # Libraries that use stdlib logging (uvicorn, aiosmtpd, httpx) go to stderr too.
     logging.basicConfig(
         level=max(lvl, logging.WARNING),
-        stream=sys.stderr,
+        stream=STDERR,
         format="%(levelname)s %(name)s: %(message)s",
     )
     for handler in logging.getLogger().handlers:

@@ -278,3 +278,31 @@ def test_demo_passwd_hint_runs_as_printed(tmp_path: Path) -> None:
     )
     assert changed.returncode == 0, changed.stderr
     assert "password changed for demo" in changed.stdout
+
+
+def test_a_command_logs_to_stderr_with_personal_data_masked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not only ``run``: whatever a command logs (a retried message's warning,
+    say) is masked as the daemon's lines are, and stays off stdout."""
+    import logging
+
+    import structlog
+
+    from omnidesk.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    handlers = list(logging.getLogger().handlers)
+    try:
+        assert main(["classify", "eval", "missing.jsonl"]) == 2
+        capsys.readouterr()
+        structlog.get_logger("omnidesk.test").warning("sent", to="ann.lee@example.com")
+        out, err = capsys.readouterr()
+        assert "ann.lee@example.com" not in out + err
+        assert "a***@example.com" in err and out == ""
+    finally:
+        # The next tests log as they did before this one.
+        structlog.reset_defaults()
+        for h in logging.getLogger().handlers:
+            if h not in handlers:
+                logging.getLogger().removeHandler(h)
