@@ -70,7 +70,15 @@ async def test_agent_attaches_files_in_the_reply_box(env: Env, browser: Any) -> 
         await page.fill("#reply-text", "And the big one.")
         await page.click("#send")
         refusal = page.locator("#reply-error")
-        await refusal.wait_for(state="visible")
+        try:
+            await refusal.wait_for(state="visible")
+        except Exception as exc:
+            # Say what the page showed instead (a toast, a conflict, an error).
+            shown = await page.evaluate(
+                "() => [...document.querySelectorAll('.toast, #conflict, #reply-error')]"
+                ".map(e => e.id + ':' + (e.hidden ? 'hidden:' : '') + e.textContent)"
+            )
+            raise AssertionError(f"no refusal shown; the page showed {shown}") from exc
         text = await refusal.inner_text()
         assert "big.txt" in text and "max_reply_attachment_kb" in text
         assert await page.locator("#reply-files .chip").count() == 1
