@@ -8,7 +8,9 @@ p50/p99 per endpoint:
 * a page of everything, newest first;
 * the next page (keyset cursor) of the urgent inbox;
 * a whole conversation (thread, decision, audit, contact with history);
-* a contact's history on every channel (``GET /api/v1/contacts/{id}``).
+* a contact's history on every channel (``GET /api/v1/contacts/{id}``);
+* the contact's timeline, newest first, first and next page
+  (``GET /api/v1/contacts/{id}/timeline``), as the admin and as the agent.
 
 Both callers act as users (an admin and an agent), so every list page also
 carries the caller's new/unread markers (``conversation_reads``, filled with
@@ -18,7 +20,7 @@ Baselines from the same run: the same requests against an empty store (two
 contacts, eight messages), and
 ``GET /api/v1/me`` (authentication and JSON, no query) as the HTTP floor.
 Targets: p99 under 50 ms for an inbox page and under 20 ms for a contact's
-history.
+history and for a page of their timeline.
 
 The big store is filled with direct bulk SQL (a few minutes the first time)
 and cached in ``bench/.cache/`` (gitignored); each run works on a copy.
@@ -395,6 +397,20 @@ async def measure(db: Path, n: int) -> dict[str, list[float]]:
                     results["contact history"] = await timed(
                         lambda: c.get(f"/api/v1/contacts/{contact_id}", headers=h_admin), n
                     )
+                    line = f"/api/v1/contacts/{contact_id}/timeline"
+                    results["contact timeline, first page (admin)"] = await timed(
+                        lambda: c.get(line, headers=h_admin), n
+                    )
+                    if (await c.get(line, headers=h_agent)).status_code == 200:
+                        results["contact timeline, first page (agent)"] = await timed(
+                            lambda: c.get(line, headers=h_agent), n
+                        )
+                    page = (await c.get(line, headers=h_admin)).json()
+                    if page.get("next"):
+                        results["contact timeline, next page"] = await timed(
+                            lambda: c.get(line, params={"before": page["next"]}, headers=h_admin),
+                            n,
+                        )
             return results
         finally:
             await daemon.stop()
@@ -450,7 +466,7 @@ def main() -> None:
         "target p99",
     ):
         table.add_column(col, justify="right" if col != "request" else "left")
-    targets = {"inbox page": 50.0, "contact history": 20.0}
+    targets = {"inbox page": 50.0, "contact history": 20.0, "contact timeline": 20.0}
     for name, values in big.items():
         base = empty.get(name)
         target = next((v for k, v in targets.items() if name.startswith(k)), None)
