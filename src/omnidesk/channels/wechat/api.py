@@ -239,6 +239,29 @@ KF_MEDIA_KINDS = (
 MIN_MEDIA_BYTES = 6  # WeChat refuses files of 5 bytes or fewer
 
 
+# Both products: customer-service messages within 48 hours of the customer's
+# last one, text of at most 2,048 UTF-8 bytes a message.
+WINDOW_SECONDS = 48 * 3600
+MAX_TEXT_BYTES = 2048
+
+
+async def reply_parts(
+    queries: Any, message: OutboundMessage, kinds: Any, product: str, window_reason: str
+) -> tuple[list[str], list[Any]]:
+    """A reply as WeChat takes it: its text in pieces and its files (checked
+    before anything is sent). ``queries`` (None: not checked) tells when the
+    customer last wrote; past the window the reply fails with the reason."""
+    if queries is not None:
+        last = await queries.last_inbound_at(message.conversation_id, message.recipient)
+        if last is not None and time.time() - last > WINDOW_SECONDS:
+            raise SendError(window_reason, retry=False)
+    files = check_media(message, kinds, product)
+    pieces = utf8_chunks(message.text, MAX_TEXT_BYTES) if message.text.strip() else []
+    if not pieces and not files:
+        raise SendError("nothing to send: the reply has no text", retry=False)
+    return pieces, files
+
+
 def check_media(message: OutboundMessage, kinds: Any, product: str) -> list[Any]:
     """The reply's files as ``media_plan`` gives them, with WeChat's own
     lower bound on a file's size."""

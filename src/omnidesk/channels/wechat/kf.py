@@ -78,11 +78,10 @@ from .api import (
     WeChatApiError,
     WeComKfClient,
     aes_crypto,
-    check_media,
+    reply_parts,
     send_error,
     stale,
     upload_media,
-    utf8_chunks,
 )
 
 if TYPE_CHECKING:
@@ -90,8 +89,6 @@ if TYPE_CHECKING:
     from starlette.responses import Response
 
 DEFAULT_API = "https://qyapi.weixin.qq.com"
-WINDOW_SECONDS = 48 * 3600
-MAX_TEXT_BYTES = 2048
 MAX_BODY = 64 * 1024
 NOTICE_TOKEN_TTL = 600.0  # a callback's sync token is good for ten minutes
 WINDOW_REASON = (
@@ -415,15 +412,10 @@ class WeChatKfChannel(ChannelAdapter):
             user = message.recipient.address
         if not kfid or not user:
             raise SendError("no customer-service account or customer for this reply", retry=False)
-        if self.check_window and self.ctx.queries is not None:
-            queries = self.ctx.queries
-            last = await queries.last_inbound_at(message.conversation_id, message.recipient)
-            if last is not None and time.time() - last > WINDOW_SECONDS:
-                raise SendError(WINDOW_REASON, retry=False)
-        files = check_media(message, KF_MEDIA_KINDS, "WeChat customer service")
-        pieces = utf8_chunks(message.text, MAX_TEXT_BYTES) if message.text.strip() else []
-        if not pieces and not files:
-            raise SendError("nothing to send: the reply has no text", retry=False)
+        queries = self.ctx.queries if self.check_window else None
+        pieces, files = await reply_parts(
+            queries, message, KF_MEDIA_KINDS, "WeChat customer service", WINDOW_REASON
+        )
         bodies: list[dict[str, Any]] = [
             {"msgtype": "text", "text": {"content": piece}} for piece in pieces
         ]

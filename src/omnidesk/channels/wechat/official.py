@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 from xml.etree import ElementTree
@@ -80,11 +79,10 @@ from .api import (
     WeChatApi,
     WeChatApiError,
     aes_crypto,
-    check_media,
+    reply_parts,
     send_error,
     stale,
     upload_media,
-    utf8_chunks,
 )
 
 if TYPE_CHECKING:
@@ -92,8 +90,6 @@ if TYPE_CHECKING:
     from starlette.responses import Response
 
 DEFAULT_API = "https://api.weixin.qq.com"
-WINDOW_SECONDS = 48 * 3600
-MAX_TEXT_BYTES = 2048
 MAX_BODY = 256 * 1024  # a push is a few hundred bytes of XML
 WINDOW_REASON = (
     "outside WeChat's 48-hour window: the customer last wrote more than 48 hours ago,"
@@ -409,15 +405,10 @@ class WeChatOfficialChannel(ChannelAdapter):
         openid = openid or message.thread_key
         if not openid:
             raise SendError("no WeChat OpenID for this conversation", retry=False)
-        if self.check_window and self.ctx.queries is not None:
-            queries = self.ctx.queries
-            last = await queries.last_inbound_at(message.conversation_id, message.recipient)
-            if last is not None and time.time() - last > WINDOW_SECONDS:
-                raise SendError(WINDOW_REASON, retry=False)
-        files = check_media(message, OFFICIAL_MEDIA_KINDS, "WeChat Official Account")
-        pieces = utf8_chunks(message.text, MAX_TEXT_BYTES) if message.text.strip() else []
-        if not pieces and not files:
-            raise SendError("nothing to send: the reply has no text", retry=False)
+        queries = self.ctx.queries if self.check_window else None
+        pieces, files = await reply_parts(
+            queries, message, OFFICIAL_MEDIA_KINDS, "WeChat Official Account", WINDOW_REASON
+        )
         steps: list[Callable[[], Awaitable[str | None]]] = []
         for piece in pieces:
 
