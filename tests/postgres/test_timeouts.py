@@ -5,8 +5,6 @@ message that keeps timing out goes to quarantine, raw bytes kept."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,27 +14,26 @@ import pytest
 
 from omnidesk.app import Daemon
 from omnidesk.pipeline.batch import TIMEOUT_ATTEMPTS
-from tests.conftest import make_config, message, post_inbound
+from tests.conftest import make_config, message, post_inbound, wait_for
 
 pytestmark = pytest.mark.postgres
 
 TIMEOUT = 0.3
 
 
-async def eventually(pred: Callable[[], Awaitable[bool]], timeout: float = 20.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await pred():
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
-
-
-async def start(tmp_path: Path, pg_url: str, daemon_factory: Any) -> tuple[Daemon, Any]:
+async def start(tmp_path: Path, pg_url: str, daemon_factory: Any, ext: str) -> tuple[Daemon, Any]:
+    """The daemon, and a message posted to it while another session's open
+    transaction (returned) keeps anyone from adding a message."""
     cfg = make_config(tmp_path, pg_url, storage={"url": pg_url, "statement_timeout": TIMEOUT})
     d: Daemon = await daemon_factory(cfg)
     schema = pg_url.split("search_path=")[1]
     locker = await asyncpg.connect(pg_url.split("?")[0], server_settings={"search_path": schema})
-    return d, locker
+    tx = locker.transaction()
+    await tx.start()
+    await locker.execute("LOCK TABLE messages IN EXCLUSIVE MODE")
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{d.web_port}") as c:
+        assert (await post_inbound(c, message(ext, "Where is my parcel?"))).status_code < 300
+    return d, (locker, tx)
 
 
 async def counts(d: Daemon) -> dict[str, Any]:
@@ -55,25 +52,19 @@ async def counts(d: Daemon) -> dict[str, Any]:
 async def test_a_time_out_is_tried_again_and_the_message_stored(
     tmp_path: Path, pg_url: str, daemon_factory: Any
 ) -> None:
-    d, locker = await start(tmp_path, pg_url, daemon_factory)
+    d, (locker, tx) = await start(tmp_path, pg_url, daemon_factory, "t-1")
     try:
-        tx = locker.transaction()
-        await tx.start()
-        # Nobody may add a message while this transaction lives.
-        await locker.execute("LOCK TABLE messages IN EXCLUSIVE MODE")
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{d.web_port}") as c:
-            assert (await post_inbound(c, message("t-1", "Where is my parcel?"))).status_code < 300
 
         async def timed_out_once() -> bool:
             return int((await counts(d))["attempts"] or 0) >= 1
 
-        await eventually(timed_out_once)
+        await wait_for(timed_out_once, timeout=20)
         await tx.rollback()
 
         async def stored() -> bool:
             return (await counts(d))["messages"] == 1
 
-        await eventually(stored)
+        await wait_for(stored, timeout=20)
         after = await counts(d)
         assert after["quarantined"] == 0 and after["pending"] == 0, after
     finally:
@@ -83,18 +74,13 @@ async def test_a_time_out_is_tried_again_and_the_message_stored(
 async def test_a_message_that_keeps_timing_out_goes_to_quarantine(
     tmp_path: Path, pg_url: str, daemon_factory: Any
 ) -> None:
-    d, locker = await start(tmp_path, pg_url, daemon_factory)
+    d, (locker, tx) = await start(tmp_path, pg_url, daemon_factory, "t-2")
     try:
-        tx = locker.transaction()
-        await tx.start()
-        await locker.execute("LOCK TABLE messages IN EXCLUSIVE MODE")
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{d.web_port}") as c:
-            assert (await post_inbound(c, message("t-2", "Where is my parcel?"))).status_code < 300
 
         async def quarantined() -> bool:
             return (await counts(d))["quarantined"] == 1
 
-        await eventually(quarantined)
+        await wait_for(quarantined, timeout=20)
         await tx.rollback()
         row = await d.store.read(
             lambda db: db.one(
