@@ -201,8 +201,10 @@ def sent_elsewhere(db: Db, row: InboundRow, msg: Message, res: BatchResult, now:
 
 def count_attempt(db: Db, row: InboundRow) -> int:
     """One more try of a row that is left pending; returns how many so far."""
-    db.run("UPDATE inbound SET attempts = attempts + 1 WHERE id = ?", (row.id,))
-    return int(db.val("SELECT attempts FROM inbound WHERE id = ?", (row.id,)) or 0)
+    tries = db.val(
+        "UPDATE inbound SET attempts = attempts + 1 WHERE id = ? RETURNING attempts", (row.id,)
+    )
+    return int(tries or 0)
 
 
 def quarantine_row(
